@@ -1,0 +1,25 @@
+# Auxiliary-cell decoder search (Nekrasov et al., CVPR 2019) on the bundled proxy set, CPU-sized.
+# python tools/search.py configs/search/auxcell_proxy.py
+work_dir = "work_dirs/auxcell_proxy"
+seed = 0
+device = "auto"  # cuda when present
+
+# Proxy set built deterministically from real images shipped in installed packages, VOC layout.
+data = dict(layout="proxy", root="data/proxy_voc", image_size=128,
+            proxy=dict(num_train=64, num_val=24, size=128, num_classes=5, seed=0))
+
+backbone = dict(type="mobilenet_v2", pretrained=True)  # real ImageNet weights, offline
+
+space = dict(type="auxcell", width=48, num_cells=3, blocks_per_cell=2)
+
+strategy = dict(type="reinforce", lr=3e-3, batch_size=1, entropy_weight=1e-3)
+
+# Stage 1: frozen cached encoder, KD + Polyak; stage 2 only when stage 1 beats the running mean.
+evaluator = dict(
+    stage1=dict(iters=120, batch_size=16, lr=3e-3),
+    stage2=dict(iters=25, batch_size=8, lr=1e-3, encoder_lr_mult=0.1),
+    early_stop=True, aux_weight=0.4, kd_weight=0.5, kd_temperature=1.0, polyak=0.98)
+
+teacher = dict(iters=200, batch_size=8, lr=2e-3, width=128)
+
+search = dict(num_candidates=30, time_budget_s=840)

@@ -1,0 +1,365 @@
+"""Auxiliary-cell decoder search space.
+
+After "Fast Neural Architecture Search of Compact Semantic Segmentation Models via Auxiliary Cells"
+(Nekrasov, Chen, Shen, Reid; CVPR 2019). The encoder (e.g. MobileNetV2) is fixed; the controller emits
+
+* for every decoder cell ``k``, the two features it fuses (``cell{k}.in0``, ``cell{k}.in1``), chosen from a
+  pool holding the encoder levels ``0..num_inputs-1`` followed by the outputs of cells ``0..k-1``
+  (pool index ``num_inputs + j`` is the output of cell ``j``);
+* one cell template shared by all cells: per block ``b``, two inputs ``tmpl.b{b}.in0/in1`` (``0``/``1``
+  are the cell's two inputs, ``2 + j`` the output of block ``j < b``), an operation on each
+  (``tmpl.b{b}.op0/op1``, names of :data:`densenas.ops.OPS`) and how to merge them
+  (``tmpl.b{b}.merge``: ``sum``, or ``concat`` followed by conv1x1-BN-ReLU).
+
+Every index decision's options are in range by construction; the one constraint :meth:`AuxCellSpace.check`
+adds is that the template reads both cell inputs (otherwise a cell's second input choice is dead, its
+projection gets no gradient and distinct archs encode the same network), so every parameter of a built
+decoder receives a gradient. Errors name the field (``cell1.in0=9 out of range 0..4``).
+
+Built decoder (:class:`AuxCellDecoder`): every encoder level some cell uses is projected to ``width``
+channels (conv1x1-BN-ReLU, input channels read from the given shapes). A cell bilinearly resizes the
+coarser of its two inputs to the finer one's size, runs the template blocks and sums the block outputs no
+later block consumed. The outputs of cells no later cell consumed are resized to the finest of them,
+concatenated, fused by conv1x1-BN-ReLU and classified by a conv1x1. For training, each non-final cell also
+feeds an *auxiliary head*: a separately parameterised copy of the same cell template (its two inputs both
+the cell's output) followed by a classifier, giving over-parameterised intermediate supervision.
+"""
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densenas.arch import Arch, Decision, InvalidArch
+from densenas.ops import OPS, PRIMITIVES, ConvBNReLU, build_op
+from densenas.space import SearchSpace, ShapeSpec
+
+MERGES = ("sum", "concat")
+
+
+class BlockSpec(NamedTuple):
+    """One block of the cell template: ``merge(op0(state[in0]), op1(state[in1]))``."""
+
+    in0: int
+    in1: int
+    op0: str
+    op1: str
+    merge: str
+
+
+def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class Block(nn.Module):
+    """Two operations on two (already chosen) states, merged by sum or by concat + conv1x1-BN-ReLU."""
+
+    def __init__(self, spec: BlockSpec, width: int):
+        super().__init__()
+        self.spec = spec
+        self.op0 = build_op(spec.op0, width)
+        self.op1 = build_op(spec.op1, width)
+        self.fuse = ConvBNReLU(2 * width, width, 1) if spec.merge == "concat" else None
+
+    def forward(self, states: list[torch.Tensor]) -> torch.Tensor:
+        a = self.op0(states[self.spec.in0])
+        b = self.op1(states[self.spec.in1])
+        return a + b if self.fuse is None else self.fuse(torch.cat([a, b], dim=1))
+
+
+class Cell(nn.Module):
+    """The shared template instantiated once (own weights): two ``width``-channel inputs -> ``width``."""
+
+    def __init__(self, template: Sequence[BlockSpec], width: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(s, width) for s in template)
+        used = {i for s in template for i in (s.in0, s.in1)}
+        #: states summed into the output: the blocks no later block consumed (always includes the last)
+        self.out_states = [2 + j for j in range(len(template)) if 2 + j not in used]
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.shape[-2] * a.shape[-1] >= b.shape[-2] * b.shape[-1]:
+            b = _resize(b, a.shape[-2:])
+        else:
+            a = _resize(a, b.shape[-2:])
+        states = [a, b]
+        for block in self.blocks:
+            states.append(block(states))
+        out = states[self.out_states[0]]
+        for i in self.out_states[1:]:
+            out = out + states[i]
+        return out
+
+
+class AuxHead(nn.Module):
+    """Auxiliary head: the cell template applied to one cell's output, then a conv1x1 classifier."""
+
+    def __init__(self, template: Sequence[BlockSpec], width: int, num_classes: int):
+        super().__init__()
+        self.cell = Cell(template, width)
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.cell(x, x))
+
+
+class AuxCellDecoder(nn.Module):
+    """Decoder built from one arch of :class:`AuxCellSpace`.
+
+    Forward contract:
+
+    * ``forward(feats)`` in ``eval()`` mode, or when built with ``aux=False``: a tensor of logits
+      ``(N, num_classes, H / output_stride, W / output_stride)``.
+    * ``forward(feats)`` in ``train()`` mode with auxiliary heads: a tuple ``(logits, aux_logits)`` where
+      ``aux_logits`` is a list with one tensor per non-final cell (``num_cells - 1`` of them), each at that
+      cell's own resolution (callers resize to the target before the loss).
+    * ``forward_with_aux(feats)`` always returns ``(logits, aux_logits)`` regardless of the mode
+      (``aux_logits`` is empty when built with ``aux=False``).
+
+    ``feats`` is the list of encoder features in the order of the ``in_shapes`` the decoder was built for.
+
+    Args:
+        cell_inputs: per cell, the two pool indices it fuses.
+        template: the shared cell template.
+        in_shapes: shape of every encoder level.
+        width: decoder channels.
+        num_classes: output channels.
+        aux: build the auxiliary heads.
+        arch: the arch this decoder was built from (kept for export / printing).
+    """
+
+    def __init__(self, cell_inputs: Sequence[tuple[int, int]], template: Sequence[BlockSpec],
+                 in_shapes: Sequence[ShapeSpec], width: int, num_classes: int, aux: bool = True,
+                 arch: Arch | None = None):
+        super().__init__()
+        self.arch = arch
+        self.num_inputs = n = len(in_shapes)
+        self.cell_inputs = [tuple(int(i) for i in c) for c in cell_inputs]
+        self.used_levels = sorted({i for c in self.cell_inputs for i in c if i < n})
+        self.proj = nn.ModuleDict({str(i): ConvBNReLU(in_shapes[i].channels, width, 1)
+                                   for i in self.used_levels})
+        self.cells = nn.ModuleList(Cell(template, width) for _ in self.cell_inputs)
+        consumed = {i for c in self.cell_inputs for i in c}
+        self.out_cells = [k for k in range(len(self.cell_inputs)) if n + k not in consumed]
+        self.fuse = ConvBNReLU(len(self.out_cells) * width, width, 1)
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+        self.aux_heads = nn.ModuleList(
+            AuxHead(template, width, num_classes) for _ in range(len(self.cell_inputs) - 1)) if aux \
+            else nn.ModuleList()
+        strides = [s.stride for s in in_shapes]
+        for a, b in self.cell_inputs:
+            strides.append(min(strides[a], strides[b]))
+        #: stride of every pool entry (encoder levels, then cell outputs)
+        self.pool_strides = strides
+
+    @property
+    def output_stride(self) -> int:
+        """Stride of the main logits relative to the input image."""
+        return min(self.pool_strides[self.num_inputs + k] for k in self.out_cells)
+
+    @property
+    def has_aux(self) -> bool:
+        return len(self.aux_heads) > 0
+
+    def forward_with_aux(self, feats: Sequence[torch.Tensor], with_aux: bool = True
+                         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Main logits and the auxiliary logits (one per non-final cell), whatever the mode.
+
+        Args:
+            feats: encoder features, one per input shape, in order.
+            with_aux: compute the auxiliary heads (``False`` returns an empty list).
+
+        Returns:
+            ``(logits, aux_logits)``.
+        """
+        if len(feats) != self.num_inputs:
+            raise ValueError(f"decoder built for {self.num_inputs} encoder levels, got {len(feats)}")
+        pool: list[torch.Tensor | None] = [None] * self.num_inputs
+        for i in self.used_levels:
+            pool[i] = self.proj[str(i)](feats[i])
+        for (a, b), cell in zip(self.cell_inputs, self.cells):
+            pool.append(cell(pool[a], pool[b]))
+        outs = [pool[self.num_inputs + k] for k in self.out_cells]
+        size = max((o.shape[-2:] for o in outs), key=lambda s: s[0] * s[1])
+        logits = self.classifier(self.fuse(torch.cat([_resize(o, size) for o in outs], dim=1)))
+        aux = [head(pool[self.num_inputs + k]) for k, head in enumerate(self.aux_heads)] \
+            if with_aux else []
+        return logits, aux
+
+    def forward(self, feats: Sequence[torch.Tensor]
+                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits in eval mode; ``(logits, aux_logits)`` in training mode when aux heads exist."""
+        if self.training and self.has_aux:
+            return self.forward_with_aux(feats)
+        return self.forward_with_aux(feats, with_aux=False)[0]
+
+
+class AuxCellSpace(SearchSpace):
+    """The auxiliary-cell decoder space (decision names and semantics in the module docstring).
+
+    Args:
+        num_classes: output channels of the decoder and its auxiliary heads.
+        width: decoder channels (every projected level, block and cell output).
+        num_cells: decoder cells.
+        blocks_per_cell: blocks in the shared cell template.
+        num_inputs: encoder levels the decoder receives (finest first, by convention).
+        ops: candidate operations (keys of :data:`densenas.ops.OPS`); default :data:`PRIMITIVES`.
+        aux: build auxiliary heads (training-time intermediate supervision).
+    """
+
+    name = "auxcell"
+
+    def __init__(self, num_classes: int, width: int = 48, num_cells: int = 3, blocks_per_cell: int = 2,
+                 num_inputs: int = 4, ops: Sequence[str] | None = None, aux: bool = True):
+        ops = tuple(PRIMITIVES if ops is None else ops)
+        unknown = [o for o in ops if o not in OPS]
+        if unknown or not ops or len(set(ops)) != len(ops):
+            raise ValueError(f"ops must be distinct known operations, got {list(ops)} "
+                             f"(unknown: {unknown}; known: {sorted(OPS)})")
+        for k, v in dict(num_classes=num_classes, width=width, num_cells=num_cells,
+                         blocks_per_cell=blocks_per_cell, num_inputs=num_inputs).items():
+            if int(v) < 1:
+                raise ValueError(f"{k} must be >= 1, got {v}")
+        self.num_classes, self.width, self.num_cells = int(num_classes), int(width), int(num_cells)
+        self.blocks_per_cell, self.num_inputs = int(blocks_per_cell), int(num_inputs)
+        self.ops, self.aux = ops, bool(aux)
+
+    # ------------------------------------------------------------- decisions
+    def decisions(self) -> list[Decision]:
+        decs = []
+        for k in range(self.num_cells):
+            pool = tuple(range(self.num_inputs + k))
+            decs += [Decision(f"cell{k}.in0", pool), Decision(f"cell{k}.in1", pool)]
+        for b in range(self.blocks_per_cell):
+            states = tuple(range(2 + b))
+            p = f"tmpl.b{b}"
+            decs += [Decision(f"{p}.in0", states), Decision(f"{p}.in1", states),
+                     Decision(f"{p}.op0", self.ops), Decision(f"{p}.op1", self.ops),
+                     Decision(f"{p}.merge", MERGES)]
+        return decs
+
+    def check(self, arch: Arch) -> None:
+        """Raise :class:`InvalidArch` naming the first bad field (``cell1.in0=9 out of range 0..4``)."""
+        if not isinstance(arch, Arch):
+            raise InvalidArch(f"expected an Arch, got {type(arch).__name__}")
+        if arch.space != self.name:
+            raise InvalidArch(f"arch is for space {arch.space!r}, not {self.name!r}")
+        values = arch.as_dict()
+        for d in self.decisions():
+            if d.name not in values:
+                raise InvalidArch(f"arch misses decision {d.name!r}")
+            v = values[d.name]
+            if d.name.endswith((".in0", ".in1")):
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise InvalidArch(f"{d.name}={v!r} is not an integer index")
+                if v not in d.options:
+                    what = "encoder levels / earlier cells" if d.name.startswith("cell") else \
+                        "cell inputs / earlier blocks"
+                    raise InvalidArch(f"{d.name}={v} out of range 0..{len(d) - 1} ({what})")
+            elif d.name.endswith((".op0", ".op1")) and v not in d.options:
+                raise InvalidArch(f"{d.name}={v!r} is not an operation of this space "
+                                  f"(choices: {list(d.options)})")
+            elif d.name.endswith(".merge") and v not in d.options:
+                raise InvalidArch(f"{d.name}={v!r} is not a merge mode (choices: {list(MERGES)})")
+        super().check(arch)  # unknown extra decisions
+        used = {arch[f"tmpl.b{b}.{f}"] for b in range(self.blocks_per_cell) for f in ("in0", "in1")}
+        for i in (0, 1):
+            if i not in used:
+                raise InvalidArch(f"tmpl: cell input {i} is never read (no tmpl.b*.in0/in1 equals {i}); "
+                                  f"the cell's choice of input {i} would be dead")
+
+    # ---------------------------------------------------------------- reading
+    def cell_inputs(self, arch: Arch) -> list[tuple[int, int]]:
+        """Pool indices fused by every cell."""
+        return [(arch[f"cell{k}.in0"], arch[f"cell{k}.in1"]) for k in range(self.num_cells)]
+
+    def template(self, arch: Arch) -> list[BlockSpec]:
+        """The shared cell template."""
+        return [BlockSpec(*(arch[f"tmpl.b{b}.{f}"] for f in BlockSpec._fields))
+                for b in range(self.blocks_per_cell)]
+
+    def default_arch(self) -> Arch:
+        """A hand-picked baseline: a top-down (RefineNet-like) path with separable-conv cells.
+
+        Cell 0 fuses the two coarsest levels, every later cell fuses the previous cell with the next finer
+        level; block 0 sums ``sep_conv_3x3`` of both inputs, later blocks refine the previous block
+        (``sep_conv_3x3_dil2`` + ``skip`` of input 0). Ops missing from ``ops`` fall back to the first op.
+        """
+        def op(*prefs: str) -> str:
+            return next((p for p in prefs if p in self.ops), self.ops[0])
+
+        n, choices = self.num_inputs, {}
+        for k in range(self.num_cells):
+            choices[f"cell{k}.in0"] = n - 1 if k == 0 else n + k - 1
+            choices[f"cell{k}.in1"] = max(n - 2 - k, 0)
+        for b in range(self.blocks_per_cell):
+            p = f"tmpl.b{b}"
+            choices.update({f"{p}.in0": 0 if b == 0 else b + 1, f"{p}.in1": 1 if b == 0 else 0,
+                            f"{p}.op0": op("sep_conv_3x3") if b == 0 else op("sep_conv_3x3_dil2",
+                                                                             "sep_conv_3x3"),
+                            f"{p}.op1": op("sep_conv_3x3") if b == 0 else op("skip"),
+                            f"{p}.merge": "sum"})
+        arch = Arch(self.name, tuple((d.name, choices[d.name]) for d in self.decisions()))
+        self.check(arch)
+        return arch
+
+    # ------------------------------------------------------------------ build
+    def _shapes(self, in_shapes: Sequence[ShapeSpec] | Mapping[str, ShapeSpec]) -> list[ShapeSpec]:
+        shapes = list(in_shapes.values()) if isinstance(in_shapes, Mapping) else list(in_shapes)
+        if len(shapes) != self.num_inputs:
+            raise ValueError(f"space expects {self.num_inputs} encoder levels, got {len(shapes)} shapes")
+        return shapes
+
+    def build(self, arch: Arch, in_shapes: Sequence[ShapeSpec] | Mapping[str, ShapeSpec]
+              ) -> AuxCellDecoder:
+        """Build the decoder for ``arch`` on encoder levels of the given shapes (finest first).
+
+        Args:
+            arch: a valid arch of this space.
+            in_shapes: one :class:`ShapeSpec` per encoder level (a mapping is read in its order).
+
+        Returns:
+            The decoder (see :class:`AuxCellDecoder` for the forward contract).
+        """
+        self.check(arch)
+        return AuxCellDecoder(self.cell_inputs(arch), self.template(arch), self._shapes(in_shapes),
+                              self.width, self.num_classes, aux=self.aux, arch=arch)
+
+    def output_stride(self, arch: Arch, in_shapes: Sequence[ShapeSpec] | Mapping[str, ShapeSpec]) -> int:
+        """Stride of the logits ``build(arch, in_shapes)`` would produce (without building it)."""
+        self.check(arch)
+        strides = [s.stride for s in self._shapes(in_shapes)]
+        for a, b in self.cell_inputs(arch):
+            strides.append(min(strides[a], strides[b]))
+        consumed = {i for c in self.cell_inputs(arch) for i in c}
+        return min(strides[self.num_inputs + k] for k in range(self.num_cells)
+                   if self.num_inputs + k not in consumed)
+
+    def describe(self, arch: Arch, in_shapes: Sequence[ShapeSpec] | None = None) -> str:
+        """Multi-line human-readable summary of ``arch`` (with strides when ``in_shapes`` is given)."""
+        self.check(arch)
+        n = self.num_inputs
+        strides: list[int | None] = [s.stride for s in self._shapes(in_shapes)] if in_shapes \
+            else [None] * n
+
+        def name(i: int) -> str:
+            s = f" (s{strides[i]})" if strides[i] else ""
+            return (f"enc{i}" if i < n else f"cell{i - n}") + s
+
+        lines = [f"auxcell decoder: {self.num_cells} cells x {self.blocks_per_cell} blocks, "
+                 f"width {self.width}, {self.num_classes} classes, aux heads: {self.aux}"]
+        consumed = {i for c in self.cell_inputs(arch) for i in c}
+        for k, (a, b) in enumerate(self.cell_inputs(arch)):
+            strides.append(min(strides[a], strides[b]) if strides[a] and strides[b] else None)
+            lines.append(f"  cell{k} = cell({name(a)}, {name(b)})")
+        outs = [name(n + k) for k in range(self.num_cells) if n + k not in consumed]
+        lines.append(f"  output = classify(concat({', '.join(outs)}))")
+        lines.append("  template (x0, x1 = cell inputs; bj = block j; output = sum of unused blocks):")
+        for b, s in enumerate(self.template(arch)):
+            ins = [f"x{i}" if i < 2 else f"b{i - 2}" for i in (s.in0, s.in1)]
+            lines.append(f"    b{b} = {s.merge}({s.op0}({ins[0]}), {s.op1}({ins[1]}))")
+        return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""Thin OpenMMLab adapters for the auxiliary-cell decoder and the MobileNetV2 encoder.
+
+Registers, on import, the modules of "Fast Neural Architecture Search of Compact Semantic Segmentation
+Models via Auxiliary Cells" (Nekrasov, Chen, Shen, Reid; CVPR 2019) with mmsegmentation's ``MODELS``
+registry (and mmdet's, when mmdet imports):
+
+* backbone ``DenseNASMobileNetV2``: :class:`~densenas.backbones.MobileNetV2Encoder` returning a tuple;
+* decode head ``AuxCellHead``: an :class:`~densenas.decoders.auxcell.AuxCellDecoder` built from an arch
+  (``Arch``, its ``to_dict()`` form, or a path to its JSON), following the ``BaseDecodeHead`` contract
+  (``in_channels``, ``in_index``, ``input_transform='multiple_select'``, losses keyed ``loss_*``). Its
+  ``forward`` (and so inference) returns the main logits only; ``loss`` adds one ``loss_aux{i}`` per
+  auxiliary head, weighted by ``aux_weight``.
+
+Only this module imports mmseg; nothing else in densenas imports it. Use it from a config with
+``custom_imports=dict(imports=["densenas.decoders.mmseg_adapters"], allow_failed_imports=False)``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+try:
+    from mmengine.model import BaseModule
+    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+    from mmseg.registry import MODELS
+except ImportError as e:  # pragma: no cover - exercised only without the OpenMMLab stack
+    raise ImportError("densenas.decoders.mmseg_adapters needs mmengine and mmsegmentation 1.x; "
+                      "run `bash tools/install.sh`") from e
+
+from densenas.arch import Arch
+from densenas.backbones import MobileNetV2Encoder
+from densenas.decoders.auxcell import AuxCellSpace
+from densenas.ops import OPS
+from densenas.space import ShapeSpec
+
+
+@MODELS.register_module(force=True)
+class DenseNASMobileNetV2(MobileNetV2Encoder, BaseModule):
+    """MobileNetV2 backbone for mmseg/mmdet: ``forward`` returns a tuple of features (strides 4..32).
+
+    Args:
+        out_indices: torchvision ``features`` blocks whose outputs are returned.
+        pretrained: load the offline ImageNet weights (``False``: random init).
+        init_cfg: mmengine initialisation config (``None`` keeps the loaded / default weights).
+    """
+
+    def __init__(self, out_indices: Sequence[int] = (3, 6, 13, 17), pretrained: bool = True,
+                 init_cfg: dict | list | None = None):
+        super().__init__(out_indices=out_indices, pretrained=pretrained)
+        self.init_cfg = init_cfg
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return tuple(super().forward(x))
+
+
+try:  # the same class as an mmdet backbone; mmdet is optional here
+    from mmdet.registry import MODELS as MMDET_MODELS
+    MMDET_MODELS.register_module(name="DenseNASMobileNetV2", module=DenseNASMobileNetV2, force=True)
+except (ImportError, AssertionError):  # not installed, or an incompatible mmcv
+    MMDET_MODELS = None
+
+
+def load_arch(arch: Arch | Mapping[str, Any] | str | Path) -> Arch:
+    """An :class:`Arch` from an ``Arch``, an ``Arch.to_dict()`` mapping, or a path to an arch JSON file."""
+    if isinstance(arch, Arch):
+        return arch
+    if isinstance(arch, Mapping):
+        return Arch.from_dict(arch)
+    if isinstance(arch, (str, Path)):
+        return Arch.load(arch)
+    raise TypeError(f"arch must be an Arch, a dict or a path, got {type(arch).__name__}")
+
+
+@MODELS.register_module(force=True)
+class AuxCellHead(BaseDecodeHead):
+    """mmseg decode head wrapping an auxiliary-cell decoder.
+
+    ``forward`` returns the main logits ``(N, out_channels, H / s, W / s)`` (``s`` =
+    ``self.decoder.output_stride``); ``predict`` therefore ignores the auxiliary heads. ``loss`` returns the
+    usual ``loss_ce``/``acc_seg`` entries of :meth:`loss_by_feat` for the main logits, plus ``loss_aux{i}``
+    (``aux_weight`` times the sum of the ``loss_*`` terms on auxiliary logits ``i``).
+
+    Args:
+        arch: the decoder arch (``Arch``, ``Arch.to_dict()`` dict, or path to a JSON file).
+        in_channels: channels of the selected encoder levels (finest first).
+        channels: decoder width.
+        num_classes: number of classes.
+        in_index: indices of the backbone outputs fed to the decoder.
+        input_transform: must be ``"multiple_select"``.
+        in_strides: strides of the selected levels (only used for ``output_stride``/``describe``);
+            default ``4, 8, 16, ...``.
+        num_cells: decoder cells; default inferred from the arch.
+        blocks_per_cell: template blocks; default inferred from the arch.
+        ops: candidate operation names of the space; default every registered op.
+        aux: build the auxiliary heads (``False``: no ``loss_aux*``).
+        aux_weight: weight of every auxiliary loss.
+        dropout_ratio: unused by the decoder; kept at 0 so no dropout module is created.
+        init_cfg: mmengine init config; default ``None`` keeps PyTorch's initialisation.
+        **kwargs: the other ``BaseDecodeHead`` arguments (``loss_decode``, ``ignore_index``, ...).
+    """
+
+    def __init__(self, arch: Arch | Mapping[str, Any] | str | Path, in_channels: Sequence[int],
+                 channels: int = 48, *, num_classes: int, in_index: Sequence[int] = (0, 1, 2, 3),
+                 input_transform: str = "multiple_select", in_strides: Sequence[int] | None = None,
+                 num_cells: int | None = None, blocks_per_cell: int | None = None,
+                 ops: Sequence[str] | None = None, aux: bool = True, aux_weight: float = 0.4,
+                 dropout_ratio: float = 0.0, init_cfg: dict | list | None = None, **kwargs: Any):
+        if input_transform != "multiple_select":
+            raise ValueError(f"AuxCellHead needs input_transform='multiple_select', got {input_transform!r}")
+        super().__init__(list(in_channels), channels, num_classes=num_classes, in_index=list(in_index),
+                         input_transform=input_transform, dropout_ratio=dropout_ratio,
+                         init_cfg=init_cfg, **kwargs)
+        del self.conv_seg  # the decoder owns its classifiers
+        self.arch = load_arch(arch)
+        names = [k for k, _ in self.arch.choices]
+        self.space = AuxCellSpace(
+            self.out_channels, width=channels,
+            num_cells=num_cells or sum(n.startswith("cell") and n.endswith(".in0") for n in names),
+            blocks_per_cell=blocks_per_cell or sum(n.startswith("tmpl.") and n.endswith(".in0")
+                                                   for n in names),
+            num_inputs=len(self.in_channels), ops=tuple(OPS) if ops is None else ops, aux=aux)
+        strides = list(in_strides) if in_strides is not None else \
+            [2 ** (i + 2) for i in range(len(self.in_channels))]
+        shapes = [ShapeSpec(int(c), int(s)) for c, s in zip(self.in_channels, strides, strict=True)]
+        self.decoder = self.space.build(self.arch, shapes)
+        self.aux_weight = float(aux_weight)
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        """Main logits from the backbone outputs (auxiliary heads are not run)."""
+        return self.decoder.forward_with_aux(self._transform_inputs(inputs), with_aux=False)[0]
+
+    def loss(self, inputs: Sequence[Tensor], batch_data_samples: list, train_cfg: Any) -> dict[str, Tensor]:
+        """Main decode losses plus ``loss_aux{i}`` for every auxiliary head.
+
+        Args:
+            inputs: backbone outputs.
+            batch_data_samples: ``SegDataSample`` s holding ``gt_sem_seg``.
+            train_cfg: the segmentor's training config (unused).
+
+        Returns:
+            Loss and metric tensors keyed ``loss_*`` / ``acc_seg``.
+        """
+        logits, aux = self.decoder.forward_with_aux(self._transform_inputs(inputs),
+                                                    with_aux=self.decoder.has_aux)
+        losses = self.loss_by_feat(logits, batch_data_samples)
+        for i, aux_logits in enumerate(aux):
+            terms = self.loss_by_feat(aux_logits, batch_data_samples)
+            losses[f"loss_aux{i}"] = self.aux_weight * torch.stack(
+                [v for k, v in terms.items() if k.startswith("loss")]).sum()
+        return losses

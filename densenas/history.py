@@ -1,0 +1,206 @@
+"""Search history: every candidate of a search in one SQLite file, and the state to resume from.
+
+Each candidate row holds its arch JSON, status (``running`` / ``ok`` / ``failed``), reward, metrics,
+stage reached, wall time and seed. The strategy's ``state_dict`` is stored in the *same transaction* as the
+row it belongs to, so a search killed at any instant (SIGKILL included) resumes from a consistent point:
+finished candidates are never lost or re-run, and a candidate that was ``running`` when the process died
+is evaluated again with the very arch that had been proposed.
+"""
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .arch import Arch
+from .evaluation.result import Result
+
+RUNNING = "running"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY,
+    arch_key TEXT NOT NULL,
+    arch_json TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reward REAL,
+    metrics_json TEXT NOT NULL DEFAULT '{}',
+    cost_json TEXT NOT NULL DEFAULT '{}',
+    stage INTEGER NOT NULL DEFAULT 0,
+    wall_time REAL NOT NULL DEFAULT 0,
+    seed INTEGER NOT NULL,
+    error TEXT,
+    started REAL NOT NULL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS candidates_key ON candidates(arch_key);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+
+
+@dataclass
+class Candidate:
+    """One row of the history."""
+
+    id: int
+    arch: Arch
+    status: str
+    result: Result | None
+    seed: int
+    started: float
+    finished: float | None
+
+
+def _pack(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _unpack(blob: bytes) -> Any:
+    # our own file: it holds numpy RNG states and plain python next to tensors
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+
+
+class History:
+    """SQLite-backed record of a search (``<work_dir>/history.sqlite``)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise ValueError(f"history file {self.path} is not a densenas SQLite history: {e}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "History":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ meta
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, _pack(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else _unpack(row[0])
+
+    # ------------------------------------------------------------ candidates
+    def start(self, arch: Arch, seed: int, strategy_state: dict | None = None) -> int:
+        """Record a proposed candidate as running (with the strategy state after proposing it)."""
+        with self._tx():
+            cur = self.db.execute(
+                "INSERT INTO candidates(arch_key, arch_json, status, seed, started) VALUES (?,?,?,?,?)",
+                (arch.key, arch.to_json(indent=None), RUNNING, seed, time.time()))
+            if strategy_state is not None:
+                self._set_state(strategy_state)
+            return int(cur.lastrowid)
+
+    def finish(self, cid: int, result: Result, strategy_state: dict | None = None) -> None:
+        """Store a candidate's result and, atomically with it, the strategy state after observing it."""
+        reward = result.reward if result.ok else None
+        with self._tx():
+            self.db.execute(
+                "UPDATE candidates SET status=?, reward=?, metrics_json=?, cost_json=?, stage=?, "
+                "wall_time=?, error=?, finished=? WHERE id=?",
+                (result.status, reward, json.dumps(result.metrics), json.dumps(result.cost),
+                 result.stage, result.wall_time, result.error, time.time(), cid))
+            if strategy_state is not None:
+                self._set_state(strategy_state)
+
+    def save_state(self, strategy_state: dict) -> None:
+        with self._tx():
+            self._set_state(strategy_state)
+
+    def strategy_state(self) -> dict | None:
+        return self.get_meta("strategy_state")
+
+    def _set_state(self, state: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('strategy_state', ?)",
+                        (_pack(state),))
+
+    def _tx(self):
+        db = self.db
+
+        class _Tx:
+            def __enter__(self) -> None:
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, typ, *_: Any) -> None:
+                db.execute("COMMIT" if typ is None else "ROLLBACK")
+        return _Tx()
+
+    # --------------------------------------------------------------- queries
+    def _row(self, r: tuple) -> Candidate:
+        (cid, arch_json, status, reward, metrics, cost, stage, wall, seed, error, started,
+         finished) = r
+        arch = Arch.from_json(arch_json, source=f"{self.path} candidate {cid}")
+        result = None
+        if status != RUNNING:
+            result = Result(status=status, reward=reward, metrics=json.loads(metrics),
+                            stage=stage, cost=json.loads(cost), wall_time=wall, error=error)
+        return Candidate(cid, arch, status, result, seed, started, finished)
+
+    def candidates(self, status: str | None = None) -> list[Candidate]:
+        q = ("SELECT id, arch_json, status, reward, metrics_json, cost_json, stage, wall_time, seed, "
+             "error, started, finished FROM candidates")
+        args: tuple = ()
+        if status is not None:
+            q += " WHERE status = ?"
+            args = (status,)
+        return [self._row(r) for r in self.db.execute(q + " ORDER BY id", args)]
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return iter(self.candidates())
+
+    def finished(self) -> list[Candidate]:
+        return [c for c in self.candidates() if c.status != RUNNING]
+
+    def running(self) -> list[Candidate]:
+        return self.candidates(RUNNING)
+
+    def get(self, cid: int) -> Candidate:
+        row = self.db.execute(
+            "SELECT id, arch_json, status, reward, metrics_json, cost_json, stage, wall_time, seed, "
+            "error, started, finished FROM candidates WHERE id = ?", (cid,)).fetchone()
+        if row is None:
+            raise KeyError(f"{self.path}: no candidate #{cid}")
+        return self._row(row)
+
+    def lookup(self, arch: Arch) -> Candidate | None:
+        """The finished candidate with this arch, if any (so an arch is never trained twice)."""
+        row = self.db.execute(
+            "SELECT id, arch_json, status, reward, metrics_json, cost_json, stage, wall_time, seed, "
+            "error, started, finished FROM candidates WHERE arch_key = ? AND status != ? "
+            "ORDER BY id LIMIT 1", (arch.key, RUNNING)).fetchone()
+        return None if row is None else self._row(row)
+
+    def count(self, finished_only: bool = True) -> int:
+        q = "SELECT COUNT(*) FROM candidates" + (" WHERE status != 'running'" if finished_only else "")
+        return int(self.db.execute(q).fetchone()[0])
+
+    def best(self) -> Candidate | None:
+        row = self.db.execute(
+            "SELECT id FROM candidates WHERE status='ok' AND reward IS NOT NULL "
+            "ORDER BY reward DESC, id ASC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return next(c for c in self.candidates() if c.id == row[0])
+
+    def leaderboard(self, top: int = 10) -> list[Candidate]:
+        ok = [c for c in self.candidates("ok") if c.result and c.result.reward is not None]
+        return sorted(ok, key=lambda c: (-c.result.reward, c.id))[:top]

@@ -1,0 +1,38 @@
+"""Search strategies: random search, REINFORCE controller (Zoph & Le; Nekrasov et al. 2019) and
+regularized evolution (Real et al. 2019), plus :func:`build_strategy` to make one from a config dict."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..space import SearchSpace
+from .base import RandomSearch, Strategy
+from .evolution import RegularizedEvolution
+from .reinforce import ReinforceController
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    "random": RandomSearch,
+    "reinforce": ReinforceController,
+    "evolution": RegularizedEvolution,
+}
+
+
+def build_strategy(cfg: Mapping[str, Any], space: SearchSpace) -> Strategy:
+    """Build a strategy from ``{"type": name, **kwargs}``; the kwargs go to its constructor.
+
+    Args:
+        cfg: config dict; ``type`` is one of :data:`STRATEGIES` (e.g. ``"reinforce"``), the remaining
+            keys (``seed``, ``lr``, ...) are passed on. ``cfg`` itself is not modified.
+        space: the search space the strategy proposes from.
+
+    Raises:
+        ValueError: ``type`` missing or unknown.
+    """
+    kwargs = dict(cfg)
+    kind = kwargs.pop("type", None)
+    if kind not in STRATEGIES:
+        raise ValueError(f"strategy config needs 'type' in {sorted(STRATEGIES)}, got {kind!r}")
+    return STRATEGIES[kind](space, **kwargs)
+
+
+__all__ = ["Strategy", "RandomSearch", "ReinforceController", "RegularizedEvolution", "STRATEGIES",
+           "build_strategy"]

