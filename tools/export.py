@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Write an mmseg config for a found architecture, or for a hand-designed baseline head.
+
+    python tools/export.py work_dirs/auxcell_proxy/best_arch.json --out configs/finetune/found_proxy.py
+    python tools/export.py --baseline aspp --out configs/finetune/baseline_aspp_proxy.py
+    # real data: --dataset voc --data-root data/VOCdevkit/VOC2012 --crop 512 --iters 40000
+
+Both use the same data pipeline and schedule, so `tools/train.py` fine-tunes them under the same budget.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("arch", nargs="?", help="arch JSON (best_arch.json of a search)")
+    p.add_argument("--baseline", choices=["aspp", "lraspp", "fcn"], help="export an mmseg baseline head")
+    p.add_argument("--out", required=True, help="config file to write")
+    p.add_argument("--dataset", default="proxy", choices=["proxy", "voc", "cityscapes"])
+    p.add_argument("--data-root", default="data/proxy_voc")
+    p.add_argument("--crop", type=int, default=128, help="training crop (height) in pixels")
+    p.add_argument("--width", type=int, default=None,
+                   help="decoder channels (default: the search's width for an arch, 128 for a baseline)")
+    p.add_argument("--iters", type=int, default=2000)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--val-interval", type=int, default=None)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--work-dir", default=None, help="work_dir written into the config")
+    args = p.parse_args(argv)
+    if (args.arch is None) == (args.baseline is None):
+        p.error("give an arch JSON or --baseline, not both")
+
+    from densenas.arch import Arch, InvalidArch
+    from densenas.export import export_config
+
+    arch, width = None, args.width
+    if args.arch:
+        try:
+            arch = Arch.load(args.arch)
+        except (InvalidArch, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if width is None:
+            width = _search_width(Path(args.arch)) or 48
+    try:
+        out = export_config(args.out, arch=arch, baseline=args.baseline, dataset=args.dataset,
+                            data_root=args.data_root, crop=args.crop, width=width or 128,
+                            iters=args.iters, lr=args.lr, batch_size=args.batch_size,
+                            val_interval=args.val_interval, workers=args.workers, work_dir=args.work_dir)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+def _search_width(arch_path: Path) -> int | None:
+    """The decoder width the arch was searched with (from the search's dumped config), if known."""
+    cfg_path = arch_path.parent / "config.py"
+    if not cfg_path.is_file():
+        return None
+    from mmengine.config import Config
+
+    return Config.fromfile(str(cfg_path)).get("space", {}).get("width")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""Evaluate a fine-tuned model and report its metrics, parameters and multiply-adds.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--input-size 512 512] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # our own mmengine checkpoints
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("checkpoint")
+    p.add_argument("--work-dir")
+    p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="image size for MAdds (default: the config's test resize)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+
+    import torch
+    from mmengine.config import Config, DictAction
+    from mmengine.runner import Runner
+
+    from densenas.objectives import count_madds, count_params
+
+    for f in (args.config, args.checkpoint):
+        if not Path(f).is_file():
+            print(f"error: file not found: {f}", file=sys.stderr)
+            return 2
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        ns = argparse.Namespace()
+        DictAction(option_strings=[], dest="o")(None, ns, args.cfg_options)
+        cfg.merge_from_dict(ns.o)
+    cfg.work_dir = args.work_dir or str(Path(args.checkpoint).parent)
+    cfg.load_from = args.checkpoint
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    model = runner.model.eval()
+    size = args.input_size or _test_size(cfg)
+    head = model.decode_head
+    aux = getattr(getattr(head, "decoder", None), "aux_heads", None)
+    params = count_params(model) - (count_params(aux) if aux is not None else 0)
+
+    class _Tensor(torch.nn.Module):  # plain tensor → logits, for the MAdds counter
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m._forward(x)
+
+    madds = count_madds(_Tensor(model), torch.zeros(1, 3, *size))
+    out = {"metrics": {k: float(v) for k, v in metrics.items()}, "params": params, "madds": madds,
+           "input_size": list(size), "config": args.config, "checkpoint": args.checkpoint}
+    print(f"metrics: {out['metrics']}")
+    print(f"params (inference, aux heads excluded): {params / 1e6:.3f} M; "
+          f"MAdds at {size[0]}x{size[1]}: {madds / 1e9:.3f} G")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def _test_size(cfg) -> tuple[int, int]:
+    for step in cfg.test_dataloader.dataset.pipeline:
+        if step.get("type") == "Resize":
+            w, h = step["scale"]
+            return (min(h, w), min(h, w)) if step.get("keep_ratio") else (h, w)
+    return (512, 512)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Fine-tune an exported mmseg/mmdet config with the ordinary mmengine Runner.
+
+    python tools/train.py configs/finetune/found_proxy.py [--work-dir DIR] [--resume]
+        [--cfg-options train_cfg.max_iters=500 ...]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# mmengine 0.10 checkpoints hold non-tensor metadata that torch>=2.6's weights-only loader refuses;
+# they are our own files, so load them fully.
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("--work-dir")
+    p.add_argument("--resume", action="store_true", help="resume from the latest checkpoint")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+
+    from mmengine.config import Config, DictAction
+    from mmengine.runner import Runner
+
+    if not Path(args.config).is_file():
+        print(f"error: config file not found: {args.config}", file=sys.stderr)
+        return 2
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        ns = argparse.Namespace()
+        DictAction(option_strings=[], dest="o")(None, ns, args.cfg_options)
+        cfg.merge_from_dict(ns.o)
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    cfg.resume = args.resume
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    metrics = runner.val_loop.run() if runner.val_loop is not None else {}
+    print(f"final val metrics: {metrics}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
