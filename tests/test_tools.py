@@ -1,0 +1,161 @@
+"""Tools: bad input gives a clear error and loses no history; one real search end to end (slow)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from densenas.arch import Arch
+from densenas.evaluation.result import Result
+from densenas.history import History
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = ROOT / "configs/search/auxcell_proxy.py"
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def tiny_opts(tmp: Path, root: Path | None = None, n: int = 3) -> list[str]:
+    """CPU-seconds budgets: 24/8 proxy images at 64 px, a few iterations per stage."""
+    return [f"data.root={root or tmp / 'proxy'}", "data.image_size=64",
+            "data.proxy.num_train=24", "data.proxy.num_val=8", "data.proxy.size=64",
+            "evaluator.stage1.iters=6", "evaluator.stage1.batch_size=8",
+            "evaluator.stage2.iters=2", "evaluator.stage2.batch_size=4",
+            "teacher.iters=3", "teacher.batch_size=4", f"search.num_candidates={n}",
+            "backbone.pretrained=False"]
+
+
+def _history_with_one_row(path: Path) -> bytes:
+    with History(path) as h:
+        cid = h.start(Arch("auxcell", (("x", 1),)), seed=0)
+        h.finish(cid, Result(reward=0.5, stage=1))
+    return path.read_bytes()
+
+
+def test_unknown_config_key_is_named(tmp_path, capsys):
+    rc = _tool("search")([str(CFG), "--work-dir", str(tmp_path / "w"),
+                          "--cfg-options", "evaluator.stage1.itres=3"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "evaluator.stage1.itres" in err and "did you mean 'iters'" in err
+
+
+def test_unknown_top_level_key(tmp_path, capsys):
+    rc = _tool("search")([str(CFG), "--work-dir", str(tmp_path / "w"), "--cfg-options", "serch.x=1"])
+    assert rc == 2 and "serch" in capsys.readouterr().err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert _tool("search")([str(tmp_path / "nope.py")]) == 2
+    assert "nope.py" in capsys.readouterr().err
+
+
+def test_missing_data_root_is_named_and_history_kept(tmp_path, capsys):
+    work = tmp_path / "w"
+    work.mkdir()
+    before = _history_with_one_row(work / "history.sqlite")
+    missing = tmp_path / "no_such_voc"
+    rc = _tool("search")([str(CFG), "--work-dir", str(work), "--resume", "--cfg-options",
+                          "data.layout=voc", f"data.root={missing}"])
+    assert rc == 2
+    assert str(missing) in capsys.readouterr().err
+    assert (work / "history.sqlite").read_bytes() == before
+
+
+def test_corrupted_annotation_is_named_and_history_kept(tmp_path, capsys):
+    from densenas.datasets.fixtures import write_voc_fixture
+
+    root = tmp_path / "voc"
+    write_voc_fixture(root, n=4)
+    bad = sorted((root / "SegmentationClass").glob("*.png"))[0]
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    work = tmp_path / "w"
+    work.mkdir()
+    before = _history_with_one_row(work / "history.sqlite")
+    rc = _tool("search")([str(CFG), "--work-dir", str(work), "--resume", "--cfg-options",
+                          "data.layout=voc", f"data.root={root}", "data.num_classes=3"])
+    assert rc == 2
+    assert bad.name in capsys.readouterr().err
+    assert (work / "history.sqlite").read_bytes() == before
+
+
+def test_refuses_to_mix_runs_without_resume(tmp_path, capsys):
+    work = tmp_path / "w"
+    work.mkdir()
+    _history_with_one_row(work / "history.sqlite")
+    assert _tool("search")([str(CFG), "--work-dir", str(work)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, match", [("{oops", "not valid JSON"),
+                                         ('{"space": "auxcell"}', "'choices'")])
+def test_export_rejects_malformed_arch(tmp_path, capsys, text, match):
+    p = tmp_path / "arch.json"
+    p.write_text(text)
+    assert _tool("export")([str(p), "--out", str(tmp_path / "c.py")]) == 2
+    err = capsys.readouterr().err
+    assert str(p) in err and match in err
+
+
+def test_export_rejects_arch_invalid_for_space(tmp_path, capsys):
+    from densenas.decoders.auxcell import AuxCellSpace
+
+    arch = AuxCellSpace(num_classes=3).default_arch()
+    name = next(k for k, _ in arch.choices if k.endswith(".op0"))
+    p = tmp_path / "arch.json"
+    d = arch.to_dict()
+    d["choices"][name] = "conv9x9"
+    p.write_text(json.dumps(d))
+    from densenas.export import export_config
+    out = export_config(tmp_path / "c.py", arch=Arch.load(p), dataset="voc", data_root=str(tmp_path))
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    import densenas.decoders.mmseg_adapters  # noqa: F401
+
+    with pytest.raises(Exception, match="conv9x9"):
+        MODELS.build(Config.fromfile(str(out)).model)
+
+
+@pytest.mark.slow
+def test_search_end_to_end_resume_export_train(tmp_path):
+    """A real search (pretrained-free MobileNetV2 for speed), resumed, exported, fine-tuned, tested."""
+    work = tmp_path / "search"
+    assert _tool("search")([str(CFG), "--work-dir", str(work), "--cfg-options",
+                            *tiny_opts(tmp_path, n=3)]) == 0
+    with History(work / "history.sqlite") as h:
+        first = {c.id: (c.arch.key, c.finished) for c in h.finished()}
+    assert len(first) == 3
+    assert _tool("search")([str(CFG), "--work-dir", str(work), "--resume", "--cfg-options",
+                            *tiny_opts(tmp_path, n=5)]) == 0
+    with History(work / "history.sqlite") as h:
+        rows = h.finished()
+        assert len(rows) == 5 and len({c.arch.key for c in rows}) == 5
+        assert {c.id: (c.arch.key, c.finished) for c in rows if c.id in first} == first
+        assert any(c.result.ok for c in rows)
+    for f in ("best_arch.json", "leaderboard.md", "leaderboard.csv", "rewards.png", "search.log"):
+        assert (work / f).is_file(), f
+    best = json.loads((work / "best_arch.json").read_text())
+    assert best["space"] == "auxcell" and 0 < best["result"]["reward"] <= 1
+
+    cfg = tmp_path / "found.py"
+    assert _tool("export")([str(work / "best_arch.json"), "--out", str(cfg), "--data-root",
+                            str(tmp_path / "proxy"), "--crop", "64", "--iters", "4",
+                            "--batch-size", "2", "--workers", "0",
+                            "--work-dir", str(tmp_path / "ft")]) == 0
+    assert _tool("train")([str(cfg), "--cfg-options", "model.backbone.pretrained=False"]) == 0
+    ckpt = sorted((tmp_path / "ft").glob("*.pth"))
+    assert ckpt, list((tmp_path / "ft").iterdir())
+    out = tmp_path / "test.json"
+    assert _tool("test")([str(cfg), str(ckpt[-1]), "--json", str(out), "--cfg-options",
+                          "model.backbone.pretrained=False"]) == 0
+    res = json.loads(out.read_text())
+    assert "mIoU" in res["metrics"] and res["params"] > 1e5 and res["madds"] > 1e6
+    shutil.rmtree(tmp_path / "ft", ignore_errors=True)
