@@ -3,6 +3,7 @@ al., "Fast Neural Architecture Search of Compact Semantic Segmentation Models vi
 CVPR 2019) and its mmseg adapters. Tiny inputs, CPU only."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 
 import numpy as np
@@ -86,6 +87,8 @@ def test_pretrained_weights_load():
     except FileNotFoundError as e:
         pytest.skip(f"ImageNet MobileNetV2 weights not installed (run tools/install.sh): {e}")
     assert path.name == "mobilenet_v2-b0353104.pth"
+    # torchvision names checkpoints by the first 8 hex digits of their SHA-256
+    assert hashlib.sha256(path.read_bytes()).hexdigest().startswith("b0353104")
     enc = MobileNetV2Encoder(pretrained=True)
     ref = load_mobilenet_v2_state_dict()
     mine = enc.state_dict()
@@ -145,20 +148,20 @@ def test_sampled_arch_forward_backward(space, shapes, feats, seed):
         y = dec([f[:1] for f in feats])
     assert isinstance(y, torch.Tensor) and y.shape == (1, NUM_CLASSES, 64 // s, 64 // s)
     assert torch.isfinite(y).all()
-    l2, aux2 = dec.forward_with_aux(feats)
+    _, aux2 = dec.forward_with_aux(feats)
     assert len(aux2) == space.num_cells - 1
 
 
-def test_end_to_end_backward_and_no_aux(shapes):
+def test_end_to_end_backward_and_no_aux(encoder, shapes):
     torch.manual_seed(0)
-    enc = MobileNetV2Encoder(pretrained=False)
     sp = AuxCellSpace(3, width=8, aux=False)
-    dec = sp.build(sp.default_arch(), enc.feature_shapes()).train()
-    y = dec(enc(torch.randn(2, 3, 64, 64)))
+    dec = sp.build(sp.default_arch(), shapes).train()
+    y = dec(encoder(torch.randn(2, 3, 64, 64)))
     assert isinstance(y, torch.Tensor) and y.shape == (2, 3, 16, 16)
     y.mean().backward()
-    assert enc.features[0][0].weight.grad is not None
-    assert dec.forward_with_aux(enc(torch.randn(2, 3, 64, 64)))[1] == []
+    assert encoder.features[0][0].weight.grad is not None
+    encoder.zero_grad(set_to_none=True)
+    assert dec.forward_with_aux([f.detach() for f in encoder(torch.randn(2, 3, 64, 64))])[1] == []
     with pytest.raises(ValueError, match="4 encoder levels"):
         dec([torch.zeros(1)])
     with pytest.raises(ValueError, match="expects 4 encoder levels"):
@@ -220,6 +223,7 @@ def test_json_round_trip(space, tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("mmseg") is None,
                     reason="mmsegmentation is not installed (run tools/install.sh)")
 def test_mmseg_encoder_decoder_loss_and_predict(space, tmp_path):
+    from mmengine.config import ConfigDict
     from mmengine.structures import PixelData
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
@@ -241,7 +245,7 @@ def test_mmseg_encoder_decoder_loss_and_predict(space, tmp_path):
                              in_index=[0, 1, 2, 3], channels=16, num_classes=NUM_CLASSES,
                              aux_weight=0.5, loss_decode=dict(type="CrossEntropyLoss", loss_weight=1.0)),
             train_cfg=dict(), test_cfg=dict(mode="whole"))
-        model = MODELS.build(cfg)
+        model = MODELS.build(ConfigDict(cfg))  # ConfigDict: the segmentor reads test_cfg.mode
         model.init_weights()
         assert model.decode_head.decoder.output_stride == 4
         torch.manual_seed(0)
