@@ -363,3 +363,15 @@ class AuxCellSpace(SearchSpace):
             ins = [f"x{i}" if i < 2 else f"b{i - 2}" for i in (s.in0, s.in1)]
             lines.append(f"    b{b} = {s.merge}({s.op0}({ins[0]}), {s.op1}({ins[1]}))")
         return "\n".join(lines)
+
+
+def space_for_arch(arch: Arch, num_classes: int, width: int = 48, num_inputs: int = 4,
+                   ops: Sequence[str] | None = None, aux: bool = True) -> AuxCellSpace:
+    """The aux-cell space an exported ``arch`` belongs to: cell and block counts are read off its
+    decision names, the op set defaults to every registered op (so any searched op set fits)."""
+    names = [k for k, _ in arch.choices]
+    return AuxCellSpace(
+        num_classes, width=width,
+        num_cells=sum(n.startswith("cell") and n.endswith(".in0") for n in names),
+        blocks_per_cell=sum(n.startswith("tmpl.") and n.endswith(".in0") for n in names),
+        num_inputs=num_inputs, ops=tuple(OPS) if ops is None else ops, aux=aux)

@@ -32,8 +32,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the OpenMM
 
 from densenas.arch import Arch
 from densenas.backbones import MobileNetV2Encoder
-from densenas.decoders.auxcell import AuxCellSpace
-from densenas.ops import OPS
+from densenas.decoders.auxcell import space_for_arch
 from densenas.space import ShapeSpec
 
 
@@ -115,13 +114,13 @@ class AuxCellHead(BaseDecodeHead):
                          init_cfg=init_cfg, **kwargs)
         del self.conv_seg  # the decoder owns its classifiers
         self.arch = load_arch(arch)
-        names = [k for k, _ in self.arch.choices]
-        self.space = AuxCellSpace(
-            self.out_channels, width=channels,
-            num_cells=num_cells or sum(n.startswith("cell") and n.endswith(".in0") for n in names),
-            blocks_per_cell=blocks_per_cell or sum(n.startswith("tmpl.") and n.endswith(".in0")
-                                                   for n in names),
-            num_inputs=len(self.in_channels), ops=tuple(OPS) if ops is None else ops, aux=aux)
+        self.space = space_for_arch(self.arch, self.out_channels, width=channels,
+                                    num_inputs=len(self.in_channels), ops=ops, aux=aux)
+        if num_cells is not None and num_cells != self.space.num_cells or \
+                blocks_per_cell is not None and blocks_per_cell != self.space.blocks_per_cell:
+            raise ValueError(f"AuxCellHead: num_cells={num_cells}/blocks_per_cell={blocks_per_cell} "
+                             f"disagree with the arch ({self.space.num_cells}/"
+                             f"{self.space.blocks_per_cell})")
         strides = list(in_strides) if in_strides is not None else \
             [2 ** (i + 2) for i in range(len(self.in_channels))]
         shapes = [ShapeSpec(int(c), int(s)) for c, s in zip(self.in_channels, strides, strict=True)]

@@ -124,6 +124,9 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
     if in_channels is None:
         from .backbones import MobileNetV2Encoder
         in_channels = [s.channels for s in MobileNetV2Encoder(pretrained=False).feature_shapes()]
+    if arch is not None:  # fail here, naming the field, rather than when mmseg builds the model
+        from .decoders.auxcell import space_for_arch
+        space_for_arch(arch, num_classes, width, num_inputs=len(in_channels)).check(arch)
     cfg = dict(
         default_scope="mmseg",
         custom_imports=dict(imports=["densenas.decoders.mmseg_adapters"], allow_failed_imports=False),

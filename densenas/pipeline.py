@@ -96,18 +96,25 @@ def build_space(cfg: dict[str, Any], num_classes: int, source: str = "config") -
     return reg[kind](**cfg)
 
 
+def evaluator_config(cfg) -> tuple[TwoStageCfg, dict[str, Any] | None]:
+    """The checked ``evaluator`` and ``teacher`` sections (raises :class:`ConfigError` on a bad key)."""
+    source = cfg.filename or "config"
+    ecfg = build_dataclass("evaluator", TwoStageCfg, section(cfg, "evaluator", {}), source)
+    tcfg = section(cfg, "teacher", None)
+    if tcfg is not None:
+        check_keys("teacher", tcfg, lambda **kw: None, extra=TEACHER_KEYS, source=source)
+    return ecfg, tcfg
+
+
 def build_evaluator(cfg, space: SearchSpace, encoder: nn.Module, shapes: list[ShapeSpec],
                     data: SegData, device: torch.device, work_dir: Path, seed: int = 0,
                     log: Callable = print) -> TwoStageEvaluator:
     """The two-stage evaluator, with the KD teacher trained (or loaded) once for the whole search."""
     from .evaluation.teacher import train_teacher
 
-    source = cfg.filename or "config"
-    ecfg = build_dataclass("evaluator", TwoStageCfg, section(cfg, "evaluator", {}), source)
-    tcfg = section(cfg, "teacher", None)
+    ecfg, tcfg = evaluator_config(cfg)
     teacher_logits = None
     if tcfg is not None and ecfg.kd_weight > 0:
-        check_keys("teacher", tcfg, lambda **kw: None, extra=TEACHER_KEYS, source=source)
         t0 = time.perf_counter()
         teacher = train_teacher(encoder, shapes, *data.train, data.num_classes, seed=seed,
                                 device=device, path=work_dir / "cache" / "teacher.pth", log=log, **tcfg)

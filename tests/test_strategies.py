@@ -200,7 +200,7 @@ def test_reinforce_falls_back_to_space_sample():
 
 def test_reinforce_failure_lowers_probability():
     space = toy_space()
-    ctrl = ReinforceController(space, seed=0, lr=0.05)
+    ctrl = ReinforceController(space, seed=0, lr=0.05, batch_size=1)
     good, bad = space.from_indices([0] * N_DEC), space.from_indices([1] * N_DEC)
     ctrl.observe(good, Result(reward=0.5))
     ctrl.observe(good, Result(reward=0.6))
@@ -208,7 +208,7 @@ def test_reinforce_failure_lowers_probability():
     ctrl.observe(bad, Result.failed("diverged"))
     assert ctrl.baseline == baseline  # failures do not move the baseline by default
     assert ctrl.log_prob(bad) < before
-    explicit = ReinforceController(space, seed=0, failure_reward=0.0)
+    explicit = ReinforceController(space, seed=0, batch_size=1, failure_reward=0.0)
     explicit.observe(good, Result(reward=1.0))
     explicit.observe(bad, Result.failed("oom"))
     assert explicit.baseline < 1.0

@@ -110,18 +110,16 @@ def test_export_rejects_arch_invalid_for_space(tmp_path, capsys):
 
     arch = AuxCellSpace(num_classes=3).default_arch()
     name = next(k for k, _ in arch.choices if k.endswith(".op0"))
-    p = tmp_path / "arch.json"
     d = arch.to_dict()
     d["choices"][name] = "conv9x9"
+    p = tmp_path / "arch.json"
     p.write_text(json.dumps(d))
-    from densenas.export import export_config
-    out = export_config(tmp_path / "c.py", arch=Arch.load(p), dataset="voc", data_root=str(tmp_path))
-    from mmengine.config import Config
-    from mmseg.registry import MODELS
-    import densenas.decoders.mmseg_adapters  # noqa: F401
-
-    with pytest.raises(Exception, match="conv9x9"):
-        MODELS.build(Config.fromfile(str(out)).model)
+    rc = _tool("export")([str(p), "--out", str(tmp_path / "c.py"), "--dataset", "voc",
+                          "--data-root", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert str(p) in err and name in err and "conv9x9" in err
+    assert not (tmp_path / "c.py").exists()
 
 
 @pytest.mark.slow

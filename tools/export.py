@@ -53,8 +53,8 @@ def main(argv=None) -> int:
                             data_root=args.data_root, crop=args.crop, width=width or 128,
                             iters=args.iters, lr=args.lr, batch_size=args.batch_size,
                             val_interval=args.val_interval, workers=args.workers, work_dir=args.work_dir)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as e:  # InvalidArch is a ValueError
+        print(f"error: {args.arch or args.baseline}: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
     return 0

@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from densenas.config import ConfigError, check_keys, load_config, section
     from densenas.history import History
-    from densenas.pipeline import build_backbone, build_data, build_evaluator, build_space, resolve_device
+    from densenas.pipeline import (build_backbone, build_data, build_evaluator, build_space,
+                                   evaluator_config, resolve_device)
     from densenas.search import progress_line, run_search
     from densenas.strategies import STRATEGIES, build_strategy
     from densenas.viz import write_reports
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
     search_cfg = section(cfg, "search", {})
     try:
         check_keys("search", search_cfg, run_search, source=source)
+        evaluator_config(cfg)
         data = build_data(section(cfg, "data"), source=source, log=log)
         encoder, shapes = build_backbone(section(cfg, "backbone", {}), source=source)
         space = build_space(section(cfg, "space"), data.num_classes, source=source)
