@@ -18,7 +18,7 @@ MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
                "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
                "sheep", "sofa", "train", "tvmonitor")
-BASELINES = ("aspp", "lraspp", "fcn")
+BASELINES = ("aspp", "deeplabv3plus", "lraspp", "fcn")
 
 
 def _palette(n: int) -> list[list[int]]:
@@ -81,7 +81,7 @@ def data_config(dataset: str, root: str, crop: int, classes: list[str] | None = 
 
 def head_config(arch: Arch | None, baseline: str | None, num_classes: int, in_channels: list[int],
                 width: int) -> dict[str, Any]:
-    """The decode head: the found ``AuxCellHead`` or an mmseg baseline (``aspp``/``lraspp``/``fcn``)."""
+    """The decode head: the found ``AuxCellHead`` or an mmseg baseline (one of :data:`BASELINES`)."""
     common = dict(num_classes=num_classes, norm_cfg=dict(type="BN", requires_grad=True),
                   align_corners=False,
                   loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))
@@ -92,6 +92,11 @@ def head_config(arch: Arch | None, baseline: str | None, num_classes: int, in_ch
     if baseline == "aspp":  # DeepLab-v3 ASPP on the stride-32 level (the paper's first baseline)
         return dict(type="ASPPHead", in_channels=in_channels[-1], in_index=len(in_channels) - 1,
                     channels=width, dilations=(1, 6, 12, 18), dropout_ratio=0.1, **common)
+    if baseline == "deeplabv3plus":  # ASPP on stride 32 + the stride-4 features, like the found decoders
+        return dict(type="DepthwiseSeparableASPPHead", in_channels=in_channels[-1],
+                    in_index=len(in_channels) - 1, channels=width, dilations=(1, 6, 12, 18),
+                    c1_in_channels=in_channels[0], c1_channels=max(width // 4, 8), dropout_ratio=0.1,
+                    **common)
     if baseline == "lraspp":
         return dict(type="LRASPPHead", in_channels=tuple(in_channels[1:]), in_index=(1, 2, 3),
                     channels=width, input_transform="multiple_select", dropout_ratio=0.1,
@@ -124,6 +129,11 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
     if in_channels is None:
         from .backbones import MobileNetV2Encoder
         in_channels = [s.channels for s in MobileNetV2Encoder(pretrained=False).feature_shapes()]
+    if baseline == "lraspp" and crop < 49 * 32:
+        # mmseg's LRASPPHead hard-codes AvgPool2d(49, stride=(16, 20)) on its last input, which is at
+        # stride 32 of the (undilated) MobileNetV2 encoder: smaller images crash mid-training.
+        raise ValueError(f"crop {crop}: mmseg's LRASPPHead pools 49x49 windows on the stride-32 "
+                         f"features, so it needs crop >= {49 * 32}; use --baseline aspp or fcn")
     if arch is not None:  # fail here, naming the field, rather than when mmseg builds the model
         from .decoders.auxcell import space_for_arch
         space_for_arch(arch, num_classes, width, num_inputs=len(in_channels)).check(arch)

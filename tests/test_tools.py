@@ -122,6 +122,15 @@ def test_export_rejects_arch_invalid_for_space(tmp_path, capsys):
     assert not (tmp_path / "c.py").exists()
 
 
+def test_export_refuses_lraspp_on_small_crops(tmp_path, capsys):
+    rc = _tool("export")(["--baseline", "lraspp", "--out", str(tmp_path / "c.py"), "--dataset", "voc",
+                          "--data-root", str(tmp_path), "--crop", "512"])
+    assert rc == 2
+    assert "crop 512" in capsys.readouterr().err and not (tmp_path / "c.py").exists()
+    assert _tool("export")(["--baseline", "lraspp", "--out", str(tmp_path / "c.py"), "--dataset",
+                            "voc", "--data-root", str(tmp_path), "--crop", "1600"]) == 0
+
+
 @pytest.mark.slow
 def test_search_end_to_end_resume_export_train(tmp_path):
     """A real search (pretrained-free MobileNetV2 for speed), resumed, exported, fine-tuned, tested."""

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("arch", nargs="?", help="arch JSON (best_arch.json of a search)")
-    p.add_argument("--baseline", choices=["aspp", "lraspp", "fcn"], help="export an mmseg baseline head")
+    p.add_argument("--baseline", choices=["aspp", "deeplabv3plus", "lraspp", "fcn"],
+                   help="export an mmseg baseline head (same encoder, data and schedule)")
     p.add_argument("--out", required=True, help="config file to write")
     p.add_argument("--dataset", default="proxy", choices=["proxy", "voc", "cityscapes"])
     p.add_argument("--data-root", default="data/proxy_voc")
