@@ -19,7 +19,7 @@ from .segfolder import CITYSCAPES_LABELID_TO_TRAINID, labelids_to_trainids
 __all__ = ["write_voc_fixture", "write_cityscapes_fixture"]
 
 
-def _image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A smooth random RGB image (HxWx3 uint8): an upsampled 4x4 colour grid plus a little noise."""
     grid = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
     base = np.asarray(grid.resize((w, h), Image.Resampling.BILINEAR), dtype=np.int16)
@@ -65,7 +65,7 @@ def write_voc_fixture(root: str | Path, n: int = 4, size: tuple[int, int] = (40,
     palette = voc_palette()
     ids = [f"2007_{i:06d}" for i in range(n)]
     for i in ids:
-        Image.fromarray(_image(rng, h, w)).save(root / "JPEGImages" / f"{i}.jpg", quality=95)
+        Image.fromarray(smooth_image(rng, h, w)).save(root / "JPEGImages" / f"{i}.jpg", quality=95)
         label = _rectangles(rng, h, w, np.arange(num_classes), 4, 0)
         if num_classes > 1:  # make sure at least one foreground class is present
             label[h // 4:h // 2, w // 4:w // 2] = 1 + int(rng.integers(0, num_classes - 1))
@@ -116,7 +116,7 @@ def write_cityscapes_fixture(root: str | Path, n: int = 3, size: tuple[int, int]
         names[split] = []
         for k in range(n):
             name = f"{city}_{100 * s + k:06d}_{19 + k:06d}"  # unique across splits
-            Image.fromarray(_image(rng, h, w)).save(img_dir / f"{name}_leftImg8bit.png")
+            Image.fromarray(smooth_image(rng, h, w)).save(img_dir / f"{name}_leftImg8bit.png")
             ids = _rectangles(rng, h, w, label_ids, 5, 7)  # road (labelId 7) everywhere, then rectangles
             ids[-2:, :] = 1  # ego vehicle at the bottom, as in real frames (ignored)
             Image.fromarray(ids).save(gt_dir / f"{name}_gtFine_labelIds.png")

@@ -38,7 +38,7 @@ FORMAT_VERSION = 1
 ID_PREFIX = "proxy_"
 
 # (class name, loader key); order fixes class indices 1..K. Chosen to differ in colour and texture.
-_CLASS_SOURCES: tuple[tuple[str, str], ...] = (
+CLASS_SOURCES: tuple[tuple[str, str], ...] = (
     ("coffee", "skimage:coffee"),
     ("cat", "skimage:chelsea"),
     ("tissue", "skimage:immunohistochemistry"),
@@ -49,7 +49,7 @@ _CLASS_SOURCES: tuple[tuple[str, str], ...] = (
     ("gravel", "skimage:gravel"),
 )
 # Background material: photographs not used by any class above.
-_BACKGROUND_SOURCES: tuple[str, ...] = (
+BACKGROUND_SOURCES: tuple[str, ...] = (
     "skimage:astronaut", "skimage:rocket", "skimage:camera", "skimage:coins", "skimage:moon",
     "skimage:page", "skimage:text", "sklearn:china.jpg", "sklearn:flower.jpg",
     "matplotlib:grace_hopper.jpg",
@@ -61,7 +61,7 @@ _FOCUS: dict[str, tuple[float, float, float, float]] = {
     "skimage:retina": (0.15, 0.15, 0.85, 0.85),
 }
 
-PROXY_CLASSES: tuple[str, ...] = ("background",) + tuple(name for name, _ in _CLASS_SOURCES)
+PROXY_CLASSES: tuple[str, ...] = ("background",) + tuple(name for name, _ in CLASS_SOURCES)
 
 
 def voc_palette() -> list[int]:
@@ -128,7 +128,29 @@ def load_source_images(keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     return out
 
 
-def _prepare(arr: np.ndarray, key: str, size: int) -> Image.Image:
+def select_sources(num_classes: int) -> tuple[list[tuple[str, str]], list[str], dict[str, np.ndarray]]:
+    """The first ``num_classes`` class sources and the background sources that load offline.
+
+    Returns:
+        ``(chosen, bg_keys, loaded)``: ``(class name, image key)`` pairs, background image keys, and the
+        loaded images by key.
+
+    Raises:
+        ValueError: more classes than class images available offline.
+        RuntimeError: no background image loads.
+    """
+    loaded = load_source_images(tuple(k for _, k in CLASS_SOURCES) + BACKGROUND_SOURCES)
+    avail = [(name, key) for name, key in CLASS_SOURCES if key in loaded]
+    if not 1 <= num_classes <= len(avail):
+        raise ValueError(f"num_classes must be in [1, {len(avail)}] (class sources available offline: "
+                         f"{[n for n, _ in avail]}), got {num_classes}")
+    bg_keys = [k for k in BACKGROUND_SOURCES if k in loaded]
+    if not bg_keys:
+        raise RuntimeError(f"none of the background images {BACKGROUND_SOURCES} could be loaded offline")
+    return avail[:num_classes], bg_keys, loaded
+
+
+def prepare_source(arr: np.ndarray, key: str, size: int) -> Image.Image:
     """Crop a source to its focus box and rescale so its shorter side is ``2 * size`` pixels."""
     h, w = arr.shape[:2]
     if key in _FOCUS:
@@ -140,7 +162,7 @@ def _prepare(arr: np.ndarray, key: str, size: int) -> Image.Image:
     return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
 
 
-def _crop(rng: np.random.Generator, src: Image.Image, h: int, w: int) -> np.ndarray:
+def random_crop(rng: np.random.Generator, src: Image.Image, h: int, w: int) -> np.ndarray:
     """A random crop of ``src`` at a random scale, resized to ``h x w``; returns HxWx3 uint8."""
     f = rng.uniform(0.6, 1.5)
     ch, cw = min(src.height, max(2, round(h * f))), min(src.width, max(2, round(w * f)))
@@ -150,7 +172,7 @@ def _crop(rng: np.random.Generator, src: Image.Image, h: int, w: int) -> np.ndar
     return np.asarray(patch)
 
 
-def _background(rng: np.random.Generator, bgs: list[Image.Image], size: int) -> np.ndarray:
+def background_mosaic(rng: np.random.Generator, bgs: list[Image.Image], size: int) -> np.ndarray:
     """A mosaic of 1-3 rectangular tiles, each a crop of a random background photograph."""
     img = np.empty((size, size, 3), np.uint8)
     tiles = int(rng.integers(1, 4))
@@ -162,9 +184,9 @@ def _background(rng: np.random.Generator, bgs: list[Image.Image], size: int) -> 
             continue
         src = bgs[int(rng.integers(0, len(bgs)))]
         if vertical:
-            img[:, a:b] = _crop(rng, src, size, b - a)
+            img[:, a:b] = random_crop(rng, src, size, b - a)
         else:
-            img[a:b, :] = _crop(rng, src, b - a, size)
+            img[a:b, :] = random_crop(rng, src, b - a, size)
     return img
 
 
@@ -210,14 +232,14 @@ def _sample(rng: np.random.Generator, fgs: list[Image.Image], bgs: list[Image.Im
     """One (image HxWx3 uint8, label HxW uint8) pair with at least two foreground classes visible."""
     k = len(fgs)
     while True:
-        img = _background(rng, bgs, size)
+        img = background_mosaic(rng, bgs, size)
         label = np.zeros((size, size), np.uint8)
         n = int(rng.integers(3, 7))
         first = rng.choice(k, size=min(2, k), replace=False).tolist()
         classes = first + rng.integers(0, k, n - len(first)).tolist()
         for c in classes:
             mask = _shape_mask(rng, size)
-            img[mask] = _crop(rng, fgs[c], size, size)[mask]
+            img[mask] = random_crop(rng, fgs[c], size, size)[mask]
             label[mask] = c + 1
         if len(np.unique(label[label > 0])) >= min(2, k):
             break
@@ -289,15 +311,7 @@ def build_proxy_voc(root: str | Path, num_train: int = 64, num_val: int = 24, si
     if boundary < 0:
         raise ValueError(f"boundary must be >= 0, got {boundary}")
     root = Path(root)
-    loaded = load_source_images(tuple(k for _, k in _CLASS_SOURCES) + _BACKGROUND_SOURCES)
-    avail = [(name, key) for name, key in _CLASS_SOURCES if key in loaded]
-    if not 1 <= num_classes <= len(avail):
-        raise ValueError(f"num_classes must be in [1, {len(avail)}] (class sources available offline: "
-                         f"{[n for n, _ in avail]}), got {num_classes}")
-    chosen = avail[:num_classes]
-    bg_keys = [k for k in _BACKGROUND_SOURCES if k in loaded]
-    if not bg_keys:
-        raise RuntimeError(f"none of the background images {_BACKGROUND_SOURCES} could be loaded offline")
+    chosen, bg_keys, loaded = select_sources(num_classes)
     params = {"num_train": num_train, "num_val": num_val, "size": size, "num_classes": num_classes,
               "seed": seed, "boundary": boundary}
     manifest: dict[str, Any] = {
@@ -319,8 +333,8 @@ def build_proxy_voc(root: str | Path, num_train: int = 64, num_val: int = 24, si
     (root / MANIFEST_NAME).unlink(missing_ok=True)  # written last: a crash leaves no valid manifest
     (root / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)
 
-    fgs = [_prepare(loaded[k], k, size) for _, k in chosen]
-    bgs = [_prepare(loaded[k], k, size) for k in bg_keys]
+    fgs = [prepare_source(loaded[k], k, size) for _, k in chosen]
+    bgs = [prepare_source(loaded[k], k, size) for k in bg_keys]
     rng = np.random.default_rng(seed)
     palette = voc_palette()
     counts = np.zeros(256, np.int64)
