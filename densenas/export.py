@@ -112,8 +112,13 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
                   num_classes: int | None = None, classes: list[str] | None = None, width: int = 48,
                   in_channels: list[int] | None = None, iters: int = 2000, lr: float = 3e-3,
                   batch_size: int = 8, val_interval: int | None = None, work_dir: str | None = None,
-                  workers: int = 2, seed: int = 0) -> Path:
-    """Write an mmseg config for the found ``arch`` or a ``baseline`` head; returns the path."""
+                  workers: int = 2, seed: int = 0, filter_multiplier: int = 8) -> Path:
+    """Write an mmseg config for the found ``arch`` or a ``baseline`` head; returns the path.
+
+    An ``auxcell`` arch becomes an ``AuxCellHead`` on the pretrained MobileNetV2; an ``autodeeplab``
+    arch becomes the whole decoded network (``AutoDeepLabBackbone``, ``filter_multiplier`` as searched)
+    with mmseg's ``ASPPHead`` of ``width`` channels.
+    """
     from mmengine.config import Config
 
     if (arch is None) == (baseline is None):
@@ -134,19 +139,29 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
         # stride 32 of the (undilated) MobileNetV2 encoder: smaller images crash mid-training.
         raise ValueError(f"crop {crop}: mmseg's LRASPPHead pools 49x49 windows on the stride-32 "
                          f"features, so it needs crop >= {49 * 32}; use --baseline aspp or fcn")
-    if arch is not None:  # fail here, naming the field, rather than when mmseg builds the model
-        from .decoders.auxcell import space_for_arch
-        space_for_arch(arch, num_classes, width, num_inputs=len(in_channels)).check(arch)
-    cfg = dict(
-        default_scope="mmseg",
-        custom_imports=dict(imports=["densenas.decoders.mmseg_adapters"], allow_failed_imports=False),
-        model=dict(
+    imports = ["densenas.decoders.mmseg_adapters"]
+    if arch is not None and arch.space == "autodeeplab":  # a whole network, not a head on MobileNetV2
+        from .decoders.autodeeplab_mmseg import CUSTOM_IMPORTS, autodeeplab_model_dict
+
+        model = autodeeplab_model_dict(arch, num_classes, filter_multiplier=filter_multiplier,
+                                       channels=width)
+        model.update(train_cfg=dict(), test_cfg=dict(mode="whole"))
+        imports = list(CUSTOM_IMPORTS["imports"])
+    else:
+        if arch is not None:  # fail here, naming the field, rather than when mmseg builds the model
+            from .decoders.auxcell import space_for_arch
+            space_for_arch(arch, num_classes, width, num_inputs=len(in_channels)).check(arch)
+        model = dict(
             type="EncoderDecoder",
             data_preprocessor=dict(type="SegDataPreProcessor", mean=MEAN, std=STD, bgr_to_rgb=True,
                                    pad_val=0, seg_pad_val=255, size=None, size_divisor=32),
             backbone=dict(type="DenseNASMobileNetV2", pretrained=True),
             decode_head=head_config(arch, baseline, num_classes, list(in_channels), width),
-            train_cfg=dict(), test_cfg=dict(mode="whole")),
+            train_cfg=dict(), test_cfg=dict(mode="whole"))
+    cfg = dict(
+        default_scope="mmseg",
+        custom_imports=dict(imports=imports, allow_failed_imports=False),
+        model=model,
         **data_config(dataset, data_root, crop, classes, batch_size, workers),
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=lr, weight_decay=1e-4),
                            paramwise_cfg=dict(custom_keys={"backbone": dict(lr_mult=0.1)})),

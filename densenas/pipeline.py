@@ -2,6 +2,7 @@
 strategy → evaluator), checking every key. Used by ``tools/search.py`` and the benchmarks."""
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,20 +81,27 @@ def build_backbone(cfg: dict[str, Any] | None, source: str = "config") -> tuple[
 
 
 def space_registry() -> dict[str, type]:
+    from .decoders.autodeeplab import AutoDeepLabSpace
     from .decoders.auxcell import AuxCellSpace
+    from .decoders.irnas import IRNASSpace
 
-    return {"auxcell": AuxCellSpace}
+    return {"auxcell": AuxCellSpace, "autodeeplab": AutoDeepLabSpace, "irnas": IRNASSpace}
 
 
-def build_space(cfg: dict[str, Any], num_classes: int, source: str = "config") -> SearchSpace:
+def build_space(cfg: dict[str, Any], num_classes: int | None, source: str = "config") -> SearchSpace:
+    """The search space of a ``space`` section; ``num_classes`` fills in for spaces that take it."""
     cfg = dict(cfg)
     reg = space_registry()
     kind = cfg.pop("type", None)
     if kind not in reg:
         raise ConfigError(f"{source}: 'space.type' is {kind!r}; available: {sorted(reg)}")
     check_keys("space", cfg, reg[kind], source=source)
-    cfg.setdefault("num_classes", num_classes)
-    return reg[kind](**cfg)
+    if num_classes is not None and "num_classes" in inspect.signature(reg[kind]).parameters:
+        cfg.setdefault("num_classes", num_classes)
+    try:
+        return reg[kind](**cfg)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: space ({kind}): {e}") from None
 
 
 def evaluator_config(cfg) -> tuple[TwoStageCfg, dict[str, Any] | None]:

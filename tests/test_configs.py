@@ -13,18 +13,29 @@ FINETUNE = sorted((ROOT / "configs/finetune").glob("*.py"))
 @pytest.mark.parametrize("path", SEARCH, ids=[p.name for p in SEARCH])
 def test_search_config_resolves(path):
     from densenas.config import check_keys, load_config, section
+    from densenas.differentiable import SEARCH_KEYS, TASK_KEYS, is_differentiable
     from densenas.pipeline import build_space, evaluator_config
     from densenas.search import run_search
     from densenas.strategies import STRATEGIES, build_strategy
+    from densenas.strategies.darts import DartsCfg
+    from densenas.supernet import DifferentiableSpace
 
     cfg = load_config(str(path))
-    check_keys("search", section(cfg, "search", {}), run_search, source=str(path))
-    evaluator_config(cfg)
     num_classes = section(cfg, "data").get("proxy", {}).get("num_classes", 5)
     space = build_space(section(cfg, "space"), num_classes, source=str(path))
     scfg = section(cfg, "strategy", {"type": "random"})
-    assert scfg["type"] in STRATEGIES
-    arch = build_strategy({"seed": 0, **scfg}, space).propose()
+    if is_differentiable(cfg):
+        check_keys("strategy", {k: v for k, v in scfg.items() if k != "type"}, DartsCfg)
+        check_keys("search", section(cfg, "search"), lambda **kw: None, extra=SEARCH_KEYS)
+        check_keys("task", section(cfg, "task", {}), lambda **kw: None, extra=TASK_KEYS)
+        assert isinstance(space, DifferentiableSpace)
+        arch = space.build_supernet().derive()
+        assert isinstance(space.build(arch), torch.nn.Module)
+    else:
+        check_keys("search", section(cfg, "search", {}), run_search, source=str(path))
+        evaluator_config(cfg)
+        assert scfg["type"] in STRATEGIES
+        arch = build_strategy({"seed": 0, **scfg}, space).propose()
     space.check(arch)
 
 

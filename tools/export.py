@@ -40,20 +40,25 @@ def main(argv=None) -> int:
     from densenas.arch import Arch, InvalidArch
     from densenas.export import export_config
 
-    arch, width = None, args.width
+    arch, width, extra = None, args.width, {}
     if args.arch:
         try:
             arch = Arch.load(args.arch)
         except (InvalidArch, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        if width is None:
-            width = _search_width(Path(args.arch)) or 48
+        searched = _search_space(Path(args.arch))
+        if arch.space == "autodeeplab":
+            extra["filter_multiplier"] = searched.get("filter_multiplier", 8)
+            width = width or searched.get("aspp_channels", 64)
+        elif width is None:
+            width = searched.get("width", 48)
     try:
         out = export_config(args.out, arch=arch, baseline=args.baseline, dataset=args.dataset,
                             data_root=args.data_root, crop=args.crop, width=width or 128,
                             iters=args.iters, lr=args.lr, batch_size=args.batch_size,
-                            val_interval=args.val_interval, workers=args.workers, work_dir=args.work_dir)
+                            val_interval=args.val_interval, workers=args.workers, work_dir=args.work_dir,
+                            **extra)
     except (ValueError, FileNotFoundError) as e:  # InvalidArch is a ValueError
         print(f"error: {args.arch or args.baseline}: {e}", file=sys.stderr)
         return 2
@@ -61,14 +66,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def _search_width(arch_path: Path) -> int | None:
-    """The decoder width the arch was searched with (from the search's dumped config), if known."""
+def _search_space(arch_path: Path) -> dict:
+    """The ``space`` section the arch was searched with (from the search's dumped config), if known."""
     cfg_path = arch_path.parent / "config.py"
     if not cfg_path.is_file():
-        return None
+        return {}
     from mmengine.config import Config
 
-    return Config.fromfile(str(cfg_path)).get("space", {}).get("width")
+    return dict(Config.fromfile(str(cfg_path)).get("space", {}))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from densenas.config import ConfigError, check_keys, load_config, section
+    from densenas.differentiable import build_job, is_differentiable
+    from densenas.evaluation.supernet_search import DERIVED, search_supernet
     from densenas.history import History
     from densenas.pipeline import (build_backbone, build_data, build_evaluator, build_space,
                                    evaluator_config, resolve_device)
@@ -62,6 +64,26 @@ def main(argv=None) -> int:
     seed = int(cfg.get("seed", 0))
     device = resolve_device(cfg.get("device", "auto"))
     search_cfg = section(cfg, "search", {})
+    if is_differentiable(cfg):  # one supernet trained epoch by epoch instead of candidates
+        try:
+            job = build_job(cfg, log=log)
+        except (ConfigError, FileNotFoundError, ValueError, TypeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        cfg.dump(str(work_dir / "config.py"))
+        log(f"{job.summary}, device {device}, work dir {work_dir}")
+        history = History(hist_path)
+        if args.resume and history.count(finished_only=False):
+            log(f"resuming after epoch {history.count()}")
+        last = search_supernet(job.space, job.train, job.val, job.loss_fn, job.score_fn, history, work_dir,
+                               epochs=job.epochs, darts=job.darts, seed=seed, device=device,
+                               time_budget_s=job.time_budget_s, on_progress=lambda p: log(progress_line(p)))
+        out = write_reports(history, work_dir)
+        if last is not None:
+            log(f"derived after the last epoch: {job.space.describe(last)} -> {work_dir / DERIVED}")
+        log(f"{history.count()} epochs in {hist_path}; best epoch's arch {out['best_arch']}")
+        history.close()
+        return 0
     try:
         check_keys("search", search_cfg, run_search, source=source)
         evaluator_config(cfg)

@@ -1,0 +1,104 @@
+"""Differentiable searches through ``tools/search.py``: Auto-DeepLab and IR-NAS configs run, resume
+without repeating an epoch, refuse bad configs, and the derived Auto-DeepLab net exports and retrains."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from densenas.arch import Arch
+from densenas.history import History
+from test_tools import _tool
+
+ROOT = Path(__file__).resolve().parents[1]
+ADL = ROOT / "configs/search/autodeeplab_proxy.py"
+IRNAS = ROOT / "configs/search/irnas_denoise_proxy.py"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convs on a busy 2-core machine are far faster single-threaded
+    yield
+    torch.set_num_threads(n)
+
+
+def adl_opts(tmp: Path, epochs: int) -> list[str]:
+    return [f"data.root={tmp / 'proxy'}", "data.image_size=32", "data.proxy.num_train=8",
+            "data.proxy.num_val=4", "data.proxy.size=32", "space.layers=2", "space.blocks=2",
+            "space.filter_multiplier=4", "space.aspp_channels=8", "strategy.batch_size=4",
+            "strategy.warmup_epochs=0", f"search.epochs={epochs}"]
+
+
+def irnas_opts(tmp: Path, epochs: int) -> list[str]:
+    return [f"data.root={tmp / 'restore'}", "data.image_size=16", "data.proxy.num_train=6",
+            "data.proxy.num_val=2", "data.proxy.size=32", "space.width=4", "space.layers=2",
+            "strategy.batch_size=3", "strategy.warmup_epochs=0", f"search.epochs={epochs}"]
+
+
+def _epochs(work: Path) -> dict[int, tuple[str, float]]:
+    with History(work / "history.sqlite") as h:
+        return {c.result.stage: (c.arch.key, c.finished) for c in h.finished()}
+
+
+def test_irnas_search_runs_and_resumes(tmp_path):
+    work = tmp_path / "irnas"
+    assert _tool("search")([str(IRNAS), "--work-dir", str(work), "--cfg-options", *irnas_opts(tmp_path, 1)]) == 0
+    first = _epochs(work)
+    assert list(first) == [1]
+    assert _tool("search")([str(IRNAS), "--work-dir", str(work), "--resume", "--cfg-options",
+                            *irnas_opts(tmp_path, 2)]) == 0
+    both = _epochs(work)
+    assert sorted(both) == [1, 2] and both[1] == first[1]  # epoch 1 neither lost nor re-run
+    derived = Arch.load(work / "derived_arch.json")
+    from densenas.decoders.irnas import IRNASSpace
+
+    IRNASSpace(width=4, layers=2).check(derived)
+    with History(work / "history.sqlite") as h:
+        assert all(c.result.metrics["psnr"] > 0 and "ssim" in c.result.metrics for c in h.finished())
+
+
+@pytest.mark.parametrize("opt, match", [
+    ("space=auxcell", "differentiable space"),
+    ("strategy.arch_lrr=0.1", "arch_lr"),
+    ("task.sigmaa=3", "sigma"),
+])
+def test_bad_darts_config_is_named(tmp_path, capsys, opt, match):
+    cfg, opts = IRNAS, irnas_opts(tmp_path, 1)
+    if opt == "space=auxcell":  # a whole section swapped for a non-differentiable space
+        cfg = tmp_path / "bad.py"
+        text = IRNAS.read_text().replace('type="irnas", width=8, layers=4, blocks=2', 'type="auxcell"')
+        cfg.write_text(text)
+        opts = [o for o in opts if not o.startswith("space.")]
+    else:
+        opts.append(opt)
+    rc = _tool("search")([str(cfg), "--work-dir", str(tmp_path / "w"), "--cfg-options", *opts])
+    assert rc == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "w" / "supernet.pth").exists()
+
+
+@pytest.mark.slow
+def test_autodeeplab_search_resume_export_train(tmp_path):
+    work = tmp_path / "adl"
+    assert _tool("search")([str(ADL), "--work-dir", str(work), "--cfg-options", *adl_opts(tmp_path, 1)]) == 0
+    first = _epochs(work)
+    assert _tool("search")([str(ADL), "--work-dir", str(work), "--resume", "--cfg-options",
+                            *adl_opts(tmp_path, 2)]) == 0
+    both = _epochs(work)
+    assert sorted(both) == [1, 2] and both[1] == first[1]
+    for f in ("best_arch.json", "derived_arch.json", "leaderboard.md", "rewards.png", "supernet.pth"):
+        assert (work / f).is_file(), f
+
+    cfg = tmp_path / "found.py"
+    assert _tool("export")([str(work / "derived_arch.json"), "--out", str(cfg), "--data-root",
+                            str(tmp_path / "proxy"), "--crop", "32", "--iters", "2", "--batch-size", "2",
+                            "--workers", "0", "--work-dir", str(tmp_path / "ft")]) == 0
+    assert _tool("train")([str(cfg)]) == 0
+    ckpt = sorted((tmp_path / "ft").glob("iter_*.pth"))
+    out = tmp_path / "test.json"
+    assert _tool("test")([str(cfg), str(ckpt[-1]), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert "mIoU" in res["metrics"] and res["params"] > 1000
