@@ -17,15 +17,39 @@ from .arch import Arch
 BASELINES = ("dncnn",)
 
 
+def _space_settings(space: Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
+    """The ``space`` section as a dict (from a dict or a search config file); checks it is IR-NAS."""
+    if space is None:
+        return {}
+    if isinstance(space, (str, Path)):
+        from mmengine.config import Config
+
+        if not Path(space).is_file():
+            raise FileNotFoundError(f"search config {space} not found (expected <search work_dir>/config.py)")
+        cfg = Config.fromfile(str(space))
+        if "space" not in cfg:
+            raise ValueError(f"search config {space} has no 'space' section")
+        space = cfg["space"]
+    sp = dict(space)
+    if sp.get("type", "irnas") != "irnas":
+        raise ValueError(f"space type {sp.get('type')!r}: restoration configs export IR-NAS ('irnas') archs")
+    unknown = sorted(set(sp) - {"type", "width", "layers", "blocks", "in_channels", "aspp", "ops"})
+    if unknown:
+        raise ValueError(f"space settings {unknown} are not IR-NAS space arguments")
+    return sp
+
+
 def _irnas_net(arch: Arch, width: int, layers: int | None, blocks: int | None, in_channels: int,
-               aspp: bool) -> tuple[dict[str, Any], int]:
+               aspp: bool, ops: list[str] | None = None) -> tuple[dict[str, Any], int]:
     """The ``irnas`` net config of ``arch`` (validated by building it) and its parameter count."""
     from densenas.objectives import count_params
     from densenas.tasks.restoration_mm import build_restoration_net, irnas_space_for_arch
 
-    space = irnas_space_for_arch(arch, width, layers, blocks, in_channels, aspp)
+    space = irnas_space_for_arch(arch, width, layers, blocks, in_channels, aspp, ops)
     net = dict(type="irnas", arch=arch.to_dict(), width=int(width), layers=space.layers, blocks=space.blocks,
                in_channels=int(in_channels), aspp=bool(aspp))
+    if ops is not None:
+        net["ops"] = list(ops)
     return net, count_params(build_restoration_net(net))
 
 
@@ -35,8 +59,9 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
                        test_crop: int | None = None, train_split: str = "train", val_split: str = "val",
                        test_split: str | None = None, iters: int = 4000, lr: float = 1e-3,
                        batch_size: int = 16, val_interval: int | None = None, lam: float = 0.1,
-                       width: int = 8, layers: int | None = None, blocks: int | None = None,
-                       in_channels: int = 3, aspp: bool = True, dncnn_depth: int = 17,
+                       space: Mapping[str, Any] | str | Path | None = None, width: int | None = None,
+                       layers: int | None = None, blocks: int | None = None,
+                       in_channels: int | None = None, aspp: bool | None = None, dncnn_depth: int = 17,
                        dncnn_width: int = 64, match_params: bool = True, workers: int = 2,
                        work_dir: str | None = None, seed: int = 0, check_data: bool = True) -> Path:
     """Write an mmengine config retraining an IR-NAS ``arch`` or the DnCNN ``baseline``; returns the path.
@@ -44,8 +69,9 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
     ``arch`` alone exports the IR-NAS network. ``baseline="dncnn"`` exports DnCNN of ``dncnn_depth``
     layers: with ``arch`` also given and ``match_params``, its width is the smallest whose parameter count
     reaches the IR-NAS network's (:func:`~densenas.decoders.dncnn.dncnn_matching`), otherwise
-    ``dncnn_width``. Layer and block counts come from the arch's decisions (a searched arch defines the
-    cell and the per-layer width multipliers); ``width`` is the search space's base width.
+    ``dncnn_width``. The arch's decisions define the cell and the per-layer width multipliers (so the
+    layer and block counts); the base width, ASPP and channels come from ``space`` (the search config's
+    ``space`` section, or the search's dumped ``config.py``), overridden by the explicit arguments.
 
     Args:
         path: output ``.py`` config.
@@ -68,11 +94,14 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
         val_interval: validate (and keep the best-PSNR checkpoint) every this many iterations; default
             ``iters``.
         lam: weight of the ``log10(1 / SSIM)`` loss term.
-        width: IR-NAS base width ``W``.
-        layers: expected IR-NAS layers (checked against the arch; ``None``: read from it).
-        blocks: expected IR-NAS blocks per cell (checked; ``None``: read from it).
-        in_channels: image channels.
-        aspp: IR-NAS ASPP head.
+        space: the IR-NAS space settings the arch was searched in: a dict like the search config's
+            ``space=dict(type="irnas", width=8, layers=4, blocks=2)`` or the path of a search config
+            (``<search work_dir>/config.py``) whose ``space`` section is read.
+        width: IR-NAS base width ``W`` (default: ``space``'s, else 8).
+        layers: expected IR-NAS layers (checked against the arch; default ``space``'s, else the arch's).
+        blocks: expected IR-NAS blocks per cell (checked likewise).
+        in_channels: image channels (default ``space``'s, else 3).
+        aspp: IR-NAS ASPP head (default ``space``'s, else ``True``).
         dncnn_depth: DnCNN convolution layers.
         dncnn_width: DnCNN width when not matched.
         match_params: match DnCNN's parameters to the IR-NAS net's (needs ``arch``).
@@ -106,9 +135,16 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
     if check_data and not root.is_dir():
         raise FileNotFoundError(f"data_root {root} does not exist (build the proxy set with "
                                 f"densenas.datasets.imagefolder.build_proxy_restoration, or pass data_root)")
+    sp = _space_settings(space)
+    width = int(sp.get("width", 8) if width is None else width)
+    layers, blocks = sp.get("layers") if layers is None else layers, sp.get("blocks") if blocks is None else blocks
+    in_channels = int(sp.get("in_channels", 3) if in_channels is None else in_channels)
+    aspp = bool(sp.get("aspp", True) if aspp is None else aspp)
     irnas = None
     if arch is not None:
-        irnas = _irnas_net(load_arch(arch), width, layers, blocks, in_channels, aspp)
+        ops = sp.get("ops")
+        irnas = _irnas_net(load_arch(arch), width, layers, blocks, in_channels, aspp,
+                           None if ops is None else list(ops))
     if baseline == "dncnn":
         if match_params and irnas is not None:
             dncnn_width = dncnn_matching(irnas[1], dncnn_depth, in_channels).width

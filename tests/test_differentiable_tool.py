@@ -3,6 +3,7 @@ without repeating an epoch, refuse bad configs, and the derived Auto-DeepLab net
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,8 @@ def test_bad_darts_config_is_named(tmp_path, capsys, opt, match):
     cfg, opts = IRNAS, irnas_opts(tmp_path, 1)
     if opt == "space=auxcell":  # a whole section swapped for a non-differentiable space
         cfg = tmp_path / "bad.py"
-        text = IRNAS.read_text().replace('type="irnas", width=8, layers=4, blocks=2', 'type="auxcell"')
+        text = re.sub(r'space = dict\(type="irnas".*\)', 'space = dict(type="auxcell")', IRNAS.read_text())
+        assert 'type="auxcell"' in text
         cfg.write_text(text)
         opts = [o for o in opts if not o.startswith("space.")]
     else:
@@ -102,3 +104,25 @@ def test_autodeeplab_search_resume_export_train(tmp_path):
     assert _tool("test")([str(cfg), str(ckpt[-1]), "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert "mIoU" in res["metrics"] and res["params"] > 1000
+
+
+@pytest.mark.slow
+def test_irnas_derived_and_dncnn_export_train_test(tmp_path):
+    work = tmp_path / "irnas"
+    assert _tool("search")([str(IRNAS), "--work-dir", str(work), "--cfg-options", *irnas_opts(tmp_path, 1)]) == 0
+    derived = str(work / "derived_arch.json")
+    common = ["--data-root", str(tmp_path / "restore"), "--crop", "16", "--iters", "2", "--batch-size", "2",
+              "--workers", "0"]
+    figures = {}
+    for name, extra in (("irnas", []), ("dncnn", ["--baseline", "dncnn"])):
+        cfg = tmp_path / f"{name}.py"
+        assert _tool("export")([derived, *extra, "--out", str(cfg), *common,
+                                "--work-dir", str(tmp_path / name)]) == 0
+        assert _tool("train")([str(cfg)]) == 0
+        ckpt = sorted((tmp_path / name).glob("iter_*.pth"))
+        out = tmp_path / f"{name}.json"
+        assert _tool("test")([str(cfg), str(ckpt[-1]), "--json", str(out),
+                              "--cfg-options", "test_dataloader.dataset.sigma=50"]) == 0
+        figures[name] = json.loads(out.read_text())
+        assert figures[name]["metrics"]["psnr"] > 0 and 0 < figures[name]["metrics"]["ssim"] <= 1
+    assert figures["dncnn"]["params"] >= figures["irnas"]["params"] > 1000

@@ -1,9 +1,15 @@
 #!/usr/bin/env python
-"""Write an mmseg config for a found architecture, or for a hand-designed baseline head.
+"""Write an mmseg / mmengine config for a found architecture, or for a hand-designed baseline.
 
     python tools/export.py work_dirs/auxcell_proxy/best_arch.json --out configs/finetune/found_proxy.py
     python tools/export.py --baseline aspp --out configs/finetune/baseline_aspp_proxy.py
     # real data: --dataset voc --data-root data/VOCdevkit/VOC2012 --crop 512 --iters 40000
+
+    # Auto-DeepLab (whole network + ASPP head), from a differentiable search:
+    python tools/export.py work_dirs/autodeeplab_proxy/derived_arch.json --out adl.py --crop 64
+    # IR-NAS restoration net, and DnCNN with at least as many parameters (same data and schedule):
+    python tools/export.py work_dirs/irnas_denoise_proxy/derived_arch.json --out irnas.py --sigma 25
+    python tools/export.py work_dirs/irnas_denoise_proxy/derived_arch.json --baseline dncnn --out dncnn.py
 
 Both use the same data pipeline and schedule, so `tools/train.py` fine-tunes them under the same budget.
 """
@@ -19,28 +25,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("arch", nargs="?", help="arch JSON (best_arch.json of a search)")
-    p.add_argument("--baseline", choices=["aspp", "deeplabv3plus", "lraspp", "fcn"],
-                   help="export an mmseg baseline head (same encoder, data and schedule)")
+    p.add_argument("--baseline", choices=["aspp", "deeplabv3plus", "lraspp", "fcn", "dncnn"],
+                   help="export a baseline (same data and schedule): an mmseg head on the same encoder, or "
+                        "DnCNN for restoration (with an IR-NAS arch: at least its parameter count)")
     p.add_argument("--out", required=True, help="config file to write")
     p.add_argument("--dataset", default="proxy", choices=["proxy", "voc", "cityscapes"])
-    p.add_argument("--data-root", default="data/proxy_voc")
-    p.add_argument("--crop", type=int, default=128, help="training crop (height) in pixels")
+    p.add_argument("--data-root", default=None,
+                   help="default: data/proxy_voc (segmentation), data/proxy_restore (restoration)")
+    p.add_argument("--crop", type=int, default=None,
+                   help="training crop (height) in pixels (default 128; 48 for restoration)")
+    p.add_argument("--task", choices=["denoise", "derain"], default="denoise", help="restoration task")
+    p.add_argument("--sigma", type=float, default=25, help="denoising noise level (0..255)")
     p.add_argument("--width", type=int, default=None,
                    help="decoder channels (default: the search's width for an arch, 128 for a baseline)")
     p.add_argument("--iters", type=int, default=2000)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=None, help="default 3e-3 (segmentation), 1e-3 (restoration)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--val-interval", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--work-dir", default=None, help="work_dir written into the config")
     args = p.parse_args(argv)
-    if (args.arch is None) == (args.baseline is None):
-        p.error("give an arch JSON or --baseline, not both")
+    if (args.arch is None) == (args.baseline is None) and args.baseline != "dncnn":
+        p.error("give an arch JSON or --baseline, not both (except --baseline dncnn with an IR-NAS arch)")
 
     from densenas.arch import Arch, InvalidArch
     from densenas.export import export_config
 
-    arch, width, extra = None, args.width, {}
+    arch, width, extra, searched = None, args.width, {}, {}
     if args.arch:
         try:
             arch = Arch.load(args.arch)
@@ -48,6 +59,22 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         searched = _search_space(Path(args.arch))
+    if args.baseline == "dncnn" or (arch is not None and arch.space == "irnas"):
+        from densenas.export_restoration import restoration_config
+
+        try:
+            out = restoration_config(
+                args.out, arch=arch, baseline=args.baseline,
+                data_root=args.data_root or "data/proxy_restore", layout="rain100" if args.task == "derain" else "bsd", task=args.task, sigma=args.sigma,
+                crop=args.crop or 48, iters=args.iters, lr=args.lr or 1e-3, batch_size=args.batch_size,
+                val_interval=args.val_interval, space=searched or None, width=args.width,
+                workers=args.workers, work_dir=args.work_dir)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: {args.arch or args.baseline}: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {out}")
+        return 0
+    if arch is not None:
         if arch.space == "autodeeplab":
             extra["filter_multiplier"] = searched.get("filter_multiplier", 8)
             width = width or searched.get("aspp_channels", 64)
@@ -55,8 +82,9 @@ def main(argv=None) -> int:
             width = searched.get("width", 48)
     try:
         out = export_config(args.out, arch=arch, baseline=args.baseline, dataset=args.dataset,
-                            data_root=args.data_root, crop=args.crop, width=width or 128,
-                            iters=args.iters, lr=args.lr, batch_size=args.batch_size,
+                            data_root=args.data_root or "data/proxy_voc", crop=args.crop or 128,
+                            width=width or 128, iters=args.iters, lr=args.lr or 3e-3,
+                            batch_size=args.batch_size,
                             val_interval=args.val_interval, workers=args.workers, work_dir=args.work_dir,
                             **extra)
     except (ValueError, FileNotFoundError) as e:  # InvalidArch is a ValueError

@@ -46,24 +46,27 @@ def main(argv=None) -> int:
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     model = runner.model.eval()
-    size = args.input_size or _test_size(cfg)
-    head = model.decode_head
-    aux = getattr(getattr(head, "decoder", None), "aux_heads", None)
-    params = count_params(model) - (count_params(aux) if aux is not None else 0)
+    restoration = cfg.model.type == "DenseNASRestorer"
+    size = args.input_size or (_restoration_size(cfg, runner) if restoration else _test_size(cfg))
+    if restoration:
+        params, channels = count_params(model.net), cfg.model.net.get("in_channels", 3)
+    else:
+        aux = getattr(getattr(model.decode_head, "decoder", None), "aux_heads", None)
+        params, channels = count_params(model) - (count_params(aux) if aux is not None else 0), 3
 
-    class _Tensor(torch.nn.Module):  # plain tensor → logits, for the MAdds counter
+    class _Tensor(torch.nn.Module):  # plain tensor -> logits / restored image, for the MAdds counter
         def __init__(self, m):
             super().__init__()
             self.m = m
 
         def forward(self, x):
-            return self.m._forward(x)
+            return self.m(x, mode="tensor") if restoration else self.m._forward(x)
 
-    madds = count_madds(_Tensor(model), torch.zeros(1, 3, *size))
+    madds = count_madds(_Tensor(model), torch.zeros(1, channels, *size))
     out = {"metrics": {k: float(v) for k, v in metrics.items()}, "params": params, "madds": madds,
            "input_size": list(size), "config": args.config, "checkpoint": args.checkpoint}
     print(f"metrics: {out['metrics']}")
-    print(f"params (inference, aux heads excluded): {params / 1e6:.3f} M; "
+    print(f"params (inference{'' if restoration else ', aux heads excluded'}): {params / 1e6:.3f} M; "
           f"MAdds at {size[0]}x{size[1]}: {madds / 1e9:.3f} G")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
@@ -76,6 +79,13 @@ def _test_size(cfg) -> tuple[int, int]:
             w, h = step["scale"]
             return (min(h, w), min(h, w)) if step.get("keep_ratio") else (h, w)
     return (512, 512)
+
+
+def _restoration_size(cfg, runner) -> tuple[int, int]:
+    crop = cfg.test_dataloader.dataset.get("crop")
+    if crop:
+        return (int(crop), int(crop))
+    return tuple(runner.test_dataloader.dataset[0]["inputs"].shape[-2:])
 
 
 if __name__ == "__main__":
