@@ -41,10 +41,11 @@ def _fmt_s(s: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def progress_line(p: Progress) -> str:
-    """One human-readable line per finished candidate."""
+def progress_line(p: Progress, stage_label: str = "stage") -> str:
+    """One human-readable line per finished candidate (``stage_label="epoch"`` for supernet searches,
+    whose rows record the epoch as their stage)."""
     c, r = p.candidate, p.candidate.result
-    what = (f"reward {r.reward:.4f} stage {r.stage}" if r.ok else f"FAILED ({r.error})")
+    what = (f"reward {r.reward:.4f} {stage_label} {r.stage}" if r.ok else f"FAILED ({r.error})")
     best = f"best {p.best.result.reward:.4f} (#{p.best.id})" if p.best else "best -"
     return (f"[{p.done}/{p.total}] #{c.id} {what} in {r.wall_time:.1f}s | {best} | "
             f"elapsed {_fmt_s(p.elapsed)} left ~{_fmt_s(p.eta)}")

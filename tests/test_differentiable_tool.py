@@ -16,6 +16,7 @@ from test_tools import _tool
 ROOT = Path(__file__).resolve().parents[1]
 ADL = ROOT / "configs/search/autodeeplab_proxy.py"
 IRNAS = ROOT / "configs/search/irnas_denoise_proxy.py"
+DERAIN = ROOT / "configs/search/irnas_derain_proxy.py"
 
 
 @pytest.fixture(autouse=True)
@@ -44,12 +45,13 @@ def _epochs(work: Path) -> dict[int, tuple[str, float]]:
         return {c.result.stage: (c.arch.key, c.finished) for c in h.finished()}
 
 
-def test_irnas_search_runs_and_resumes(tmp_path):
+@pytest.mark.parametrize("config", [IRNAS, DERAIN], ids=["denoise", "derain"])
+def test_irnas_search_runs_and_resumes(tmp_path, config):
     work = tmp_path / "irnas"
-    assert _tool("search")([str(IRNAS), "--work-dir", str(work), "--cfg-options", *irnas_opts(tmp_path, 1)]) == 0
+    assert _tool("search")([str(config), "--work-dir", str(work), "--cfg-options", *irnas_opts(tmp_path, 1)]) == 0
     first = _epochs(work)
     assert list(first) == [1]
-    assert _tool("search")([str(IRNAS), "--work-dir", str(work), "--resume", "--cfg-options",
+    assert _tool("search")([str(config), "--work-dir", str(work), "--resume", "--cfg-options",
                             *irnas_opts(tmp_path, 2)]) == 0
     both = _epochs(work)
     assert sorted(both) == [1, 2] and both[1] == first[1]  # epoch 1 neither lost nor re-run

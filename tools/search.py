@@ -77,7 +77,8 @@ def main(argv=None) -> int:
             log(f"resuming after epoch {history.count()}")
         last = search_supernet(job.space, job.train, job.val, job.loss_fn, job.score_fn, history, work_dir,
                                epochs=job.epochs, darts=job.darts, seed=seed, device=device,
-                               time_budget_s=job.time_budget_s, on_progress=lambda p: log(progress_line(p)))
+                               time_budget_s=job.time_budget_s,
+                               on_progress=lambda p: log(progress_line(p, "epoch")))
         out = write_reports(history, work_dir)
         if last is not None:
             log(f"derived after the last epoch: {job.space.describe(last)} -> {work_dir / DERIVED}")
