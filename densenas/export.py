@@ -139,14 +139,14 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
         # stride 32 of the (undilated) MobileNetV2 encoder: smaller images crash mid-training.
         raise ValueError(f"crop {crop}: mmseg's LRASPPHead pools 49x49 windows on the stride-32 "
                          f"features, so it needs crop >= {49 * 32}; use --baseline aspp or fcn")
-    imports = ["densenas.decoders.mmseg_adapters"]
+    imports, lr_mult = ["densenas.decoders.mmseg_adapters"], 0.1
     if arch is not None and arch.space == "autodeeplab":  # a whole network, not a head on MobileNetV2
         from .decoders.autodeeplab_mmseg import CUSTOM_IMPORTS, autodeeplab_model_dict
 
         model = autodeeplab_model_dict(arch, num_classes, filter_multiplier=filter_multiplier,
                                        channels=width)
         model.update(train_cfg=dict(), test_cfg=dict(mode="whole"))
-        imports = list(CUSTOM_IMPORTS["imports"])
+        imports, lr_mult = list(CUSTOM_IMPORTS["imports"]), 1.0
     else:
         if arch is not None:  # fail here, naming the field, rather than when mmseg builds the model
             from .decoders.auxcell import space_for_arch
@@ -164,7 +164,8 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
         model=model,
         **data_config(dataset, data_root, crop, classes, batch_size, workers),
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=lr, weight_decay=1e-4),
-                           paramwise_cfg=dict(custom_keys={"backbone": dict(lr_mult=0.1)})),
+                           # a pretrained encoder learns 10x slower; a searched network trains from scratch
+                           paramwise_cfg=dict(custom_keys={"backbone": dict(lr_mult=lr_mult)})),
         param_scheduler=[dict(type="PolyLR", eta_min=0.0, power=0.9, begin=0, end=iters, by_epoch=False)],
         train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=val_interval or iters),
         val_cfg=dict(type="ValLoop"), test_cfg=dict(type="TestLoop"),

@@ -8,6 +8,6 @@ device = "auto"
 task = dict(type="restoration", kind="derain", lam=0.1, reward_metric="psnr")
 data = dict(layout="proxy", root="data/proxy_restore", image_size=32,
             proxy=dict(num_train=48, num_val=12, size=96, seed=0))
-space = dict(type="irnas", width=8, layers=3, blocks=2)
+space = dict(type="irnas", width=4, layers=3, blocks=2)
 strategy = dict(type="darts", w_lr=0.025, arch_lr=3e-3, batch_size=8, warmup_epochs=3, grad_clip=5.0)
 search = dict(epochs=12, time_budget_s=1080)

@@ -1,0 +1,381 @@
+"""The NAS-FCOS decoder search space: a searched FPN and a searched, partially shared FCOS head.
+
+After Wang, Gao, Chen, Wang, Tian, Shen, "NAS-FCOS: Fast Neural Architecture Search for Object Detection"
+(CVPR 2020). One space, :class:`NASFCOSSpace`, with a ``part`` that says what the controller decides:
+
+* ``part="fpn"`` (space name ``nasfcos_fpn``): per FPN cell ``k``, two pool indices
+  ``fpn.cell{k}.in0/in1`` (the pool holds the backbone levels ``0..num_inputs-1``, e.g. C3..C5, then the
+  outputs of cells ``0..k-1``), an operation on each (``fpn.cell{k}.op0/op1``, :data:`FPN_OPS`) and an
+  aggregation (``fpn.cell{k}.agg``: ``sum`` or ``concat``). The head is fixed (``fixed_head``; default an
+  FCOS head: four shared ``gn_conv3x3`` layers).
+* ``part="head"`` (``nasfcos_head``): the op of every head layer (``head.op{i}``, :data:`HEAD_OPS`) and
+  how many layers are shared across pyramid levels (``head.shared``, ``0..num_head_layers``). The FPN is
+  fixed (``fixed_fpn``: the best FPN of the first stage; default :func:`default_fpn_arch`).
+* ``part="joint"`` (``nasfcos``): both sets of decisions.
+
+This is the paper's progressive search: search ``part="fpn"``, then ``part="head"`` with
+``fixed_fpn=<best fpn arch>``. :func:`fpn_part` / :func:`head_part` cut either part out of any arch.
+The built modules (:class:`NASFCOSDecoder`: :class:`~densenas.decoders.nasfcos_ops.NASFCOSFPN` +
+:class:`NASFCOSHeadNet`) are described in :mod:`densenas.decoders.nasfcos_ops`; the mmdet neck and head are
+in :mod:`densenas.decoders.mmdet_adapters`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from densenas.arch import Arch, Decision, InvalidArch
+from densenas.decoders.nasfcos_ops import (AGGREGATIONS, FPN_OPS, HEAD_OPS, NUM_BACKBONE_OUTS, FPNCellSpec,
+                                           HeadTower, NASFCOSFPN, collected_cells)
+from densenas.ops import OPS
+from densenas.space import SearchSpace, ShapeSpec
+
+PARTS = {"fpn": "nasfcos_fpn", "head": "nasfcos_head", "joint": "nasfcos"}
+"""``part`` -> space (and arch) name."""
+
+ArchLike = Arch | Mapping[str, Any] | str | Path
+
+
+def as_arch(arch: ArchLike) -> Arch:
+    """An :class:`Arch` from an ``Arch``, its ``to_dict()`` mapping, or a path to its JSON file."""
+    if isinstance(arch, Arch):
+        return arch
+    if isinstance(arch, Mapping):
+        return Arch.from_dict(arch)
+    if isinstance(arch, (str, Path)):
+        return Arch.load(arch)
+    raise TypeError(f"arch must be an Arch, a dict or a path, got {type(arch).__name__}")
+
+
+def _part(arch: Arch, prefix: str, part: str) -> Arch:
+    choices = tuple((k, v) for k, v in arch.choices if k.startswith(prefix))
+    if not choices:
+        raise InvalidArch(f"arch for space {arch.space!r} has no {prefix}* decisions")
+    return Arch(PARTS[part], choices)
+
+
+def fpn_part(arch: ArchLike) -> Arch:
+    """The ``fpn.*`` decisions of an FPN or joint arch, as an arch of space ``nasfcos_fpn``."""
+    return _part(as_arch(arch), "fpn.", "fpn")
+
+
+def head_part(arch: ArchLike) -> Arch:
+    """The ``head.*`` decisions of a head or joint arch, as an arch of space ``nasfcos_head``."""
+    return _part(as_arch(arch), "head.", "head")
+
+
+def fpn_decisions(num_inputs: int, num_cells: int, ops: Sequence[str]) -> list[Decision]:
+    """The FPN decisions, in controller order (cell by cell: in0, in1, op0, op1, agg)."""
+    decs = []
+    for k in range(num_cells):
+        pool, p = tuple(range(num_inputs + k)), f"fpn.cell{k}"
+        decs += [Decision(f"{p}.in0", pool), Decision(f"{p}.in1", pool), Decision(f"{p}.op0", tuple(ops)),
+                 Decision(f"{p}.op1", tuple(ops)), Decision(f"{p}.agg", AGGREGATIONS)]
+    return decs
+
+
+def head_decisions(num_layers: int, ops: Sequence[str]) -> list[Decision]:
+    """The head decisions: ``head.op0..op{L-1}``, then ``head.shared`` (shared layers, ``0..L``)."""
+    return [Decision(f"head.op{i}", tuple(ops)) for i in range(num_layers)] + \
+        [Decision("head.shared", tuple(range(num_layers + 1)))]
+
+
+def check_values(decisions: Sequence[Decision], values: Mapping[str, Any]) -> None:
+    """Raise :class:`InvalidArch` naming the first decision whose value is missing or not an option."""
+    for d in decisions:
+        if d.name not in values:
+            raise InvalidArch(f"arch misses decision {d.name!r}")
+        v = values[d.name]
+        if d.name.endswith((".in0", ".in1", ".shared")):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise InvalidArch(f"{d.name}={v!r} is not an integer")
+            if v not in d.options:
+                what = "backbone levels / earlier cells" if d.name.startswith("fpn") else "shared head layers"
+                raise InvalidArch(f"{d.name}={v} out of range 0..{len(d) - 1} ({what})")
+        elif v not in d.options:
+            kind = "aggregation" if d.name.endswith(".agg") else "operation of this space"
+            raise InvalidArch(f"{d.name}={v!r} is not an {kind} (choices: {list(d.options)})")
+    extra = sorted(set(values) - {d.name for d in decisions})
+    if extra:
+        raise InvalidArch(f"arch has unknown decisions {extra}")
+
+
+def fpn_specs(arch: Arch) -> list[FPNCellSpec]:
+    """The FPN cells of an arch holding ``fpn.cell{k}.*`` decisions."""
+    n = sum(1 for k, _ in arch.choices if k.startswith("fpn.cell") and k.endswith(".in0"))
+    return [FPNCellSpec(*(arch[f"fpn.cell{k}.{f}"] for f in FPNCellSpec._fields)) for k in range(n)]
+
+
+def head_spec(arch: Arch) -> tuple[list[str], int]:
+    """``(ops, num_shared)`` of an arch holding ``head.op{i}`` and ``head.shared``."""
+    n = sum(1 for k, _ in arch.choices if k.startswith("head.op"))
+    return [arch[f"head.op{i}"] for i in range(n)], int(arch["head.shared"])
+
+
+def check_fpn(arch: Arch, num_inputs: int, ops: Sequence[str] | None = None) -> list[FPNCellSpec]:
+    """Validate the ``fpn.*`` decisions of ``arch`` (any number of cells) and return its cells.
+
+    Besides option values, at least three cell outputs must stay unconsumed (they become P3..P5).
+    """
+    values = fpn_part(arch).as_dict()
+    num_cells = sum(1 for k in values if k.endswith(".in0"))
+    check_values(fpn_decisions(num_inputs, num_cells, tuple(OPS) if ops is None else ops), values)
+    specs = fpn_specs(fpn_part(arch))
+    collect = collected_cells(specs, num_inputs)
+    if len(collect) < NUM_BACKBONE_OUTS:
+        raise InvalidArch(f"fpn: only cells {collect} are consumed by no later cell; P3-P5 need "
+                          f"{NUM_BACKBONE_OUTS} such outputs (change some fpn.cell*.in0/in1)")
+    return specs
+
+
+def check_head(arch: Arch, ops: Sequence[str] | None = None) -> tuple[list[str], int]:
+    """Validate the ``head.*`` decisions of ``arch`` (any number of layers) and return its spec."""
+    values = head_part(arch).as_dict()
+    num_layers = sum(1 for k in values if k.startswith("head.op"))
+    check_values(head_decisions(num_layers, tuple(OPS) if ops is None else ops), values)
+    return head_spec(head_part(arch))
+
+
+def default_fpn_arch(num_inputs: int = 3) -> Arch:
+    """The FPN the paper found (7 cells, DCNv2 and concatenation everywhere; C2 unused).
+
+    Read off the authors' released config; pool indices are shifted so the last three of ``num_inputs``
+    backbone levels are C3, C4, C5.
+    """
+    if num_inputs < NUM_BACKBONE_OUTS:
+        raise ValueError(f"num_inputs must be >= {NUM_BACKBONE_OUTS}, got {num_inputs}")
+    s = num_inputs - 3
+    c3, c4, c5 = s, s + 1, s + 2
+    cell = [num_inputs + k for k in range(7)]
+    d, skip = "deform_conv3x3", "skip"
+    cells = [(c5, c5, d, d), (c5, c5, d, d), (cell[0], c5, d, skip), (c3, c5, d, skip),
+             (cell[1], c5, d, d), (cell[0], cell[3], d, d), (cell[3], c4, d, d)]
+    choices = []
+    for k, (a, b, o0, o1) in enumerate(cells):
+        p = f"fpn.cell{k}"
+        choices += [(f"{p}.in0", a), (f"{p}.in1", b), (f"{p}.op0", o0), (f"{p}.op1", o1),
+                    (f"{p}.agg", "concat")]
+    return Arch(PARTS["fpn"], tuple(choices))
+
+
+def default_head_arch(num_layers: int = 6) -> Arch:
+    """The head the paper found: dconv3x3, conv3x3, dconv3x3, conv1x1 (then skips), all layers shared."""
+    found = ["gn_deform_conv3x3", "gn_conv3x3", "gn_deform_conv3x3", "gn_conv1x1"]
+    if num_layers < len(found):
+        raise ValueError(f"the found head has {len(found)} layers; num_layers={num_layers} is too small")
+    ops = found + ["skip"] * (num_layers - len(found))
+    return Arch(PARTS["head"], tuple((f"head.op{i}", o) for i, o in enumerate(ops)) + (("head.shared",
+                                                                                        num_layers),))
+
+
+def plain_head_arch(num_layers: int = 4) -> Arch:
+    """An FCOS head: ``num_layers`` shared ``gn_conv3x3`` layers (the fixed head of the FPN search)."""
+    return Arch(PARTS["head"], tuple((f"head.op{i}", "gn_conv3x3") for i in range(num_layers))
+                + (("head.shared", num_layers),))
+
+
+class NASFCOSHeadNet(nn.Module):
+    """Plain-PyTorch FCOS head with searched towers (the mmdet head reuses :class:`HeadTower`).
+
+    ``forward(feats)`` returns FCOS's raw outputs per level: class logits ``(N, num_classes, H, W)``, box
+    distances ``exp(scale_l * reg)`` ``(N, 4, H, W)`` and centerness logits ``(N, 1, H, W)`` (computed on
+    the classification branch, as FCOS does by default).
+
+    Args:
+        ops: head layer operations.
+        num_shared: layers shared across levels.
+        num_classes: classes.
+        in_channels: channels of the pyramid features.
+        channels: width of the head layers.
+        num_levels: pyramid levels.
+        shared_position: see :class:`HeadTower`.
+        prior_prob: initial foreground probability of the classifier (focal-loss bias init).
+    """
+
+    def __init__(self, ops: Sequence[str], num_shared: int, num_classes: int, in_channels: int, channels: int,
+                 num_levels: int = 5, shared_position: str = "last", prior_prob: float = 0.01):
+        super().__init__()
+        kw = dict(in_channels=in_channels, shared_position=shared_position)
+        self.cls_tower = HeadTower(ops, num_shared, num_levels, channels, **kw)
+        self.reg_tower = HeadTower(ops, num_shared, num_levels, channels, **kw)
+        self.conv_cls = nn.Conv2d(channels, num_classes, 3, padding=1)
+        self.conv_reg = nn.Conv2d(channels, 4, 3, padding=1)
+        self.conv_centerness = nn.Conv2d(channels, 1, 3, padding=1)
+        self.scales = nn.Parameter(torch.ones(num_levels))
+        for conv in (self.conv_cls, self.conv_reg, self.conv_centerness):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+        nn.init.constant_(self.conv_cls.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def forward(self, feats: Sequence[torch.Tensor]
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Class logits, box distances and centerness logits per pyramid level."""
+        if len(feats) != len(self.scales):
+            raise ValueError(f"head built for {len(self.scales)} levels, got {len(feats)}")
+        cls, box, ctr = [], [], []
+        for level, x in enumerate(feats):
+            c = self.cls_tower(x, level)
+            cls.append(self.conv_cls(c))
+            ctr.append(self.conv_centerness(c))
+            box.append((self.scales[level] * self.conv_reg(self.reg_tower(x, level))).float().exp())
+        return cls, box, ctr
+
+
+class NASFCOSDecoder(nn.Module):
+    """Searched FPN + head. ``forward(backbone_feats)`` gives the head outputs; ``neck`` the pyramid.
+
+    Args:
+        neck: the FPN.
+        head: the head.
+        arch: the (joint) arch it was built from.
+    """
+
+    def __init__(self, neck: NASFCOSFPN, head: NASFCOSHeadNet, arch: Arch | None = None):
+        super().__init__()
+        self.neck, self.head, self.arch = neck, head, arch
+
+    @property
+    def strides(self) -> list[int]:
+        return list(self.neck.strides)
+
+    def forward(self, feats: Sequence[torch.Tensor]
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        return self.head(self.neck(feats))
+
+
+class NASFCOSSpace(SearchSpace):
+    """The NAS-FCOS space (decisions and parts in the module docstring).
+
+    Args:
+        num_classes: detection classes (head output channels).
+        part: ``"fpn"``, ``"head"`` or ``"joint"``: which decisions the controller makes.
+        width: FPN channels.
+        head_width: head channels (default ``width``; the paper's "@128-256" is 128 / 256).
+        num_inputs: backbone levels in the FPN pool (finest first; the last three are C3..C5).
+        num_cells: FPN cells.
+        num_head_layers: head layers.
+        num_outs: pyramid levels (P3 up to P(2 + num_outs)).
+        fpn_ops: FPN candidate operations (default :data:`FPN_OPS`).
+        head_ops: head candidate operations (default :data:`HEAD_OPS`).
+        shared_position: which head layers are shared (``"last"``, authors' code, or ``"first"``).
+        fixed_fpn: FPN used when ``part="head"`` (default :func:`default_fpn_arch`).
+        fixed_head: head used when ``part="fpn"`` (default :func:`plain_head_arch`, an FCOS head).
+    """
+
+    def __init__(self, num_classes: int = 80, part: str = "fpn", width: int = 64,
+                 head_width: int | None = None, num_inputs: int = 3, num_cells: int = 7,
+                 num_head_layers: int = 6, num_outs: int = 5,
+                 fpn_ops: Sequence[str] | None = None, head_ops: Sequence[str] | None = None,
+                 shared_position: str = "last", fixed_fpn: ArchLike | None = None,
+                 fixed_head: ArchLike | None = None):
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {list(PARTS)}, got {part!r}")
+        self.fpn_ops = tuple(FPN_OPS if fpn_ops is None else fpn_ops)
+        self.head_ops = tuple(HEAD_OPS if head_ops is None else head_ops)
+        for what, ops in (("fpn_ops", self.fpn_ops), ("head_ops", self.head_ops)):
+            unknown = [o for o in ops if o not in OPS]
+            if unknown or not ops or len(set(ops)) != len(ops):
+                raise ValueError(f"{what} must be distinct known operations, got {list(ops)} "
+                                 f"(unknown: {unknown}; known: {sorted(OPS)})")
+        if num_inputs < NUM_BACKBONE_OUTS or num_cells < NUM_BACKBONE_OUTS or num_outs < NUM_BACKBONE_OUTS:
+            raise ValueError(f"num_inputs, num_cells and num_outs must be >= {NUM_BACKBONE_OUTS}, got "
+                             f"{num_inputs}, {num_cells}, {num_outs}")
+        for k, v in dict(num_classes=num_classes, width=width, num_head_layers=num_head_layers).items():
+            if int(v) < 1:
+                raise ValueError(f"{k} must be >= 1, got {v}")
+        if shared_position not in ("last", "first"):
+            raise ValueError(f"shared_position must be 'last' or 'first', got {shared_position!r}")
+        self.part, self.name = part, PARTS[part]
+        self.num_classes, self.width = int(num_classes), int(width)
+        self.head_width = int(width if head_width is None else head_width)
+        self.num_inputs, self.num_cells, self.num_outs = int(num_inputs), int(num_cells), int(num_outs)
+        self.num_head_layers, self.shared_position = int(num_head_layers), shared_position
+        self.fixed_fpn = fpn_part(fixed_fpn if fixed_fpn is not None else default_fpn_arch(self.num_inputs))
+        self.fixed_head = head_part(fixed_head if fixed_head is not None else plain_head_arch())
+        try:
+            check_fpn(self.fixed_fpn, self.num_inputs)
+            check_head(self.fixed_head)
+        except InvalidArch as e:
+            raise ValueError(f"fixed part: {e}") from None
+
+    # ------------------------------------------------------------- decisions
+    def decisions(self) -> list[Decision]:
+        decs = []
+        if self.part in ("fpn", "joint"):
+            decs += fpn_decisions(self.num_inputs, self.num_cells, self.fpn_ops)
+        if self.part in ("head", "joint"):
+            decs += head_decisions(self.num_head_layers, self.head_ops)
+        return decs
+
+    def check(self, arch: Arch) -> None:
+        """Raise :class:`InvalidArch` naming the first bad decision (``fpn.cell2.in0=9 out of range``)."""
+        if not isinstance(arch, Arch):
+            raise InvalidArch(f"expected an Arch, got {type(arch).__name__}")
+        if arch.space != self.name:
+            raise InvalidArch(f"arch is for space {arch.space!r}, not {self.name!r}")
+        check_values(self.decisions(), arch.as_dict())
+        if self.part in ("fpn", "joint"):
+            check_fpn(arch, self.num_inputs, self.fpn_ops)
+
+    def default_arch(self) -> Arch:
+        """The paper's found FPN / head for this part (needs 7 cells / >= 4 layers and their ops)."""
+        parts = []
+        if self.part in ("fpn", "joint"):
+            parts.append(default_fpn_arch(self.num_inputs))
+        if self.part in ("head", "joint"):
+            parts.append(default_head_arch(self.num_head_layers))
+        arch = Arch(self.name, tuple(c for a in parts for c in a.choices))
+        self.check(arch)
+        return arch
+
+    def full_arch(self, arch: Arch) -> Arch:
+        """The joint arch (``nasfcos``) of ``arch`` completed with the fixed part."""
+        self.check(arch)
+        fpn = fpn_part(arch) if self.part != "head" else self.fixed_fpn
+        head = head_part(arch) if self.part != "fpn" else self.fixed_head
+        return Arch(PARTS["joint"], fpn.choices + head.choices)
+
+    # ------------------------------------------------------------------ build
+    def _shapes(self, in_shapes: Sequence[ShapeSpec] | Mapping[str, ShapeSpec]) -> list[ShapeSpec]:
+        shapes = list(in_shapes.values()) if isinstance(in_shapes, Mapping) else list(in_shapes)
+        if len(shapes) != self.num_inputs:
+            raise ValueError(f"space expects {self.num_inputs} backbone levels, got {len(shapes)} shapes")
+        return shapes
+
+    def build(self, arch: Arch, in_shapes: Sequence[ShapeSpec] | Mapping[str, ShapeSpec]) -> NASFCOSDecoder:
+        """Build FPN + head for ``arch`` (the other part fixed) on backbone levels of the given shapes.
+
+        Args:
+            arch: a valid arch of this space.
+            in_shapes: one :class:`ShapeSpec` per backbone level, finest first.
+
+        Returns:
+            The decoder; ``decoder.neck(feats)`` gives P3.. at ``decoder.strides``.
+        """
+        full = self.full_arch(arch)
+        neck = NASFCOSFPN(fpn_specs(full), self._shapes(in_shapes), self.width, self.num_outs)
+        ops, k = head_spec(full)
+        head = NASFCOSHeadNet(ops, k, self.num_classes, self.width, self.head_width, self.num_outs,
+                              self.shared_position)
+        return NASFCOSDecoder(neck, head, full)
+
+    def describe(self, arch: Arch) -> str:
+        """Multi-line human-readable summary of the full (fixed part included) architecture."""
+        full = self.full_arch(arch)
+        n, specs = self.num_inputs, fpn_specs(full)
+        names = [f"C{i + 6 - n}" for i in range(n)] + [f"cell{k}" for k in range(len(specs))]
+        lines = [f"NAS-FCOS ({self.part} searched), FPN width {self.width}, head width {self.head_width}"]
+        for k, s in enumerate(specs):
+            lines.append(f"  cell{k} = {s.agg}({s.op0}({names[s.in0]}), {s.op1}({names[s.in1]}))")
+        collect = collected_cells(specs, n)
+        extra = " + ".join(f"cell{k}" for k in collect[:-NUM_BACKBONE_OUTS])
+        for p, k in zip(("P5", "P4", "P3"), collect[-NUM_BACKBONE_OUTS:]):
+            lines.append(f"  {p} = cell{k}" + (f" + {extra}" if extra else ""))
+        ops, shared = head_spec(full)
+        lines.append(f"  head ({shared} of {len(ops)} layers shared, {self.shared_position}): "
+                     + " -> ".join(ops))
+        return "\n".join(lines)

@@ -1,0 +1,384 @@
+"""NAS-FPN search space: a feature pyramid made of searched merging cells.
+
+After Ghiasi, Lin, Le, "NAS-FPN: Learning Scalable Feature Pyramid Architecture for Object Detection"
+(CVPR 2019). The backbone levels C3..C5 are projected to ``C`` channels (1x1 conv + BN, skipped when the
+channels already match) and P6, P7 are made from P5 by stride-2 max pooling, giving the input pool
+P3..P7 (pool indices ``0..4``; for other ``levels`` the pool holds one entry per level). Merging cell
+``i`` makes four choices, in the controller's order:
+
+* ``cell{i}.in0``, ``cell{i}.in1``: two *different* pool entries (the paper selects the second "without
+  replacement"); the pool grows by one per cell, so cell ``i`` chooses among ``0..L + i - 1`` where pool
+  index ``L + j`` is the output of cell ``j``;
+* ``cell{i}.level``: the output resolution (pyramid level, stride ``2**level``). Intermediate cells may not
+  output the finest level (the paper: "we avoid selecting stride 8 feature in intermediate merging cells");
+  the last ``L`` cells are the outputs and must produce every level exactly once, in an order the
+  controller chooses (:meth:`NASFPNSpace.check` enforces this permutation; ``sample`` draws a random
+  permutation and ``mutate`` swaps two output levels);
+* ``cell{i}.op``: ``sum`` or ``gp_attention`` (global-pooling attention).
+
+Each input is resampled to the output resolution (nearest upsampling, or max pooling with "same"
+padding), the binary op merges them, and for output cells every earlier pool entry of the same level that
+no cell has consumed yet (backbone levels included) is summed in; the result goes through ReLU -> conv3x3
+-> BN. The whole block maps P3..P7 to P3..P7, so it can be stacked ``stack`` times (separate weights).
+
+Follows the authors' reference implementation (TF ``NASFPN_BLOCK_SPECS``; :meth:`NASFPNSpace.paper_arch`
+expresses the published architecture, the same wiring as mmdet's ``NASFPN``). Differences from the paper
+and from mmdet's ``NASFPN``: ``gp_attention`` is ``coarse + fine * sigmoid(global_max_pool(coarse))``
+(the attention comes from the coarser input, ``in0`` on a tie) as in the reference code, whereas mmcv's
+``GlobalPoolingCell`` uses average pooling of its second input; P6/P7 are max-pooled P5 (the paper) rather
+than mmdet's extra 1x1 conv before each pooling; resampling is by size, so inputs whose sides are not
+multiples of 128 still work (nearest resize / adaptive max pooling where the integer factors do not fit).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densenas.arch import Arch, Decision, InvalidArch
+from densenas.space import SearchSpace, ShapeSpec
+
+BINARY_OPS = ("sum", "gp_attention")
+#: The published NAS-FPN (authors' ``NASFPN_BLOCK_SPECS``): ``(level, op, in0, in1)`` per cell.
+PAPER_CELLS = ((4, "gp_attention", 1, 3), (4, "sum", 1, 5), (3, "sum", 0, 6), (4, "sum", 6, 7),
+               (5, "gp_attention", 7, 8), (7, "gp_attention", 6, 9), (6, "gp_attention", 9, 10))
+Shapes = Sequence[ShapeSpec] | Mapping[str, ShapeSpec]
+
+
+class CellSpec(NamedTuple):
+    """One merging cell: ``op(pool[in0], pool[in1])`` at pyramid level ``level``."""
+
+    in0: int
+    in1: int
+    level: int
+    op: str
+
+
+def resample(x: torch.Tensor, size: Sequence[int], factor: int = 1) -> torch.Tensor:
+    """Resize ``x`` to spatial ``size``: max pooling ("same" padding) to go down, nearest to go up.
+
+    Args:
+        x: feature map ``(N, C, H, W)``.
+        size: target ``(H', W')``.
+        factor: the level ratio ``2**(target level - source level)`` when going down; used as the pooling
+            window and stride (adaptive max pooling takes over when that does not give ``size``).
+    """
+    h, w = x.shape[-2:]
+    size = (int(size[0]), int(size[1]))
+    if (h, w) == size:
+        return x
+    if h >= size[0] and w >= size[1]:
+        y = F.max_pool2d(x, factor, factor, ceil_mode=True) if factor > 1 else x
+        return y if tuple(y.shape[-2:]) == size else F.adaptive_max_pool2d(x, size)
+    return F.interpolate(x, size=size, mode="nearest")
+
+
+def global_attention(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+    """NAS-FPN's global-pooling op on same-size maps: ``coarse + fine * sigmoid(max over H, W of coarse)``."""
+    return coarse + fine * torch.sigmoid(coarse.amax(dim=(-2, -1), keepdim=True))
+
+
+class MergingCell(nn.Module):
+    """Binary op on two resampled inputs, plus the unconsumed same-level entries, then ReLU-conv3x3-BN.
+
+    Args:
+        spec: the cell's choices.
+        in_levels: pyramid levels of ``in0`` and ``in1``.
+        channels: feature channels (in and out).
+        extras: pool indices summed into the output before the ReLU (output cells only).
+    """
+
+    def __init__(self, spec: CellSpec, in_levels: tuple[int, int], channels: int,
+                 extras: Sequence[int] = ()):
+        super().__init__()
+        self.spec, self.in_levels, self.extras = spec, tuple(in_levels), list(extras)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def merge(self, a: torch.Tensor, b: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """The binary op alone on inputs ``a`` (``in0``) and ``b`` (``in1``), at spatial ``size``."""
+        down = [2 ** max(self.spec.level - lv, 0) for lv in self.in_levels]
+        a, b = resample(a, size, down[0]), resample(b, size, down[1])
+        if self.spec.op == "sum":
+            return a + b
+        if self.in_levels[0] >= self.in_levels[1]:
+            return global_attention(a, b)
+        return global_attention(b, a)
+
+    def forward(self, pool: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
+        x = self.merge(pool[self.spec.in0], pool[self.spec.in1], size)
+        for j in self.extras:
+            x = x + resample(pool[j], size)
+        return self.bn(self.conv(F.relu(x)))
+
+
+def plan_extras(cells: Sequence[CellSpec], levels: Sequence[int]) -> list[list[int]]:
+    """Pool entries summed into each cell: at every output cell, the same-level entries not yet consumed.
+
+    Replays the reference order: a cell first consumes its two inputs; if it is one of the last
+    ``len(levels)`` cells it then takes every earlier entry of its level with no consumer so far.
+    """
+    num_out = len(levels)
+    pool_levels, used, extras = list(levels), [0] * num_out, []
+    for i, c in enumerate(cells):
+        used[c.in0] += 1
+        used[c.in1] += 1
+        mine = []
+        if i >= len(cells) - num_out:
+            mine = [j for j, lv in enumerate(pool_levels) if used[j] == 0 and lv == c.level]
+            for j in mine:
+                used[j] += 1
+        extras.append(mine)
+        pool_levels.append(c.level)
+        used.append(0)
+    return extras
+
+
+class NASFPNBlock(nn.Module):
+    """One copy of the searched pyramid: ``L`` maps (finest first) -> ``L`` maps at the same levels."""
+
+    def __init__(self, cells: Sequence[CellSpec], levels: Sequence[int], channels: int):
+        super().__init__()
+        self.levels = tuple(levels)
+        pool_levels = list(levels) + [c.level for c in cells]
+        self.cells = nn.ModuleList(
+            MergingCell(c, (pool_levels[c.in0], pool_levels[c.in1]), channels, ex)
+            for c, ex in zip(cells, plan_extras(cells, levels)))
+        out_levels = [c.level for c in cells[len(cells) - len(levels):]]
+        #: pool index of the output at every level, finest first
+        self.out_index = [len(cells) + out_levels.index(lv) for lv in levels]
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        sizes = {lv: tuple(f.shape[-2:]) for lv, f in zip(self.levels, feats)}
+        pool = list(feats)
+        for cell in self.cells:
+            pool.append(cell(pool, sizes[cell.spec.level]))
+        return [pool[i] for i in self.out_index]
+
+
+class NASFPNNeck(nn.Module):
+    """The built NAS-FPN: backbone maps -> ``L`` maps of ``channels`` channels at strides ``2**levels``.
+
+    Args:
+        cells: the merging cells (shared wiring of every stacked block).
+        in_shapes: the backbone levels fed in, finest first; their strides must be ``2**levels[0]``,
+            ``2**(levels[0] + 1)``, ... (coarser levels are made by stride-2 max pooling).
+        channels: pyramid width ``C``.
+        levels: pyramid levels (contiguous, finest first).
+        stack: number of stacked blocks.
+        arch: the arch this neck was built from (kept for export / printing).
+    """
+
+    def __init__(self, cells: Sequence[CellSpec], in_shapes: Sequence[ShapeSpec], channels: int,
+                 levels: Sequence[int], stack: int = 1, arch: Arch | None = None):
+        super().__init__()
+        self.arch, self.levels, self.out_channels = arch, tuple(levels), int(channels)
+        want = [2 ** lv for lv in self.levels[:len(in_shapes)]]
+        if not in_shapes or len(in_shapes) > len(self.levels) or [s.stride for s in in_shapes] != want:
+            raise ValueError(f"NAS-FPN on levels {list(self.levels)} needs backbone strides starting "
+                             f"{[2 ** lv for lv in self.levels]}, got {[s.stride for s in in_shapes]}")
+        self.lateral = nn.ModuleList(
+            nn.Identity() if s.channels == channels else
+            nn.Sequential(nn.Conv2d(s.channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
+            for s in in_shapes)
+        self.blocks = nn.ModuleList(NASFPNBlock(cells, self.levels, channels) for _ in range(stack))
+
+    @property
+    def strides(self) -> list[int]:
+        """Stride of every output, finest first."""
+        return [2 ** lv for lv in self.levels]
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """``L`` pyramid maps (finest first) from the backbone maps of the built ``in_shapes``."""
+        if len(feats) != len(self.lateral):
+            raise ValueError(f"neck built for {len(self.lateral)} backbone levels, got {len(feats)}")
+        p = [proj(f) for proj, f in zip(self.lateral, feats)]
+        while len(p) < len(self.levels):
+            p.append(F.max_pool2d(p[-1], 2, 2, ceil_mode=True))
+        for block in self.blocks:
+            p = block(p)
+        return tuple(p)
+
+
+class NASFPNSpace(SearchSpace):
+    """The NAS-FPN merging-cell space (decisions and semantics in the module docstring).
+
+    Args:
+        num_cells: merging cells per block (the paper: 7); at least ``len(levels)``.
+        out_channels: pyramid width ``C``.
+        stack: how many copies of the found block the built neck stacks.
+        levels: output pyramid levels, contiguous and finest first (the paper: P3..P7).
+        finest_intermediate: let intermediate cells output the finest level too (the paper: no).
+    """
+
+    name = "nasfpn"
+
+    def __init__(self, num_cells: int = 7, out_channels: int = 64, stack: int = 1,
+                 levels: Sequence[int] = (3, 4, 5, 6, 7), finest_intermediate: bool = False):
+        self.levels = tuple(int(lv) for lv in levels)
+        if not self.levels or self.levels != tuple(range(self.levels[0], self.levels[0] + len(self.levels))):
+            raise ValueError(f"levels must be contiguous increasing integers, got {list(levels)}")
+        if int(num_cells) < len(self.levels):
+            raise ValueError(f"num_cells={num_cells} < {len(self.levels)} output levels")
+        if int(out_channels) < 1 or int(stack) < 1:
+            raise ValueError(f"out_channels and stack must be >= 1, got {out_channels}, {stack}")
+        self.num_cells, self.out_channels, self.stack = int(num_cells), int(out_channels), int(stack)
+        self.finest_intermediate = bool(finest_intermediate)
+
+    @property
+    def first_output(self) -> int:
+        """Index of the first output cell (the last ``len(levels)`` cells are the outputs)."""
+        return self.num_cells - len(self.levels)
+
+    def decisions(self) -> list[Decision]:
+        inner = self.levels if self.finest_intermediate or len(self.levels) == 1 else self.levels[1:]
+        decs = []
+        for i in range(self.num_cells):
+            pool = tuple(range(len(self.levels) + i))
+            decs += [Decision(f"cell{i}.in0", pool), Decision(f"cell{i}.in1", pool),
+                     Decision(f"cell{i}.level", self.levels if i >= self.first_output else inner),
+                     Decision(f"cell{i}.op", BINARY_OPS)]
+        return decs
+
+    def check(self, arch: Arch) -> None:
+        """Raise :class:`InvalidArch` naming the first bad field (``cell3.in1=12 out of range 0..7``)."""
+        if not isinstance(arch, Arch):
+            raise InvalidArch(f"expected an Arch, got {type(arch).__name__}")
+        if arch.space != self.name:
+            raise InvalidArch(f"arch is for space {arch.space!r}, not {self.name!r}")
+        values = arch.as_dict()
+        for d in self.decisions():
+            if d.name not in values:
+                raise InvalidArch(f"arch misses decision {d.name!r}")
+            v, field = values[d.name], d.name.split(".")[1]
+            if field in ("in0", "in1", "level") and (isinstance(v, bool) or not isinstance(v, int)):
+                raise InvalidArch(f"{d.name}={v!r} is not an integer")
+            if field in ("in0", "in1") and v not in d.options:
+                raise InvalidArch(f"{d.name}={v} out of range 0..{len(d) - 1} (pyramid inputs / earlier "
+                                  f"cells)")
+            if field == "level" and v not in d.options:
+                why = " (intermediate cells may not output the finest level)" if v in self.levels else ""
+                raise InvalidArch(f"{d.name}={v} is not an allowed level {list(d.options)}{why}")
+            if field == "op" and v not in d.options:
+                raise InvalidArch(f"{d.name}={v!r} is not a binary op (choices: {list(BINARY_OPS)})")
+        super().check(arch)  # unknown extra decisions
+        seen: dict[int, int] = {}
+        for i in range(self.num_cells):
+            if arch[f"cell{i}.in0"] == arch[f"cell{i}.in1"]:
+                raise InvalidArch(f"cell{i}.in1={arch[f'cell{i}.in1']} equals cell{i}.in0: a cell merges "
+                                  f"two different features")
+            if i >= self.first_output:
+                lv = arch[f"cell{i}.level"]
+                if lv in seen:
+                    raise InvalidArch(f"cell{i}.level={lv} repeats cell{seen[lv]}.level: the last "
+                                      f"{len(self.levels)} cells must output each of "
+                                      f"{list(self.levels)} once")
+                seen[lv] = i
+
+    # ---------------------------------------------------------------- sampling
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """Uniform over valid archs: distinct inputs per cell, a random permutation of output levels."""
+        out_levels = [int(v) for v in rng.permutation(self.levels)]
+        choices = {}
+        for d in self.decisions():
+            i, field = int(d.name.split(".")[0][4:]), d.name.split(".")[1]
+            if field == "in1":
+                others = [p for p in d.options if p != choices[f"cell{i}.in0"]]
+                choices[d.name] = int(others[rng.integers(len(others))])
+            elif field == "level" and i >= self.first_output:
+                choices[d.name] = out_levels[i - self.first_output]
+            else:
+                v = d.options[rng.integers(len(d))]
+                choices[d.name] = int(v) if field != "op" else v
+        arch = Arch(self.name, tuple(choices.items()))
+        self.check(arch)
+        return arch
+
+    def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
+        """Change one decision; an output cell's level is swapped with another output cell's."""
+        self.check(arch)
+        decs = self.decisions()
+        for _ in range(self.max_tries):
+            d = decs[rng.integers(len(decs))]
+            i, field = int(d.name.split(".")[0][4:]), d.name.split(".")[1]
+            if field == "level" and i >= self.first_output:
+                j = [k for k in range(self.first_output, self.num_cells) if k != i][
+                    rng.integers(len(self.levels) - 1)] if len(self.levels) > 1 else None
+                if j is None:
+                    continue
+                child = arch.replace(**{d.name: arch[f"cell{j}.level"], f"cell{j}.level": arch[d.name]})
+            else:
+                others = [v for v in d.options if v != arch[d.name]]
+                if not others:
+                    continue
+                child = arch.replace(**{d.name: others[rng.integers(len(others))]})
+            if self.is_valid(child):
+                return child
+        raise RuntimeError(f"space {self.name!r}: no valid mutation of {arch}")
+
+    def size(self) -> int:
+        """Exact number of valid archs."""
+        n, inner = len(self.levels), len(self.decisions()[2].options)
+        count = math.factorial(n) * inner ** self.first_output * len(BINARY_OPS) ** self.num_cells
+        for i in range(self.num_cells):
+            count *= (n + i) * (n + i - 1)
+        return count
+
+    # ---------------------------------------------------------------- reading
+    def cells(self, arch: Arch) -> list[CellSpec]:
+        """The merging cells of ``arch``, in order."""
+        self.check(arch)
+        return [CellSpec(*(arch[f"cell{i}.{f}"] for f in CellSpec._fields)) for i in range(self.num_cells)]
+
+    def paper_arch(self) -> Arch:
+        """The published NAS-FPN (7 cells on P3..P7) as an arch of this space."""
+        if self.num_cells != len(PAPER_CELLS) or self.levels != (3, 4, 5, 6, 7) or self.finest_intermediate:
+            raise ValueError("the paper's architecture needs num_cells=7, levels=(3, ..., 7) and "
+                             "finest_intermediate=False")
+        choices = []
+        for i, (level, op, a, b) in enumerate(PAPER_CELLS):
+            choices += [(f"cell{i}.in0", a), (f"cell{i}.in1", b), (f"cell{i}.level", level),
+                        (f"cell{i}.op", op)]
+        arch = Arch(self.name, tuple(choices))
+        self.check(arch)
+        return arch
+
+    def describe(self, arch: Arch) -> str:
+        """Multi-line human-readable summary of ``arch``."""
+        cells = self.cells(arch)
+        names = [f"P{lv}" for lv in self.levels] + [f"c{i}" for i in range(self.num_cells)]
+        lines = [f"NAS-FPN: {self.num_cells} merging cells, C={self.out_channels}, stack {self.stack}"]
+        for i, (c, ex) in enumerate(zip(cells, plan_extras(cells, self.levels))):
+            tail = "".join(f" + {names[j]}" for j in ex)
+            out = f"  -> output P{c.level}" if i >= self.first_output else ""
+            lines.append(f"  c{i} (P{c.level}) = {c.op}({names[c.in0]}, {names[c.in1]}){tail}{out}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ build
+    def build(self, arch: Arch, in_shapes: Shapes) -> NASFPNNeck:
+        """Build the neck for ``arch`` on backbone levels of the given shapes (finest first).
+
+        Args:
+            arch: a valid arch of this space.
+            in_shapes: one :class:`ShapeSpec` per backbone level fed in (e.g. C3..C5 at strides
+                8/16/32); a mapping is read in its order.
+
+        Returns:
+            The neck; ``forward(feats)`` returns ``len(levels)`` maps of ``out_channels`` channels.
+        """
+        shapes = list(in_shapes.values()) if isinstance(in_shapes, Mapping) else list(in_shapes)
+        return NASFPNNeck(self.cells(arch), shapes, self.out_channels, self.levels, self.stack, arch=arch)
+
+
+def space_for_arch(arch: Arch, out_channels: int = 64, stack: int = 1,
+                   levels: Sequence[int] = (3, 4, 5, 6, 7)) -> NASFPNSpace:
+    """The space an exported ``arch`` belongs to (the cell count is read off its decision names)."""
+    names = [k for k, _ in arch.choices]
+    num_cells = sum(n.startswith("cell") and n.endswith(".in0") for n in names)
+    finest = any(arch.get(f"cell{i}.level") == levels[0] for i in range(num_cells - len(levels)))
+    return NASFPNSpace(num_cells, out_channels, stack, levels, finest_intermediate=finest)
