@@ -89,20 +89,25 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child, *dims)))
         return
-    res = {}
-    for kind in ("irnas", "autodeeplab"):
+    def run(kind: str, size: int) -> dict[str, float]:
         cmd = [sys.executable, __file__, "--child", kind, "--layers", str(args.layers), "--blocks",
-               str(args.blocks), "--width", str(args.width), "--size", str(args.size), "--batch", str(args.batch)]
-        res[kind] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
-    ir, adl = res["irnas"], res["autodeeplab"]
+               str(args.blocks), "--width", str(args.width), "--size", str(size), "--batch", str(args.batch)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        return json.loads(out.splitlines()[-1])
+
     mib = 2 ** 20
+    ir = run("irnas", args.size)
     print(f"one supernet step, {args.layers} layers x {args.blocks} blocks, base width {args.width}, "
-          f"batch {args.batch} at {args.size}x{args.size}:")
-    for key, label in (("activations", "saved activations"), ("rss", "peak RSS growth"),
-                       ("cuda_peak", "CUDA peak allocated")):
-        if key in ir and key in adl:
-            print(f"  {label:20s} IR-NAS {ir[key] / mib:8.1f} MiB vs Auto-DeepLab {adl[key] / mib:8.1f} MiB "
-                  f"-> IR-NAS/Auto-DeepLab = {ir[key] / adl[key]:.2f}")
+          f"batch {args.batch}; IR-NAS at {args.size}x{args.size} (every layer at full resolution)")
+    # Auto-DeepLab's stem goes to stride 4: compare at the same input, and at the same finest feature map
+    for adl_size, what in ((args.size, "same input"), (4 * args.size, "same finest feature resolution")):
+        adl = run("autodeeplab", adl_size)
+        print(f" vs Auto-DeepLab at {adl_size}x{adl_size} ({what}):")
+        for key, label in (("activations", "saved activations"), ("rss", "peak RSS growth"),
+                           ("cuda_peak", "CUDA peak allocated")):
+            if key in ir and key in adl:
+                print(f"  {label:20s} IR-NAS {ir[key] / mib:8.1f} MiB vs Auto-DeepLab {adl[key] / mib:8.1f} MiB"
+                      f" -> IR-NAS/Auto-DeepLab = {ir[key] / adl[key]:.2f}")
     print(f"  {'parameters':20s} IR-NAS {ir['params'] / 1e6:8.2f} M   vs Auto-DeepLab {adl['params'] / 1e6:8.2f} M")
 
 
