@@ -322,3 +322,17 @@ def test_dncnn_matches_searched_network_params(space):
     assert net(torch.rand(1, 3, 8, 8)).shape == (1, 3, 8, 8)
     with pytest.raises(ValueError, match="no DnCNN"):
         dncnn_matching(10 ** 12, depth=3, max_width=64)
+
+
+def test_untrained_dncnn_returns_its_input_then_learns():
+    torch.manual_seed(0)
+    net = DnCNN(in_channels=3, width=8, depth=5).train()
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(net(x), x)  # zero-initialised residual
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    clean = torch.zeros_like(x)
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(net(x), clean).backward()
+        opt.step()
+    assert not torch.equal(net(x), x)
