@@ -23,22 +23,12 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the OpenMMLab stack
     raise ImportError("densenas.decoders.autodeeplab_mmseg needs mmengine and mmsegmentation 1.x") from e
 
-from densenas.arch import Arch
+from densenas.arch import Arch, as_arch
 from densenas.decoders.autodeeplab import space_for_arch
 
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 CUSTOM_IMPORTS = dict(imports=["densenas.decoders.autodeeplab_mmseg"], allow_failed_imports=False)
 ArchLike = Arch | Mapping[str, Any] | str | Path
-
-
-def _load_arch(arch: ArchLike) -> Arch:
-    if isinstance(arch, Arch):
-        return arch
-    if isinstance(arch, Mapping):
-        return Arch.from_dict(arch)
-    if isinstance(arch, (str, Path)):
-        return Arch.load(arch)
-    raise TypeError(f"arch must be an Arch, a dict or a path, got {type(arch).__name__}")
 
 
 @MODELS.register_module(force=True)
@@ -61,7 +51,7 @@ class AutoDeepLabBackbone(BaseModule):
     def __init__(self, arch: ArchLike, filter_multiplier: int = 8, in_channels: int = 3,
                  stem_channels: int | None = None, init_cfg: dict | list | None = None):
         super().__init__(init_cfg=init_cfg)
-        self.arch = _load_arch(arch)
+        self.arch = as_arch(arch)
         space = space_for_arch(self.arch, num_classes=1, filter_multiplier=filter_multiplier,
                                stem_channels=stem_channels)
         self.features = space.build_features(self.arch, in_channels)
@@ -93,7 +83,7 @@ def autodeeplab_model_dict(arch: ArchLike, num_classes: int, filter_multiplier: 
     Returns:
         The ``model`` dict (the config also needs :data:`CUSTOM_IMPORTS`).
     """
-    arch = _load_arch(arch)
+    arch = as_arch(arch)
     space = space_for_arch(arch, num_classes, filter_multiplier=filter_multiplier,
                            stem_channels=stem_channels)
     space.check(arch)

@@ -244,22 +244,12 @@ class AuxCellSpace(SearchSpace):
 
     def check(self, arch: Arch) -> None:
         """Raise :class:`InvalidArch` naming the first bad field (``cell1.in0=9 out of range 0..4``)."""
-        if not isinstance(arch, Arch):
-            raise InvalidArch(f"expected an Arch, got {type(arch).__name__}")
-        if arch.space != self.name:
-            raise InvalidArch(f"arch is for space {arch.space!r}, not {self.name!r}")
-        values = arch.as_dict()
+        values = self.check_values(arch)
         for d in self.decisions():
-            if d.name not in values:
-                raise InvalidArch(f"arch misses decision {d.name!r}")
             v = values[d.name]
             if d.name.endswith((".in0", ".in1")):
-                if isinstance(v, bool) or not isinstance(v, int):
-                    raise InvalidArch(f"{d.name}={v!r} is not an integer index")
-                if v not in d.options:
-                    what = "encoder levels / earlier cells" if d.name.startswith("cell") else \
-                        "cell inputs / earlier blocks"
-                    raise InvalidArch(f"{d.name}={v} out of range 0..{len(d) - 1} ({what})")
+                self.check_index(d, v, "encoder levels / earlier cells" if d.name.startswith("cell")
+                                 else "cell inputs / earlier blocks")
             elif d.name.endswith((".op0", ".op1")) and v not in d.options:
                 raise InvalidArch(f"{d.name}={v!r} is not an operation of this space "
                                   f"(choices: {list(d.options)})")

@@ -30,7 +30,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the OpenMM
     raise ImportError("densenas.decoders.mmseg_adapters needs mmengine and mmsegmentation 1.x; "
                       "run `bash tools/install.sh`") from e
 
-from densenas.arch import Arch
+from densenas.arch import Arch, as_arch
 from densenas.backbones import MobileNetV2Encoder
 from densenas.decoders.auxcell import space_for_arch
 from densenas.space import ShapeSpec
@@ -60,17 +60,6 @@ try:  # the same class as an mmdet backbone; mmdet is optional here
     MMDET_MODELS.register_module(name="DenseNASMobileNetV2", module=DenseNASMobileNetV2, force=True)
 except (ImportError, AssertionError):  # not installed, or an incompatible mmcv
     MMDET_MODELS = None
-
-
-def load_arch(arch: Arch | Mapping[str, Any] | str | Path) -> Arch:
-    """An :class:`Arch` from an ``Arch``, an ``Arch.to_dict()`` mapping, or a path to an arch JSON file."""
-    if isinstance(arch, Arch):
-        return arch
-    if isinstance(arch, Mapping):
-        return Arch.from_dict(arch)
-    if isinstance(arch, (str, Path)):
-        return Arch.load(arch)
-    raise TypeError(f"arch must be an Arch, a dict or a path, got {type(arch).__name__}")
 
 
 @MODELS.register_module(force=True)
@@ -113,7 +102,7 @@ class AuxCellHead(BaseDecodeHead):
                          input_transform=input_transform, dropout_ratio=dropout_ratio,
                          init_cfg=init_cfg, **kwargs)
         del self.conv_seg  # the decoder owns its classifiers
-        self.arch = load_arch(arch)
+        self.arch = as_arch(arch)
         self.space = space_for_arch(self.arch, self.out_channels, width=channels,
                                     num_inputs=len(self.in_channels), ops=ops, aux=aux)
         if num_cells is not None and num_cells != self.space.num_cells or \

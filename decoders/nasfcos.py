@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from densenas.arch import Arch, Decision, InvalidArch
+from densenas.arch import Arch, Decision, InvalidArch, as_arch
 from densenas.decoders.nasfcos_ops import (AGGREGATIONS, FPN_OPS, HEAD_OPS, NUM_BACKBONE_OUTS, FPNCellSpec,
                                            HeadTower, NASFCOSFPN, collected_cells)
 from densenas.ops import OPS
@@ -38,17 +38,6 @@ PARTS = {"fpn": "nasfcos_fpn", "head": "nasfcos_head", "joint": "nasfcos"}
 """``part`` -> space (and arch) name."""
 
 ArchLike = Arch | Mapping[str, Any] | str | Path
-
-
-def as_arch(arch: ArchLike) -> Arch:
-    """An :class:`Arch` from an ``Arch``, its ``to_dict()`` mapping, or a path to its JSON file."""
-    if isinstance(arch, Arch):
-        return arch
-    if isinstance(arch, Mapping):
-        return Arch.from_dict(arch)
-    if isinstance(arch, (str, Path)):
-        return Arch.load(arch)
-    raise TypeError(f"arch must be an Arch, a dict or a path, got {type(arch).__name__}")
 
 
 def _part(arch: Arch, prefix: str, part: str) -> Arch:
@@ -313,11 +302,7 @@ class NASFCOSSpace(SearchSpace):
 
     def check(self, arch: Arch) -> None:
         """Raise :class:`InvalidArch` naming the first bad decision (``fpn.cell2.in0=9 out of range``)."""
-        if not isinstance(arch, Arch):
-            raise InvalidArch(f"expected an Arch, got {type(arch).__name__}")
-        if arch.space != self.name:
-            raise InvalidArch(f"arch is for space {arch.space!r}, not {self.name!r}")
-        check_values(self.decisions(), arch.as_dict())
+        check_values(self.decisions(), self.check_values(arch))
         if self.part in ("fpn", "joint"):
             check_fpn(arch, self.num_inputs, self.fpn_ops)
 

@@ -247,14 +247,8 @@ class NASFPNSpace(SearchSpace):
 
     def check(self, arch: Arch) -> None:
         """Raise :class:`InvalidArch` naming the first bad field (``cell3.in1=12 out of range 0..7``)."""
-        if not isinstance(arch, Arch):
-            raise InvalidArch(f"expected an Arch, got {type(arch).__name__}")
-        if arch.space != self.name:
-            raise InvalidArch(f"arch is for space {arch.space!r}, not {self.name!r}")
-        values = arch.as_dict()
+        values = self.check_values(arch)
         for d in self.decisions():
-            if d.name not in values:
-                raise InvalidArch(f"arch misses decision {d.name!r}")
             v, field = values[d.name], d.name.split(".")[1]
             if field in ("in0", "in1", "level") and (isinstance(v, bool) or not isinstance(v, int)):
                 raise InvalidArch(f"{d.name}={v!r} is not an integer")

@@ -28,7 +28,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the OpenMM
     raise ImportError("densenas.decoders.nasfpn_mmdet needs mmengine and mmdet 3.x; "
                       "run `bash tools/install.sh`") from e
 
-from densenas.arch import Arch
+from densenas.arch import Arch, as_arch
 from densenas.decoders import mmseg_adapters
 from densenas.decoders.nasfpn import NASFPNNeck, space_for_arch
 from densenas.space import ShapeSpec
@@ -70,7 +70,7 @@ class NASFPNSearchedNeck(BaseModule):
         if len(strides) != len(channels) or strides[0] <= 0 or strides[0] & (strides[0] - 1):
             raise ValueError(f"in_strides {strides} must be powers of two, one per used input {channels}")
         first = int(math.log2(strides[0]))
-        self.arch = mmseg_adapters.load_arch(arch)
+        self.arch = as_arch(arch)
         self.space = space_for_arch(self.arch, int(out_channels), int(stack),
                                     tuple(range(first, first + int(num_outs))))
         self.start_level = int(start_level)
@@ -138,7 +138,7 @@ def nasfpn_model_dict(arch: ArchLike, num_classes: int, detector: str = "retinan
     """
     if detector not in DETECTORS:
         raise ValueError(f"detector {detector!r}: use one of {list(DETECTORS)}")
-    arch = mmseg_adapters.load_arch(arch)
+    arch = as_arch(arch)
     space = space_for_arch(arch, out_channels, stack, tuple(range(3, 3 + num_outs)))
     space.check(arch)  # fail here, naming the field, rather than when mmdet builds the model
     if in_channels is None:

@@ -156,3 +156,19 @@ class Arch:
     def __str__(self) -> str:
         body = ", ".join(f"{k}={v}" for k, v in self.choices)
         return f"{self.space}({body})"
+
+
+def as_arch(arch: "Arch | Mapping[str, Any] | str | Path") -> Arch:
+    """An :class:`Arch` from an ``Arch``, its ``to_dict()`` mapping, or a path to its JSON file.
+
+    Raises:
+        InvalidArch: any other type (or a malformed mapping / file, from :meth:`Arch.from_dict`).
+        FileNotFoundError: a path that does not exist.
+    """
+    if isinstance(arch, Arch):
+        return arch
+    if isinstance(arch, Mapping):
+        return Arch.from_dict(arch)
+    if isinstance(arch, (str, Path)):
+        return Arch.load(arch)
+    raise InvalidArch(f"arch must be an Arch, its to_dict() form or a JSON path, got {type(arch).__name__}")

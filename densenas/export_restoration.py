@@ -121,7 +121,8 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
     from mmengine.config import Config
 
     from densenas.decoders.dncnn import dncnn_matching
-    from densenas.tasks.restoration_mm import LAYOUTS, TASKS, load_arch
+    from densenas.arch import as_arch
+    from densenas.tasks.restoration_mm import LAYOUTS, TASKS
 
     if baseline is not None and baseline not in BASELINES:
         raise ValueError(f"baseline {baseline!r}: use one of {BASELINES} (or None to export arch)")
@@ -143,7 +144,7 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
     irnas = None
     if arch is not None:
         ops = sp.get("ops")
-        irnas = _irnas_net(load_arch(arch), width, layers, blocks, in_channels, aspp,
+        irnas = _irnas_net(as_arch(arch), width, layers, blocks, in_channels, aspp,
                            None if ops is None else list(ops))
     if baseline == "dncnn":
         if match_params and irnas is not None:

@@ -7,7 +7,7 @@ input feature shapes it is given (never hard-coded channel counts).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from torch import nn
@@ -48,6 +48,27 @@ class SearchSpace:
         if arch.space != self.name:
             raise InvalidArch(f"arch is for space {arch.space!r}, not {self.name!r}")
         arch.indices(self.decisions())  # names and option values
+
+    def check_values(self, arch: Arch) -> dict[str, Any]:
+        """The start every ``check`` shares: ``arch`` is an :class:`Arch` of this space holding every
+        decision. Returns its values by decision name; raises :class:`InvalidArch` otherwise."""
+        if not isinstance(arch, Arch):
+            raise InvalidArch(f"expected an Arch, got {type(arch).__name__}")
+        if arch.space != self.name:
+            raise InvalidArch(f"arch is for space {arch.space!r}, not {self.name!r}")
+        values = arch.as_dict()
+        for d in self.decisions():
+            if d.name not in values:
+                raise InvalidArch(f"arch misses decision {d.name!r}")
+        return values
+
+    @staticmethod
+    def check_index(decision: Decision, value: Any, what: str) -> None:
+        """Raise :class:`InvalidArch` unless ``value`` is one of the integer options of ``decision``."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidArch(f"{decision.name}={value!r} is not an integer index")
+        if value not in decision.options:
+            raise InvalidArch(f"{decision.name}={value} out of range 0..{len(decision) - 1} ({what})")
 
     def is_valid(self, arch: Arch) -> bool:
         try:

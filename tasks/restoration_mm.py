@@ -31,7 +31,7 @@ from mmengine.registry import DATASETS, METRICS, MODELS
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from densenas.arch import Arch, InvalidArch
+from densenas.arch import Arch, InvalidArch, as_arch
 from densenas.datasets.imagefolder import CleanImageFolder, RainPairFolder
 from densenas.decoders.dncnn import DnCNN
 from densenas.decoders.irnas import IRNASSpace
@@ -43,17 +43,6 @@ TASKS = ("denoise", "derain")
 
 
 # ------------------------------------------------------------------------------------------ networks
-def load_arch(arch: Arch | Mapping[str, Any] | str | Path) -> Arch:
-    """An :class:`Arch` from an ``Arch``, its ``to_dict()`` mapping, or a path to an arch JSON file."""
-    if isinstance(arch, Arch):
-        return arch
-    if isinstance(arch, Mapping):
-        return Arch.from_dict(arch)
-    if isinstance(arch, (str, Path)):
-        return Arch.load(arch)
-    raise InvalidArch(f"arch must be an Arch, its to_dict() form or a JSON path, got {type(arch).__name__}")
-
-
 def irnas_space_for_arch(arch: Arch, width: int = 8, layers: int | None = None, blocks: int | None = None,
                          in_channels: int = 3, aspp: bool = True,
                          ops: Sequence[str] | None = None) -> IRNASSpace:
@@ -123,7 +112,7 @@ def build_restoration_net(net: Mapping[str, Any]) -> nn.Module:
         return DnCNN(int(cfg.get("in_channels", 3)), int(cfg.get("width", 64)), int(cfg.get("depth", 17)))
     if "arch" not in cfg:
         raise ValueError("net type 'irnas' needs arch=<Arch.to_dict() or path>")
-    arch = load_arch(cfg["arch"])
+    arch = as_arch(cfg["arch"])
     space = irnas_space_for_arch(arch, int(cfg.get("width", 8)), cfg.get("layers"), cfg.get("blocks"),
                                  int(cfg.get("in_channels", 3)), bool(cfg.get("aspp", True)), cfg.get("ops"))
     return space.build(arch)
