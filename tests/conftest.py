@@ -5,3 +5,9 @@ import os
 # the IR-NAS supernet: 4.6 s vs 30-58 s a step); sleeping waits cost nothing measurable on an idle one.
 # Set before any test module imports torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402  (after the OpenMP setting above)
+
+# Tests use tiny tensors: one intra-op thread is several times faster for them than two on this 2-core
+# machine, and keeps float results identical from run to run.
+torch.set_num_threads(1)

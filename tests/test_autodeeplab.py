@@ -16,7 +16,6 @@ from densenas.decoders.autodeeplab_ops import (AUTODEEPLAB_OPS, OP_FACTORIES, Mi
                                                build_adl_op, edge_index, num_edges)
 from densenas.space import ShapeSpec
 
-torch.set_num_threads(1)  # these graphs are many tiny ops: one thread is several times faster
 NUM_CLASSES = 3
 
 

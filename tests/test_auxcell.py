@@ -17,7 +17,6 @@ from densenas.ops import OPS, PRIMITIVES, build_op, register_op
 from densenas.space import ShapeSpec
 
 NUM_CLASSES = 5
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from densenas.strategies.darts import DartsCfg, DartsTrainer
 from densenas.supernet import DifferentiableSpace, Supernet
 from densenas.tasks.segmentation import seg_loss
 
-torch.set_num_threads(1)
 TOY_OPS = ("zero", "identity", "negate")
 
 

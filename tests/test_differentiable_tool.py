@@ -19,14 +19,6 @@ IRNAS = ROOT / "configs/search/irnas_denoise_proxy.py"
 DERAIN = ROOT / "configs/search/irnas_derain_proxy.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convs on a busy 2-core machine are far faster single-threaded
-    yield
-    torch.set_num_threads(n)
-
-
 def adl_opts(tmp: Path, epochs: int) -> list[str]:
     return [f"data.root={tmp / 'proxy'}", "data.image_size=32", "data.proxy.num_train=8",
             "data.proxy.num_val=4", "data.proxy.size=32", "space.layers=2", "space.blocks=2",

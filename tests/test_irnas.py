@@ -20,15 +20,6 @@ from densenas.tasks.restoration import add_gaussian_noise, restoration_loss
 REAL_OPS = [o for o in IRNAS_OPS if o != NONE_OP]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two busy cores: intra-op threading makes tiny convolutions orders of magnitude slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def space() -> IRNASSpace:
     return IRNASSpace(in_channels=3, width=4, layers=3, blocks=2)

@@ -20,15 +20,6 @@ SHAPES = [ShapeSpec(8, 8), ShapeSpec(12, 16), ShapeSpec(20, 32)]
 W = 16  # FPN / head width in the tiny tests
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two busy cores shared with other workers: intra-op threading only slows tiny convolutions down.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _feats(n: int = 2, size: int = 128) -> list[torch.Tensor]:
     return [torch.randn(n, s.channels, size // s.stride, size // s.stride) for s in SHAPES]
 

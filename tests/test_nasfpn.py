@@ -13,7 +13,6 @@ from densenas.decoders.nasfpn import (BINARY_OPS, CellSpec, MergingCell, NASFPNS
                                       plan_extras, resample, space_for_arch)
 from densenas.space import ShapeSpec
 
-torch.set_num_threads(1)
 C = 16
 SHAPES = [ShapeSpec(32, 8), ShapeSpec(96, 16), ShapeSpec(320, 32)]  # MobileNetV2 C3..C5
 

@@ -23,14 +23,6 @@ from densenas.tasks.restoration import (BSD500_SIGMAS, RestorationTask, add_gaus
                                         ssim)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def photos() -> torch.Tensor:
     """Three real 48x64 crops (astronaut, coffee, chelsea) as (3, 3, 48, 64) in [0, 1]."""

@@ -23,16 +23,6 @@ from densenas.tasks.restoration_mm import (DenseNASRestorationDataset, DenseNASR
                                            DenseNASRestorationPreprocessor, DenseNASRestorer,
                                            build_restoration_net)
 
-torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def bsd(tmp_path_factory) -> Path:

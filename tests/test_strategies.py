@@ -23,15 +23,6 @@ N_DEC, N_OPT = 6, 4
 SEEDS = range(5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """A tiny LSTM runs fastest single-threaded; restore the caller's setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def toy_space(table=None) -> TableSpace:
     return TableSpace("toy", [Decision(f"d{i}", tuple(f"op{j}" for j in range(N_OPT)))
                               for i in range(N_DEC)], table)
