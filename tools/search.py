@@ -79,10 +79,16 @@ def main(argv=None) -> int:
         history = History(hist_path)
         if args.resume and history.count(finished_only=False):
             log(f"resuming after epoch {history.count()}")
-        last = search_supernet(job.space, job.train, job.val, job.loss_fn, job.score_fn, history, work_dir,
-                               epochs=job.epochs, darts=job.darts, seed=seed, device=device,
-                               time_budget_s=job.time_budget_s,
-                               on_progress=lambda p: log(progress_line(p, "epoch")))
+        try:
+            last = search_supernet(job.space, job.train, job.val, job.loss_fn, job.score_fn, history,
+                                   work_dir, epochs=job.epochs, darts=job.darts, seed=seed, device=device,
+                                   time_budget_s=job.time_budget_s,
+                                   on_progress=lambda p: log(progress_line(p, "epoch")))
+        except FloatingPointError as e:  # recorded as a failed epoch; earlier epochs and checkpoint kept
+            log(f"error: the supernet diverged ({e}); lower strategy.w_lr / strategy.arch_lr and resume "
+                f"from the last good epoch with --resume")
+            history.close()
+            return 1
         out = write_reports(history, work_dir)
         if last is not None:
             log(f"derived after the last epoch: {job.space.describe(last)} -> {work_dir / DERIVED}")
@@ -90,6 +96,10 @@ def main(argv=None) -> int:
         history.close()
         return 0
     try:
+        task = (section(cfg, "task", {}) or {}).get("type", "segmentation")
+        if task != "segmentation":
+            raise ConfigError(f"{source}: task {task!r} is searched with strategy 'darts' "
+                              f"(strategy.type={section(cfg, 'strategy', {}).get('type')!r})")
         check_keys("search", search_cfg, run_search, source=source)
         evaluator_config(cfg)
         data = build_data(section(cfg, "data"), source=source, log=log)

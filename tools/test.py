@@ -46,6 +46,10 @@ def main(argv=None) -> int:
         cfg.merge_from_dict(ns.o)
     cfg.work_dir = args.work_dir or str(Path(args.checkpoint).parent)
     cfg.load_from = args.checkpoint
+    if isinstance(cfg.get("visualizer"), dict):
+        # mmengine keeps one visualizer per name for the whole process: a fixed name (mmseg's configs use
+        # "visualizer") would send a second run's files to the first run's, possibly deleted, log dir
+        cfg.visualizer.pop("name", None)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     model = runner.model.eval()

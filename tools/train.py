@@ -42,6 +42,10 @@ def main(argv=None) -> int:
     if args.work_dir:
         cfg.work_dir = args.work_dir
     cfg.resume = args.resume
+    if isinstance(cfg.get("visualizer"), dict):
+        # mmengine keeps one visualizer per name for the whole process: a fixed name (mmseg's configs use
+        # "visualizer") would send a second run's files to the first run's, possibly deleted, log dir
+        cfg.visualizer.pop("name", None)
     runner = Runner.from_cfg(cfg)
     runner.train()
     metrics = runner.val_loop.run() if runner.val_loop is not None else {}
