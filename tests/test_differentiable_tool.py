@@ -59,6 +59,7 @@ def test_irnas_search_runs_and_resumes(tmp_path, config):
     ("space=auxcell", "differentiable space"),
     ("strategy.arch_lrr=0.1", "arch_lr"),
     ("task.sigmaa=3", "sigma"),
+    ("strategy.type=reinforce", "is searched with strategy 'darts'"),
 ])
 def test_bad_darts_config_is_named(tmp_path, capsys, opt, match):
     cfg, opts = IRNAS, irnas_opts(tmp_path, 1)
