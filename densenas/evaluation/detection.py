@@ -55,7 +55,7 @@ class DetEvalCfg:
         stage2: end-to-end fine-tuning (``None`` or ``iters=0`` disables it).
         early_stop: skip stage 2 when the stage-1 reward is below the running mean.
         reward: ``"neg_loss"`` (NAS-FCOS) or ``"ap"`` (COCO AP@[.5:.95], NAS-FPN).
-        polyak: EMA decay of the stage-1 weights; capped at ``1 - 4 / iters`` so short runs average over
+        polyak: EMA decay of the stage-1 weights; capped at ``1 - 4 / max(iters, 8)`` so short runs average over
             their last quarter rather than their initialisation; ``0`` disables averaging.
         grad_clip: max gradient norm (``None``: no clipping).
         eval_batch_size: images per validation batch.
@@ -64,7 +64,7 @@ class DetEvalCfg:
         measure_cost: record params and MAdds in ``Result.cost``.
     """
 
-    stage1: StageCfg = field(default_factory=lambda: StageCfg(iters=60, batch_size=16, lr=2e-3))
+    stage1: StageCfg = field(default_factory=lambda: StageCfg(iters=80, batch_size=16, lr=2e-3))
     stage2: StageCfg | None = field(default_factory=lambda: StageCfg(iters=20, batch_size=8, lr=5e-4))
     early_stop: bool = True
     reward: str = "neg_loss"
@@ -170,12 +170,6 @@ class NeckHead(nn.Module):
         return tuple(t for level in outs for t in level)
 
 
-class _Detector(nn.Module):
-    def __init__(self, backbone: nn.Module, neck_head: NeckHead):
-        super().__init__()
-        self.backbone, self.neck_head = backbone, neck_head
-
-
 class DetectionEvaluator:
     """Scores detection archs (``space``) with ``model_fn`` detectors on top of a pretrained ``encoder``.
 
@@ -199,16 +193,14 @@ class DetectionEvaluator:
         self.device, self.log = torch.device(device), log
         self.train_x, self.val_x = train[0], val[0]
         self.val_gt = (list(val[1]), list(val[2]))
-        shape = tuple(int(s) for s in self.train_x.shape[-2:])
-        self.img_shape = shape
+        self.img_shape = shape = tuple(int(s) for s in self.train_x.shape[-2:])
         self.train_samples = pack_det_samples(train[1], train[2], shape, device=self.device)
         self.val_samples = pack_det_samples(val[1], val[2], shape, device=self.device)
         t0 = time.perf_counter()
-        path = None if cache_dir is None else f"{cache_dir}/det_feats_{{}}.pt"
-        self.train_cache = FeatureCache(encoder, self.train_x, device=self.device,
-                                        path=None if path is None else path.format("train"))
-        self.val_cache = FeatureCache(encoder, self.val_x, device=self.device,
-                                      path=None if path is None else path.format("val"))
+        self.train_cache, self.val_cache = (
+            FeatureCache(encoder, x, device=self.device,
+                         path=None if cache_dir is None else f"{cache_dir}/det_feats_{name}.pt")
+            for name, x in (("train", self.train_x), ("val", self.val_x)))
         self.cache_seconds = time.perf_counter() - t0
         self.stage1_rewards: list[float] = []
         self._backbone_cost: tuple[int, int] | None = None
@@ -270,8 +262,8 @@ class DetectionEvaluator:
         metrics: dict[str, float] = {}
         progress = {"stage": 0}
         self._run(arch, seed, int(iters), int(stage2_iters), metrics, progress, early_stop=False, record=False)
-        out = {k: metrics[k] for k in ("ap", "ap50", "ap75", "neg_loss")}
-        return {**out, "stage": float(progress["stage"]), "seconds": time.perf_counter() - t0}
+        return {**{k: metrics[k] for k in ("ap", "ap50", "ap75", "neg_loss")},
+                "stage": float(progress["stage"]), "seconds": time.perf_counter() - t0}
 
     def _stage2_iters(self) -> int:
         return 0 if self.cfg.stage2 is None else int(self.cfg.stage2.iters)
@@ -297,8 +289,7 @@ class DetectionEvaluator:
         if iters2 > 0 and not (early_stop and mean is not None and r1 < mean):
             progress["stage"] = 2
             model = self._stage2(nh, gen, iters2)
-            backbone = model.backbone
-            final = self._validate(model.neck_head, lambda idx: backbone(self.val_x[idx].to(self.device)))
+            final = self._validate(model.neck_head, lambda i: model.backbone(self.val_x[i].to(self.device)))
             reward = final[self.cfg.reward]
             metrics.update({f"stage2_{n}": v for n, v in final.items()}, stage2_reward=reward)
             nh = model.neck_head
@@ -312,9 +303,8 @@ class DetectionEvaluator:
             raise TypeError(f"model_fn must return an mmdet detector with neck and bbox_head, "
                             f"got {type(det).__name__}")
         with _quiet_mmengine():
-            for part in (det.neck, det.bbox_head):
-                if hasattr(part, "init_weights"):
-                    part.init_weights()
+            for part in (p for p in (det.neck, det.bbox_head) if hasattr(p, "init_weights")):
+                part.init_weights()
         head = det.bbox_head
         if self.cfg.score_thr is not None and getattr(head, "test_cfg", None) is not None:
             head.test_cfg["score_thr"] = self.cfg.score_thr
@@ -353,9 +343,9 @@ class DetectionEvaluator:
                 ema.update_parameters(nh)
         return (ema.module if ema is not None and iters > 0 else nh), trace
 
-    def _stage2(self, nh: NeckHead, gen: torch.Generator, iters: int) -> _Detector:
+    def _stage2(self, nh: NeckHead, gen: torch.Generator, iters: int) -> nn.ModuleDict:
         c = self.cfg.stage2 or StageCfg(iters=iters)
-        model = _Detector(copy.deepcopy(self.encoder), nh).to(self.device)
+        model = nn.ModuleDict(dict(backbone=copy.deepcopy(self.encoder), neck_head=nh)).to(self.device)
         groups = [{"params": [p for p in nh.parameters() if p.requires_grad], "lr": c.lr},
                   {"params": [p for p in model.backbone.parameters() if p.requires_grad],
                    "lr": c.lr * c.encoder_lr_mult}]
@@ -376,9 +366,8 @@ class DetectionEvaluator:
     def _validate(self, nh: NeckHead, feats_of: Callable[[Tensor], list[Tensor]]) -> dict[str, float]:
         """``neg_loss``, ``ap``, ``ap50``, ``ap75`` on the proxy val set.
 
-        The loss is computed with the modules in training mode but every BatchNorm in eval mode (frozen
-        statistics): for the heads used here that is eval mode, except that it keeps a head's training-only
-        output scaling (FCOS ``norm_on_bbox``) that its loss expects.
+        The loss runs in training mode with every BatchNorm in eval mode: eval mode for these heads, but
+        keeping the training-only output scaling its loss expects (FCOS ``norm_on_bbox``).
         """
         n, bs = len(self.val_x), max(1, self.cfg.eval_batch_size)
         total, preds = 0.0, []
