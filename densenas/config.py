@@ -18,7 +18,8 @@ TOP_LEVEL = {"work_dir": "directory for history.sqlite, caches and results",
              "backbone": "encoder section", "space": "search space section",
              "strategy": "search strategy section", "evaluator": "evaluator section",
              "teacher": "knowledge-distillation teacher section (None disables KD)",
-             "task": "task section: segmentation (default) or restoration (kind, sigma, lam)",
+             "task": "task section: segmentation (default), detection (detector options) or restoration "
+                     "(kind, sigma, lam)",
              "search": "loop section: num_candidates, time_budget_s (epochs for darts)"}
 
 

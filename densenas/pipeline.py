@@ -84,8 +84,11 @@ def space_registry() -> dict[str, type]:
     from .decoders.autodeeplab import AutoDeepLabSpace
     from .decoders.auxcell import AuxCellSpace
     from .decoders.irnas import IRNASSpace
+    from .decoders.nasfcos import NASFCOSSpace
+    from .decoders.nasfpn import NASFPNSpace
 
-    return {"auxcell": AuxCellSpace, "autodeeplab": AutoDeepLabSpace, "irnas": IRNASSpace}
+    return {"auxcell": AuxCellSpace, "autodeeplab": AutoDeepLabSpace, "irnas": IRNASSpace,
+            "nasfcos": NASFCOSSpace, "nasfpn": NASFPNSpace}
 
 
 def build_space(cfg: dict[str, Any], num_classes: int | None, source: str = "config") -> SearchSpace:

@@ -8,7 +8,11 @@ from pathlib import Path
 from .history import History
 
 
-def plot_rewards(history: History, path: str | Path, title: str = "search") -> Path:
+SEG_METRICS = (("miou", "mIoU"), ("fwiou", "fwIoU"), ("pixel_acc", "pix.acc"))
+SEG_REWARD = "reward (geo. mean of mIoU, fwIoU, pixel acc.)"
+
+
+def plot_rewards(history: History, path: str | Path, title: str = "search", ylabel: str = SEG_REWARD) -> Path:
     """Scatter of reward per candidate (colour = stage reached, x = failed) with the running best."""
     import matplotlib
 
@@ -36,7 +40,7 @@ def plot_rewards(history: History, path: str | Path, title: str = "search") -> P
         y0 = min(ys_best) if ys_best else 0.0
         ax.scatter(fails, [y0] * len(fails), marker="x", c="tab:red", label="failed")
     ax.set_xlabel("candidate")
-    ax.set_ylabel("reward (geo. mean of mIoU, fwIoU, pixel acc.)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -46,8 +50,14 @@ def plot_rewards(history: History, path: str | Path, title: str = "search") -> P
     return path
 
 
-def write_reports(history: History, work_dir: str | Path, top: int = 10) -> dict[str, Path]:
-    """Write ``best_arch.json``, ``leaderboard.md``, ``leaderboard.csv`` and ``rewards.png``."""
+def write_reports(history: History, work_dir: str | Path, top: int = 10,
+                  metrics: tuple[tuple[str, str], ...] = SEG_METRICS, reward_label: str = SEG_REWARD
+                  ) -> dict[str, Path]:
+    """Write ``best_arch.json``, ``leaderboard.md``, ``leaderboard.csv`` and ``rewards.png``.
+
+    ``metrics`` are the ``(key, column title)`` pairs shown next to the reward (segmentation by default;
+    e.g. ``(("ap", "AP"), ("neg_loss", "-loss"))`` for detection).
+    """
     work_dir = Path(work_dir)
     out: dict[str, Path] = {}
     best = history.best()
@@ -61,20 +71,21 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10) -> dict
     out["csv"] = work_dir / "leaderboard.csv"
     with open(out["csv"], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["rank", "candidate", "reward", "stage", "miou", "fwiou", "pixel_acc",
+        w.writerow(["rank", "candidate", "reward", "stage", *(k for k, _ in metrics),
                     "params_M", "madds_G", "wall_s", "arch"])
         for rank, c in enumerate(rows, 1):
             r = c.result
-            w.writerow([rank, c.id, f"{r.reward:.4f}", r.stage, *(f"{r.metrics.get(k, 0):.4f}" for k in
-                        ("miou", "fwiou", "pixel_acc")), f"{r.cost.get('params', 0) / 1e6:.3f}",
+            w.writerow([rank, c.id, f"{r.reward:.4f}", r.stage, *(f"{r.metrics.get(k, 0):.4f}" for k, _ in
+                        metrics), f"{r.cost.get('params', 0) / 1e6:.3f}",
                         f"{r.cost.get('madds', 0) / 1e9:.3f}", f"{r.wall_time:.1f}", c.arch.key])
     failed = [c for c in history.finished() if not c.result.ok]
-    lines = ["| rank | cand | reward | stage | mIoU | fwIoU | pix.acc | params (M) | MAdds (G) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    titles = " | ".join(t for _, t in metrics)
+    lines = [f"| rank | cand | reward | stage | {titles} | params (M) | MAdds (G) |",
+             "|---|---|---|---|" + "---|" * len(metrics) + "---|---|"]
     for rank, c in enumerate(rows[:top], 1):
         r, m = c.result, c.result.metrics
-        lines.append(f"| {rank} | #{c.id} | {r.reward:.4f} | {r.stage} | {m.get('miou', 0):.4f} | "
-                     f"{m.get('fwiou', 0):.4f} | {m.get('pixel_acc', 0):.4f} | "
+        cols = " | ".join(f"{m.get(k, 0):.4f}" for k, _ in metrics)
+        lines.append(f"| {rank} | #{c.id} | {r.reward:.4f} | {r.stage} | {cols} | "
                      f"{r.cost.get('params', 0) / 1e6:.3f} | {r.cost.get('madds', 0) / 1e9:.3f} |")
     lines.append(f"\n{len(history.finished())} candidates finished, {len(failed)} failed.")
     for c in failed:
@@ -82,5 +93,6 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10) -> dict
     out["md"] = work_dir / "leaderboard.md"
     out["md"].write_text("\n".join(lines) + "\n")
     if history.finished():
-        out["plot"] = plot_rewards(history, work_dir / "rewards.png", title=work_dir.name)
+        out["plot"] = plot_rewards(history, work_dir / "rewards.png", title=work_dir.name,
+                                   ylabel=reward_label)
     return out

@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     from densenas.history import History
     from densenas.pipeline import (build_backbone, build_data, build_evaluator, build_space,
                                    evaluator_config, resolve_device)
+    from densenas.pipeline_det import (DET_METRICS, build_det_data, build_det_evaluator,
+                                       det_evaluator_config, is_detection)
     from densenas.search import progress_line, run_search
     from densenas.strategies import STRATEGIES, build_strategy
     from densenas.viz import write_reports
@@ -97,14 +99,16 @@ def main(argv=None) -> int:
         return 0
     try:
         task = (section(cfg, "task", {}) or {}).get("type", "segmentation")
-        if task != "segmentation":
+        if task not in ("segmentation", "detection"):
             raise ConfigError(f"{source}: task {task!r} is searched with strategy 'darts' "
                               f"(strategy.type={section(cfg, 'strategy', {}).get('type')!r})")
         check_keys("search", search_cfg, run_search, source=source)
-        evaluator_config(cfg)
-        data = build_data(section(cfg, "data"), source=source, log=log)
+        detection = is_detection(cfg)
+        det_evaluator_config(cfg) if detection else evaluator_config(cfg)
+        data = (build_det_data if detection else build_data)(section(cfg, "data"), source=source, log=log)
+        num_classes = len(data.classes) if detection else data.num_classes
         encoder, shapes = build_backbone(section(cfg, "backbone", {}), source=source)
-        space = build_space(section(cfg, "space"), data.num_classes, source=source)
+        space = build_space(section(cfg, "space"), num_classes, source=source)
         scfg = section(cfg, "strategy", {"type": "random"})
         if scfg.get("type") in STRATEGIES:
             check_keys("strategy", {k: v for k, v in scfg.items() if k != "type"},
@@ -116,7 +120,10 @@ def main(argv=None) -> int:
     cfg.dump(str(work_dir / "config.py"))
     log(f"search: space {space.name} ({len(space.decisions())} decisions, <= {space.size():.3g} archs), "
         f"strategy {type(strategy).__name__}, device {device}, work dir {work_dir}")
-    evaluator = build_evaluator(cfg, space, encoder, shapes, data, device, work_dir, seed=seed, log=log)
+    if detection:
+        evaluator = build_det_evaluator(cfg, space, encoder, shapes, data, device, work_dir, log=log)
+    else:
+        evaluator = build_evaluator(cfg, space, encoder, shapes, data, device, work_dir, seed=seed, log=log)
     history = History(hist_path)
     if args.resume and history.count(finished_only=False):
         log(f"resuming: {history.count()} finished, {len(history.running())} interrupted candidate(s)")
@@ -128,11 +135,13 @@ def main(argv=None) -> int:
 
     run_search(space, strategy, evaluator, history, num_candidates=num, on_progress=on_progress,
                **search_cfg)
-    out = write_reports(history, work_dir)
+    report = dict(metrics=DET_METRICS, reward_label=f"reward ({evaluator.cfg.reward})") if detection else {}
+    out = write_reports(history, work_dir, **report)
     best = history.best()
     if best is not None:
+        key, name = ("ap", "AP") if detection else ("miou", "mIoU")
         log(f"best: candidate #{best.id} reward {best.result.reward:.4f} "
-            f"mIoU {best.result.metrics.get('miou', 0):.4f} -> {out['best_arch']}")
+            f"{name} {best.result.metrics.get(key, 0):.4f} -> {out['best_arch']}")
         log(f"arch: {best.arch}")
     log(f"{history.count()} candidates in {hist_path}; leaderboard {out['md']}")
     history.close()

@@ -1,0 +1,19 @@
+# NAS-FCOS (Wang et al., CVPR 2020), stage 1 of the progressive search: the FPN (cells picking two
+# feature maps, an op each and an aggregation; P3-P7), with a plain shared FCOS head, on the bundled proxy
+# COCO-layout set (real-image objects with exact boxes), pretrained MobileNetV2 C3-C5.
+# Stage 2 of the progressive search: configs/search/nasfcos_head_proxy.py (fixes the best FPN found here).
+# python tools/search.py configs/search/nasfcos_fpn_proxy.py
+work_dir = "work_dirs/nasfcos_fpn_proxy"
+seed = 0
+device = "auto"
+task = dict(type="detection")
+data = dict(layout="proxy_coco", root="data/proxy_coco", image_size=128,
+            proxy=dict(num_train=64, num_val=24, size=128, num_classes=4, seed=0))
+backbone = dict(type="mobilenet_v2", out_indices=(6, 13, 17), pretrained=True)
+space = dict(type="nasfcos", part="fpn", width=32)
+strategy = dict(type="reinforce", lr=3e-3, batch_size=1, entropy_weight=1e-3)
+# reward: the paper's negative loss sum on the proxy val set (AP is recorded alongside)
+evaluator = dict(stage1=dict(iters=60, batch_size=16, lr=2e-3),
+                 stage2=dict(iters=20, batch_size=8, lr=5e-4, encoder_lr_mult=0.1),
+                 early_stop=True, reward="neg_loss", polyak=0.99)
+search = dict(num_candidates=24, time_budget_s=1080)
