@@ -11,6 +11,10 @@
     python tools/export.py work_dirs/irnas_denoise_proxy/derived_arch.json --out irnas.py --sigma 25
     python tools/export.py work_dirs/irnas_denoise_proxy/derived_arch.json --baseline dncnn --out dncnn.py
 
+    # detection (mmdet, COCO AP): a NAS-FCOS / NAS-FPN arch, and FPN + FCOS head at the search's width
+    python tools/export.py work_dirs/nasfcos_fpn_proxy/best_arch.json --out nasfcos.py
+    python tools/export.py --baseline fpn_fcos --width 32 --out fpn_fcos.py
+
 Both use the same data pipeline and schedule, so `tools/train.py` fine-tunes them under the same budget.
 """
 from __future__ import annotations
@@ -29,13 +33,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("arch", nargs="?", help="arch JSON (best_arch.json of a search)")
-    p.add_argument("--baseline", choices=["aspp", "deeplabv3plus", "lraspp", "fcn", "dncnn"],
-                   help="export a baseline (same data and schedule): an mmseg head on the same encoder, or "
-                        "DnCNN for restoration (with an IR-NAS arch: at least its parameter count)")
+    p.add_argument("--baseline", choices=["aspp", "deeplabv3plus", "lraspp", "fcn", "dncnn", "fpn_fcos",
+                                          "fpn_retinanet"],
+                   help="export a baseline (same data and schedule): an mmseg head on the same encoder, "
+                        "DnCNN for restoration (with an IR-NAS arch: at least its parameter count), or "
+                        "mmdet's FPN + FCOS / RetinaNet head for detection")
     p.add_argument("--out", required=True, help="config file to write")
     p.add_argument("--dataset", default="proxy", choices=["proxy", "voc", "cityscapes"])
     p.add_argument("--data-root", default=None,
-                   help="default: data/proxy_voc (segmentation), data/proxy_restore (restoration)")
+                   help="default: data/proxy_voc (segmentation), data/proxy_restore (restoration), "
+                        "data/proxy_coco (detection)")
+    p.add_argument("--layout", choices=["coco", "voc"], default="coco", help="detection dataset layout")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="detection optimizer")
     p.add_argument("--crop", type=int, default=None,
                    help="training crop (height) in pixels (default 128; 48 for restoration)")
     p.add_argument("--task", choices=["denoise", "derain"], default="denoise", help="restoration task")
@@ -43,7 +52,8 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=None,
                    help="decoder channels (default: the search's width for an arch, 128 for a baseline)")
     p.add_argument("--iters", type=int, default=2000)
-    p.add_argument("--lr", type=float, default=None, help="default 3e-3 (segmentation), 1e-3 (restoration)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default 3e-3 (segmentation), 1e-3 (restoration, detection)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--val-interval", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
@@ -54,6 +64,7 @@ def main(argv=None) -> int:
 
     from densenas.arch import Arch, InvalidArch
     from densenas.export import export_config
+    from densenas.export_det import BASELINES as DET_BASELINES, DET_SPACES
 
     arch, width, extra, searched = None, args.width, {}, {}
     if args.arch:
@@ -63,6 +74,8 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         searched = _search_space(Path(args.arch))
+    if args.baseline in DET_BASELINES or (arch is not None and arch.space in DET_SPACES):
+        return _export_detection(args, arch)
     if args.baseline == "dncnn" or (arch is not None and arch.space == "irnas"):
         from densenas.export_restoration import restoration_config
 
@@ -98,14 +111,34 @@ def main(argv=None) -> int:
     return 0
 
 
-def _search_space(arch_path: Path) -> dict:
-    """The ``space`` section the arch was searched with (from the search's dumped config), if known."""
+def _export_detection(args: argparse.Namespace, arch) -> int:
+    """Write the mmdet config of a NAS-FCOS / NAS-FPN arch or an FPN baseline (same data and schedule)."""
+    from densenas.export_det import detection_config
+
+    space = _search_space(Path(args.arch)) if args.arch else {}
+    task = _search_space(Path(args.arch), "task") if args.arch else {}
+    try:
+        out = detection_config(
+            args.out, arch=arch, baseline=args.baseline, space=space or None, task=task or None,
+            data_root=args.data_root or "data/proxy_coco", layout=args.layout, crop=args.crop or 128,
+            width=args.width, iters=args.iters, lr=args.lr or 1e-3, optimizer=args.optimizer,
+            batch_size=args.batch_size, val_interval=args.val_interval, workers=args.workers,
+            work_dir=args.work_dir)
+    except (ValueError, FileNotFoundError) as e:  # InvalidArch and ConfigError are ValueErrors
+        print(f"error: {args.arch or args.baseline}: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+def _search_space(arch_path: Path, section: str = "space") -> dict:
+    """A section (default ``space``) of the search's dumped config next to the arch JSON, if known."""
     cfg_path = arch_path.parent / "config.py"
     if not cfg_path.is_file():
         return {}
     from mmengine.config import Config
 
-    return dict(Config.fromfile(str(cfg_path)).get("space", {}))
+    return dict(Config.fromfile(str(cfg_path)).get(section, None) or {})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Evaluate a fine-tuned model and report its metrics, parameters and multiply-adds.
 
+Works for mmseg segmentors (aux heads excluded from the parameters), mmdet detectors (the whole detector;
+MAdds of backbone, neck and head up to the raw head outputs, no box decoding or NMS) and our restorers.
+
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--input-size 512 512] [--json out.json]
 """
 from __future__ import annotations
@@ -54,9 +57,15 @@ def main(argv=None) -> int:
     metrics = runner.test()
     model = runner.model.eval()
     restoration = cfg.model.type == "DenseNASRestorer"
+    detection = hasattr(model, "bbox_head") or cfg.get("default_scope") == "mmdet"
     size = args.input_size or (_restoration_size(cfg, runner) if restoration else _test_size(cfg))
+    if detection and not args.input_size:  # the preprocessor pads every batch to this multiple
+        div = int(cfg.model.get("data_preprocessor", {}).get("pad_size_divisor", 1) or 1)
+        size = tuple(-(-s // div) * div for s in size)
     if restoration:
         params, channels = count_params(model.net), cfg.model.net.get("in_channels", 3)
+    elif detection:
+        params, channels = count_params(model), 3
     else:
         aux = getattr(getattr(model.decode_head, "decoder", None), "aux_heads", None)
         params, channels = count_params(model) - (count_params(aux) if aux is not None else 0), 3
@@ -67,17 +76,32 @@ def main(argv=None) -> int:
             self.m = m
 
         def forward(self, x):
-            return self.m(x, mode="tensor") if restoration else self.m._forward(x)
+            if restoration:
+                return self.m(x, mode="tensor")
+            out = self.m._forward(x)
+            if detection:  # per-output lists of per-level maps -> one flat tuple the tracer accepts
+                return tuple(t for part in out for t in (part if isinstance(part, (list, tuple)) else [part])
+                             if isinstance(t, torch.Tensor))
+            return out
 
     madds = count_madds(_Tensor(model), torch.zeros(1, channels, *size))
-    out = {"metrics": {k: float(v) for k, v in metrics.items()}, "params": params, "madds": madds,
+    out = {"metrics": {k: _number(v) for k, v in metrics.items()}, "params": params, "madds": madds,
            "input_size": list(size), "config": args.config, "checkpoint": args.checkpoint}
     print(f"metrics: {out['metrics']}")
-    print(f"params (inference{'' if restoration else ', aux heads excluded'}): {params / 1e6:.3f} M; "
+    what = " (whole detector)" if detection else "" if restoration else " (inference, aux heads excluded)"
+    print(f"params{what}: {params / 1e6:.3f} M; "
           f"MAdds at {size[0]}x{size[1]}: {madds / 1e9:.3f} G")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0
+
+
+def _number(v):
+    """A metric as a float (metrics that are text, like a copy-paste summary line, are kept as text)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
 
 
 def _test_size(cfg) -> tuple[int, int]:

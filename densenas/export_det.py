@@ -1,0 +1,287 @@
+"""Export a found detection neck/head (or a hand-designed FPN baseline) as a self-contained mmdet config.
+
+Found architectures come from the NAS-FCOS space (Wang, Gao, Chen, Wang, Tian, Shen, "NAS-FCOS: Fast Neural
+Architecture Search for Object Detection", CVPR 2020: searched FPN and/or searched FCOS head) or the NAS-FPN
+space (Ghiasi, Lin, Le, "NAS-FPN: Learning Scalable Feature Pyramid Architecture for Object Detection",
+CVPR 2019: searched pyramid on a RetinaNet or FCOS head). The baselines are mmdet's hand-designed FPN (Lin
+et al., CVPR 2017) with the FCOS head (Tian et al., ICCV 2019) or the RetinaNet head (Lin et al., ICCV 2017).
+
+Every model sits on the same pretrained ``DenseNASMobileNetV2`` (C3..C5, ``out_indices=(6, 13, 17)``), and
+found and baseline configs come from the same function (:func:`detection_config`): data pipeline, schedule,
+optimizer and evaluation (mmdet's ``CocoMetric``, COCO AP through pycocotools) are identical; only
+``model.neck`` / ``model.bbox_head`` (and, for RetinaNet, the detector type) differ. Run the configs with
+``tools/train.py`` and ``tools/test.py`` (the mmengine ``Runner``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from .arch import Arch
+
+BASELINES = ("fpn_fcos", "fpn_retinanet")
+DET_SPACES = ("nasfcos_fpn", "nasfcos_head", "nasfcos", "nasfpn")
+MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+OUT_INDICES = (6, 13, 17)
+_NASFCOS_PART = {"nasfcos_fpn": "fpn", "nasfcos_head": "head", "nasfcos": "joint"}
+
+
+def _in_channels(out_indices: tuple[int, ...]) -> list[int]:
+    """Channels of the MobileNetV2 blocks ``out_indices`` (measured on a randomly initialised copy)."""
+    from .backbones import MobileNetV2Encoder
+
+    return [s.channels for s in MobileNetV2Encoder(out_indices, pretrained=False).feature_shapes()]
+
+
+def _fcos_head(num_classes: int, width: int, feat_channels: int) -> dict[str, Any]:
+    """mmdet's ``FCOSHead`` with the losses and GroupNorm groups of the searched NAS-FCOS head layers.
+
+    The groups keep >= 4 channels each (:func:`~densenas.decoders.nasfcos_ops.gn_groups`): at small widths,
+    ``gcd(32, C)`` groups of one channel fail on the 1x1 P7 maps of small images.
+    """
+    from .decoders.nasfcos_ops import gn_groups
+
+    return dict(type="FCOSHead", num_classes=num_classes, in_channels=width, stacked_convs=4,
+                feat_channels=feat_channels, strides=[8, 16, 32, 64, 128],
+                norm_cfg=dict(type="GN", num_groups=gn_groups(feat_channels), requires_grad=True),
+                loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+                loss_bbox=dict(type="IoULoss", loss_weight=1.0),
+                loss_centerness=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0))
+
+
+def baseline_model(baseline: str, num_classes: int, *, width: int = 64, head_width: int | None = None,
+                   pretrained: bool = True, out_indices: tuple[int, ...] = OUT_INDICES) -> dict[str, Any]:
+    """The hand-designed detector: mmdet ``FPN`` (P3..P7) + ``FCOSHead`` or ``RetinaHead`` on MobileNetV2.
+
+    Args:
+        baseline: one of :data:`BASELINES`.
+        num_classes: object classes.
+        width: FPN channels.
+        head_width: head tower channels (default ``width``).
+        pretrained: load the offline ImageNet backbone weights.
+        out_indices: MobileNetV2 blocks feeding the FPN.
+
+    Raises:
+        ValueError: an unknown baseline.
+    """
+    from .decoders.nasfpn_mmdet import _head
+
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline {baseline!r}: use one of {list(BASELINES)}")
+    feat = int(head_width or width)
+    neck = dict(type="FPN", in_channels=_in_channels(out_indices), out_channels=int(width), start_level=0,
+                add_extra_convs="on_output", num_outs=5, relu_before_extra_convs=True)
+    model = dict(
+        type="FCOS" if baseline == "fpn_fcos" else "RetinaNet",
+        data_preprocessor=dict(type="DetDataPreprocessor", mean=MEAN, std=STD, bgr_to_rgb=True,
+                               pad_size_divisor=32 if baseline == "fpn_fcos" else 128),
+        backbone=dict(type="DenseNASMobileNetV2", out_indices=tuple(out_indices), pretrained=pretrained),
+        neck=neck,
+        test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05,
+                      nms=dict(type="nms", iou_threshold=0.6 if baseline == "fpn_fcos" else 0.5),
+                      max_per_img=100))
+    if baseline == "fpn_fcos":  # the same head settings as the NAS-FCOS exports (they differ only in towers)
+        model["bbox_head"] = _fcos_head(num_classes, int(width), feat)
+    else:  # the same head and assigner as the NAS-FPN (RetinaNet) exports
+        model["bbox_head"] = _head("retinanet", num_classes, int(width), feat, 4, [8, 16, 32, 64, 128])
+        model["train_cfg"] = dict(
+            assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0,
+                          ignore_iof_thr=-1),
+            sampler=dict(type="PseudoSampler"), allowed_border=-1, pos_weight=-1, debug=False)
+    return model
+
+
+def found_model(arch: Arch, num_classes: int, *, space: Mapping[str, Any] | None = None,
+                task: Mapping[str, Any] | None = None, width: int | None = None, pretrained: bool = True,
+                out_indices: tuple[int, ...] = OUT_INDICES) -> tuple[dict[str, Any], str]:
+    """The detector of a found NAS-FCOS / NAS-FPN arch and the module to put in ``custom_imports``.
+
+    Args:
+        arch: the found arch (space ``nasfcos_fpn``, ``nasfcos_head``, ``nasfcos`` or ``nasfpn``).
+        num_classes: object classes.
+        space: the search's ``space`` section (widths, ops, fixed part); default: the space's defaults.
+        task: the search's ``task`` section (NAS-FPN: ``detector``, ``stacked_convs``, ``feat_channels``).
+        width: override the pyramid width of the search.
+        pretrained: load the offline ImageNet backbone weights.
+        out_indices: MobileNetV2 blocks feeding the neck.
+
+    Raises:
+        InvalidArch: the arch does not fit the space (names the field).
+        ValueError: an arch of another space, or space settings of another space.
+    """
+    from .pipeline import build_space
+
+    in_channels = _in_channels(out_indices)
+    sp = dict(space or {})
+    if arch.space in _NASFCOS_PART:
+        from .decoders.mmdet_adapters import nasfcos_detector_cfg
+
+        if sp.get("type", "nasfcos") != "nasfcos":
+            raise ValueError(f"arch space {arch.space!r} but search space type {sp.get('type')!r}")
+        sp.setdefault("type", "nasfcos")
+        sp.setdefault("part", _NASFCOS_PART[arch.space])
+        if width is not None:
+            sp["width"] = int(width)
+        s = build_space(sp, num_classes, source="search space")
+        full = s.full_arch(arch)  # checks the arch; completes it with the searched-with fixed part
+        model = nasfcos_detector_cfg(full, full, num_classes, out_indices=out_indices, in_channels=in_channels,
+                                     width=s.width, head_width=s.head_width, pretrained=pretrained,
+                                     shared_position=s.shared_position).to_dict()
+        return model, "densenas.decoders.mmdet_adapters"
+    if arch.space == "nasfpn":
+        from .decoders.nasfpn_mmdet import nasfpn_model_dict
+
+        if sp.get("type", "nasfpn") != "nasfpn":
+            raise ValueError(f"arch space 'nasfpn' but search space type {sp.get('type')!r}")
+        t = {k: v for k, v in dict(task or {}).items() if k in ("detector", "stacked_convs", "feat_channels")}
+        model = nasfpn_model_dict(arch, num_classes, t.get("detector", "retinanet"), in_channels=in_channels,
+                                  out_channels=int(width or sp.get("out_channels", 64)),
+                                  stack=int(sp.get("stack", 1)), pretrained=pretrained,
+                                  out_indices=out_indices, feat_channels=t.get("feat_channels"),
+                                  stacked_convs=int(t.get("stacked_convs", 4)))
+        return model, "densenas.decoders.nasfpn_mmdet"
+    raise ValueError(f"arch space {arch.space!r} is not a detection space; use one of {list(DET_SPACES)}")
+
+
+def det_data_config(data_root: str | Path, layout: str, crop: int, classes: tuple[str, ...],
+                    batch_size: int, workers: int, train_split: str = "train",
+                    val_split: str = "val") -> dict[str, Any]:
+    """Dataloaders and evaluators: mmdet's CocoDataset/VOCDataset, COCO AP (or VOC mAP) on ``val_split``."""
+    from .datasets.detfolder import mmdet_dataset_cfg
+
+    root = Path(data_root).resolve()
+    resize = dict(type="Resize", scale=(crop, crop), keep_ratio=True)
+    train_pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True), resize,
+                      dict(type="RandomFlip", prob=0.5), dict(type="PackDetInputs")]
+    test_pipeline = [dict(type="LoadImageFromFile"), resize, dict(type="LoadAnnotations", with_bbox=True),
+                     dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
+                                                           "scale_factor"))]
+    train_ds = mmdet_dataset_cfg(root, train_split, layout, train_pipeline, classes)
+    train_ds["filter_cfg"] = dict(filter_empty_gt=True, min_size=2)
+    val_ds = mmdet_dataset_cfg(root, val_split, layout, test_pipeline, classes, test_mode=True)
+    if layout == "coco":
+        ann = root / "annotations" / f"instances_{val_split}.json"
+        if not ann.is_file():
+            raise FileNotFoundError(f"{ann} not found: build the proxy set first (tools/search.py does) "
+                                    f"or pass --data-root")
+        evaluator = dict(type="CocoMetric", ann_file=str(ann), metric="bbox", format_only=False)
+    else:
+        evaluator = dict(type="VOCMetric", metric="mAP", eval_mode="11points")
+    loader = dict(num_workers=workers, persistent_workers=workers > 0)
+    val_loader = dict(batch_size=1, sampler=dict(type="DefaultSampler", shuffle=False), dataset=val_ds,
+                      drop_last=False, **loader)
+    return dict(
+        train_dataloader=dict(batch_size=batch_size, sampler=dict(type="InfiniteSampler", shuffle=True),
+                              batch_sampler=dict(type="AspectRatioBatchSampler"), dataset=train_ds, **loader),
+        val_dataloader=val_loader, test_dataloader=dict(val_loader),
+        val_evaluator=evaluator, test_evaluator=dict(evaluator))
+
+
+def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: str | None = None,
+                     space: Mapping[str, Any] | None = None, task: Mapping[str, Any] | None = None,
+                     data_root: str | Path = "data/proxy_coco", layout: str = "coco", crop: int = 128,
+                     width: int | None = None, head_width: int | None = None, iters: int = 2000,
+                     lr: float = 1e-3, optimizer: str = "adamw", schedule: str = "cosine",
+                     batch_size: int = 8, val_interval: int | None = None, workers: int = 2,
+                     work_dir: str | None = None, seed: int = 0, classes: tuple[str, ...] | None = None,
+                     train_split: str = "train", val_split: str = "val") -> Path:
+    """Write an mmdet config for a found detection ``arch`` or a ``baseline``; returns the path.
+
+    Args:
+        path: config file to write.
+        arch: the found arch (one of :data:`DET_SPACES`).
+        baseline: ``"fpn_fcos"`` or ``"fpn_retinanet"`` (exactly one of ``arch`` / ``baseline``).
+        space: the search's ``space`` section (widths as searched; NAS-FCOS ops and fixed part).
+        task: the search's ``task`` section (NAS-FPN detector and head options).
+        data_root: dataset root (COCO layout: ``annotations/instances_<split>.json`` + ``<split>/``).
+        layout: ``"coco"`` or ``"voc"``.
+        crop: images are resized to fit ``crop`` x ``crop`` (keeping the aspect ratio).
+        width: pyramid width (default: the search's, else 64).
+        head_width: baseline head width (default ``width``).
+        iters: training iterations.
+        lr: peak learning rate.
+        optimizer: ``"adamw"`` (weight decay 1e-4) or ``"sgd"`` (momentum 0.9, weight decay 1e-4).
+        schedule: ``"cosine"`` or ``"step"`` (x0.1 at 2/3 and 8/9 of ``iters``), after a linear warmup.
+        batch_size: training images per iteration.
+        val_interval: iterations between evaluations (default ``iters``).
+        workers: dataloader workers.
+        work_dir: the config's ``work_dir``.
+        seed: random seed.
+        classes: class names (default: the COCO file's categories / the VOC classes).
+        train_split: training split name.
+        val_split: evaluation split name.
+
+    Raises:
+        ValueError: bad arguments or an arch that does not fit its space.
+        FileNotFoundError: the annotation file is missing.
+    """
+    from mmengine.config import Config
+
+    if (arch is None) == (baseline is None):
+        raise ValueError("give exactly one of arch= or baseline=")
+    if layout not in ("coco", "voc"):
+        raise ValueError(f"layout {layout!r}: use 'coco' or 'voc'")
+    if optimizer not in ("adamw", "sgd") or schedule not in ("cosine", "step"):
+        raise ValueError(f"optimizer {optimizer!r} / schedule {schedule!r}: use adamw|sgd and cosine|step")
+    if iters < 1 or crop < 32:
+        raise ValueError(f"need iters >= 1 and crop >= 32, got {iters}, {crop}")
+    if classes is None:
+        if layout == "coco":
+            from .datasets.proxy_det import coco_classes
+
+            classes = coco_classes(data_root, train_split)
+        else:
+            from .datasets.detfolder import VOC_DET_CLASSES
+            classes = tuple(VOC_DET_CLASSES)
+    num_classes = len(classes)
+    if arch is not None:
+        model, module = found_model(arch, num_classes, space=space, task=task, width=width)
+    else:
+        sp = dict(space or {})
+        w = width or sp.get("width") or sp.get("out_channels") or 64
+        model = baseline_model(baseline, num_classes, width=int(w),
+                               head_width=head_width or sp.get("head_width") or sp.get("feat_channels"))
+        module = "densenas.decoders.mmdet_adapters"
+    warmup = max(1, min(200, iters // 10))
+    sched: list[dict[str, Any]] = [dict(type="LinearLR", start_factor=1e-3, by_epoch=False, begin=0,
+                                        end=warmup)]
+    if schedule == "cosine":
+        sched.append(dict(type="CosineAnnealingLR", eta_min=lr * 1e-2, begin=warmup, end=iters,
+                          T_max=max(iters - warmup, 1), by_epoch=False))
+    else:
+        sched.append(dict(type="MultiStepLR", begin=0, end=iters, by_epoch=False, gamma=0.1,
+                          milestones=[iters * 2 // 3, iters * 8 // 9]))
+    opt = dict(type="AdamW", lr=lr, weight_decay=1e-4) if optimizer == "adamw" else \
+        dict(type="SGD", lr=lr, momentum=0.9, weight_decay=1e-4)
+    interval = val_interval or iters
+    best = "coco/bbox_mAP" if layout == "coco" else "pascal_voc/mAP"
+    cfg = dict(
+        default_scope="mmdet",
+        custom_imports=dict(imports=[module], allow_failed_imports=False),
+        model=model,
+        **det_data_config(data_root, layout, crop, tuple(classes), batch_size, workers, train_split, val_split),
+        optim_wrapper=dict(type="OptimWrapper", optimizer=opt, clip_grad=dict(max_norm=35, norm_type=2),
+                           # the pretrained encoder learns 10x slower than the new neck and head
+                           paramwise_cfg=dict(custom_keys={"backbone": dict(lr_mult=0.1)})),
+        param_scheduler=sched,
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=interval),
+        val_cfg=dict(type="ValLoop"), test_cfg=dict(type="TestLoop"),
+        default_hooks=dict(
+            timer=dict(type="IterTimerHook"),
+            logger=dict(type="LoggerHook", interval=max(iters // 20, 1), log_metric_by_epoch=False),
+            param_scheduler=dict(type="ParamSchedulerHook"),
+            checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=interval, max_keep_ckpts=1,
+                            save_best=best, rule="greater"),
+            sampler_seed=dict(type="DistSamplerSeedHook"), visualization=dict(type="DetVisualizationHook")),
+        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+                     dist_cfg=dict(backend="nccl")),
+        randomness=dict(seed=seed),
+        vis_backends=[dict(type="LocalVisBackend")],
+        visualizer=dict(type="DetLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")],
+                        name="visualizer"),
+        log_processor=dict(by_epoch=False), log_level="INFO", load_from=None, resume=False,
+        work_dir=work_dir or f"work_dirs/det_{arch.space if arch is not None else baseline}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Config(cfg).dump(str(path))
+    return path
