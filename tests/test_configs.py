@@ -15,12 +15,15 @@ def test_search_config_resolves(path):
     from densenas.config import check_keys, load_config, section
     from densenas.differentiable import SEARCH_KEYS, TASK_KEYS, is_differentiable
     from densenas.pipeline import build_space, evaluator_config
+    from densenas.pipeline_det import det_evaluator_config, is_detection
     from densenas.search import run_search
     from densenas.strategies import STRATEGIES, build_strategy
     from densenas.strategies.darts import DartsCfg
     from densenas.supernet import DifferentiableSpace
 
-    cfg = load_config(str(path))
+    # a progressive head search fixes the FPN another search found: the paper's FPN stands in for it here
+    overrides = ["space.fixed_fpn=None"] if section(load_config(str(path)), "space").get("fixed_fpn") else []
+    cfg = load_config(str(path), overrides)
     num_classes = section(cfg, "data").get("proxy", {}).get("num_classes", 5)
     space = build_space(section(cfg, "space"), num_classes, source=str(path))
     scfg = section(cfg, "strategy", {"type": "random"})
@@ -33,7 +36,7 @@ def test_search_config_resolves(path):
         assert isinstance(space.build(arch), torch.nn.Module)
     else:
         check_keys("search", section(cfg, "search", {}), run_search, source=str(path))
-        evaluator_config(cfg)
+        det_evaluator_config(cfg) if is_detection(cfg) else evaluator_config(cfg)
         assert scfg["type"] in STRATEGIES
         arch = build_strategy({"seed": 0, **scfg}, space).propose()
     space.check(arch)
