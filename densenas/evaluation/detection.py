@@ -40,7 +40,7 @@ from ..tasks.detection import coco_ap, det_loss_total, pack_det_samples
 from .cache import FeatureCache
 from .result import Result
 from .teacher import set_norm_eval
-from .two_stage import Diverged, StageCfg
+from .two_stage import Diverged, RunningMean, StageCfg
 
 DetSplit = tuple[Tensor, Sequence[Tensor], Sequence[Tensor]]
 REWARDS = ("neg_loss", "ap")
@@ -170,7 +170,7 @@ class NeckHead(nn.Module):
         return tuple(t for level in outs for t in level)
 
 
-class DetectionEvaluator:
+class DetectionEvaluator(RunningMean):
     """Scores detection archs (``space``) with ``model_fn`` detectors on top of a pretrained ``encoder``.
 
     Args:
@@ -204,16 +204,6 @@ class DetectionEvaluator:
         self.cache_seconds = time.perf_counter() - t0
         self.stage1_rewards: list[float] = []
         self._backbone_cost: tuple[int, int] | None = None
-
-    # ------------------------------------------------------------------ resume
-    def restore(self, results: list[Result]) -> None:
-        """Rebuild the early-stopping running mean from the finished candidates of a history."""
-        self.stage1_rewards = [r.metrics["stage1_reward"] for r in results
-                               if r is not None and "stage1_reward" in r.metrics]
-
-    @property
-    def running_mean(self) -> float | None:
-        return sum(self.stage1_rewards) / len(self.stage1_rewards) if self.stage1_rewards else None
 
     # -------------------------------------------------------------- evaluate
     def evaluate(self, arch: Arch, seed: int = 0) -> Result:

@@ -65,7 +65,22 @@ def _split(out) -> tuple[Tensor, list[Tensor]]:
     return out, []
 
 
-class TwoStageEvaluator:
+class RunningMean:
+    """The early-stopping memory of Nekrasov et al.: stage-1 rewards of earlier candidates."""
+
+    stage1_rewards: list[float]
+
+    def restore(self, results: list[Result]) -> None:
+        """Rebuild the early-stopping running mean from the finished candidates of a history."""
+        self.stage1_rewards = [r.metrics["stage1_reward"] for r in results
+                               if r is not None and "stage1_reward" in r.metrics]
+
+    @property
+    def running_mean(self) -> float | None:
+        return sum(self.stage1_rewards) / len(self.stage1_rewards) if self.stage1_rewards else None
+
+
+class TwoStageEvaluator(RunningMean):
     """Scores decoder architectures of ``space`` on top of a pretrained ``encoder``.
 
     Args:
@@ -97,16 +112,6 @@ class TwoStageEvaluator:
         self.cache_seconds = time.perf_counter() - t0
         self.stage1_rewards: list[float] = []
         self.num_classes = getattr(space, "num_classes", None)
-
-    # ------------------------------------------------------------------ resume
-    def restore(self, results: list[Result]) -> None:
-        """Rebuild the early-stopping running mean from the finished candidates of a history."""
-        self.stage1_rewards = [r.metrics["stage1_reward"] for r in results
-                               if r is not None and "stage1_reward" in r.metrics]
-
-    @property
-    def running_mean(self) -> float | None:
-        return sum(self.stage1_rewards) / len(self.stage1_rewards) if self.stage1_rewards else None
 
     # -------------------------------------------------------------- evaluate
     def evaluate(self, arch: Arch, seed: int = 0) -> Result:
