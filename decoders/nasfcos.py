@@ -73,18 +73,15 @@ def head_decisions(num_layers: int, ops: Sequence[str]) -> list[Decision]:
         [Decision("head.shared", tuple(range(num_layers + 1)))]
 
 
-def check_values(decisions: Sequence[Decision], values: Mapping[str, Any]) -> None:
+def check_decision_values(decisions: Sequence[Decision], values: Mapping[str, Any]) -> None:
     """Raise :class:`InvalidArch` naming the first decision whose value is missing or not an option."""
     for d in decisions:
         if d.name not in values:
             raise InvalidArch(f"arch misses decision {d.name!r}")
         v = values[d.name]
         if d.name.endswith((".in0", ".in1", ".shared")):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise InvalidArch(f"{d.name}={v!r} is not an integer")
-            if v not in d.options:
-                what = "backbone levels / earlier cells" if d.name.startswith("fpn") else "shared head layers"
-                raise InvalidArch(f"{d.name}={v} out of range 0..{len(d) - 1} ({what})")
+            SearchSpace.check_index(d, v, "backbone levels / earlier cells" if d.name.startswith("fpn")
+                                    else "shared head layers")
         elif v not in d.options:
             kind = "aggregation" if d.name.endswith(".agg") else "operation of this space"
             raise InvalidArch(f"{d.name}={v!r} is not an {kind} (choices: {list(d.options)})")
@@ -112,7 +109,7 @@ def check_fpn(arch: Arch, num_inputs: int, ops: Sequence[str] | None = None) -> 
     """
     values = fpn_part(arch).as_dict()
     num_cells = sum(1 for k in values if k.endswith(".in0"))
-    check_values(fpn_decisions(num_inputs, num_cells, tuple(OPS) if ops is None else ops), values)
+    check_decision_values(fpn_decisions(num_inputs, num_cells, tuple(OPS) if ops is None else ops), values)
     specs = fpn_specs(fpn_part(arch))
     collect = collected_cells(specs, num_inputs)
     if len(collect) < NUM_BACKBONE_OUTS:
@@ -125,7 +122,7 @@ def check_head(arch: Arch, ops: Sequence[str] | None = None) -> tuple[list[str],
     """Validate the ``head.*`` decisions of ``arch`` (any number of layers) and return its spec."""
     values = head_part(arch).as_dict()
     num_layers = sum(1 for k in values if k.startswith("head.op"))
-    check_values(head_decisions(num_layers, tuple(OPS) if ops is None else ops), values)
+    check_decision_values(head_decisions(num_layers, tuple(OPS) if ops is None else ops), values)
     return head_spec(head_part(arch))
 
 
@@ -302,7 +299,7 @@ class NASFCOSSpace(SearchSpace):
 
     def check(self, arch: Arch) -> None:
         """Raise :class:`InvalidArch` naming the first bad decision (``fpn.cell2.in0=9 out of range``)."""
-        check_values(self.decisions(), self.check_values(arch))
+        check_decision_values(self.decisions(), self.check_values(arch))
         if self.part in ("fpn", "joint"):
             check_fpn(arch, self.num_inputs, self.fpn_ops)
 

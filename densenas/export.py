@@ -107,6 +107,53 @@ def head_config(arch: Arch | None, baseline: str | None, num_classes: int, in_ch
     raise ValueError(f"baseline {baseline!r}: use one of {BASELINES}")
 
 
+def runtime_config(iters: int, interval: int, save_best: str, *, seed: int, work_dir: str,
+                   rule: str | None = None, visualizer: str | None = None,
+                   vis_hook: str | None = None) -> dict[str, Any]:
+    """The loops, hooks, environment and logging every exported config shares (mmengine ``Runner``).
+
+    Args:
+        iters: training iterations (``IterBasedTrainLoop``).
+        interval: validation and checkpoint interval.
+        save_best: metric key whose best value keeps a checkpoint.
+        seed: ``randomness.seed``.
+        work_dir: the runner's work dir.
+        rule: ``"greater"`` / ``"less"`` for ``save_best`` (default: mmengine infers it from the key).
+        visualizer: visualizer type (e.g. ``"SegLocalVisualizer"``); ``None``: no visualizer section.
+        vis_hook: visualization hook type added to the default hooks, if any.
+    """
+    checkpoint = dict(type="CheckpointHook", by_epoch=False, interval=interval, max_keep_ckpts=1,
+                      save_best=save_best, **({"rule": rule} if rule else {}))
+    hooks = dict(timer=dict(type="IterTimerHook"),
+                 logger=dict(type="LoggerHook", interval=max(iters // 20, 1), log_metric_by_epoch=False),
+                 param_scheduler=dict(type="ParamSchedulerHook"), checkpoint=checkpoint,
+                 sampler_seed=dict(type="DistSamplerSeedHook"))
+    if vis_hook:
+        hooks["visualization"] = dict(type=vis_hook)
+    cfg = dict(
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=interval),
+        val_cfg=dict(type="ValLoop"), test_cfg=dict(type="TestLoop"), default_hooks=hooks,
+        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+                     dist_cfg=dict(backend="nccl")),
+        randomness=dict(seed=seed),
+        log_processor=dict(by_epoch=False), log_level="INFO", load_from=None, resume=False, work_dir=work_dir)
+    if visualizer:
+        cfg.update(vis_backends=[dict(type="LocalVisBackend")],
+                   visualizer=dict(type=visualizer, vis_backends=[dict(type="LocalVisBackend")],
+                                   name="visualizer"))
+    return cfg
+
+
+def dump_config(cfg: dict[str, Any], path: str | Path) -> Path:
+    """Write ``cfg`` as an mmengine python config at ``path`` (parents created); returns the path."""
+    from mmengine.config import Config
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Config(cfg).dump(str(path))
+    return path
+
+
 def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str | None = None,
                   dataset: str = "proxy", data_root: str = "data/proxy_voc", crop: int = 128,
                   num_classes: int | None = None, classes: list[str] | None = None, width: int = 48,
@@ -119,8 +166,6 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
     arch becomes the whole decoded network (``AutoDeepLabBackbone``, ``filter_multiplier`` as searched)
     with mmseg's ``ASPPHead`` of ``width`` channels.
     """
-    from mmengine.config import Config
-
     if (arch is None) == (baseline is None):
         raise ValueError("give exactly one of arch= or baseline=")
     if classes is None and dataset == "proxy":
@@ -167,24 +212,7 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
                            # a pretrained encoder learns 10x slower; a searched network trains from scratch
                            paramwise_cfg=dict(custom_keys={"backbone": dict(lr_mult=lr_mult)})),
         param_scheduler=[dict(type="PolyLR", eta_min=0.0, power=0.9, begin=0, end=iters, by_epoch=False)],
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=val_interval or iters),
-        val_cfg=dict(type="ValLoop"), test_cfg=dict(type="TestLoop"),
-        default_hooks=dict(
-            timer=dict(type="IterTimerHook"), logger=dict(type="LoggerHook", interval=max(iters // 20, 1),
-                                                          log_metric_by_epoch=False),
-            param_scheduler=dict(type="ParamSchedulerHook"),
-            checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=val_interval or iters,
-                            max_keep_ckpts=1, save_best="mIoU"),
-            sampler_seed=dict(type="DistSamplerSeedHook"), visualization=dict(type="SegVisualizationHook")),
-        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
-                     dist_cfg=dict(backend="nccl")),
-        randomness=dict(seed=seed),
-        vis_backends=[dict(type="LocalVisBackend")],
-        visualizer=dict(type="SegLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")],
-                        name="visualizer"),
-        log_processor=dict(by_epoch=False), log_level="INFO", load_from=None, resume=False,
-        work_dir=work_dir or f"work_dirs/finetune_{'found' if arch is not None else baseline}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Config(cfg).dump(str(path))
-    return path
+        **runtime_config(iters, val_interval or iters, "mIoU", seed=seed,
+                         work_dir=work_dir or f"work_dirs/finetune_{baseline if arch is None else 'found'}",
+                         visualizer="SegLocalVisualizer", vis_hook="SegVisualizationHook"))
+    return dump_config(cfg, path)

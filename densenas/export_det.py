@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .arch import Arch
+from .export import dump_config, runtime_config
 
 BASELINES = ("fpn_fcos", "fpn_retinanet")
 DET_SPACES = ("nasfcos_fpn", "nasfcos_head", "nasfcos", "nasfpn")
@@ -215,8 +216,6 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
         ValueError: bad arguments or an arch that does not fit its space.
         FileNotFoundError: the annotation file is missing.
     """
-    from mmengine.config import Config
-
     if (arch is None) == (baseline is None):
         raise ValueError("give exactly one of arch= or baseline=")
     if layout not in ("coco", "voc"):
@@ -264,24 +263,7 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
                            # the pretrained encoder learns 10x slower than the new neck and head
                            paramwise_cfg=dict(custom_keys={"backbone": dict(lr_mult=0.1)})),
         param_scheduler=sched,
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=interval),
-        val_cfg=dict(type="ValLoop"), test_cfg=dict(type="TestLoop"),
-        default_hooks=dict(
-            timer=dict(type="IterTimerHook"),
-            logger=dict(type="LoggerHook", interval=max(iters // 20, 1), log_metric_by_epoch=False),
-            param_scheduler=dict(type="ParamSchedulerHook"),
-            checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=interval, max_keep_ckpts=1,
-                            save_best=best, rule="greater"),
-            sampler_seed=dict(type="DistSamplerSeedHook"), visualization=dict(type="DetVisualizationHook")),
-        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
-                     dist_cfg=dict(backend="nccl")),
-        randomness=dict(seed=seed),
-        vis_backends=[dict(type="LocalVisBackend")],
-        visualizer=dict(type="DetLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")],
-                        name="visualizer"),
-        log_processor=dict(by_epoch=False), log_level="INFO", load_from=None, resume=False,
-        work_dir=work_dir or f"work_dirs/det_{arch.space if arch is not None else baseline}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Config(cfg).dump(str(path))
-    return path
+        **runtime_config(iters, interval, best, rule="greater", seed=seed,
+                         work_dir=work_dir or f"work_dirs/det_{arch.space if arch is not None else baseline}",
+                         visualizer="DetLocalVisualizer", vis_hook="DetVisualizationHook"))
+    return dump_config(cfg, path)

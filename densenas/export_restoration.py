@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .arch import Arch
+from .export import dump_config, runtime_config
 
 BASELINES = ("dncnn",)
 
@@ -118,8 +119,6 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
         InvalidArch: invalid arch (the message names the field).
         FileNotFoundError: ``data_root`` is missing (with ``check_data``).
     """
-    from mmengine.config import Config
-
     from densenas.decoders.dncnn import dncnn_matching
     from densenas.arch import as_arch
     from densenas.tasks.restoration_mm import LAYOUTS, TASKS
@@ -173,24 +172,10 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="Adam", lr=lr, betas=(0.9, 0.999))),
         param_scheduler=[dict(type="CosineAnnealingLR", T_max=iters, eta_min=0.0, begin=0, end=iters,
                               by_epoch=False)],
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=every),
-        val_cfg=dict(type="ValLoop"), test_cfg=dict(type="TestLoop"),
-        default_hooks=dict(
-            timer=dict(type="IterTimerHook"),
-            logger=dict(type="LoggerHook", interval=max(iters // 20, 1), log_metric_by_epoch=False),
-            param_scheduler=dict(type="ParamSchedulerHook"),
-            checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=every, max_keep_ckpts=1,
-                            save_best="psnr", rule="greater"),
-            sampler_seed=dict(type="DistSamplerSeedHook")),
-        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
-                     dist_cfg=dict(backend="nccl")),
-        randomness=dict(seed=seed),
-        log_processor=dict(by_epoch=False), log_level="INFO", load_from=None, resume=False,
-        work_dir=work_dir or f"work_dirs/restore_{name}_{task}{int(sigma) if task == 'denoise' else ''}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Config(cfg).dump(str(path))
-    return path
+        **runtime_config(iters, every, "psnr", rule="greater", seed=seed,
+                         work_dir=work_dir or f"work_dirs/restore_{name}_{task}"
+                                              f"{int(sigma) if task == 'denoise' else ''}"))
+    return dump_config(cfg, path)
 
 
 def restoration_pair(out_dir: str | Path, arch: Arch | Mapping[str, Any] | str | Path, *,

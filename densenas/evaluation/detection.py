@@ -25,7 +25,6 @@ import contextlib
 import copy
 import logging
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -40,7 +39,7 @@ from ..tasks.detection import coco_ap, det_loss_total, pack_det_samples
 from .cache import FeatureCache
 from .result import Result
 from .teacher import set_norm_eval
-from .two_stage import Diverged, RunningMean, StageCfg
+from .two_stage import Diverged, RunningMean, StageCfg, failure_reason
 
 DetSplit = tuple[Tensor, Sequence[Tensor], Sequence[Tensor]]
 REWARDS = ("neg_loss", "ap")
@@ -217,15 +216,8 @@ class DetectionEvaluator(RunningMean):
             cost = self._cost(nh) if self.cfg.measure_cost else {}
             return Result(reward=reward, metrics=metrics, stage=progress["stage"], cost=cost,
                           wall_time=time.perf_counter() - t0)
-        except Diverged as e:
-            why = f"diverged: {e}"
-        except torch.OutOfMemoryError as e:
-            why = f"out of memory: {str(e).splitlines()[0]}"
-        except MemoryError:
-            why = "out of memory (host)"
         except Exception as e:  # one bad candidate must not end the search
-            where = traceback.extract_tb(e.__traceback__)[-1]
-            why = f"{type(e).__name__}: {e} (at {where.filename}:{where.lineno})"
+            why = failure_reason(e)
         return Result.failed(why, stage=progress["stage"], wall_time=time.perf_counter() - t0, **metrics)
 
     def train_longer(self, arch: Arch, iters: int, seed: int = 0, stage2_iters: int | None = None

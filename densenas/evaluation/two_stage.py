@@ -33,6 +33,18 @@ class Diverged(FloatingPointError):
     """Training produced a non-finite loss."""
 
 
+def failure_reason(e: BaseException) -> str:
+    """Why a candidate failed, for its history row: divergence, out of memory, or the error and where."""
+    if isinstance(e, Diverged):
+        return f"diverged: {e}"
+    if isinstance(e, torch.OutOfMemoryError):
+        return f"out of memory: {str(e).splitlines()[0]}"
+    if isinstance(e, MemoryError):
+        return "out of memory (host)"
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    return f"{type(e).__name__}: {e} (at {where.filename}:{where.lineno})"
+
+
 @dataclass
 class StageCfg:
     """Optimisation budget of one stage."""
@@ -143,15 +155,8 @@ class TwoStageEvaluator(RunningMean):
             cost = self._cost(decoder) if self.cfg.measure_cost else {}
             return Result(reward=reward, metrics=metrics, stage=stage, cost=cost,
                           wall_time=time.perf_counter() - t0)
-        except Diverged as e:
-            why = f"diverged: {e}"
-        except torch.OutOfMemoryError as e:
-            why = f"out of memory: {str(e).splitlines()[0]}"
-        except MemoryError:
-            why = "out of memory (host)"
         except Exception as e:  # one bad candidate must not end the search
-            where = traceback.extract_tb(e.__traceback__)[-1]
-            why = f"{type(e).__name__}: {e} (at {where.filename}:{where.lineno})"
+            why = failure_reason(e)
         return Result.failed(why, stage=stage, wall_time=time.perf_counter() - t0, **metrics)
 
     # ----------------------------------------------------------------- stages
