@@ -12,22 +12,20 @@ Restoration" (IR-NAS / HiNAS). The super cell mixes six candidate operations on 
   takes part in the softmax over α but contributes nothing; derived architectures never contain it, so it
   is *not* registered in :data:`densenas.ops.OPS` (other spaces may register their own ``none``).
 
-DCNv2 uses :class:`mmcv.ops.ModulatedDeformConv2dPack` when mmcv's compiled ops are importable and
-otherwise :class:`TorchvisionModulatedDeformConv2d`, a drop-in with the same parameter names (``weight``,
-``conv_offset.weight``/``bias``) built on :func:`torchvision.ops.deform_conv2d` with a mask; both start
-as an ordinary convolution (zero offsets, mask 0.5) because the offset/mask convolution is zero-initialised.
+DCNv2 comes from :mod:`densenas.deform` (mmcv, torchvision or, by default, the fastest path per device;
+all with mmcv's parameter layout); it starts as an ordinary convolution (zero offsets, mask 0.5).
 
 Also here: :class:`MixedOp` (the DARTS continuous relaxation of one edge) and :class:`ASPP`, the atrous
 spatial pyramid pooling module IR-NAS appends after the last cell (at full resolution for restoration).
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from densenas.deform import TorchvisionModulatedDeformConv2d, modulated_deform_conv  # noqa: F401 (re-export)
 from densenas.ops import OPS, ConvBNReLU, build_op, register_op
 
 NONE_OP = "none"
@@ -35,73 +33,6 @@ NONE_OP = "none"
 
 IRNAS_OPS: tuple[str, ...] = ("conv3x3", "sep_conv_3x3", "conv3x3_dil2", "deform_conv3x3", "skip", NONE_OP)
 """The six candidate operations of the IR-NAS super cell, in the paper's order."""
-
-
-class TorchvisionModulatedDeformConv2d(nn.Module):
-    """DCNv2 on :func:`torchvision.ops.deform_conv2d` with the parameter layout of mmcv's ``...Pack``.
-
-    A convolution ``conv_offset`` predicts, per output pixel, ``2 * k * k`` offsets and ``k * k`` mask
-    logits; the mask is ``sigmoid(logits)``. Channel order follows mmcv: the first two thirds of
-    ``conv_offset``'s output are the offsets, the last third the mask logits.
-
-    Args:
-        in_channels: input channels.
-        out_channels: output channels.
-        kernel_size: square kernel size.
-        padding: zero padding.
-        dilation: dilation of the sampling grid.
-        bias: learn a bias for the main convolution.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 1,
-                 dilation: int = 1, bias: bool = False):
-        super().__init__()
-        self.kernel_size = (kernel_size, kernel_size)
-        self.padding = (padding, padding)
-        self.dilation = (dilation, dilation)
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.conv_offset = nn.Conv2d(in_channels, 3 * kernel_size * kernel_size, kernel_size,
-                                     padding=padding, dilation=dilation, bias=True)
-        stdv = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
-        nn.init.uniform_(self.weight, -stdv, stdv)
-        nn.init.zeros_(self.conv_offset.weight)
-        nn.init.zeros_(self.conv_offset.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from torchvision.ops import deform_conv2d
-
-        o1, o2, mask = torch.chunk(self.conv_offset(x), 3, dim=1)
-        return deform_conv2d(x, torch.cat((o1, o2), dim=1), self.weight, self.bias, padding=self.padding,
-                             dilation=self.dilation, mask=torch.sigmoid(mask))
-
-
-def modulated_deform_conv(in_channels: int, out_channels: int, backend: str = "auto") -> nn.Module:
-    """A 3x3 DCNv2 layer (stride 1, "same" padding, no bias).
-
-    Args:
-        in_channels: input channels.
-        out_channels: output channels.
-        backend: ``"mmcv"``, ``"torchvision"`` or ``"auto"`` (mmcv when its compiled ops import).
-
-    Returns:
-        The deformable convolution module.
-
-    Raises:
-        ValueError: unknown backend.
-        ImportError: ``backend="mmcv"`` but mmcv's ops are not available.
-    """
-    if backend not in ("auto", "mmcv", "torchvision"):
-        raise ValueError(f"backend must be 'auto', 'mmcv' or 'torchvision', got {backend!r}")
-    if backend in ("auto", "mmcv"):
-        try:
-            from mmcv.ops import ModulatedDeformConv2dPack
-        except ImportError:
-            if backend == "mmcv":
-                raise
-        else:
-            return ModulatedDeformConv2dPack(in_channels, out_channels, 3, padding=1, bias=False)
-    return TorchvisionModulatedDeformConv2d(in_channels, out_channels, 3, padding=1, bias=False)
 
 
 class DeformConvBNReLU(nn.Sequential):
