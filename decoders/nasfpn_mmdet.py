@@ -30,6 +30,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the OpenMM
 
 from densenas.arch import Arch, as_arch
 from densenas.decoders import mmseg_adapters
+from densenas.decoders.nasfcos_ops import gn_groups
 from densenas.decoders.nasfpn import NASFPNNeck, space_for_arch
 from densenas.space import ShapeSpec
 
@@ -101,7 +102,7 @@ def _head(detector: str, num_classes: int, channels: int, feat_channels: int, st
     ranges = [(-1, 64)] + [(64 * 2 ** i, 128 * 2 ** i) for i in range(len(strides) - 2)]
     ranges.append((ranges[-1][1], 100000000))
     return dict(type="FCOSHead", **common, strides=strides, regress_ranges=tuple(ranges[:len(strides)]),
-                norm_cfg=dict(type="GN", num_groups=math.gcd(32, feat_channels), requires_grad=True),
+                norm_cfg=dict(type="GN", num_groups=gn_groups(feat_channels), requires_grad=True),
                 loss_bbox=dict(type="IoULoss", loss_weight=1.0),
                 loss_centerness=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0))
 

@@ -156,3 +156,26 @@ def test_bad_detection_exports_fail_clearly(tmp_path, coco_root, capsys):
     rc = _tool("export")(["--baseline", "fpn_fcos", "--out", str(tmp_path / "y.py"),
                           "--data-root", str(tmp_path / "nowhere")])
     assert rc == 2 and "instances_train.json" in capsys.readouterr().err
+
+
+def test_voc_layout_retinanet_baseline_export_train_test(tmp_path):
+    """A VOC-layout dataset and the FPN + RetinaNet baseline: mmdet's VOCDataset, VOCMetric's mAP."""
+    from mmengine.config import Config
+
+    from densenas.datasets.det_fixtures import write_voc_det_fixture
+
+    voc = tmp_path / "voc"
+    write_voc_det_fixture(voc, n=6, size=(48, 64), num_classes=3)
+    cfg_path = _export(tmp_path, voc, "--baseline", "fpn_retinanet",
+                       extra=("--layout", "voc", "--width", str(WIDTH)))
+    cfg = Config.fromfile(str(cfg_path))
+    assert cfg.val_evaluator.type == "VOCMetric" and cfg.val_dataloader.dataset.type == "VOCDataset"
+    assert cfg.model.bbox_head.type == "RetinaHead" and cfg.model.bbox_head.num_classes == 20  # VOC classes
+    opts = ["model.backbone.pretrained=False", "model.test_cfg.score_thr=0.0"]
+    work = tmp_path / "work"
+    assert _tool("train")([str(cfg_path), "--work-dir", str(work), "--cfg-options", *opts]) == 0
+    out = tmp_path / "test.json"
+    assert _tool("test")([str(cfg_path), str(work / "iter_2.pth"), "--work-dir", str(tmp_path / "test"),
+                          "--json", str(out), "--cfg-options", *opts]) == 0
+    res = json.loads(out.read_text())
+    assert 0.0 <= res["metrics"]["pascal_voc/mAP"] <= 1.0 and res["params"] > 1_800_000

@@ -206,6 +206,8 @@ def test_detector_builds_trains_and_predicts(mmdet_models, detector):
     cfg = nasfpn_model_dict(paper_arch().to_dict(), num_classes=3, detector=detector, out_channels=C,
                             stack=2, pretrained=False, stacked_convs=1)
     assert cfg["backbone"]["type"] == "DenseNASMobileNetV2" and cfg["neck"]["in_channels"] == [32, 96, 320]
+    if detector == "fcos":  # GroupNorm keeps >= 4 channels per group (1x1 P7 maps at small widths)
+        assert C // cfg["bbox_head"]["norm_cfg"]["num_groups"] >= 4
     torch.manual_seed(0)
     model = mmdet_models.build(ConfigDict(cfg))  # as after loading a config file
     assert type(model.neck).__name__ == "NASFPNSearchedNeck" and len(model.neck.neck.blocks) == 2

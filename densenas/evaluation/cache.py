@@ -8,6 +8,7 @@ skips the recomputation.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -56,7 +57,7 @@ class FeatureCache:
             loaded = encode(encoder, images, batch_size, device)
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_suffix(".tmp")
+                tmp = self.path.with_suffix(f".tmp{os.getpid()}")  # concurrent writers never share it
                 torch.save({"key": key, "features": loaded}, tmp)
                 tmp.replace(self.path)
         self.features: list[Tensor] = loaded
