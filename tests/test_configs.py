@@ -1,5 +1,5 @@
 """Every shipped config builds (mmseg ``test_config.py`` style): search configs resolve every section,
-fine-tune configs build their mmseg model and run a forward pass."""
+fine-tune configs build their mmseg segmentor or mmdet detector and run a forward pass."""
 from pathlib import Path
 
 import pytest
@@ -50,12 +50,23 @@ def test_finetune_config_builds_and_runs(path):
 
     cfg = Config.fromfile(str(path))
     import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope("mmseg")
+    init_default_scope(cfg.default_scope)
+    cfg.model.backbone.pretrained = False  # the structure is under test, not the weights
+    assert cfg.train_cfg.max_iters > 0 and cfg.train_dataloader.dataset.type
+    if cfg.default_scope == "mmdet":
+        from mmdet.registry import MODELS
+
+        assert cfg.val_evaluator.type == "CocoMetric" and not Path(cfg.val_evaluator.ann_file).is_absolute()
+        model = MODELS.build(cfg.model).eval()
+        with torch.no_grad():
+            cls_scores = model(torch.rand(1, 3, 128, 128), mode="tensor")[0]
+        assert [tuple(c.shape[-2:]) for c in cls_scores] == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+        per_loc = cfg.model.bbox_head.num_classes * (9 if cfg.model.type == "RetinaNet" else 1)
+        assert all(c.shape[1] == per_loc and torch.isfinite(c).all() for c in cls_scores)
+        return
     from mmseg.registry import MODELS
 
-    cfg.model.backbone.pretrained = False  # the structure is under test, not the weights
     model = MODELS.build(cfg.model).eval()
-    assert cfg.train_cfg.max_iters > 0 and cfg.train_dataloader.dataset.type
     with torch.no_grad():
         logits = model(torch.rand(1, 3, 64, 64), mode="tensor")
     num_classes = cfg.model.decode_head.num_classes
