@@ -75,3 +75,25 @@ def test_fresh_layer_is_half_strength_convolution_and_errors():
         sampled_deform_conv2d(x, torch.zeros(2, 18, 7, 7), torch.ones(2, 9, 7, 7), m.weight, padding=0)
     with pytest.raises(ValueError, match="shapes disagree"):
         sampled_deform_conv2d(x, torch.zeros(2, 9, 7, 7), torch.ones(2, 9, 7, 7), m.weight)
+
+
+def saved_activation_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps for backward of ``module(x)``."""
+    storages = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return sum(storages.values())
+
+
+def test_sampled_path_keeps_no_more_activations_than_the_kernel():
+    """The k*k sampled copies are recomputed in backward, not kept (9x the input each otherwise)."""
+    x = torch.randn(2, 8, 24, 24, requires_grad=True)
+    auto, tv = modulated_deform_conv(8, 8, "auto"), modulated_deform_conv(8, 8, "torchvision")
+    assert saved_activation_bytes(auto, x) <= saved_activation_bytes(tv, x) < 9 * x.numel() * 4
+    with torch.no_grad():  # and no recomputation machinery at inference
+        assert torch.equal(auto(x), sampled_deform_conv2d(x, *auto.offsets_and_mask(x), auto.weight))
