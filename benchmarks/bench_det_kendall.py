@@ -18,6 +18,7 @@ archs on a multi-core machine; the run that finds every arch done prints the res
 
     python benchmarks/bench_det_kendall.py [--config configs/search/nasfcos_fpn_proxy.py] [--archs 15]
         [--long-iters 320] [--proxy-scales 1 2] [--no-repeat] [--shard 0/2] [--out kendall.json]
+        [--cfg-options data.root=data/proxy_coco_big data.proxy.num_val=96]
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "configs/search/nasfcos_fpn_proxy.py"))
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="config overrides, as for tools/search.py (e.g. data.proxy.num_val=96)")
     p.add_argument("--archs", type=int, default=15)
     p.add_argument("--long-iters", type=int, default=320, help="stage-1 iterations of the longer training")
     p.add_argument("--seed", type=int, default=0)
@@ -64,10 +67,11 @@ def main() -> None:
         raise SystemExit(f"--shard {args.shard}: need K/N with 0 <= K < N")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.cfg_options)
     work = ROOT / "work_dirs" / "bench_det_kendall"
     scales = "-".join(f"{x:g}" for x in args.proxy_scales)
-    rows_dir = work / (f"{Path(args.config).stem}_n{args.archs}_seed{args.seed}_long{args.long_iters}"
+    options = "".join(f"_{o}" for o in sorted(args.cfg_options)).replace("/", "-")
+    rows_dir = work / (f"{Path(args.config).stem}{options}_n{args.archs}_seed{args.seed}_long{args.long_iters}"
                        f"_proxy{scales}{'_rep' if args.repeat else ''}")
     rows_dir.mkdir(parents=True, exist_ok=True)
     data = build_det_data(section(cfg, "data"), source=args.config, log=lambda s: None)
