@@ -16,6 +16,7 @@ Only this module imports mmseg; nothing else in densenas imports it. Use it from
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -58,6 +59,10 @@ class DenseNASMobileNetV2(MobileNetV2Encoder, BaseModule):
 try:  # the same class as an mmdet backbone; mmdet is optional here
     from mmdet.registry import MODELS as MMDET_MODELS
     MMDET_MODELS.register_module(name="DenseNASMobileNetV2", module=DenseNASMobileNetV2, force=True)
+    # mmdet 3.3's point/anchor generators call torch.meshgrid without ``indexing``; the result is the
+    # same ('ij' is the default), so silence exactly that deprecation notice in every detection run.
+    warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release",
+                            category=UserWarning)
 except (ImportError, AssertionError):  # not installed, or an incompatible mmcv
     MMDET_MODELS = None
 
