@@ -25,8 +25,13 @@ from torch import Tensor
 
 try:
     from mmengine.model import BaseModule
-    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
-    from mmseg.registry import MODELS
+    with warnings.catch_warnings():
+        # mmseg imports timm, whose hrnet module uses ``torch.jit.interface`` (deprecated in torch 2.14):
+        # a notice about third-party code at import time, shown before every run otherwise.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.interface` is deprecated",
+                                category=FutureWarning)
+        from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+        from mmseg.registry import MODELS
 except ImportError as e:  # pragma: no cover - exercised only without the OpenMMLab stack
     raise ImportError("densenas.decoders.mmseg_adapters needs mmengine and mmsegmentation 1.x; "
                       "run `bash tools/install.sh`") from e

@@ -126,6 +126,18 @@ def test_export_train_test(kind, tmp_path, coco_root):
     assert res["madds"] > 10_000_000
 
 
+def test_no_detections_is_explained(tmp_path, coco_root, capsys):
+    """CocoMetric returns no metrics when nothing is detected: train and test say why instead of just "{}"."""
+    cfg_path = _export(tmp_path, coco_root, "--baseline", "fpn_fcos", extra=("--width", str(WIDTH)))
+    opts = ["model.backbone.pretrained=False", "model.test_cfg.score_thr=1.01"]  # no score passes
+    work = tmp_path / "work"
+    assert _tool("train")([str(cfg_path), "--work-dir", str(work), "--cfg-options", *opts]) == 0
+    assert "the val metric returned nothing" in capsys.readouterr().out
+    assert _tool("test")([str(cfg_path), str(work / "iter_2.pth"), "--work-dir", str(tmp_path / "test"),
+                          "--cfg-options", *opts]) == 0
+    assert "the test metric returned nothing" in capsys.readouterr().out
+
+
 def test_baseline_and_found_share_data_schedule_backbone(tmp_path, coco_root):
     """``--baseline fpn_fcos`` and a NAS-FCOS arch of the same width: only neck and head differ."""
     from mmengine.config import Config

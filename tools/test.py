@@ -88,6 +88,9 @@ def main(argv=None) -> int:
     out = {"metrics": {k: _number(v) for k, v in metrics.items()}, "params": params, "madds": madds,
            "input_size": list(size), "config": args.config, "checkpoint": args.checkpoint}
     print(f"metrics: {out['metrics']}")
+    if not metrics:
+        print("note: the test metric returned nothing; mmdet's CocoMetric does this when the model made no "
+              "detection above test_cfg.score_thr on the whole test set (undertrained checkpoint?)")
     what = " (whole detector)" if detection else "" if restoration else " (inference, aux heads excluded)"
     print(f"params{what}: {params / 1e6:.3f} M; "
           f"MAdds at {size[0]}x{size[1]}: {madds / 1e9:.3f} G")
