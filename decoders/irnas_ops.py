@@ -129,6 +129,11 @@ class RestorationHead(nn.Module):
         super().__init__()
         self.aspp = ASPP(channels, channels, rates) if aspp else nn.Identity()
         self.out = nn.Conv2d(channels, out_channels, 3, padding=1)
+        # The residual starts at zero, so an untrained net (and the supernet) returns its input, as in
+        # decoders/dncnn.py: with the default init the supernet starts, and under the proxy budgets stays,
+        # below the noisy input's PSNR, so its validation reward ranks nothing.
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.aspp(x))

@@ -171,8 +171,10 @@ def test_built_network_unused_second_input_has_no_projection(space):
     arch2 = _arch(IRNASSpace(width=4, layers=3, blocks=1), [(0, 1, "conv3x3", "skip")], [1, 1, 1])
     net2 = IRNASSpace(width=4, layers=3, blocks=1).build(arch2)
     assert [c.out[0].out_channels for c in net2.cells] == [4, 4, 4]
-    # every parameter of the built network is trained
+    # every parameter of the built network is trained; the untrained network returns its input
     x = torch.rand(2, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(net(x), x)
     net(x).pow(2).mean().backward()
     assert all(p.grad is not None for p in net.parameters())
 
@@ -189,6 +191,10 @@ def test_supernet_forward_backward_grads(space):
     assert net.alpha.shape == (2 + 3, len(IRNAS_OPS)) and net.beta.shape == (3, 3, 3)
     clean = torch.rand(1, 3, 16, 16)
     noisy = add_gaussian_noise(clean, 30, torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the residual heads start at zero: the untrained supernet returns its input
+        assert torch.equal(net(noisy), noisy)
+        for head in net.heads:  # as after a first weight step, so every gradient below can flow
+            head.out.weight.normal_(0, 0.1)
     out = net(noisy)
     assert out.shape == noisy.shape and torch.isfinite(out).all()
     restoration_loss(out, clean, lam=0.1).backward()
