@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     runner.train()
     metrics = runner.val_loop.run() if runner.val_loop is not None else {}
     print(f"final val metrics: {metrics}")
-    if not metrics:  # mmdet's CocoMetric returns {} when nothing was detected; say why, not just "{}"
+    if runner.val_loop is not None and not metrics:  # CocoMetric gives {} when nothing was detected
         print("note: the val metric returned nothing; mmdet's CocoMetric does this when the model made no "
               "detection above test_cfg.score_thr on the whole val set (too few iterations?)")
     return 0
