@@ -267,3 +267,13 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
                          work_dir=work_dir or f"work_dirs/det_{arch.space if arch is not None else baseline}",
                          visualizer="DetLocalVisualizer", vis_hook="DetVisualizationHook"))
     return dump_config(cfg, path)
+
+
+def empty_metric_note(split: str) -> str:
+    """Why a val/test metric came back as ``{}``: mmdet's CocoMetric returns nothing when no box was detected.
+
+    Args:
+        split: ``"val"`` or ``"test"``, named in the message.
+    """
+    return (f"note: the {split} metric returned nothing; mmdet's CocoMetric does this when the model made no "
+            f"detection above test_cfg.score_thr on the whole {split} set (too few training iterations?)")

@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     from mmengine.config import Config, DictAction
     from mmengine.runner import Runner
 
+    from densenas.export_det import empty_metric_note
     from densenas.objectives import count_madds, count_params
 
     for f in (args.config, args.checkpoint):
@@ -89,8 +90,7 @@ def main(argv=None) -> int:
            "input_size": list(size), "config": args.config, "checkpoint": args.checkpoint}
     print(f"metrics: {out['metrics']}")
     if not metrics:
-        print("note: the test metric returned nothing; mmdet's CocoMetric does this when the model made no "
-              "detection above test_cfg.score_thr on the whole test set (undertrained checkpoint?)")
+        print(empty_metric_note("test"))
     what = " (whole detector)" if detection else "" if restoration else " (inference, aux heads excluded)"
     print(f"params{what}: {params / 1e6:.3f} M; "
           f"MAdds at {size[0]}x{size[1]}: {madds / 1e9:.3f} G")

@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     from mmengine.config import Config, DictAction
     from mmengine.runner import Runner
 
+    from densenas.export_det import empty_metric_note
+
     if not Path(args.config).is_file():
         print(f"error: config file not found: {args.config}", file=sys.stderr)
         return 2
@@ -50,9 +52,8 @@ def main(argv=None) -> int:
     runner.train()
     metrics = runner.val_loop.run() if runner.val_loop is not None else {}
     print(f"final val metrics: {metrics}")
-    if runner.val_loop is not None and not metrics:  # CocoMetric gives {} when nothing was detected
-        print("note: the val metric returned nothing; mmdet's CocoMetric does this when the model made no "
-              "detection above test_cfg.score_thr on the whole val set (too few iterations?)")
+    if runner.val_loop is not None and not metrics:
+        print(empty_metric_note("val"))
     return 0
 
 
