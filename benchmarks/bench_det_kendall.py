@@ -60,7 +60,7 @@ def main() -> None:
     from densenas.config import load_config, section
     from densenas.pipeline import build_backbone, build_space, resolve_device
     from densenas.pipeline_det import build_det_data, build_det_evaluator
-    from densenas.tasks.detection import kendall_tau
+    from densenas.tasks.detection.metrics import kendall_tau
 
     shard, num_shards = (int(v) for v in args.shard.split("/"))
     if not 0 <= shard < num_shards:

@@ -29,7 +29,7 @@ import torch  # noqa: E402 (after OMP_WAIT_POLICY)
 
 def step_times(encoder, decoder, images, labels, cache, steps: int, batch: int) -> tuple[float, float]:
     """Seconds per stage-1 step: (cached features, encoder recomputed under no_grad)."""
-    from densenas.tasks.segmentation import seg_loss
+    from densenas.tasks.segmentation.losses import seg_loss
 
     opt = torch.optim.AdamW(decoder.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)

@@ -41,14 +41,14 @@ def measure(kind: str, layers: int, blocks: int, width: int, size: int, batch: i
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if kind == "irnas":
         from densenas.decoders.irnas import IRNASSpace
-        from densenas.tasks.restoration import restoration_loss
+        from densenas.tasks.restoration.functional import restoration_loss
 
         net = IRNASSpace(width=width, layers=layers, blocks=blocks).build_supernet()
         x = torch.rand(batch, 3, size, size)
         target, loss_fn = x.clone(), restoration_loss
     else:
         from densenas.decoders.autodeeplab import AutoDeepLabSpace
-        from densenas.tasks.segmentation import seg_loss
+        from densenas.tasks.segmentation.losses import seg_loss
 
         net = AutoDeepLabSpace(num_classes=5, layers=layers, blocks=blocks,
                                filter_multiplier=width).build_supernet()

@@ -36,7 +36,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402 (after OMP_WAIT_POLICY)
 
 from densenas.arch import Arch, Decision  # noqa: E402
-from densenas.evaluation.result import Result  # noqa: E402
+from densenas.result import Result  # noqa: E402
 from densenas.space import TableSpace  # noqa: E402
 from densenas.strategies import build_strategy  # noqa: E402
 

@@ -112,13 +112,13 @@ def build_job(cfg, log: Callable = print) -> DifferentiableJob:
         if task_cfg:
             raise ConfigError(f"{source}: 'task' keys {sorted(task_cfg)} apply to restoration only")
         data = build_data(section(cfg, "data"), source=source, log=log)
-        from .tasks.segmentation import seg_loss
+        from densenas.tasks.segmentation.losses import seg_loss
 
         train, val, loss_fn = data.train, data.val, seg_loss
         score_fn = seg_score_fn(data.num_classes, int(darts.get("batch_size", 8)))
         num_classes = data.num_classes
     elif kind == "restoration":
-        from .tasks.restoration import RestorationTask, restoration_score_fn
+        from densenas.tasks.restoration.functional import RestorationTask, restoration_score_fn
 
         try:
             task = RestorationTask(**task_cfg)

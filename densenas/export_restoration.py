@@ -5,7 +5,7 @@ Restoration" (IR-NAS / HiNAS): the derived network is retrained from scratch and
 (Zhang et al., IEEE TIP 2017) of at least the same parameter count. Both configs come from the same function
 (:func:`restoration_config`), so they share data, degradation, loss, schedule and evaluation; only the
 ``model.net`` entry differs. The configs use mmengine's root registries (no ``default_scope``) and
-``custom_imports=dict(imports=["densenas.tasks.restoration_mm"])``; run them with ``tools/train.py``.
+``custom_imports=dict(imports=["densenas.tasks.restoration.mm"])``; run them with ``tools/train.py``.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _irnas_net(arch: Arch, width: int, layers: int | None, blocks: int | None, i
                aspp: bool, ops: list[str] | None = None) -> tuple[dict[str, Any], int]:
     """The ``irnas`` net config of ``arch`` (validated by building it) and its parameter count."""
     from densenas.objectives import count_params
-    from densenas.tasks.restoration_mm import build_restoration_net, irnas_space_for_arch
+    from densenas.tasks.restoration.mm import build_restoration_net, irnas_space_for_arch
 
     space = irnas_space_for_arch(arch, width, layers, blocks, in_channels, aspp, ops)
     net = dict(type="irnas", arch=arch.to_dict(), width=int(width), layers=space.layers, blocks=space.blocks,
@@ -121,7 +121,7 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
     """
     from densenas.decoders.dncnn import dncnn_matching
     from densenas.arch import as_arch
-    from densenas.tasks.restoration_mm import LAYOUTS, TASKS
+    from densenas.tasks.restoration.mm import LAYOUTS, TASKS
 
     if baseline is not None and baseline not in BASELINES:
         raise ValueError(f"baseline {baseline!r}: use one of {BASELINES} (or None to export arch)")
@@ -160,7 +160,7 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
                        sampler=dict(type="DefaultSampler", shuffle=False), **loader)
     val_ds = dict(ds, split=val_split, crop=test_crop, test_mode=True)
     cfg = dict(
-        custom_imports=dict(imports=["densenas.tasks.restoration_mm"], allow_failed_imports=False),
+        custom_imports=dict(imports=["densenas.tasks.restoration.mm"], allow_failed_imports=False),
         model=dict(type="DenseNASRestorer", net=net, loss=dict(lam=float(lam)),
                    data_preprocessor=dict(type="DenseNASRestorationPreprocessor")),
         train_dataloader=dict(batch_size=batch_size, sampler=dict(type="InfiniteSampler", shuffle=True),

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import torch
 
 from .arch import Arch
-from .evaluation.result import Result
+from .result import Result
 
 RUNNING = "running"
 

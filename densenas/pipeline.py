@@ -121,7 +121,7 @@ def build_evaluator(cfg, space: SearchSpace, encoder: nn.Module, shapes: list[Sh
                     data: SegData, device: torch.device, work_dir: Path, seed: int = 0,
                     log: Callable = print) -> TwoStageEvaluator:
     """The two-stage evaluator, with the KD teacher trained (or loaded) once for the whole search."""
-    from .evaluation.teacher import train_teacher
+    from densenas.tasks.segmentation.teacher import train_teacher
 
     ecfg, tcfg = evaluator_config(cfg)
     teacher_logits = None

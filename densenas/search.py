@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from .arch import Arch
-from .evaluation.result import Result
+from .result import Result
 from .history import Candidate, History
 from .space import SearchSpace
 from .strategies.base import Strategy

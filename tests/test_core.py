@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from densenas.arch import Arch, Decision, InvalidArch
-from densenas.evaluation.result import Result
+from densenas.result import Result
 from densenas.history import History
 from densenas.search import run_search
 from densenas.strategies import RandomSearch
-from densenas.tasks.segmentation import confusion_matrix, seg_metrics, seg_reward
+from densenas.tasks.segmentation.losses import confusion_matrix, seg_metrics, seg_reward
 from toy import TARGET, ToyEvaluator, ToySpace
 
 HERE = Path(__file__).resolve().parent

@@ -19,7 +19,7 @@ from densenas.history import History
 from densenas.search import progress_line
 from densenas.strategies.darts import DartsCfg, DartsTrainer
 from densenas.supernet import DifferentiableSpace, Supernet
-from densenas.tasks.segmentation import seg_loss
+from densenas.tasks.segmentation.losses import seg_loss
 
 TOY_OPS = ("zero", "identity", "negate")
 

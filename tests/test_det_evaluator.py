@@ -14,9 +14,9 @@ from densenas.datasets.proxy_det import build_proxy_coco  # noqa: E402
 from densenas.decoders.nasfcos import NASFCOSSpace  # noqa: E402
 from densenas.decoders.nasfpn import NASFPNSpace  # noqa: E402
 from densenas.evaluation.detection import DetEvalCfg, DetectionEvaluator, detector_model_fn  # noqa: E402
-from densenas.evaluation.result import Result  # noqa: E402
+from densenas.result import Result  # noqa: E402
 from densenas.evaluation.two_stage import StageCfg  # noqa: E402
-from densenas.tasks.detection import (_kendall_tau_b, coco_ap, det_loss_reward, det_loss_total,  # noqa: E402
+from densenas.tasks.detection.metrics import (_kendall_tau_b, coco_ap, det_loss_reward, det_loss_total,  # noqa: E402
                                       kendall_tau, pack_det_samples)
 
 torch.set_num_threads(1)

@@ -15,7 +15,7 @@ from densenas.decoders.irnas_ops import (ASPP, IRNAS_OPS, NONE_OP, MixedOp, Torc
 from densenas.objectives import count_params
 from densenas.ops import OPS, build_op
 from densenas.space import ShapeSpec
-from densenas.tasks.restoration import add_gaussian_noise, restoration_loss
+from densenas.tasks.restoration.functional import add_gaussian_noise, restoration_loss
 
 REAL_OPS = [o for o in IRNAS_OPS if o != NONE_OP]
 

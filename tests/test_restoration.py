@@ -17,7 +17,7 @@ from densenas.datasets.imagefolder import (PROXY_TRAIN_SOURCES, PROXY_VAL_SOURCE
                                            CleanImageFolder, RainPairFolder, build_proxy_restoration)
 from densenas.datasets.proxy import load_source_images
 from densenas.datasets.restore_fixtures import write_bsd_fixture, write_rain100_fixture
-from densenas.tasks.restoration import (BSD500_SIGMAS, RestorationTask, add_gaussian_noise, add_rain,
+from densenas.tasks.restoration.functional import (BSD500_SIGMAS, RestorationTask, add_gaussian_noise, add_rain,
                                         evaluate_restoration, motion_blur_kernel, psnr, psnr_ssim, rain_streaks,
                                         restoration_loss, restoration_reward, restoration_score_fn,
                                         ssim)

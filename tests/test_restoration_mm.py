@@ -18,8 +18,8 @@ from densenas.decoders.dncnn import DnCNN, dncnn_params
 from densenas.decoders.irnas import IRNASNet, IRNASSpace
 from densenas.export_restoration import restoration_config, restoration_pair
 from densenas.objectives import count_params
-from densenas.tasks.restoration import restoration_loss
-from densenas.tasks.restoration_mm import (DenseNASRestorationDataset, DenseNASRestorationMetric,
+from densenas.tasks.restoration.functional import restoration_loss
+from densenas.tasks.restoration.mm import (DenseNASRestorationDataset, DenseNASRestorationMetric,
                                            DenseNASRestorationPreprocessor, DenseNASRestorer,
                                            build_restoration_net)
 
@@ -216,7 +216,7 @@ def test_exported_configs_train_and_test_with_the_runner(arch, bsd, tmp_path):
                                    batch_size=2, width=4, dncnn_depth=5, workers=0,
                                    work_dir=str(tmp_path / "wd"))
     cf, cb = Config.fromfile(found), Config.fromfile(base)
-    assert "default_scope" not in cf and cf.custom_imports.imports == ["densenas.tasks.restoration_mm"]
+    assert "default_scope" not in cf and cf.custom_imports.imports == ["densenas.tasks.restoration.mm"]
     assert cf.train_cfg.type == "IterBasedTrainLoop" and cf.train_cfg.max_iters == 2
     assert cf.val_cfg.type == "ValLoop" and cf.test_cfg.type == "TestLoop"
     ck = cf.default_hooks.checkpoint

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from densenas.arch import Arch, Decision, InvalidArch
-from densenas.evaluation.result import Result
+from densenas.result import Result
 from densenas.space import TableSpace
 from densenas.strategies import (RandomSearch, RegularizedEvolution, ReinforceController, Strategy,
                                  build_strategy)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from densenas.arch import Arch
-from densenas.evaluation.result import Result
+from densenas.result import Result
 from densenas.history import History
 
 ROOT = Path(__file__).resolve().parents[1]

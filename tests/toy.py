@@ -5,7 +5,7 @@ import math
 import time
 
 from densenas.arch import Arch, Decision
-from densenas.evaluation.result import Result
+from densenas.result import Result
 from densenas.space import SearchSpace
 
 TARGET = (2, 0, 1, 2, 1)

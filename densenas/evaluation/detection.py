@@ -35,11 +35,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..arch import Arch
 from ..objectives import count_madds, count_params
 from ..space import SearchSpace
-from ..tasks.detection import coco_ap, det_loss_total, pack_det_samples
+from densenas.tasks.detection.metrics import coco_ap, det_loss_total, pack_det_samples
 from .cache import FeatureCache
-from .result import Result
-from .teacher import set_norm_eval
-from .two_stage import Diverged, RunningMean, StageCfg, failure_reason
+from ..result import Result
+from .common import Diverged, RunningMean, StageCfg, failure_reason, set_norm_eval
 
 DetSplit = tuple[Tensor, Sequence[Tensor], Sequence[Tensor]]
 REWARDS = ("neg_loss", "ap")

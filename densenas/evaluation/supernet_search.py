@@ -28,7 +28,7 @@ from ..history import History
 from ..search import Progress
 from ..strategies.darts import DartsCfg, DartsTrainer, Split
 from ..supernet import DifferentiableSpace, Supernet
-from .result import Result
+from ..result import Result
 
 CHECKPOINT = "supernet.pth"
 DERIVED = "derived_arch.json"
@@ -56,7 +56,7 @@ def split_halves(train: Split, seed: int = 0) -> tuple[Split, Split]:
 
 def seg_score_fn(num_classes: int, batch_size: int = 8) -> ScoreFn:
     """Score of a segmentation supernet on a split: ``(seg_reward, {miou, fwiou, pixel_acc})``."""
-    from ..tasks.segmentation import confusion_matrix, resize_logits, seg_metrics, seg_reward
+    from densenas.tasks.segmentation.losses import confusion_matrix, resize_logits, seg_metrics, seg_reward
 
     def score(supernet: Supernet, val: Split) -> tuple[float, dict[str, float]]:
         was_training = supernet.training
@@ -226,7 +226,7 @@ def search_segmentation(space: DifferentiableSpace, train: Split, val: Split, nu
                         device: str | torch.device = "cpu", time_budget_s: float | None = None,
                         on_progress: Callable[[Progress], None] | None = None) -> Arch | None:
     """:func:`search_supernet` for segmentation: pixel-wise cross entropy, reward of :func:`seg_score_fn`."""
-    from ..tasks.segmentation import seg_loss
+    from densenas.tasks.segmentation.losses import seg_loss
 
     batch = darts.batch_size if isinstance(darts, DartsCfg) else dict(darts or {}).get("batch_size", 8)
     return search_supernet(space, train, val, seg_loss, seg_score_fn(num_classes, batch), history, work_dir,

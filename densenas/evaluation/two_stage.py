@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -23,37 +22,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..arch import Arch
 from ..objectives import count_madds, count_params
 from ..space import SearchSpace, ShapeSpec
-from ..tasks.segmentation import confusion_matrix, kd_loss, resize_logits, seg_loss, seg_metrics, seg_reward
+from densenas.tasks.segmentation.losses import confusion_matrix, kd_loss, resize_logits, seg_loss, seg_metrics, seg_reward
 from .cache import FeatureCache
-from .result import Result
-from .teacher import set_norm_eval
-
-
-class Diverged(FloatingPointError):
-    """Training produced a non-finite loss."""
-
-
-def failure_reason(e: BaseException) -> str:
-    """Why a candidate failed, for its history row: divergence, out of memory, or the error and where."""
-    if isinstance(e, Diverged):
-        return f"diverged: {e}"
-    if isinstance(e, torch.OutOfMemoryError):
-        return f"out of memory: {str(e).splitlines()[0]}"
-    if isinstance(e, MemoryError):
-        return "out of memory (host)"
-    where = traceback.extract_tb(e.__traceback__)[-1]
-    return f"{type(e).__name__}: {e} (at {where.filename}:{where.lineno})"
-
-
-@dataclass
-class StageCfg:
-    """Optimisation budget of one stage."""
-
-    iters: int = 100
-    batch_size: int = 16
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    encoder_lr_mult: float = 0.1  # stage 2 only
+from ..result import Result
+from .common import Diverged, RunningMean, StageCfg, failure_reason, set_norm_eval
 
 
 @dataclass
@@ -75,21 +47,6 @@ def _split(out) -> tuple[Tensor, list[Tensor]]:
     if isinstance(out, (tuple, list)):
         return out[0], list(out[1])
     return out, []
-
-
-class RunningMean:
-    """The early-stopping memory of Nekrasov et al.: stage-1 rewards of earlier candidates."""
-
-    stage1_rewards: list[float]
-
-    def restore(self, results: list[Result]) -> None:
-        """Rebuild the early-stopping running mean from the finished candidates of a history."""
-        self.stage1_rewards = [r.metrics["stage1_reward"] for r in results
-                               if r is not None and "stage1_reward" in r.metrics]
-
-    @property
-    def running_mean(self) -> float | None:
-        return sum(self.stage1_rewards) / len(self.stage1_rewards) if self.stage1_rewards else None
 
 
 class TwoStageEvaluator(RunningMean):

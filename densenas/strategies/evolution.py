@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..arch import Arch
-from ..evaluation.result import Result
+from ..result import Result
 from ..space import SearchSpace
 from .base import Strategy
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..arch import Arch, InvalidArch
-from ..evaluation.result import Result
+from ..result import Result
 from ..space import SearchSpace
 from .base import Strategy
 

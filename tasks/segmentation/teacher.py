@@ -16,9 +16,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from ..space import ShapeSpec
-from ..tasks.segmentation import seg_loss
-from .cache import fingerprint
+from densenas.space import ShapeSpec
+from densenas.tasks.segmentation.losses import seg_loss
+from densenas.evaluation.cache import fingerprint
+from densenas.evaluation.common import set_norm_eval
 
 
 class TeacherNet(nn.Module):
@@ -43,13 +44,6 @@ class TeacherNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(self.encoder(x))
-
-
-def set_norm_eval(module: nn.Module) -> None:
-    """Put every BatchNorm layer of ``module`` in eval mode (frozen statistics, mmseg ``norm_eval``)."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
 
 
 def train_teacher(encoder: nn.Module, shapes: list[ShapeSpec], images: Tensor, labels: Tensor,

@@ -7,13 +7,13 @@ evaluated with PSNR/SSIM. Registers, on import, in mmengine's root registries (s
 ``default_scope``):
 
 * ``MODELS``: ``DenseNASRestorer`` (a ``BaseModel`` around :class:`~densenas.decoders.irnas.IRNASNet` or
-  :class:`~densenas.decoders.dncnn.DnCNN`, trained with :func:`~densenas.tasks.restoration.restoration_loss`)
+  :class:`~densenas.decoders.dncnn.DnCNN`, trained with :func:`~densenas.tasks.restoration.functional.restoration_loss`)
   and ``DenseNASRestorationPreprocessor`` (stacks images and moves them to the model's device);
 * ``DATASETS``: ``DenseNASRestorationDataset`` (BSD500 clean images degraded on the fly, or Rain100 pairs;
   test degradations are fixed per image so every evaluation sees the same inputs);
 * ``METRICS``: ``DenseNASRestorationMetric`` (mean per-image PSNR and SSIM, keys ``psnr`` / ``ssim``).
 
-Use from a config with ``custom_imports=dict(imports=["densenas.tasks.restoration_mm"])``;
+Use from a config with ``custom_imports=dict(imports=["densenas.tasks.restoration.mm"])``;
 :func:`densenas.export_restoration.restoration_config` writes such configs.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from densenas.arch import Arch, InvalidArch, as_arch
 from densenas.datasets.imagefolder import CleanImageFolder, RainPairFolder
 from densenas.decoders.dncnn import DnCNN
 from densenas.decoders.irnas import IRNASSpace
-from densenas.tasks.restoration import (add_gaussian_noise, add_rain, psnr, psnr_ssim, restoration_loss)
+from densenas.tasks.restoration.functional import (add_gaussian_noise, add_rain, psnr, psnr_ssim, restoration_loss)
 
 NET_TYPES = ("irnas", "dncnn")
 LAYOUTS = ("bsd", "rain100")
@@ -311,7 +311,7 @@ class DenseNASRestorationDataset(Dataset):
 # ------------------------------------------------------------------------------------------- metric
 @METRICS.register_module(force=True)
 class DenseNASRestorationMetric(BaseMetric):
-    """Mean per-image PSNR (dB) and SSIM (scikit-image, :func:`~densenas.tasks.restoration.psnr_ssim`).
+    """Mean per-image PSNR (dB) and SSIM (scikit-image, :func:`~densenas.tasks.restoration.functional.psnr_ssim`).
 
     Predictions are clipped to ``[0, 1]``; keys are ``psnr`` and ``ssim`` (no prefix unless given, so
     ``CheckpointHook(save_best="psnr")`` finds them).

@@ -1,0 +1,1 @@
+"""densenas.tasks.detection"""
