@@ -17,8 +17,24 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
+    # Plugins (densenas/plugins.py): the core finds tasks and search spaces by name through these groups;
+    # another package adds its own by declaring entry points in the same groups.
+    entry_points={
+        "densenas.task_plugins": [
+            "segmentation = densenas.tasks.segmentation.task:SegmentationTask",
+            "detection = densenas.tasks.detection.task:DetectionTask",
+            "restoration = densenas.tasks.restoration.task:RestorationTask",
+        ],
+        "densenas.space_plugins": [
+            "auxcell = densenas.decoders.auxcell:AuxCellSpace",
+            "autodeeplab = densenas.decoders.autodeeplab:AutoDeepLabSpace",
+            "irnas = densenas.decoders.irnas:IRNASSpace",
+            "nasfcos = densenas.decoders.nasfcos:NASFCOSSpace",
+            "nasfpn = densenas.decoders.nasfpn:NASFPNSpace",
+        ],
+    },
     install_requires=[
         "torch==2.14.1", "torchvision==0.29.1", "mmengine==0.10.7", "mmcv==2.1.0",
-        "mmdet==3.3.0", "mmsegmentation==1.2.2", "pycocotools", "scikit-image", "rich", "matplotlib",
+        "mmdet==3.3.0", "mmsegmentation==1.2.2", "timm==1.0.15", "pycocotools", "scikit-image", "rich", "matplotlib",
     ],
 )

@@ -26,12 +26,10 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 # OpenMP threads that spin while waiting make torch on a busy 2-core machine 5-10x slower (measured);
 # sleeping waits cost nothing measurable when the machine is idle. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -57,9 +55,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from densenas.config import load_config, section
-    from densenas.pipeline import build_backbone, build_space, resolve_device
-    from densenas.pipeline_det import build_det_data, build_det_evaluator
+    from densenas.build import build_search
+    from densenas.config import load_config
     from densenas.tasks.detection.metrics import kendall_tau
 
     shard, num_shards = (int(v) for v in args.shard.split("/"))
@@ -74,11 +71,8 @@ def main() -> None:
     rows_dir = work / (f"{Path(args.config).stem}{options}_n{args.archs}_seed{args.seed}_long{args.long_iters}"
                        f"_proxy{scales}{'_rep' if args.repeat else ''}")
     rows_dir.mkdir(parents=True, exist_ok=True)
-    data = build_det_data(section(cfg, "data"), source=args.config, log=lambda s: None)
-    encoder, shapes = build_backbone(section(cfg, "backbone", {}), source=args.config)
-    space = build_space(section(cfg, "space"), len(data.classes), source=args.config)
-    ev = build_det_evaluator(cfg, space, encoder, shapes, data, resolve_device(cfg.get("device", "auto")),
-                             work, log=lambda s: None)
+    search = build_search(cfg, work_dir=work, log=lambda s: None)
+    space, ev = search.space, search.evaluator
     base = dataclasses.replace(ev.cfg, early_stop=False, measure_cost=False)
     budgets = {}  # proxy label -> evaluator config at that budget
     for scale in args.proxy_scales:

@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 # OpenMP threads that spin while waiting make torch on a busy 2-core machine 5-10x slower (measured);
 # sleeping waits cost nothing measurable when the machine is idle. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -61,24 +59,22 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     args = p.parse_args()
 
-    from densenas.config import build_dataclass, load_config, section
-    from densenas.evaluation.two_stage import TwoStageCfg, TwoStageEvaluator
-    from densenas.pipeline import build_backbone, build_data, build_space
+    from densenas.build import build_search
+    from densenas.config import load_config
+    from densenas.evaluation.proxy import ProxyTrainer
 
     torch.manual_seed(0)
-    cfg = load_config(args.config)
-    data = build_data(section(cfg, "data"))
-    encoder, shapes = build_backbone(section(cfg, "backbone", {}))
-    space = build_space(section(cfg, "space"), data.num_classes)
-    ecfg = build_dataclass("evaluator", TwoStageCfg, section(cfg, "evaluator", {}))
-    ecfg.measure_cost = False
-    ev = TwoStageEvaluator(space, encoder, shapes, data.train, data.val, ecfg, log=lambda s: None)
+    cfg = load_config(args.config, ["task.teacher=None"])  # KD off: the step timings compare feature paths
+    search = build_search(cfg, log=lambda s: None)
+    space, encoder, shapes, ev = search.space, search.encoder, search.shapes, search.evaluator
+    ecfg = dataclasses.replace(ev.cfg, measure_cost=False)
+    train = (search.task.images("train"), search.task.data.train[1])
 
     # 1. cached features vs recomputing the encoder
     decoder = space.build(space.default_arch(), shapes).train()
-    cached, recomputed = step_times(encoder, decoder, *data.train, ev.train_cache, args.steps,
+    cached, recomputed = step_times(encoder, decoder, *train, ev.caches["train"], args.steps,
                                     ecfg.stage1.batch_size)
-    print(f"stage-1 step, batch {ecfg.stage1.batch_size} at {data.train[0].shape[-1]}px: "
+    print(f"stage-1 step, batch {ecfg.stage1.batch_size} at {train[0].shape[-1]}px: "
           f"cached {cached * 1e3:.1f} ms vs recomputed encoder {recomputed * 1e3:.1f} ms "
           f"-> {recomputed / cached:.2f}x faster with the cache "
           f"(one-off cache cost {ev.cache_seconds:.2f}s = {ev.cache_seconds / cached:.0f} cached steps)")
@@ -87,8 +83,8 @@ def main() -> None:
     # arch by arch so that machine load changes hit both sides alike
     rng = np.random.default_rng(0)
     archs = [space.sample(rng) for _ in range(args.archs)]
-    evs = {early: TwoStageEvaluator(space, encoder, shapes, data.train, data.val,
-                                    dataclasses.replace(ecfg, early_stop=early), log=lambda s: None)
+    evs = {early: ProxyTrainer(search.task, space, encoder, shapes, dataclasses.replace(ecfg, early_stop=early),
+                               log=lambda s: None)
            for early in (True, False)}
     secs = {True: 0.0, False: 0.0}
     res: dict[bool, list] = {True: [], False: []}

@@ -20,7 +20,6 @@ import argparse
 import ast
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 # OpenMP threads that spin while waiting make torch on a busy 2-core machine 5-10x slower (measured);
 # sleeping waits cost nothing measurable when the machine is idle. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

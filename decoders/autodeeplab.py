@@ -18,9 +18,8 @@ from ``(l-1, s/2)``, ``(l-1, s)``, ``(l-1, 2s)`` weighted by β. β is normalise
 of each node (``β_{s→s/2} + β_{s→s} + β_{s→2s} = 1``, invalid moves excluded), so it reads as
 transition probabilities and the path is decoded by Viterbi (:mod:`densenas.viterbi`) with the
 one-level band mask. Only lattice nodes reachable from the stem are built and computed; ``none`` ops are
-never computed; cells can be gradient-checkpointed (``checkpoint_cells``) to trade compute for activation
-memory. An ASPP head sits on every stride of the last layer; their logits are upsampled to the input size
-and summed.
+never computed; cells can be gradient-checkpointed (``checkpoint_cells``) to trade compute for memory.
+An ASPP head sits on every stride of the last layer; their logits are upsampled to the input and summed.
 
 A cell's H^{l-2} input is the node at the same stride two layers back when it exists, else the nearest
 reachable one; the stem's stride-2 and stride-4 maps play H^{-2} and H^{-1}. Inputs at another stride are
@@ -38,7 +37,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from densenas.arch import Arch, Decision, InvalidArch
-from densenas.space import ShapeSpec
+from densenas.ops import check_ops
+from densenas.space import ShapeSpec, as_shapes, describe_shapes
 from densenas.supernet import DifferentiableSpace, Supernet
 from densenas.viterbi import band_transitions, viterbi
 
@@ -66,13 +66,14 @@ def _level_sizes(h4: int, w4: int) -> list[tuple[int, int]]:
     return [(-(-h4 // 2 ** k), -(-w4 // 2 ** k)) for k in range(len(STRIDES))]
 
 
-def _in_channels(in_shapes: Mapping[str, ShapeSpec] | Sequence[ShapeSpec] | None) -> int:
-    if in_shapes is None:
-        return 3
-    shapes = list(in_shapes.values()) if isinstance(in_shapes, Mapping) else list(in_shapes)
-    if len(shapes) != 1:
-        raise ValueError(f"Auto-DeepLab reads one input image, got {len(shapes)} input shapes")
-    return int(shapes[0].channels)
+def _in_channels(in_shapes: Mapping[str, ShapeSpec] | None) -> int:
+    """Image channels from ``None`` (3) or ``{"image": ShapeSpec(channels, 1)}`` (no encoder shapes)."""
+    shapes = as_shapes(in_shapes, "autodeeplab")
+    values = [ShapeSpec(3, 1)] if shapes is None else list(shapes.values())
+    if len(values) != 1 or values[0].stride != 1:
+        raise ValueError(f"Auto-DeepLab reads one input image, e.g. {{'image': ShapeSpec(3, 1)}}, got "
+                         f"{describe_shapes(shapes)}")
+    return int(values[0].channels)
 
 
 # ------------------------------------------------------------------------------------------ decoding
@@ -139,11 +140,9 @@ class AutoDeepLabSpace(DifferentiableSpace):
                  ops: Sequence[str] | None = None, aspp_rates: Sequence[int] = (24, 12, 6, 3),
                  aspp_channels: int = 32, stem_channels: int | None = None,
                  checkpoint_cells: bool = False):
-        ops = tuple(AUTODEEPLAB_OPS if ops is None else ops)
-        unknown = [o for o in ops if o not in OP_FACTORIES]
-        if unknown or len(set(ops)) != len(ops) or not [o for o in ops if o != NONE]:
-            raise ValueError(f"ops must be distinct Auto-DeepLab ops with at least one besides 'none', "
-                             f"got {list(ops)} (unknown: {unknown}; known: {list(OP_FACTORIES)})")
+        ops = check_ops(AUTODEEPLAB_OPS if ops is None else ops, OP_FACTORIES)  # the Auto-DeepLab table
+        if ops == (NONE,):
+            raise ValueError(f"ops must hold at least one besides {NONE!r} (a real operation), got {list(ops)}")
         for k, v in dict(num_classes=num_classes, layers=layers, blocks=blocks,
                          filter_multiplier=filter_multiplier, aspp_channels=aspp_channels).items():
             if int(v) < 1:
@@ -250,21 +249,19 @@ class AutoDeepLabSpace(DifferentiableSpace):
         return AutoDeepLabFeatures(self, self.genotype(arch), [STRIDES.index(s) for s in self.path(arch)],
                                    in_channels)
 
-    def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | Sequence[ShapeSpec] | None = None
-              ) -> "AutoDeepLabNet":
+    def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> "AutoDeepLabNet":
         """The decoded network: stem, cells along the path, ASPP, logits at the input size.
 
         Args:
             arch: a valid arch of this space.
-            in_shapes: optional single :class:`ShapeSpec` of the input image (channels; default 3).
+            in_shapes: ``None`` (an RGB image) or ``{"image": ShapeSpec(channels, 1)}`` (no encoder).
         """
         feats = self.build_features(arch, _in_channels(in_shapes))
         level = STRIDES.index(self.path(arch)[-1])
         head = ASPP(feats.out_channels, self.aspp_channels, self.num_classes, (self.aspp_rates[level],))
         return AutoDeepLabNet(feats, head, arch)
 
-    def build_supernet(self, in_shapes: Mapping[str, ShapeSpec] | Sequence[ShapeSpec] | None = None
-                       ) -> "AutoDeepLabSupernet":
+    def build_supernet(self, in_shapes: Mapping[str, ShapeSpec] | None = None) -> "AutoDeepLabSupernet":
         return AutoDeepLabSupernet(self, _in_channels(in_shapes))
 
 

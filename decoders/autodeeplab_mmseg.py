@@ -7,7 +7,7 @@ mmseg's ``MODELS`` registry; the head is mmseg's own ``ASPPHead`` with dilations
 output stride. :func:`autodeeplab_model_dict` writes the ``model=dict(...)`` of such an
 ``EncoderDecoder`` for the exporter and ``tools/train.py``.
 
-Use from a config with ``custom_imports=dict(imports=["densenas.decoders.autodeeplab_mmseg"],
+Use from a config with ``custom_imports=dict(imports=["densenas.tasks.segmentation.mm"],
 allow_failed_imports=False)`` (:data:`CUSTOM_IMPORTS`).
 """
 from __future__ import annotations
@@ -19,7 +19,6 @@ from torch import Tensor
 
 try:
     from mmengine.model import BaseModule
-    from mmseg.registry import MODELS
 except ImportError as e:  # pragma: no cover - exercised only without the OpenMMLab stack
     raise ImportError("densenas.decoders.autodeeplab_mmseg needs mmengine and mmsegmentation 1.x") from e
 
@@ -27,11 +26,10 @@ from densenas.arch import Arch, as_arch
 from densenas.decoders.autodeeplab import space_for_arch
 
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
-CUSTOM_IMPORTS = dict(imports=["densenas.decoders.autodeeplab_mmseg"], allow_failed_imports=False)
+CUSTOM_IMPORTS = dict(imports=["densenas.tasks.segmentation.mm"], allow_failed_imports=False)
 ArchLike = Arch | Mapping[str, Any] | str | Path
 
 
-@MODELS.register_module(force=True)
 class AutoDeepLabBackbone(BaseModule):
     """Stem + cells of a decoded Auto-DeepLab arch; ``forward`` returns ``[last feature map]``.
 

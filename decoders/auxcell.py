@@ -8,7 +8,8 @@ After "Fast Neural Architecture Search of Compact Semantic Segmentation Models v
   (pool index ``num_inputs + j`` is the output of cell ``j``);
 * one cell template shared by all cells: per block ``b``, two inputs ``tmpl.b{b}.in0/in1`` (``0``/``1``
   are the cell's two inputs, ``2 + j`` the output of block ``j < b``), an operation on each
-  (``tmpl.b{b}.op0/op1``, names of :data:`densenas.ops.OPS`) and how to merge them
+  (``tmpl.b{b}.op0/op1``, names of the space's table :data:`OPS`, the core :data:`densenas.ops.OPS`)
+  and how to merge them
   (``tmpl.b{b}.merge``: ``sum``, or ``concat`` followed by conv1x1-BN-ReLU).
 
 Every index decision's options are in range by construction; the one constraint :meth:`AuxCellSpace.check`
@@ -33,10 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from densenas.arch import Arch, Decision, InvalidArch
-from densenas.ops import OPS, PRIMITIVES, ConvBNReLU, build_op
-from densenas.space import SearchSpace, ShapeSpec
+from densenas.ops import OPS, PRIMITIVES, ConvBNReLU, build_op, check_ops
+from densenas.space import SearchSpace, ShapeSpec, as_shapes
 
 MERGES = ("sum", "concat")
+# The operation table of this space is the core one, :data:`densenas.ops.OPS` (default candidates
+# :data:`densenas.ops.PRIMITIVES`); both are re-exported here as ``OPS`` / ``PRIMITIVES``.
 
 
 class BlockSpec(NamedTuple):
@@ -61,8 +64,8 @@ class Block(nn.Module):
     def __init__(self, spec: BlockSpec, width: int):
         super().__init__()
         self.spec = spec
-        self.op0 = build_op(spec.op0, width)
-        self.op1 = build_op(spec.op1, width)
+        self.op0 = build_op(spec.op0, width, OPS)
+        self.op1 = build_op(spec.op1, width, OPS)
         self.fuse = ConvBNReLU(2 * width, width, 1) if spec.merge == "concat" else None
 
     def forward(self, states: list[torch.Tensor]) -> torch.Tensor:
@@ -207,7 +210,7 @@ class AuxCellSpace(SearchSpace):
         num_cells: decoder cells.
         blocks_per_cell: blocks in the shared cell template.
         num_inputs: encoder levels the decoder receives (finest first, by convention).
-        ops: candidate operations (keys of :data:`densenas.ops.OPS`); default :data:`PRIMITIVES`.
+        ops: candidate operations (keys of :data:`OPS`); default :data:`PRIMITIVES`.
         aux: build auxiliary heads (training-time intermediate supervision).
     """
 
@@ -215,11 +218,7 @@ class AuxCellSpace(SearchSpace):
 
     def __init__(self, num_classes: int, width: int = 48, num_cells: int = 3, blocks_per_cell: int = 2,
                  num_inputs: int = 4, ops: Sequence[str] | None = None, aux: bool = True):
-        ops = tuple(PRIMITIVES if ops is None else ops)
-        unknown = [o for o in ops if o not in OPS]
-        if unknown or not ops or len(set(ops)) != len(ops):
-            raise ValueError(f"ops must be distinct known operations, got {list(ops)} "
-                             f"(unknown: {unknown}; known: {sorted(OPS)})")
+        ops = check_ops(PRIMITIVES if ops is None else ops, OPS)
         for k, v in dict(num_classes=num_classes, width=width, num_cells=num_cells,
                          blocks_per_cell=blocks_per_cell, num_inputs=num_inputs).items():
             if int(v) < 1:
@@ -298,43 +297,43 @@ class AuxCellSpace(SearchSpace):
         return arch
 
     # ------------------------------------------------------------------ build
-    def _shapes(self, in_shapes: Sequence[ShapeSpec] | Mapping[str, ShapeSpec]) -> list[ShapeSpec]:
-        shapes = list(in_shapes.values()) if isinstance(in_shapes, Mapping) else list(in_shapes)
-        if len(shapes) != self.num_inputs:
-            raise ValueError(f"space expects {self.num_inputs} encoder levels, got {len(shapes)} shapes")
-        return shapes
-
-    def build(self, arch: Arch, in_shapes: Sequence[ShapeSpec] | Mapping[str, ShapeSpec]
-              ) -> AuxCellDecoder:
+    def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> AuxCellDecoder:
         """Build the decoder for ``arch`` on encoder levels of the given shapes (finest first).
 
         Args:
             arch: a valid arch of this space.
-            in_shapes: one :class:`ShapeSpec` per encoder level (a mapping is read in its order).
+            in_shapes: ``{level name: ShapeSpec}`` of the ``num_inputs`` encoder levels, finest first (the
+                shapes ``densenas.backbones.build_backbone`` returns).
 
         Returns:
             The decoder (see :class:`AuxCellDecoder` for the forward contract).
+
+        Raises:
+            InvalidArch: ``arch`` is not in this space.
+            TypeError: ``in_shapes`` is a list (pass the dict).
+            ValueError: ``in_shapes`` is ``None`` or does not hold ``num_inputs`` levels.
         """
         self.check(arch)
-        return AuxCellDecoder(self.cell_inputs(arch), self.template(arch), self._shapes(in_shapes),
-                              self.width, self.num_classes, aux=self.aux, arch=arch)
+        shapes = self.encoder_shapes(in_shapes, self.num_inputs)
+        return AuxCellDecoder(self.cell_inputs(arch), self.template(arch), shapes, self.width,
+                              self.num_classes, aux=self.aux, arch=arch)
 
-    def output_stride(self, arch: Arch, in_shapes: Sequence[ShapeSpec] | Mapping[str, ShapeSpec]) -> int:
+    def output_stride(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec]) -> int:
         """Stride of the logits ``build(arch, in_shapes)`` would produce (without building it)."""
         self.check(arch)
-        strides = [s.stride for s in self._shapes(in_shapes)]
+        strides = [s.stride for s in self.encoder_shapes(in_shapes, self.num_inputs)]
         for a, b in self.cell_inputs(arch):
             strides.append(min(strides[a], strides[b]))
         consumed = {i for c in self.cell_inputs(arch) for i in c}
         return min(strides[self.num_inputs + k] for k in range(self.num_cells)
                    if self.num_inputs + k not in consumed)
 
-    def describe(self, arch: Arch, in_shapes: Sequence[ShapeSpec] | None = None) -> str:
+    def describe(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> str:
         """Multi-line human-readable summary of ``arch`` (with strides when ``in_shapes`` is given)."""
         self.check(arch)
         n = self.num_inputs
-        strides: list[int | None] = [s.stride for s in self._shapes(in_shapes)] if in_shapes \
-            else [None] * n
+        strides: list[int | None] = [s.stride for s in self.encoder_shapes(in_shapes, n)] \
+            if as_shapes(in_shapes, self.name) is not None else [None] * n
 
         def name(i: int) -> str:
             s = f" (s{strides[i]})" if strides[i] else ""
@@ -358,7 +357,7 @@ class AuxCellSpace(SearchSpace):
 def space_for_arch(arch: Arch, num_classes: int, width: int = 48, num_inputs: int = 4,
                    ops: Sequence[str] | None = None, aux: bool = True) -> AuxCellSpace:
     """The aux-cell space an exported ``arch`` belongs to: cell and block counts are read off its
-    decision names, the op set defaults to every registered op (so any searched op set fits)."""
+    decision names, the op set defaults to every op of :data:`OPS` (so any searched op set fits)."""
     names = [k for k, _ in arch.choices]
     return AuxCellSpace(
         num_classes, width=width,

@@ -34,12 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from densenas.arch import Arch, Decision, InvalidArch
-from densenas.ops import OPS, ConvBNReLU, build_op
-from densenas.space import ShapeSpec
+from densenas.ops import ConvBNReLU, build_op, check_ops
+from densenas.space import ShapeSpec, as_shapes, describe_shapes
 from densenas.supernet import DifferentiableSpace, Supernet
 from densenas.viterbi import band_transitions, viterbi
 
-from .irnas_ops import IRNAS_OPS, NONE_OP, MixedOp, RestorationHead, stem
+from .irnas_ops import IRNAS_OPS, NONE_OP, OPS, MixedOp, RestorationHead, stem
 
 WIDTH_MULTS: tuple[int, ...] = (1, 2, 4)
 """Width options of every layer, as multiples of the base width ``W``."""
@@ -70,7 +70,7 @@ class IRNASCell(nn.Module):
         self.pre0 = ConvBNReLU(c_prev, channels, 1)
         uses_1 = any(1 in (b.in0, b.in1) for b in self.blocks)
         self.pre1 = ConvBNReLU(c_prev_prev, channels, 1) if uses_1 else None
-        self.ops = nn.ModuleList(nn.ModuleList([build_op(b.op0, channels), build_op(b.op1, channels)])
+        self.ops = nn.ModuleList(nn.ModuleList([build_op(b.op0, channels, OPS), build_op(b.op1, channels, OPS)])
                                  for b in self.blocks)
         self.out = ConvBNReLU(len(self.blocks) * channels, channels, 1)
 
@@ -224,7 +224,8 @@ class IRNASSpace(DifferentiableSpace):
         width: base width ``W``; layers are ``W``, ``2W`` or ``4W`` channels wide.
         layers: number of cells ``L``.
         blocks: blocks per cell ``B``.
-        ops: candidate operations of the supernet (keys of :data:`densenas.ops.OPS` and/or ``"none"``);
+        ops: candidate operations of the supernet (keys of the IR-NAS table
+            :data:`densenas.decoders.irnas_ops.OPS` and/or ``"none"``);
             the discrete decisions offer all but ``none``. Default: the paper's six.
         aspp: append ASPP after the last cell.
     """
@@ -233,11 +234,9 @@ class IRNASSpace(DifferentiableSpace):
 
     def __init__(self, in_channels: int = 3, width: int = 8, layers: int = 4, blocks: int = 2,
                  ops: Sequence[str] | None = None, aspp: bool = True):
-        ops = tuple(IRNAS_OPS if ops is None else ops)
-        unknown = [o for o in ops if o not in OPS and o != NONE_OP]
-        if unknown or len(set(ops)) != len(ops) or not [o for o in ops if o != NONE_OP]:
-            raise ValueError(f"ops must be distinct known operations with at least one besides "
-                             f"{NONE_OP!r}, got {list(ops)} (unknown: {unknown}; known: {sorted(OPS)})")
+        ops = check_ops(IRNAS_OPS if ops is None else ops, OPS, allow=(NONE_OP,))
+        if ops == (NONE_OP,):
+            raise ValueError(f"ops must hold at least one besides {NONE_OP!r} (a real operation), got {list(ops)}")
         for k, v in dict(in_channels=in_channels, width=width, layers=layers, blocks=blocks).items():
             if int(v) < 1:
                 raise ValueError(f"{k} must be >= 1, got {v}")
@@ -299,21 +298,22 @@ class IRNASSpace(DifferentiableSpace):
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ build
-    def _check_shapes(self, in_shapes: Mapping[str, ShapeSpec] | Sequence[ShapeSpec] | None) -> None:
-        if in_shapes is None:
+    def _check_shapes(self, in_shapes: Mapping[str, ShapeSpec] | None) -> None:
+        shapes = as_shapes(in_shapes, self.name)
+        if shapes is None:
             return
-        shapes = list(in_shapes.values()) if isinstance(in_shapes, Mapping) else list(in_shapes)
-        if len(shapes) != 1 or shapes[0].channels != self.in_channels or shapes[0].stride != 1:
-            raise ValueError(f"irnas restores an image: expected one input ShapeSpec(channels="
-                             f"{self.in_channels}, stride=1), got {shapes}")
+        values = list(shapes.values())
+        if len(values) != 1 or values[0].channels != self.in_channels or values[0].stride != 1:
+            raise ValueError(f"irnas restores an image (no encoder): expected one input ShapeSpec(channels="
+                             f"{self.in_channels}, stride=1), e.g. {{'image': ShapeSpec({self.in_channels}, 1)}}, "
+                             f"or None; got {describe_shapes(shapes)}")
 
-    def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | Sequence[ShapeSpec] | None = None
-              ) -> IRNASNet:
-        """Build the discrete restoration network of ``arch``.
+    def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> IRNASNet:
+        """Build the discrete restoration network of ``arch`` (it takes the image, not an encoder).
 
         Args:
             arch: a valid arch of this space.
-            in_shapes: ``None`` or the single image input ``ShapeSpec(in_channels, 1)``.
+            in_shapes: ``None`` or ``{"image": ShapeSpec(in_channels, 1)}``.
 
         Returns:
             The network; ``forward(degraded) -> restored`` with the input's shape.
@@ -322,8 +322,7 @@ class IRNASSpace(DifferentiableSpace):
         self._check_shapes(in_shapes)
         return IRNASNet(self.cell(arch), self.widths(arch), self.in_channels, self.aspp, arch=arch)
 
-    def build_supernet(self, in_shapes: Mapping[str, ShapeSpec] | Sequence[ShapeSpec] | None = None
-                       ) -> IRNASSupernet:
+    def build_supernet(self, in_shapes: Mapping[str, ShapeSpec] | None = None) -> IRNASSupernet:
         """Build the supernet (α over operations, β over width transitions)."""
         self._check_shapes(in_shapes)
         return IRNASSupernet(self)

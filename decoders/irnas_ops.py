@@ -1,16 +1,19 @@
 """Operations and building blocks of the IR-NAS search space.
 
 After Zhang, Chen, Li, Shen, "Memory-Efficient Hierarchical Neural Architecture Search for Image
-Restoration" (IR-NAS / HiNAS). The super cell mixes six candidate operations on every edge:
+Restoration" (IR-NAS / HiNAS). The super cell mixes six candidate operations on every edge (:data:`PRIMITIVES`):
 
-* ``conv3x3``        3x3 convolution (conv-BN-ReLU, already in :data:`densenas.ops.OPS`);
-* ``sep_conv_3x3``   3x3 depthwise-separable convolution (already registered);
-* ``conv3x3_dil2``   3x3 convolution with dilation 2 (registered here);
-* ``deform_conv3x3`` 3x3 modulated deformable convolution, DCNv2 (Zhu et al., CVPR 2019; registered here);
-* ``skip``           identity (already registered);
+* ``conv3x3``        3x3 convolution (conv-BN-ReLU, from the core table :data:`densenas.ops.OPS`);
+* ``sep_conv_3x3``   3x3 depthwise-separable convolution (core);
+* ``conv3x3_dil2``   3x3 convolution with dilation 2 (added by this table);
+* ``deform_conv3x3`` 3x3 modulated deformable convolution, DCNv2 (Zhu et al., CVPR 2019; added here);
+* ``skip``           identity (core);
 * ``none``           no connection (zero). It only exists inside the supernet's mixed operation, where it
   takes part in the softmax over α but contributes nothing; derived architectures never contain it, so it
-  is *not* registered in :data:`densenas.ops.OPS` (other spaces may register their own ``none``).
+  has no entry in :data:`OPS`.
+
+:data:`OPS` is this space's operation table: the core operations plus the two above, written out as a
+literal dict (nothing is added to any table at import time).
 
 DCNv2 comes from :mod:`densenas.deform` (mmcv, torchvision or, by default, the fastest path per device;
 all with mmcv's parameter layout); it starts as an ordinary convolution (zero offsets, mask 0.5).
@@ -26,38 +29,24 @@ import torch
 from torch import nn
 
 from densenas.deform import TorchvisionModulatedDeformConv2d, modulated_deform_conv  # noqa: F401 (re-export)
-from densenas.ops import OPS, ConvBNReLU, build_op, register_op
+from densenas.ops import OPS as CORE_OPS
+from densenas.ops import ConvBNReLU, DeformConvBNReLU, OpFactory, build_op
 
 NONE_OP = "none"
 """Name of the zero operation inside the supernet's mixed operation."""
 
-IRNAS_OPS: tuple[str, ...] = ("conv3x3", "sep_conv_3x3", "conv3x3_dil2", "deform_conv3x3", "skip", NONE_OP)
+OPS: dict[str, OpFactory] = {
+    **CORE_OPS,
+    "conv3x3_dil2": lambda C: ConvBNReLU(C, C, 3, dilation=2),
+    "deform_conv3x3": lambda C: DeformConvBNReLU(C),
+}
+"""The IR-NAS operation table: the core operations plus ``conv3x3_dil2`` and ``deform_conv3x3``."""
+
+PRIMITIVES: tuple[str, ...] = ("conv3x3", "sep_conv_3x3", "conv3x3_dil2", "deform_conv3x3", "skip", NONE_OP)
 """The six candidate operations of the IR-NAS super cell, in the paper's order."""
 
-
-class DeformConvBNReLU(nn.Sequential):
-    """``DCNv2 3x3 -> BatchNorm2d -> ReLU`` (``C -> C``, stride 1).
-
-    Args:
-        channels: input and output channels.
-        backend: see :func:`modulated_deform_conv`.
-    """
-
-    def __init__(self, channels: int, backend: str = "auto"):
-        super().__init__(modulated_deform_conv(channels, channels, backend), nn.BatchNorm2d(channels),
-                         nn.ReLU(inplace=True))
-
-
-def _register_irnas_ops() -> None:
-    """Register the IR-NAS operations that :data:`densenas.ops.OPS` does not hold yet."""
-    new = {"conv3x3_dil2": lambda C: ConvBNReLU(C, C, 3, dilation=2),
-           "deform_conv3x3": lambda C: DeformConvBNReLU(C)}
-    for name, factory in new.items():
-        if name not in OPS:
-            register_op(name)(factory)
-
-
-_register_irnas_ops()
+IRNAS_OPS = PRIMITIVES
+"""The name used before the tables were split (kept for imports in tests and configs)."""
 
 
 class MixedOp(nn.Module):
@@ -67,14 +56,14 @@ class MixedOp(nn.Module):
 
     Args:
         channels: input and output channels.
-        ops: candidate operation names (keys of :data:`densenas.ops.OPS`, or ``"none"``).
+        ops: candidate operation names (keys of :data:`OPS`, or ``"none"``).
     """
 
     def __init__(self, channels: int, ops: Sequence[str]):
         super().__init__()
         self.names = tuple(ops)
         self.index = [i for i, n in enumerate(self.names) if n != NONE_OP]
-        self.ops = nn.ModuleList(build_op(self.names[i], channels) for i in self.index)
+        self.ops = nn.ModuleList(build_op(self.names[i], channels, OPS) for i in self.index)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Mix the candidates.

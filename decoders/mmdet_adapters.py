@@ -1,7 +1,7 @@
 """Thin mmdet adapters for the NAS-FCOS decoder (neck and head) and the MobileNetV2 backbone.
 
 After Wang, Gao, Chen, Wang, Tian, Shen, "NAS-FCOS: Fast Neural Architecture Search for Object Detection"
-(CVPR 2020). Registers, on import, in ``mmdet.registry.MODELS``:
+(CVPR 2020). Registered in ``mmdet.registry.MODELS`` by :mod:`densenas.tasks.detection.mm`:
 
 * neck ``NASFCOSSearchedFPN``: a :class:`~densenas.decoders.nasfcos_ops.NASFCOSFPN` built from an arch
   holding ``fpn.*`` decisions (an ``nasfcos_fpn`` or joint ``nasfcos`` arch; ``Arch``, its ``to_dict()``,
@@ -11,14 +11,14 @@ After Wang, Gao, Chen, Wang, Tian, Shen, "NAS-FCOS: Fast Neural Architecture Sea
   :class:`~densenas.decoders.nasfcos_ops.HeadTower` s (``head.*`` decisions; shared layers are single
   modules used at every level, the others have one copy per level). The searched layers always use
   GroupNorm (``norm_cfg``, ``conv_cfg``, ``stacked_convs`` and ``dcn_on_last_conv`` are ignored).
-* backbone ``DenseNASMobileNetV2`` (registered by :mod:`densenas.decoders.mmseg_adapters`, imported here).
+* backbone ``DenseNASBackbone`` (any :mod:`densenas.backbones` entry; also registered there).
 
-Use from a config with ``custom_imports=dict(imports=["densenas.decoders.mmdet_adapters"],
+Use from a config with ``custom_imports=dict(imports=["densenas.tasks.detection.mm"],
 allow_failed_imports=False)``; :func:`nasfcos_detector_cfg` writes the whole FCOS model dict.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from torch import Tensor
 
@@ -27,21 +27,15 @@ try:
     from mmengine.model import BaseModule
     from mmdet.models.dense_heads.fcos_head import FCOSHead
     from mmdet.models.utils import multi_apply
-    from mmdet.registry import MODELS
 except ImportError as e:  # pragma: no cover - exercised only without the OpenMMLab stack
     raise ImportError("densenas.decoders.mmdet_adapters needs mmengine and mmdet 3.x; "
                       "run `bash tools/install.sh`") from e
 
-from densenas.decoders import mmseg_adapters
+from densenas.backbones import backbone_shapes
 from densenas.decoders.nasfcos import ArchLike, as_arch, check_fpn, check_head, fpn_part, head_part
 from densenas.decoders.nasfcos_ops import HeadTower, NASFCOSFPN
 from densenas.space import ShapeSpec
 
-if MODELS.get("DenseNASMobileNetV2") is None:  # mmseg_adapters skips mmdet when its import fails
-    MODELS.register_module(name="DenseNASMobileNetV2", module=mmseg_adapters.DenseNASMobileNetV2, force=True)
-
-
-@MODELS.register_module(force=True)
 class NASFCOSSearchedFPN(BaseModule):
     """mmdet neck: the searched NAS-FCOS FPN.
 
@@ -77,7 +71,6 @@ class NASFCOSSearchedFPN(BaseModule):
         return tuple(self.fpn(list(inputs)[self.start_level:]))
 
 
-@MODELS.register_module(force=True)
 class NASFCOSSearchedHead(FCOSHead):
     """mmdet FCOS head with the searched, partially shared towers.
 
@@ -142,31 +135,38 @@ class NASFCOSSearchedHead(FCOSHead):
 
 
 def nasfcos_detector_cfg(fpn_arch: ArchLike, head_arch: ArchLike, num_classes: int, *,
-                         out_indices: Sequence[int] = (6, 13, 17), in_channels: Sequence[int] = (32, 96, 320),
+                         out_indices: Sequence[int] = (6, 13, 17), in_channels: Sequence[int] | None = None,
                          width: int = 128, head_width: int | None = None, pretrained: bool = True,
-                         shared_position: str = "last") -> ConfigDict:
-    """The mmdet model dict of an FCOS detector: MobileNetV2, searched FPN, searched head.
+                         shared_position: str = "last", backbone: Mapping[str, Any] | None = None) -> ConfigDict:
+    """The mmdet model dict of an FCOS detector: a densenas backbone, searched FPN, searched head.
 
     Args:
         fpn_arch: arch with ``fpn.*`` decisions.
         head_arch: arch with ``head.*`` decisions.
         num_classes: classes.
         out_indices: MobileNetV2 blocks returned (default: strides 8, 16, 32).
-        in_channels: their channels.
+        in_channels: channels of the backbone outputs (default: read off the backbone's feature shapes,
+            :func:`densenas.backbones.backbone_shapes`).
         width: FPN width.
         head_width: head width (default ``width``).
         pretrained: load the offline ImageNet backbone weights.
         shared_position: see :class:`NASFCOSSearchedHead`.
+        backbone: a :mod:`densenas.backbones` config (default: MobileNetV2 with ``out_indices`` and
+            ``pretrained``); ``in_channels``, when given, must be its channels.
 
     Returns:
         A model config for ``mmdet.registry.MODELS.build`` (a ``ConfigDict``, as mmdet's heads read
         ``test_cfg`` by attribute; archs stored as JSON-able dicts).
     """
+    bb = dict(backbone) if backbone is not None else dict(type="mobilenet_v2", out_indices=tuple(out_indices),
+                                                           pretrained=pretrained)
+    if in_channels is None:  # from the backbone's feature info, never hard-coded
+        in_channels = [s.channels for s in backbone_shapes(bb).values()]
     return ConfigDict(
         type="FCOS",
         data_preprocessor=dict(type="DetDataPreprocessor", mean=[123.675, 116.28, 103.53],
                                std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32),
-        backbone=dict(type="DenseNASMobileNetV2", out_indices=tuple(out_indices), pretrained=pretrained),
+        backbone=dict(type="DenseNASBackbone", backbone=bb),
         neck=dict(type="NASFCOSSearchedFPN", arch=fpn_part(as_arch(fpn_arch)).to_dict(),
                   in_channels=list(in_channels), out_channels=width, num_outs=5),
         bbox_head=dict(type="NASFCOSSearchedHead", arch=head_part(as_arch(head_arch)).to_dict(),

@@ -1,8 +1,8 @@
 """Thin OpenMMLab adapters for the auxiliary-cell decoder and the MobileNetV2 encoder.
 
-Registers, on import, the modules of "Fast Neural Architecture Search of Compact Semantic Segmentation
-Models via Auxiliary Cells" (Nekrasov, Chen, Shen, Reid; CVPR 2019) with mmsegmentation's ``MODELS``
-registry (and mmdet's, when mmdet imports):
+The OpenMMLab modules of "Fast Neural Architecture Search of Compact Semantic Segmentation
+Models via Auxiliary Cells" (Nekrasov, Chen, Shen, Reid; CVPR 2019) (registered in mmseg's and mmdet's
+``MODELS`` by :mod:`densenas.tasks.segmentation.mm` and :mod:`densenas.tasks.detection.mm`):
 
 * backbone ``DenseNASMobileNetV2``: :class:`~densenas.backbones.MobileNetV2Encoder` returning a tuple;
 * decode head ``AuxCellHead``: an :class:`~densenas.decoders.auxcell.AuxCellDecoder` built from an arch
@@ -12,7 +12,7 @@ registry (and mmdet's, when mmdet imports):
   auxiliary head, weighted by ``aux_weight``.
 
 Only this module imports mmseg; nothing else in densenas imports it. Use it from a config with
-``custom_imports=dict(imports=["densenas.decoders.mmseg_adapters"], allow_failed_imports=False)``.
+``custom_imports=dict(imports=["densenas.tasks.segmentation.mm"], allow_failed_imports=False)``.
 """
 from __future__ import annotations
 
@@ -31,18 +31,16 @@ try:
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.interface` is deprecated",
                                 category=FutureWarning)
         from mmseg.models.decode_heads.decode_head import BaseDecodeHead
-        from mmseg.registry import MODELS
 except ImportError as e:  # pragma: no cover - exercised only without the OpenMMLab stack
     raise ImportError("densenas.decoders.mmseg_adapters needs mmengine and mmsegmentation 1.x; "
                       "run `bash tools/install.sh`") from e
 
 from densenas.arch import Arch, as_arch
-from densenas.backbones import MobileNetV2Encoder
+from densenas.backbones import MobileNetV2Encoder, named_shapes
 from densenas.decoders.auxcell import space_for_arch
 from densenas.space import ShapeSpec
 
 
-@MODELS.register_module(force=True)
 class DenseNASMobileNetV2(MobileNetV2Encoder, BaseModule):
     """MobileNetV2 backbone for mmseg/mmdet: ``forward`` returns a tuple of features (strides 4..32).
 
@@ -61,18 +59,6 @@ class DenseNASMobileNetV2(MobileNetV2Encoder, BaseModule):
         return tuple(super().forward(x))
 
 
-try:  # the same class as an mmdet backbone; mmdet is optional here
-    from mmdet.registry import MODELS as MMDET_MODELS
-    MMDET_MODELS.register_module(name="DenseNASMobileNetV2", module=DenseNASMobileNetV2, force=True)
-    # mmdet 3.3's point/anchor generators call torch.meshgrid without ``indexing``; the result is the
-    # same ('ij' is the default), so silence exactly that deprecation notice in every detection run.
-    warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release",
-                            category=UserWarning)
-except (ImportError, AssertionError):  # not installed, or an incompatible mmcv
-    MMDET_MODELS = None
-
-
-@MODELS.register_module(force=True)
 class AuxCellHead(BaseDecodeHead):
     """mmseg decode head wrapping an auxiliary-cell decoder.
 
@@ -122,7 +108,7 @@ class AuxCellHead(BaseDecodeHead):
                              f"{self.space.blocks_per_cell})")
         strides = list(in_strides) if in_strides is not None else \
             [2 ** (i + 2) for i in range(len(self.in_channels))]
-        shapes = [ShapeSpec(int(c), int(s)) for c, s in zip(self.in_channels, strides, strict=True)]
+        shapes = named_shapes([ShapeSpec(int(c), int(s)) for c, s in zip(self.in_channels, strides, strict=True)])
         self.decoder = self.space.build(self.arch, shapes)
         self.aux_weight = float(aux_weight)
 

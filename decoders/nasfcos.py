@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from densenas.arch import Arch, Decision, InvalidArch, as_arch
-from densenas.decoders.nasfcos_ops import (AGGREGATIONS, FPN_OPS, HEAD_OPS, NUM_BACKBONE_OUTS, FPNCellSpec,
-                                           HeadTower, NASFCOSFPN, collected_cells)
-from densenas.ops import OPS
+from densenas.decoders.nasfcos_ops import (AGGREGATIONS, FPN_OPS, HEAD_OPS, NUM_BACKBONE_OUTS, OPS,
+                                           FPNCellSpec, HeadTower, NASFCOSFPN, collected_cells)
+from densenas.ops import check_ops
 from densenas.space import SearchSpace, ShapeSpec
 
 PARTS = {"fpn": "nasfcos_fpn", "head": "nasfcos_head", "joint": "nasfcos"}
@@ -260,13 +260,8 @@ class NASFCOSSpace(SearchSpace):
                  fixed_head: ArchLike | None = None):
         if part not in PARTS:
             raise ValueError(f"part must be one of {list(PARTS)}, got {part!r}")
-        self.fpn_ops = tuple(FPN_OPS if fpn_ops is None else fpn_ops)
-        self.head_ops = tuple(HEAD_OPS if head_ops is None else head_ops)
-        for what, ops in (("fpn_ops", self.fpn_ops), ("head_ops", self.head_ops)):
-            unknown = [o for o in ops if o not in OPS]
-            if unknown or not ops or len(set(ops)) != len(ops):
-                raise ValueError(f"{what} must be distinct known operations, got {list(ops)} "
-                                 f"(unknown: {unknown}; known: {sorted(OPS)})")
+        self.fpn_ops = check_ops(FPN_OPS if fpn_ops is None else fpn_ops, OPS, "fpn_ops")
+        self.head_ops = check_ops(HEAD_OPS if head_ops is None else head_ops, OPS, "head_ops")
         if num_inputs < NUM_BACKBONE_OUTS or num_cells < NUM_BACKBONE_OUTS or num_outs < NUM_BACKBONE_OUTS:
             raise ValueError(f"num_inputs, num_cells and num_outs must be >= {NUM_BACKBONE_OUTS}, got "
                              f"{num_inputs}, {num_cells}, {num_outs}")
@@ -322,24 +317,25 @@ class NASFCOSSpace(SearchSpace):
         return Arch(PARTS["joint"], fpn.choices + head.choices)
 
     # ------------------------------------------------------------------ build
-    def _shapes(self, in_shapes: Sequence[ShapeSpec] | Mapping[str, ShapeSpec]) -> list[ShapeSpec]:
-        shapes = list(in_shapes.values()) if isinstance(in_shapes, Mapping) else list(in_shapes)
-        if len(shapes) != self.num_inputs:
-            raise ValueError(f"space expects {self.num_inputs} backbone levels, got {len(shapes)} shapes")
-        return shapes
-
-    def build(self, arch: Arch, in_shapes: Sequence[ShapeSpec] | Mapping[str, ShapeSpec]) -> NASFCOSDecoder:
+    def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> NASFCOSDecoder:
         """Build FPN + head for ``arch`` (the other part fixed) on backbone levels of the given shapes.
 
         Args:
             arch: a valid arch of this space.
-            in_shapes: one :class:`ShapeSpec` per backbone level, finest first.
+            in_shapes: ``{level name: ShapeSpec}`` of the ``num_inputs`` backbone levels, finest first
+                (e.g. ``c3``..``c5`` from ``densenas.backbones.build_backbone``).
 
         Returns:
             The decoder; ``decoder.neck(feats)`` gives P3.. at ``decoder.strides``.
+
+        Raises:
+            InvalidArch: ``arch`` is not in this space.
+            TypeError: ``in_shapes`` is a list (pass the dict).
+            ValueError: ``in_shapes`` is ``None`` or does not hold ``num_inputs`` levels.
         """
         full = self.full_arch(arch)
-        neck = NASFCOSFPN(fpn_specs(full), self._shapes(in_shapes), self.width, self.num_outs)
+        shapes = self.encoder_shapes(in_shapes, self.num_inputs)
+        neck = NASFCOSFPN(fpn_specs(full), shapes, self.width, self.num_outs)
         ops, k = head_spec(full)
         head = NASFCOSHeadNet(ops, k, self.num_classes, self.width, self.head_width, self.num_outs,
                               self.shared_position)

@@ -1,13 +1,15 @@
 """Operations and built modules of the NAS-FCOS search space.
 
 After Wang, Gao, Chen, Wang, Tian, Shen, "NAS-FCOS: Fast Neural Architecture Search for Object Detection"
-(CVPR 2020). Two candidate-operation lists, both names of :data:`densenas.ops.OPS`:
+(CVPR 2020). This space's operation table :data:`OPS` (a literal dict: the core operations of
+:data:`densenas.ops.OPS`, ``conv3x3_dil2`` and ``deform_conv3x3`` as in IR-NAS, and the GroupNorm head
+operations defined here) and two candidate lists, both keys of it:
 
 * :data:`FPN_OPS` (BatchNorm, as in the authors' FPN): separable 3x3 / 5x5 convolutions, their dilated
   forms (3x3 rate 3, 5x5 rate 6, the authors' list), conv 1x1, dilated conv 3x3 (rate 2), DCNv2 3x3
-  (``deform_conv3x3``, registered by :mod:`densenas.decoders.irnas_ops`) and skip;
+  (``deform_conv3x3``) and skip;
 * :data:`HEAD_OPS` (GroupNorm, as FCOS heads): ``gn_conv1x1``, ``gn_conv3x3``, ``gn_sep_conv_3x3``,
-  ``gn_sep_conv_3x3_dil3``, ``gn_deform_conv3x3`` (registered here) and skip -- the authors' head list.
+  ``gn_sep_conv_3x3_dil3``, ``gn_deform_conv3x3`` and skip -- the authors' head list.
 
 Built modules: :class:`FPNCell` (two ops on two pool features, aggregated by a learnt per-channel weighted
 ``sum`` or by ``concat`` + conv1x1-BN-ReLU; the coarser input is bilinearly upsampled to the finer one,
@@ -27,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densenas.decoders.irnas_ops import modulated_deform_conv  # also registers deform_conv3x3
-from densenas.ops import OPS, ConvBNReLU, build_op, register_op
+from densenas.deform import modulated_deform_conv
+from densenas.ops import OPS as CORE_OPS
+from densenas.ops import ConvBNReLU, DeformConvBNReLU, OpFactory, build_op
 from densenas.space import ShapeSpec
 
 AGGREGATIONS: tuple[str, ...] = ("sum", "concat")
@@ -102,19 +105,20 @@ class GNDeformConv(nn.Sequential):
                          nn.GroupNorm(gn_groups(channels), channels), nn.ReLU(inplace=True))
 
 
-def _register_nasfcos_ops() -> None:
-    """Register the GroupNorm head operations (idempotent: the module may be imported under two names)."""
-    new = {"gn_conv1x1": lambda C: ConvGNReLU(C, C, 1),
-           "gn_conv3x3": lambda C: ConvGNReLU(C, C, 3),
-           "gn_sep_conv_3x3": lambda C: GNSepConv(C, 3),
-           "gn_sep_conv_3x3_dil3": lambda C: GNSepConv(C, 3, dilation=3),
-           "gn_deform_conv3x3": GNDeformConv}
-    for name, factory in new.items():
-        if name not in OPS:
-            register_op(name)(factory)
+OPS: dict[str, OpFactory] = {
+    **CORE_OPS,
+    "conv3x3_dil2": lambda C: ConvBNReLU(C, C, 3, dilation=2),
+    "deform_conv3x3": lambda C: DeformConvBNReLU(C),
+    "gn_conv1x1": lambda C: ConvGNReLU(C, C, 1),
+    "gn_conv3x3": lambda C: ConvGNReLU(C, C, 3),
+    "gn_sep_conv_3x3": lambda C: GNSepConv(C, 3),
+    "gn_sep_conv_3x3_dil3": lambda C: GNSepConv(C, 3, dilation=3),
+    "gn_deform_conv3x3": lambda C: GNDeformConv(C),
+}
+"""The NAS-FCOS operation table: core operations, ``conv3x3_dil2``, ``deform_conv3x3`` and the GN ops."""
 
-
-_register_nasfcos_ops()
+PRIMITIVES: tuple[str, ...] = FPN_OPS + tuple(o for o in HEAD_OPS if o not in FPN_OPS)
+"""Every default candidate of the space (FPN then head lists)."""
 
 
 def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -170,8 +174,8 @@ class FPNCell(nn.Module):
         if spec.agg not in AGGREGATIONS:
             raise ValueError(f"unknown aggregation {spec.agg!r}; known: {list(AGGREGATIONS)}")
         self.spec = spec
-        self.op0 = build_op(spec.op0, channels)
-        self.op1 = build_op(spec.op1, channels)
+        self.op0 = build_op(spec.op0, channels, OPS)
+        self.op1 = build_op(spec.op1, channels, OPS)
         self.agg = WeightedSum(channels) if spec.agg == "sum" else ConcatFuse(channels)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -267,7 +271,7 @@ class HeadTower(nn.Module):
     conv1x1-GN-ReLU projection runs first.
 
     Args:
-        ops: operation names (keys of :data:`densenas.ops.OPS`), input to output.
+        ops: operation names (keys of :data:`OPS`), input to output.
         num_shared: how many layers are shared across levels (``0..len(ops)``).
         num_levels: pyramid levels.
         channels: width of the layers.
@@ -289,9 +293,9 @@ class HeadTower(nn.Module):
         self.shared_layers = frozenset(shared)
         c_in = channels if in_channels is None else in_channels
         self.proj = ConvGNReLU(c_in, channels, 1) if c_in != channels else None
-        self.shared = nn.ModuleDict({str(i): build_op(ops[i], channels) for i in sorted(self.shared_layers)})
+        self.shared = nn.ModuleDict({str(i): build_op(ops[i], channels, OPS) for i in sorted(self.shared_layers)})
         unshared = [i for i in range(L) if i not in self.shared_layers]
-        self.per_level = nn.ModuleList(nn.ModuleDict({str(i): build_op(ops[i], channels) for i in unshared})
+        self.per_level = nn.ModuleList(nn.ModuleDict({str(i): build_op(ops[i], channels, OPS) for i in unshared})
                                        for _ in range(self.num_levels))
 
     def layers(self, level: int) -> list[nn.Module]:

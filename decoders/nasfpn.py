@@ -40,13 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from densenas.arch import Arch, Decision, InvalidArch
-from densenas.space import SearchSpace, ShapeSpec
+from densenas.space import SearchSpace, ShapeSpec, describe_shapes
 
 BINARY_OPS = ("sum", "gp_attention")
 #: The published NAS-FPN (authors' ``NASFPN_BLOCK_SPECS``): ``(level, op, in0, in1)`` per cell.
 PAPER_CELLS = ((4, "gp_attention", 1, 3), (4, "sum", 1, 5), (3, "sum", 0, 6), (4, "sum", 6, 7),
                (5, "gp_attention", 7, 8), (7, "gp_attention", 6, 9), (6, "gp_attention", 9, 10))
-Shapes = Sequence[ShapeSpec] | Mapping[str, ShapeSpec]
 
 
 class CellSpec(NamedTuple):
@@ -342,6 +341,14 @@ class NASFPNSpace(SearchSpace):
         self.check(arch)
         return arch
 
+    def default_arch(self) -> Arch:
+        """The baseline arch: :meth:`paper_arch` when the space has the paper's shape, otherwise a fixed
+        valid arch (the sample of seed 0)."""
+        try:
+            return self.paper_arch()
+        except ValueError:
+            return self.sample(np.random.default_rng(0))
+
     def describe(self, arch: Arch) -> str:
         """Multi-line human-readable summary of ``arch``."""
         cells = self.cells(arch)
@@ -354,19 +361,31 @@ class NASFPNSpace(SearchSpace):
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ build
-    def build(self, arch: Arch, in_shapes: Shapes) -> NASFPNNeck:
+    def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> NASFPNNeck:
         """Build the neck for ``arch`` on backbone levels of the given shapes (finest first).
 
         Args:
             arch: a valid arch of this space.
-            in_shapes: one :class:`ShapeSpec` per backbone level fed in (e.g. C3..C5 at strides
-                8/16/32); a mapping is read in its order.
+            in_shapes: ``{level name: ShapeSpec}`` of the backbone levels fed in, finest first, at strides
+                ``2**levels[0]``, ``2**levels[1]``, ... (e.g. ``c3``..``c5`` at 8/16/32); levels past the
+                last given one are made by max pooling.
 
         Returns:
             The neck; ``forward(feats)`` returns ``len(levels)`` maps of ``out_channels`` channels.
+
+        Raises:
+            InvalidArch: ``arch`` is not in this space.
+            TypeError: ``in_shapes`` is a list (pass the dict).
+            ValueError: ``in_shapes`` is ``None`` or empty, or its strides do not match the levels.
         """
-        shapes = list(in_shapes.values()) if isinstance(in_shapes, Mapping) else list(in_shapes)
-        return NASFPNNeck(self.cells(arch), shapes, self.out_channels, self.levels, self.stack, arch=arch)
+        cells = self.cells(arch)
+        shapes = self.encoder_shapes(in_shapes)
+        want = [2 ** lv for lv in self.levels]
+        if len(shapes) > len(want) or [s.stride for s in shapes] != want[:len(shapes)]:
+            raise ValueError(f"space {self.name!r} on levels {list(self.levels)} needs backbone levels at the "
+                             f"first strides of {want} (finest first, from {want[0]}), got "
+                             f"{describe_shapes(in_shapes)}; pick the levels with the backbone's out_indices")
+        return NASFPNNeck(cells, shapes, self.out_channels, self.levels, self.stack, arch=arch)
 
 
 def space_for_arch(arch: Arch, out_channels: int = 64, stack: int = 1,

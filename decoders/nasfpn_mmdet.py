@@ -1,13 +1,13 @@
 """mmdet adapter for the NAS-FPN neck found in :class:`~densenas.decoders.nasfpn.NASFPNSpace`.
 
 After Ghiasi, Lin, Le, "NAS-FPN: Learning Scalable Feature Pyramid Architecture for Object Detection"
-(CVPR 2019). Registers, on import, in ``mmdet.registry.MODELS``:
+(CVPR 2019). Registered in ``mmdet.registry.MODELS`` by :mod:`densenas.tasks.detection.mm`:
 
 * neck ``NASFPNSearchedNeck``: a :class:`~densenas.decoders.nasfpn.NASFPNNeck` built from an arch
   (``Arch``, its ``to_dict()`` form, or a path to its JSON). Input: the backbone tuple (from
   ``start_level`` on: C3..C5 at strides 8/16/32 by default); output: a tuple of ``num_outs`` maps P3..P7
   (strides 8..128) with ``out_channels`` channels, the found block stacked ``stack`` times.
-* backbone ``DenseNASMobileNetV2`` (registered by :mod:`densenas.decoders.mmseg_adapters`, imported here).
+* backbone ``DenseNASBackbone`` (any :mod:`densenas.backbones` entry; also registered there).
 
 :func:`nasfpn_model_dict` writes the ``model=dict(...)`` of a RetinaNet or FCOS detector on the
 pretrained MobileNetV2 with this neck (for the exporter and ``tools/train.py``); configs need
@@ -23,30 +23,25 @@ from torch import Tensor
 
 try:
     from mmengine.model import BaseModule
-    from mmdet.registry import MODELS
 except ImportError as e:  # pragma: no cover - exercised only without the OpenMMLab stack
     raise ImportError("densenas.decoders.nasfpn_mmdet needs mmengine and mmdet 3.x; "
                       "run `bash tools/install.sh`") from e
 
 from densenas.arch import Arch, as_arch
-from densenas.decoders import mmseg_adapters
+from densenas.backbones import named_shapes
 from densenas.decoders.nasfcos_ops import gn_groups
 from densenas.decoders.nasfpn import NASFPNNeck, space_for_arch
 from densenas.space import ShapeSpec
 
-if MODELS.get("DenseNASMobileNetV2") is None:  # mmseg_adapters skips mmdet when its import fails
-    MODELS.register_module(name="DenseNASMobileNetV2", module=mmseg_adapters.DenseNASMobileNetV2,
-                           force=True)
 
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
-CUSTOM_IMPORTS = dict(imports=["densenas.decoders.nasfpn_mmdet"], allow_failed_imports=False)
+CUSTOM_IMPORTS = dict(imports=["densenas.tasks.detection.mm"], allow_failed_imports=False)
 #: ``features`` blocks of torchvision's MobileNetV2 ending the stride-8/16/32 stages (C3, C4, C5)
 MOBILENET_C3_C5 = (6, 13, 17)
 DETECTORS = ("retinanet", "fcos")
 ArchLike = Arch | Mapping[str, Any] | str | Path
 
 
-@MODELS.register_module(force=True)
 class NASFPNSearchedNeck(BaseModule):
     """mmdet neck: the searched NAS-FPN.
 
@@ -76,7 +71,7 @@ class NASFPNSearchedNeck(BaseModule):
                                     tuple(range(first, first + int(num_outs))))
         self.start_level = int(start_level)
         self.neck: NASFPNNeck = self.space.build(
-            self.arch, [ShapeSpec(c, s) for c, s in zip(channels, strides)])
+            self.arch, named_shapes([ShapeSpec(c, s) for c, s in zip(channels, strides)]))
 
     @property
     def strides(self) -> list[int]:
@@ -111,8 +106,9 @@ def nasfpn_model_dict(arch: ArchLike, num_classes: int, detector: str = "retinan
                       in_channels: Sequence[int] | None = None, out_channels: int = 64, stack: int = 1,
                       pretrained: bool = True, out_indices: Sequence[int] = MOBILENET_C3_C5,
                       feat_channels: int | None = None, stacked_convs: int = 4, num_outs: int = 5,
-                      pad_size_divisor: int | None = None) -> dict[str, Any]:
-    """mmdet ``model`` config: ``DenseNASMobileNetV2`` + ``NASFPNSearchedNeck`` + a RetinaNet/FCOS head.
+                      pad_size_divisor: int | None = None, backbone: Mapping[str, Any] | None = None
+                      ) -> dict[str, Any]:
+    """mmdet ``model`` config: ``DenseNASBackbone`` + ``NASFPNSearchedNeck`` + a RetinaNet/FCOS head.
 
     Args:
         arch: the found ``nasfpn`` arch.
@@ -127,6 +123,8 @@ def nasfpn_model_dict(arch: ArchLike, num_classes: int, detector: str = "retinan
         stacked_convs: convs per head tower.
         num_outs: pyramid levels (5: P3..P7).
         pad_size_divisor: batch padding (default ``2**`` the coarsest level, so every level divides).
+        backbone: a :mod:`densenas.backbones` config (default: MobileNetV2 with ``out_indices`` and
+            ``pretrained``).
 
     Returns:
         The ``model`` dict, plain ``dict`` s for dumping into a config (the config also needs
@@ -142,16 +140,18 @@ def nasfpn_model_dict(arch: ArchLike, num_classes: int, detector: str = "retinan
     arch = as_arch(arch)
     space = space_for_arch(arch, out_channels, stack, tuple(range(3, 3 + num_outs)))
     space.check(arch)  # fail here, naming the field, rather than when mmdet builds the model
-    if in_channels is None:
-        from densenas.backbones import MobileNetV2Encoder
-        in_channels = [s.channels for s in
-                       MobileNetV2Encoder(out_indices, pretrained=False).feature_shapes()]
+    from densenas.backbones import backbone_shapes
+
+    bb = dict(backbone) if backbone is not None else dict(type="mobilenet_v2", out_indices=tuple(out_indices),
+                                                           pretrained=pretrained)
+    if in_channels is None:  # from the backbone's feature info
+        in_channels = [s.channels for s in backbone_shapes(bb).values()]
     strides = [2 ** lv for lv in space.levels]
     model = dict(
         type="RetinaNet" if detector == "retinanet" else "FCOS",
         data_preprocessor=dict(type="DetDataPreprocessor", mean=MEAN, std=STD, bgr_to_rgb=True,
                                pad_size_divisor=pad_size_divisor or strides[-1]),
-        backbone=dict(type="DenseNASMobileNetV2", out_indices=tuple(out_indices), pretrained=pretrained),
+        backbone=dict(type="DenseNASBackbone", backbone=bb),
         neck=dict(type="NASFPNSearchedNeck", arch=arch.to_dict(), in_channels=[int(c) for c in in_channels],
                   out_channels=out_channels, stack=stack, num_outs=num_outs),
         bbox_head=_head(detector, num_classes, out_channels, feat_channels or out_channels,

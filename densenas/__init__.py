@@ -1,12 +1,10 @@
-"""densenas: neural architecture search for dense prediction (segmentation, detection, restoration)."""
-import os as _os
+"""densenas: neural architecture search for dense prediction inside OpenMMLab.
+
+The core (this package) knows no task: tasks (``densenas.tasks.<name>``), search spaces
+(``densenas.decoders``) and datasets (``densenas.datasets``) are plugins found through entry points
+(:mod:`densenas.plugins`). ``decoders/``, ``tasks/`` and ``datasets/`` sit at the top of the repository and
+install under the ``densenas.`` namespace (``setup.py``); the editable install (``tools/install.sh``) is the
+one way a checkout is imported.
+"""
 
 __version__ = "0.1.0"
-
-# In a source checkout `decoders/`, `tasks/` and `datasets/` sit next to `densenas/` and are the
-# `densenas.decoders`, `densenas.tasks` and `densenas.datasets` subpackages (a wheel puts them inside
-# `densenas/`). Adding the checkout root to this package's search path makes the checkout importable as
-# is, whichever copy an editable install last pointed at.
-_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if all(_os.path.isfile(_os.path.join(_root, sub, "__init__.py")) for sub in ("decoders", "tasks", "datasets")):
-    __path__.append(_root)  # type: ignore[name-defined]

@@ -1,9 +1,10 @@
 """Search configs: mmengine ``Config`` files, ``--cfg-options`` overrides and strict key checking.
 
 Configs are flat python files (one level of ``_base_`` at most, ARCHITECTURE.md §4.6) with the sections
-``data``, ``backbone``, ``space``, ``strategy``, ``evaluator``, ``teacher`` and ``search``. Every key is
+``task``, ``data``, ``backbone``, ``space``, ``strategy``, ``evaluator`` and ``search``. Every key is
 checked against the constructor it ends up in, so a typo fails at start-up with the key's full dotted
-name and the closest valid spelling, not after an hour of search.
+name and the closest valid spelling, not after an hour of search. :func:`densenas.build.build_search`
+turns a checked config into the objects of one search.
 """
 from __future__ import annotations
 
@@ -14,13 +15,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 TOP_LEVEL = {"work_dir": "directory for history.sqlite, caches and results",
-             "seed": "base seed", "device": "cpu, cuda or auto", "data": "dataset section",
-             "backbone": "encoder section", "space": "search space section",
-             "strategy": "search strategy section", "evaluator": "evaluator section",
-             "teacher": "knowledge-distillation teacher section (None disables KD)",
-             "task": "task section: segmentation (default), detection (detector options) or restoration "
-                     "(kind, sigma, lam)",
-             "search": "loop section: num_candidates, time_budget_s (epochs for darts)"}
+             "seed": "base seed", "device": "cpu, cuda or auto",
+             "task": "task section: type (a densenas.task_plugins entry point) and that task's options",
+             "data": "dataset section (read by the task)", "backbone": "encoder section (densenas.backbones)",
+             "space": "search space section (a densenas.space_plugins entry point)",
+             "strategy": "search strategy section", "evaluator": "evaluator section: type proxy | supernet",
+             "search": "loop section: num_candidates (or epochs), time_budget_s"}
 
 
 class ConfigError(ValueError):

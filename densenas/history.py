@@ -5,6 +5,14 @@ stage reached, wall time and seed. The strategy's ``state_dict`` is stored in th
 row it belongs to, so a search killed at any instant (SIGKILL included) resumes from a consistent point:
 finished candidates are never lost or re-run, and a candidate that was ``running`` when the process died
 is evaluated again with the very arch that had been proposed.
+
+A one-shot run (a DARTS supernet, Liu, Simonyan, Yang, ICLR 2019) is *one* candidate whose intermediate
+results are rows of the ``steps`` table (candidate, step, arch derived after that step, reward, metrics,
+cost, wall time), like Optuna's ``trial.report(value, step)``: the candidate row is finished with the
+final arch and reward when the last step is done.
+
+Stored states (strategy state, meta values) are ``torch.save`` bytes of plain data and tensors only, and
+are read back with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 from .arch import Arch
@@ -41,7 +50,20 @@ CREATE TABLE IF NOT EXISTS candidates (
 );
 CREATE INDEX IF NOT EXISTS candidates_key ON candidates(arch_key);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (
+    candidate INTEGER NOT NULL REFERENCES candidates(id),
+    step INTEGER NOT NULL,
+    arch_json TEXT NOT NULL,
+    reward REAL,
+    metrics_json TEXT NOT NULL DEFAULT '{}',
+    cost_json TEXT NOT NULL DEFAULT '{}',
+    wall_time REAL NOT NULL DEFAULT 0,
+    finished REAL NOT NULL,
+    PRIMARY KEY (candidate, step)
+);
 """
+_COLS = ("id, arch_json, status, reward, metrics_json, cost_json, stage, wall_time, seed, error, started, "
+         "finished")
 
 
 @dataclass
@@ -57,15 +79,52 @@ class Candidate:
     finished: float | None
 
 
-def _pack(obj: Any) -> bytes:
+@dataclass
+class Step:
+    """One intermediate result of a candidate (an epoch of a supernet run).
+
+    Attributes:
+        candidate: id of the candidate row the step belongs to.
+        step: 1-based step number (the epoch).
+        arch: the arch derived after this step.
+        result: reward, metrics, cost and wall time of the step (``result.stage == step``).
+        finished: when the step was recorded (seconds since the epoch).
+    """
+
+    candidate: int
+    step: int
+    arch: Arch
+    result: Result
+    finished: float
+
+
+def _plain(obj: Any) -> Any:
+    """Numpy values to plain python / tensors, so the state loads with ``weights_only=True``."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):  # OrderedDict stays one
+        return type(obj)((k, _plain(v)) for k, v in obj.items())
+    if type(obj) in (list, tuple):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
+
+
+def _pack(obj: Any, what: str = "value") -> bytes:
     buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
+    torch.save(_plain(obj), buf)
+    blob = buf.getvalue()
+    try:  # refuse now what could not be read back safely later
+        torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the key named
+        raise TypeError(f"history {what}: only plain data (dict, list, tuple, str, int, float, bool, None, "
+                        f"bytes) and tensors can be stored: {e}") from None
+    return blob
 
 
 def _unpack(blob: bytes) -> Any:
-    # our own file: it holds numpy RNG states and plain python next to tensors
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
 
 
 class History:
@@ -93,7 +152,8 @@ class History:
 
     # ------------------------------------------------------------------ meta
     def set_meta(self, key: str, value: Any) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, _pack(value)))
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                        (key, _pack(value, f"meta {key!r}")))
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -110,8 +170,12 @@ class History:
                 self._set_state(strategy_state)
             return int(cur.lastrowid)
 
-    def finish(self, cid: int, result: Result, strategy_state: dict | None = None) -> None:
-        """Store a candidate's result and, atomically with it, the strategy state after observing it."""
+    def finish(self, cid: int, result: Result, strategy_state: dict | None = None,
+               arch: Arch | None = None) -> None:
+        """Store a candidate's result and, atomically with it, the strategy state after observing it.
+
+        ``arch`` replaces the row's arch (a one-shot run ends with the arch derived after its last step).
+        """
         reward = result.reward if result.ok else None
         with self._tx():
             self.db.execute(
@@ -119,8 +183,59 @@ class History:
                 "wall_time=?, error=?, finished=? WHERE id=?",
                 (result.status, reward, json.dumps(result.metrics), json.dumps(result.cost),
                  result.stage, result.wall_time, result.error, time.time(), cid))
+            if arch is not None:
+                self.db.execute("UPDATE candidates SET arch_key=?, arch_json=? WHERE id=?",
+                                (arch.key, arch.to_json(indent=None), cid))
             if strategy_state is not None:
                 self._set_state(strategy_state)
+
+    def reopen(self, cid: int) -> None:
+        """Mark a finished candidate ``running`` again (a one-shot run resumed for more steps, or after
+        the failure of a step it restarts from its last good step)."""
+        self.db.execute("UPDATE candidates SET status=?, error=NULL, finished=NULL WHERE id=?",
+                        (RUNNING, cid))
+
+    # ----------------------------------------------------------------- steps
+    def add_step(self, cid: int, step: int, arch: Arch, result: Result,
+                 strategy_state: dict | None = None) -> bool:
+        """Record step ``step`` of candidate ``cid`` (idempotent: a step already there is kept as is).
+
+        Returns:
+            Whether the step was new.
+        """
+        reward = result.reward if result.ok else None
+        with self._tx():
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO steps(candidate, step, arch_json, reward, metrics_json, cost_json, "
+                "wall_time, finished) VALUES (?,?,?,?,?,?,?,?)",
+                (cid, int(step), arch.to_json(indent=None), reward, json.dumps(result.metrics),
+                 json.dumps(result.cost), result.wall_time, time.time()))
+            if strategy_state is not None and cur.rowcount:
+                self._set_state(strategy_state)
+        return bool(cur.rowcount)
+
+    def steps(self, cid: int | None = None) -> list[Step]:
+        """Recorded steps (of candidate ``cid``, or of all candidates), in order."""
+        q = ("SELECT candidate, step, arch_json, reward, metrics_json, cost_json, wall_time, finished "
+             "FROM steps")
+        args: tuple = ()
+        if cid is not None:
+            q += " WHERE candidate = ?"
+            args = (cid,)
+        out = []
+        for c, n, arch_json, reward, metrics, cost, wall, finished in self.db.execute(
+                q + " ORDER BY candidate, step", args):
+            arch = Arch.from_json(arch_json, source=f"{self.path} candidate {c} step {n}")
+            result = (Result(reward=reward, metrics=json.loads(metrics), stage=n, cost=json.loads(cost),
+                             wall_time=wall) if reward is not None else
+                      Result.failed("no reward", stage=n, wall_time=wall))
+            out.append(Step(c, n, arch, result, finished))
+        return out
+
+    def best_step(self, cid: int | None = None) -> Step | None:
+        """The step with the highest reward (the earliest among equals)."""
+        ok = [s for s in self.steps(cid) if s.result.ok]
+        return max(ok, key=lambda s: (s.result.reward, -s.candidate, -s.step)) if ok else None
 
     def save_state(self, strategy_state: dict) -> None:
         with self._tx():
@@ -131,7 +246,7 @@ class History:
 
     def _set_state(self, state: dict) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('strategy_state', ?)",
-                        (_pack(state),))
+                        (_pack(state, "strategy state"),))
 
     def _tx(self):
         db = self.db
@@ -156,8 +271,7 @@ class History:
         return Candidate(cid, arch, status, result, seed, started, finished)
 
     def candidates(self, status: str | None = None) -> list[Candidate]:
-        q = ("SELECT id, arch_json, status, reward, metrics_json, cost_json, stage, wall_time, seed, "
-             "error, started, finished FROM candidates")
+        q = f"SELECT {_COLS} FROM candidates"
         args: tuple = ()
         if status is not None:
             q += " WHERE status = ?"
@@ -174,9 +288,7 @@ class History:
         return self.candidates(RUNNING)
 
     def get(self, cid: int) -> Candidate:
-        row = self.db.execute(
-            "SELECT id, arch_json, status, reward, metrics_json, cost_json, stage, wall_time, seed, "
-            "error, started, finished FROM candidates WHERE id = ?", (cid,)).fetchone()
+        row = self.db.execute(f"SELECT {_COLS} FROM candidates WHERE id = ?", (cid,)).fetchone()
         if row is None:
             raise KeyError(f"{self.path}: no candidate #{cid}")
         return self._row(row)
@@ -184,9 +296,8 @@ class History:
     def lookup(self, arch: Arch) -> Candidate | None:
         """The finished candidate with this arch, if any (so an arch is never trained twice)."""
         row = self.db.execute(
-            "SELECT id, arch_json, status, reward, metrics_json, cost_json, stage, wall_time, seed, "
-            "error, started, finished FROM candidates WHERE arch_key = ? AND status != ? "
-            "ORDER BY id LIMIT 1", (arch.key, RUNNING)).fetchone()
+            f"SELECT {_COLS} FROM candidates WHERE arch_key = ? AND status != ? ORDER BY id LIMIT 1",
+            (arch.key, RUNNING)).fetchone()
         return None if row is None else self._row(row)
 
     def count(self, finished_only: bool = True) -> int:
@@ -197,9 +308,7 @@ class History:
         row = self.db.execute(
             "SELECT id FROM candidates WHERE status='ok' AND reward IS NOT NULL "
             "ORDER BY reward DESC, id ASC LIMIT 1").fetchone()
-        if row is None:
-            return None
-        return next(c for c in self.candidates() if c.id == row[0])
+        return None if row is None else self.get(row[0])
 
     def leaderboard(self, top: int = 10) -> list[Candidate]:
         ok = [c for c in self.candidates("ok") if c.result and c.result.reward is not None]

@@ -1,4 +1,4 @@
-"""Operation library as data (DARTS ``operations.py`` / NNI ``nasbench201.py`` style).
+"""Core operation table, as data (DARTS ``operations.py`` / NNI ``nasbench201.py`` style).
 
 The candidate operations of the decoder cells in "Fast Neural Architecture Search of Compact Semantic
 Segmentation Models via Auxiliary Cells" (Nekrasov, Chen, Shen, Reid; CVPR 2019): 1x1 and 3x3
@@ -10,50 +10,24 @@ the spatial size. Convolutions are conv-BN-ReLU. Nothing here uses batch statist
 every op trains with batch size >= 2 and evaluates with batch size 1 (BN uses running statistics in
 ``eval()``); GAP has no BN at all (it would see a single value per channel).
 
-New operations (deformable convolution, attention, ...) are added with :func:`register_op`; the search
-spaces take their candidate list from :data:`PRIMITIVES` or from an explicit subset of :data:`OPS` keys.
+:data:`OPS` is a literal table and nothing adds to it at import time. A search space that needs more
+operations owns its own table, written out in its module and starting from this one
+(``decoders/irnas_ops.py``, ``decoders/nasfcos_ops.py``), and passes that table to :func:`build_op`. The
+building blocks those tables share (:class:`ConvBNReLU`, :class:`SepConv`, :class:`GlobalPool`,
+:class:`DeformConvBNReLU`) live here.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .deform import modulated_deform_conv
+
 OpFactory = Callable[[int], nn.Module]
-
-OPS: dict[str, OpFactory] = {}
-"""Operation name -> factory ``C -> nn.Module`` (``C`` channels in and out, stride 1)."""
-
-
-def register_op(name: str, *, primitive: bool = False) -> Callable[[OpFactory], OpFactory]:
-    """Decorator adding a factory to :data:`OPS` (and to :data:`PRIMITIVES` when ``primitive``).
-
-    Args:
-        name: unique operation name as it appears in arch JSON (e.g. ``"sep_conv_3x3"``).
-        primitive: also append the name to the default candidate list :data:`PRIMITIVES`.
-
-    Returns:
-        The decorator, which returns the factory unchanged.
-
-    Raises:
-        KeyError: when ``name`` is already registered.
-    """
-
-    def deco(factory: OpFactory) -> OpFactory:
-        if name in OPS:
-            raise KeyError(f"operation {name!r} is already registered")
-        OPS[name] = factory
-        if primitive:
-            PRIMITIVES.append(name)
-        return factory
-
-    return deco
-
-
-PRIMITIVES: list[str] = []
-"""Default candidate operations of the decoder search spaces, in a fixed order."""
+"""A table entry: ``C -> nn.Module`` (``C`` channels in and out, stride 1, same spatial size)."""
 
 
 class ConvBNReLU(nn.Sequential):
@@ -116,27 +90,51 @@ class GlobalPool(nn.Module):
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-register_op("conv1x1", primitive=True)(lambda C: ConvBNReLU(C, C, 1))
-register_op("conv3x3", primitive=True)(lambda C: ConvBNReLU(C, C, 3))
-register_op("sep_conv_3x3", primitive=True)(lambda C: SepConv(C, 3))
-register_op("sep_conv_5x5", primitive=True)(lambda C: SepConv(C, 5))
-register_op("gap", primitive=True)(GlobalPool)
-register_op("sep_conv_3x3_dil2", primitive=True)(lambda C: SepConv(C, 3, dilation=2))
-register_op("sep_conv_3x3_dil4", primitive=True)(lambda C: SepConv(C, 3, dilation=4))
-register_op("skip", primitive=True)(lambda C: nn.Identity())
-# Extra operations of the paper's list, available by name but not in the default candidate set.
-register_op("conv3x3_dil3")(lambda C: ConvBNReLU(C, C, 3, dilation=3))
-register_op("conv3x3_dil12")(lambda C: ConvBNReLU(C, C, 3, dilation=12))
-register_op("sep_conv_3x3_dil3")(lambda C: SepConv(C, 3, dilation=3))
-register_op("sep_conv_5x5_dil6")(lambda C: SepConv(C, 5, dilation=6))
+class DeformConvBNReLU(nn.Sequential):
+    """``DCNv2 3x3 -> BatchNorm2d -> ReLU`` (``C -> C``, stride 1); DCNv2 from :mod:`densenas.deform`.
 
-
-def build_op(name: str, channels: int) -> nn.Module:
-    """Instantiate operation ``name`` for ``channels`` channels.
+    Used by the IR-NAS and NAS-FCOS tables (``deform_conv3x3``); it starts as an ordinary convolution
+    (zero offsets, mask 0.5).
 
     Args:
-        name: a key of :data:`OPS`.
         channels: input and output channels.
+        backend: see :func:`densenas.deform.modulated_deform_conv`.
+    """
+
+    def __init__(self, channels: int, backend: str = "auto"):
+        super().__init__(modulated_deform_conv(channels, channels, backend), nn.BatchNorm2d(channels),
+                         nn.ReLU(inplace=True))
+
+
+OPS: dict[str, OpFactory] = {
+    "conv1x1": lambda C: ConvBNReLU(C, C, 1),
+    "conv3x3": lambda C: ConvBNReLU(C, C, 3),
+    "sep_conv_3x3": lambda C: SepConv(C, 3),
+    "sep_conv_5x5": lambda C: SepConv(C, 5),
+    "gap": lambda C: GlobalPool(C),
+    "sep_conv_3x3_dil2": lambda C: SepConv(C, 3, dilation=2),
+    "sep_conv_3x3_dil4": lambda C: SepConv(C, 3, dilation=4),
+    "skip": lambda C: nn.Identity(),
+    # The rest of the paper's list: available by name, not in the default candidate set.
+    "conv3x3_dil3": lambda C: ConvBNReLU(C, C, 3, dilation=3),
+    "conv3x3_dil12": lambda C: ConvBNReLU(C, C, 3, dilation=12),
+    "sep_conv_3x3_dil3": lambda C: SepConv(C, 3, dilation=3),
+    "sep_conv_5x5_dil6": lambda C: SepConv(C, 5, dilation=6),
+}
+"""Operation name (as it appears in arch JSON) -> factory ``C -> nn.Module``: the generic operations."""
+
+PRIMITIVES: tuple[str, ...] = ("conv1x1", "conv3x3", "sep_conv_3x3", "sep_conv_5x5", "gap",
+                               "sep_conv_3x3_dil2", "sep_conv_3x3_dil4", "skip")
+"""Default candidate operations of the auxiliary-cell decoder space, in a fixed order."""
+
+
+def build_op(name: str, channels: int, table: Mapping[str, OpFactory] = OPS) -> nn.Module:
+    """Instantiate operation ``name`` of ``table`` for ``channels`` channels.
+
+    Args:
+        name: a key of ``table``.
+        channels: input and output channels.
+        table: the operation table of the calling space (default the core :data:`OPS`).
 
     Returns:
         A fresh ``channels -> channels`` module at stride 1.
@@ -145,7 +143,31 @@ def build_op(name: str, channels: int) -> nn.Module:
         KeyError: for an unknown name (the message lists the known ones).
     """
     try:
-        factory = OPS[name]
+        factory = table[name]
     except KeyError:
-        raise KeyError(f"unknown operation {name!r}; known: {sorted(OPS)}") from None
+        raise KeyError(f"unknown operation {name!r}; known: {sorted(table)}") from None
     return factory(channels)
+
+
+def check_ops(ops: Sequence[str], table: Mapping[str, Callable[..., nn.Module]], what: str = "ops",
+              allow: Sequence[str] = ()) -> tuple[str, ...]:
+    """Validate a space's candidate list against its table.
+
+    Args:
+        ops: candidate operation names.
+        table: the space's operation table.
+        what: the argument name, for the message (``"fpn_ops"``).
+        allow: further names accepted without a table entry (IR-NAS's supernet-only ``"none"``).
+
+    Returns:
+        ``ops`` as a tuple.
+
+    Raises:
+        ValueError: an empty list, a repeated name, or a name neither in ``table`` nor in ``allow``.
+    """
+    ops = tuple(ops)
+    unknown = [o for o in ops if o not in table and o not in allow]
+    if unknown or not ops or len(set(ops)) != len(ops):
+        raise ValueError(f"{what} must be distinct known operations, got {list(ops)} "
+                         f"(unknown: {unknown}; known: {sorted(table)})")
+    return ops

@@ -1,8 +1,18 @@
 """Search-space protocol and shape contracts (detectron2 ``ShapeSpec`` / timm ``feature_info`` style).
 
-A space describes what may vary as a list of categorical :class:`~densenas.arch.Decision` s, samples and
-mutates :class:`~densenas.arch.Arch` values, validates them, and builds plain ``nn.Module`` s from them for
-input feature shapes it is given (never hard-coded channel counts).
+The protocol behind every space of the toolkit, from the decoder spaces of "Fast Neural Architecture
+Search of Compact Semantic Segmentation Models via Auxiliary Cells" (Nekrasov et al., CVPR 2019) to the
+whole-network ones (Auto-DeepLab, IR-NAS). A space describes what may vary as a list of categorical
+:class:`~densenas.arch.Decision` s, samples and mutates :class:`~densenas.arch.Arch` values, validates
+them, and builds plain ``nn.Module`` s from them for the input shapes it is given (never hard-coded
+channel counts).
+
+The one shape contract: ``space.build(arch, in_shapes)`` where ``in_shapes`` is ``None`` or an ordered
+``{level name: ShapeSpec}`` mapping, finest first -- exactly what
+``densenas.backbones.build_backbone(cfg)`` returns next to the encoder. Spaces that decode on top of an
+encoder read :meth:`SearchSpace.encoder_shapes` (``list(in_shapes.values())``, checked); whole-network
+spaces accept ``None``. A bare list of shapes is refused (:func:`as_shapes`), so level names travel with
+the shapes everywhere.
 """
 from __future__ import annotations
 
@@ -23,6 +33,43 @@ class ShapeSpec:
     stride: int
 
 
+def as_shapes(in_shapes: Mapping[str, ShapeSpec] | None, space: str = "space"
+              ) -> dict[str, ShapeSpec] | None:
+    """Check the ``in_shapes`` argument of ``build``: ``None`` or ``{level name: ShapeSpec}``.
+
+    Args:
+        in_shapes: the argument as given.
+        space: the space's name, for the message.
+
+    Returns:
+        ``None``, or a plain ``dict`` copy in the given order.
+
+    Raises:
+        TypeError: a list/tuple of shapes (pass the dict ``build_backbone`` returns), any other
+            non-mapping, or a mapping whose keys are not strings / values not :class:`ShapeSpec`.
+    """
+    if in_shapes is None:
+        return None
+    if isinstance(in_shapes, (list, tuple)):
+        raise TypeError(f"space {space!r}: in_shapes must be a dict {{level name: ShapeSpec}} in forward "
+                        f"order (the shapes densenas.backbones.build_backbone(cfg) returns), not a "
+                        f"{type(in_shapes).__name__}; for bare shapes pass "
+                        f"densenas.backbones.named_shapes(shapes)")
+    if not isinstance(in_shapes, Mapping):
+        raise TypeError(f"space {space!r}: in_shapes must be a dict {{level name: ShapeSpec}} or None, got "
+                        f"{type(in_shapes).__name__}")
+    for k, v in in_shapes.items():
+        if not isinstance(k, str) or not isinstance(v, ShapeSpec):
+            raise TypeError(f"space {space!r}: in_shapes[{k!r}] must map a level name (str) to a ShapeSpec, "
+                            f"got {type(k).__name__} -> {type(v).__name__}")
+    return dict(in_shapes)
+
+
+def describe_shapes(shapes: Mapping[str, ShapeSpec]) -> str:
+    """``c3(32ch, s8), c4(96ch, s16)``: a mapping of shapes for error messages."""
+    return ", ".join(f"{k}({v.channels}ch, s{v.stride})" for k, v in shapes.items()) or "none"
+
+
 class SearchSpace:
     """Base class: a space of categorical decisions.
 
@@ -37,8 +84,50 @@ class SearchSpace:
     def decisions(self) -> list[Decision]:
         raise NotImplementedError
 
-    def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec]) -> nn.Module:
+    def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> nn.Module:
+        """Build the module of ``arch``.
+
+        Args:
+            arch: a valid arch of this space.
+            in_shapes: ``{level name: ShapeSpec}`` of the encoder outputs, finest first (as returned by
+                ``densenas.backbones.build_backbone``); ``None`` for spaces that take no encoder.
+
+        Raises:
+            InvalidArch: ``arch`` is not in this space (names the decision).
+            TypeError: ``in_shapes`` is a list or another non-mapping (see :func:`as_shapes`).
+            ValueError: the space needs encoder levels ``in_shapes`` does not give.
+        """
         raise NotImplementedError
+
+    def encoder_shapes(self, in_shapes: Mapping[str, ShapeSpec] | None, num_inputs: int | None = None
+                       ) -> list[ShapeSpec]:
+        """The encoder levels a decoder space builds on: ``list(in_shapes.values())``, checked.
+
+        Args:
+            in_shapes: the ``build`` argument.
+            num_inputs: the number of levels the space decodes (``None``: any number >= 1).
+
+        Returns:
+            The shapes, finest first.
+
+        Raises:
+            TypeError: see :func:`as_shapes`.
+            ValueError: ``in_shapes`` is ``None``, empty, or does not hold exactly ``num_inputs`` levels
+                (the message names the levels given and the ones missing).
+        """
+        shapes = as_shapes(in_shapes, self.name)
+        if shapes is None:
+            raise ValueError(f"space {self.name!r} decodes encoder features: in_shapes is missing; pass the "
+                             f"{{level name: ShapeSpec}} dict of densenas.backbones.build_backbone(cfg) "
+                             f"(or backbone_shapes(cfg))")
+        want = "at least 1" if num_inputs is None else str(num_inputs)
+        if not shapes or num_inputs is not None and len(shapes) != num_inputs:
+            what = "missing" if num_inputs is None or len(shapes) < num_inputs else "extra"
+            n = 1 if num_inputs is None else abs(num_inputs - len(shapes))
+            raise ValueError(f"space {self.name!r} decodes {want} encoder level(s) (num_inputs), in_shapes "
+                             f"has {len(shapes)}: {describe_shapes(shapes)}; {n} level(s) {what} -- pick "
+                             f"the levels with the backbone's out_indices or set the space's num_inputs")
+        return list(shapes.values())
 
     # ------------------------------------------------------------------ checks
     def check(self, arch: Arch) -> None:

@@ -39,4 +39,7 @@ class DifferentiableSpace(SearchSpace):
     """A search space that, besides building discrete archs, builds its own supernet."""
 
     def build_supernet(self, in_shapes: Mapping[str, ShapeSpec] | None = None) -> Supernet:
+        """Build the supernet; ``in_shapes`` follows the contract of :meth:`SearchSpace.build` (``None`` or
+        ``{name: ShapeSpec}``; whole-network spaces such as Auto-DeepLab and IR-NAS take ``None`` or the
+        image's shape, ``{"image": ShapeSpec(channels, 1)}``)."""
         raise NotImplementedError

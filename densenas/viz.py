@@ -1,4 +1,9 @@
-"""Search reports: reward-per-candidate plot, leaderboard (markdown + CSV) and best arch JSON."""
+"""Search reports: reward plot, leaderboard (markdown + CSV) and best arch JSON.
+
+A sampling search is reported per candidate; a one-shot (supernet, DARTS after Liu et al., ICLR 2019) run
+per step (epoch) of its one candidate: ``best_arch.json`` is then the arch derived after the epoch whose
+supernet scored best, and the leaderboard ranks the epochs.
+"""
 from __future__ import annotations
 
 import csv
@@ -7,47 +12,58 @@ from pathlib import Path
 
 from .history import History
 
-
 SEG_METRICS = (("miou", "mIoU"), ("fwiou", "fwIoU"), ("pixel_acc", "pix.acc"))
 SEG_REWARD = "reward (geo. mean of mIoU, fwIoU, pixel acc.)"
 
 
-def plot_rewards(history: History, path: str | Path, title: str = "search", ylabel: str = SEG_REWARD) -> Path:
-    """Scatter of reward per candidate (colour = stage reached, x = failed) with the running best."""
+def _plot(points: list[tuple[int, float | None, str]], path: Path, title: str, xlabel: str, ylabel: str,
+          series: tuple[tuple[str, str, str], ...]) -> Path:
+    """Scatter of ``(x, reward or None for failed, series key)`` with the running best."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cands = history.finished()
     fig, ax = plt.subplots(figsize=(7, 4))
-    best, xs_best, ys_best = None, [], []
-    for stage, colour in ((1, "tab:blue"), (2, "tab:orange")):
-        pts = [(i, c.result.reward) for i, c in enumerate(cands, 1)
-               if c.result.ok and c.result.stage == stage]
+    for key, colour, label in series:
+        pts = [(x, y) for x, y, k in points if y is not None and k == key]
         if pts:
-            ax.scatter(*zip(*pts), s=18, c=colour, label=f"stopped after stage {stage}")
-    fails = [i for i, c in enumerate(cands, 1) if not c.result.ok]
-    for i, c in enumerate(cands, 1):
-        if c.result.ok and (best is None or c.result.reward > best):
-            best = c.result.reward
+            ax.scatter(*zip(*pts), s=18, c=colour, label=label)
+    best, xs_best, ys_best = None, [], []
+    for x, y, _ in points:
+        if y is not None and (best is None or y > best):
+            best = y
         if best is not None:
-            xs_best.append(i)
+            xs_best.append(x)
             ys_best.append(best)
     if xs_best:
         ax.step(xs_best, ys_best, where="post", c="k", lw=1, label="best so far")
+    fails = [x for x, y, _ in points if y is None]
     if fails:
         y0 = min(ys_best) if ys_best else 0.0
         ax.scatter(fails, [y0] * len(fails), marker="x", c="tab:red", label="failed")
-    ax.set_xlabel("candidate")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_rewards(history: History, path: str | Path, title: str = "search", ylabel: str = SEG_REWARD) -> Path:
+    """Reward per candidate (colour = stage reached, x = failed), or per epoch of a supernet run, with the
+    running best."""
+    steps = history.steps()
+    if steps:
+        points = [(s.step, s.result.reward if s.result.ok else None, "step") for s in steps]
+        return _plot(points, Path(path), title, "epoch", ylabel,
+                     (("step", "tab:blue", "supernet after epoch (val)"),))
+    points = [(i, c.result.reward if c.result.ok else None, f"stage{c.result.stage}")
+              for i, c in enumerate(history.finished(), 1)]
+    return _plot(points, Path(path), title, "candidate", ylabel,
+                 (("stage1", "tab:blue", "stopped after stage 1"), ("stage2", "tab:orange", "stopped after stage 2")))
 
 
 def write_reports(history: History, work_dir: str | Path, top: int = 10,
@@ -56,43 +72,57 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
     """Write ``best_arch.json``, ``leaderboard.md``, ``leaderboard.csv`` and ``rewards.png``.
 
     ``metrics`` are the ``(key, column title)`` pairs shown next to the reward (segmentation by default;
-    e.g. ``(("ap", "AP"), ("neg_loss", "-loss"))`` for detection).
+    e.g. ``(("ap", "AP"), ("neg_loss", "-loss"))`` for detection, ``(("psnr", "PSNR"), ("ssim", "SSIM"))``
+    for restoration). A history with steps (a supernet run) is reported per epoch.
     """
     work_dir = Path(work_dir)
     out: dict[str, Path] = {}
-    best = history.best()
+    steps = history.steps()
+    # one row per ranked entry: (label, id, result, arch), best first
+    if steps:
+        what, first_col = "epochs", "epoch"
+        ranked = sorted((s for s in steps if s.result.ok), key=lambda s: (-s.result.reward, s.step))
+        rows = [(f"{s.step}", s.step, s.result, s.arch) for s in ranked]
+        failed = [(f"epoch {s.step}", s.result) for s in steps if not s.result.ok]
+        failed += [(f"#{c.id}", c.result) for c in history.finished() if not c.result.ok]
+        best = history.best_step()
+        best_info = None if best is None else {"candidate": best.candidate, "epoch": best.step}
+        n = len(steps)
+    else:
+        what, first_col = "candidates", "candidate"
+        rows = [(f"#{c.id}", c.id, c.result, c.arch) for c in history.leaderboard(top=len(history.finished()))]
+        failed = [(f"#{c.id}", c.result) for c in history.finished() if not c.result.ok]
+        best = history.best()
+        best_info = None if best is None else {"candidate": best.id}
+        n = len(history.finished())
     if best is not None:
         out["best_arch"] = work_dir / "best_arch.json"
         data = best.arch.to_dict()
-        data["result"] = {"candidate": best.id, "reward": best.result.reward,
-                          "metrics": best.result.metrics, "cost": best.result.cost}
+        data["result"] = {**best_info, "reward": best.result.reward, "metrics": best.result.metrics,
+                          "cost": best.result.cost}
         out["best_arch"].write_text(json.dumps(data, indent=2) + "\n")
-    rows = history.leaderboard(top=len(history.finished()))
     out["csv"] = work_dir / "leaderboard.csv"
     with open(out["csv"], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["rank", "candidate", "reward", "stage", *(k for k, _ in metrics),
+        w.writerow(["rank", first_col, "reward", "stage", *(k for k, _ in metrics),
                     "params_M", "madds_G", "wall_s", "arch"])
-        for rank, c in enumerate(rows, 1):
-            r = c.result
-            w.writerow([rank, c.id, f"{r.reward:.4f}", r.stage, *(f"{r.metrics.get(k, 0):.4f}" for k, _ in
+        for rank, (_, ident, r, arch) in enumerate(rows, 1):
+            w.writerow([rank, ident, f"{r.reward:.4f}", r.stage, *(f"{r.metrics.get(k, 0):.4f}" for k, _ in
                         metrics), f"{r.cost.get('params', 0) / 1e6:.3f}",
-                        f"{r.cost.get('madds', 0) / 1e9:.3f}", f"{r.wall_time:.1f}", c.arch.key])
-    failed = [c for c in history.finished() if not c.result.ok]
+                        f"{r.cost.get('madds', 0) / 1e9:.3f}", f"{r.wall_time:.1f}", arch.key])
     titles = " | ".join(t for _, t in metrics)
-    lines = [f"| rank | cand | reward | stage | {titles} | params (M) | MAdds (G) |",
+    head = "cand" if not steps else "epoch"
+    lines = [f"| rank | {head} | reward | stage | {titles} | params (M) | MAdds (G) |",
              "|---|---|---|---|" + "---|" * len(metrics) + "---|---|"]
-    for rank, c in enumerate(rows[:top], 1):
-        r, m = c.result, c.result.metrics
-        cols = " | ".join(f"{m.get(k, 0):.4f}" for k, _ in metrics)
-        lines.append(f"| {rank} | #{c.id} | {r.reward:.4f} | {r.stage} | {cols} | "
+    for rank, (label, _, r, _) in enumerate(rows[:top], 1):
+        cols = " | ".join(f"{r.metrics.get(k, 0):.4f}" for k, _ in metrics)
+        lines.append(f"| {rank} | {label} | {r.reward:.4f} | {r.stage} | {cols} | "
                      f"{r.cost.get('params', 0) / 1e6:.3f} | {r.cost.get('madds', 0) / 1e9:.3f} |")
-    lines.append(f"\n{len(history.finished())} candidates finished, {len(failed)} failed.")
-    for c in failed:
-        lines.append(f"- #{c.id} failed: {c.result.error}")
+    lines.append(f"\n{n} {what} finished, {len(failed)} failed.")
+    for label, r in failed:
+        lines.append(f"- {label} failed: {r.error}")
     out["md"] = work_dir / "leaderboard.md"
     out["md"].write_text("\n".join(lines) + "\n")
-    if history.finished():
-        out["plot"] = plot_rewards(history, work_dir / "rewards.png", title=work_dir.name,
-                                   ylabel=reward_label)
+    if n:
+        out["plot"] = plot_rewards(history, work_dir / "rewards.png", title=work_dir.name, ylabel=reward_label)
     return out

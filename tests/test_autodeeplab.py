@@ -265,6 +265,7 @@ def test_mmseg_backbone_with_aspp_head_builds_and_runs(space):
 
     register_all_modules(init_default_scope=True)
 
+    import densenas.tasks.segmentation.mm  # noqa: F401  (registers AutoDeepLabBackbone)
     from densenas.decoders.autodeeplab_mmseg import autodeeplab_model_dict
 
     arch = space.arch_from([(0, 1, "sep_conv_3x3", "skip"), (1, 2, "sep_conv_3x3_dil2", "max_pool_3x3"),

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from densenas.arch import Arch, InvalidArch
-from densenas.backbones import MobileNetV2Encoder, find_mobilenet_v2_weights, load_mobilenet_v2_state_dict
+from densenas.backbones import (MobileNetV2Encoder, find_mobilenet_v2_weights, load_mobilenet_v2_state_dict,
+                                named_shapes)
 from densenas.decoders.auxcell import AuxCellDecoder, AuxCellSpace
-from densenas.ops import OPS, PRIMITIVES, build_op, register_op
+from densenas.ops import OPS, PRIMITIVES, build_op
 from densenas.space import ShapeSpec
 
 NUM_CLASSES = 5
@@ -26,8 +27,8 @@ def encoder() -> MobileNetV2Encoder:
 
 
 @pytest.fixture(scope="module")
-def shapes(encoder) -> list[ShapeSpec]:
-    return encoder.feature_shapes()
+def shapes(encoder) -> dict[str, ShapeSpec]:
+    return named_shapes(encoder.feature_shapes())
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +43,15 @@ def space() -> AuxCellSpace:
 
 
 # ----------------------------------------------------------------------------------------------- ops
-def test_primitives_are_registered():
+def test_primitives_are_in_the_table():
     assert set(PRIMITIVES) <= set(OPS)
     for name in ("conv1x1", "conv3x3", "sep_conv_3x3", "sep_conv_5x5", "gap", "sep_conv_3x3_dil2",
                  "sep_conv_3x3_dil4", "skip"):
         assert name in PRIMITIVES
-    with pytest.raises(KeyError, match="already registered"):
-        register_op("conv1x1")(lambda c: torch.nn.Identity())
     with pytest.raises(KeyError, match="unknown operation 'nope'"):
         build_op("nope", 8)
+    with pytest.raises(KeyError, match="unknown operation 'conv1x1'; known: \\['skip'\\]"):
+        build_op("conv1x1", 8, {"skip": OPS["skip"]})  # a space's own table is the one looked up
 
 
 @pytest.mark.parametrize("name", sorted(OPS))
@@ -72,7 +73,8 @@ def test_op_shape_grad_eval(name):
 
 # ------------------------------------------------------------------------------------------- encoder
 def test_encoder_shapes_measured(encoder, shapes, feats):
-    assert shapes == [ShapeSpec(24, 4), ShapeSpec(32, 8), ShapeSpec(96, 16), ShapeSpec(320, 32)]
+    assert shapes == {"c2": ShapeSpec(24, 4), "c3": ShapeSpec(32, 8), "c4": ShapeSpec(96, 16),
+                      "c5": ShapeSpec(320, 32)}
     assert [tuple(f.shape[1:]) for f in feats] == [(24, 16, 16), (32, 8, 8), (96, 4, 4), (320, 2, 2)]
     other = MobileNetV2Encoder(out_indices=(1, 10), pretrained=False)
     assert other.feature_shapes() == [ShapeSpec(16, 2), ShapeSpec(64, 16)]
@@ -163,8 +165,10 @@ def test_end_to_end_backward_and_no_aux(encoder, shapes):
     assert dec.forward_with_aux([f.detach() for f in encoder(torch.randn(2, 3, 64, 64))])[1] == []
     with pytest.raises(ValueError, match="4 encoder levels"):
         dec([torch.zeros(1)])
-    with pytest.raises(ValueError, match="expects 4 encoder levels"):
-        sp.build(sp.default_arch(), shapes[:3])
+    with pytest.raises(ValueError, match=r"decodes 4 encoder level\(s\).*1 level\(s\) missing"):
+        sp.build(sp.default_arch(), dict(list(shapes.items())[1:]))
+    with pytest.raises(TypeError, match="must be a dict"):
+        sp.build(sp.default_arch(), list(shapes.values()))
 
 
 def test_mutate_changes_one_decision(space):
@@ -190,7 +194,7 @@ def test_check_names_bad_field(space, field, value, match):
     with pytest.raises(InvalidArch, match=match):
         space.check(arch)
     with pytest.raises(InvalidArch, match=match):
-        space.build(arch, [ShapeSpec(8, 4 * 2 ** i) for i in range(4)])
+        space.build(arch, named_shapes([ShapeSpec(8, 4 * 2 ** i) for i in range(4)]))
 
 
 def test_check_structure_errors(space):
@@ -229,7 +233,7 @@ def test_mmseg_encoder_decoder_loss_and_predict(space, tmp_path):
     from mmseg.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
-    import densenas.decoders.mmseg_adapters as adapters  # noqa: F401  (registers the modules)
+    import densenas.tasks.segmentation.mm  # noqa: F401  (registers the modules)
 
     arch_path = tmp_path / "arch.json"
     space.default_arch().save(arch_path)
@@ -270,5 +274,6 @@ def test_mmseg_encoder_decoder_loss_and_predict(space, tmp_path):
         assert preds[0].pred_sem_seg.data.shape == (1, 64, 64)
         assert preds[0].seg_logits.data.shape == (NUM_CLASSES, 64, 64)
 
-    if importlib.util.find_spec("mmdet") is not None and adapters.MMDET_MODELS is not None:
-        assert adapters.MMDET_MODELS.get("DenseNASMobileNetV2") is adapters.DenseNASMobileNetV2
+    from densenas.decoders.mmseg_adapters import DenseNASMobileNetV2
+    from mmseg.registry import MODELS as MMSEG_MODELS
+    assert MMSEG_MODELS.get("DenseNASMobileNetV2") is DenseNASMobileNetV2

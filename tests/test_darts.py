@@ -1,6 +1,7 @@
-"""Tests of the first-order DARTS trainer (Liu, Simonyan, Yang, ICLR 2019) and the differentiable search
-loop (history rows per epoch, atomic checkpoints, resume without repeating epochs), on a toy supernet with
-a known best op and on a tiny Auto-DeepLab supernet (Liu et al., CVPR 2019). CPU, milliseconds to seconds."""
+"""Tests of first-order DARTS (Liu, Simonyan, Yang, ICLR 2019): the task-agnostic supernet trainer, the
+one-shot ``Darts`` strategy, and whole searches through the one loop on a tiny Auto-DeepLab supernet (Liu
+et al., CVPR 2019); the loop's own guarantees (steps, resume, budget) are in ``test_loop.py``. Toy
+supernet with a known best op; CPU, milliseconds to seconds."""
 from __future__ import annotations
 
 import copy
@@ -13,13 +14,14 @@ from torch import nn
 
 from densenas.arch import Arch, Decision
 from densenas.decoders.autodeeplab import AutoDeepLabSpace
-from densenas.evaluation.supernet_search import (CHECKPOINT, DERIVED, Splits, run_differentiable,
-                                                 search_segmentation, seg_score_fn, split_halves)
+from densenas.evaluation.supernet import (Splits, SupernetTrainer, build_supernet_trainer, split_halves,
+                                          trainer_for_task)
 from densenas.history import History
-from densenas.search import progress_line
-from densenas.strategies.darts import DartsCfg, DartsTrainer
+from densenas.loop import CHECKPOINT, DERIVED, load_checkpoint, run
+from densenas.strategies.darts import Darts, DartsCfg
 from densenas.supernet import DifferentiableSpace, Supernet
 from densenas.tasks.segmentation.losses import seg_loss
+from densenas.tasks.segmentation.supernet import seg_score_fn
 
 TOY_OPS = ("zero", "identity", "negate")
 
@@ -60,14 +62,6 @@ def _toy_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, 2 * x
 
 
-def _toy(seed: int = 0, **cfg) -> tuple[ToySupernet, DartsTrainer]:
-    torch.manual_seed(seed)
-    net = ToyMixedSpace().build_supernet()
-    kw = dict(w_lr=0.05, arch_lr=0.05, batch_size=8, total_epochs=6)
-    kw.update(cfg)
-    return net, DartsTrainer(net, F.mse_loss, DartsCfg(**kw), seed=seed)
-
-
 def _toy_score(net: Supernet, val) -> tuple[float, dict[str, float]]:
     with torch.no_grad():
         mse = float(F.mse_loss(net(val[0]), val[1]))
@@ -75,6 +69,14 @@ def _toy_score(net: Supernet, val) -> tuple[float, dict[str, float]]:
 
 
 SPLITS = Splits(_toy_data(32, 1), _toy_data(32, 2), _toy_data(16, 3))
+
+
+def _toy(seed: int = 0, splits: Splits = SPLITS, **cfg) -> tuple[ToySupernet, SupernetTrainer]:
+    torch.manual_seed(seed)
+    net = ToyMixedSpace().build_supernet()
+    kw = dict(w_lr=0.05, arch_lr=0.05, batch_size=8, total_epochs=6)
+    kw.update(cfg)
+    return net, SupernetTrainer(net, F.mse_loss, DartsCfg(**kw), score_fn=_toy_score, splits=splits, seed=seed)
 
 
 # -------------------------------------------------------------------------------------------- trainer
@@ -115,7 +117,7 @@ def test_resumed_trainer_is_bit_identical():
     torch.randn(5)
     net3, t3 = _toy(seed=99)
     buf.seek(0)
-    t3.load_state_dict(torch.load(buf, weights_only=False))
+    t3.load_state_dict(torch.load(buf, weights_only=True))
     assert t3.epoch == 1
     for _ in range(2):
         t3.train_epoch(SPLITS.weights, SPLITS.arch)
@@ -138,89 +140,70 @@ def test_trainer_needs_both_parameter_kinds():
         def arch_parameters(self):
             return []
     with pytest.raises(ValueError, match="architecture"):
-        DartsTrainer(NoArch(ToyMixedSpace()), F.mse_loss)
+        SupernetTrainer(NoArch(ToyMixedSpace()), F.mse_loss)
 
 
-# --------------------------------------------------------------------------------------- search loop
-def test_run_differentiable_records_epochs_and_resumes(tmp_path):
-    ref_net, ref_trainer = _toy(seed=5)
-    with History(tmp_path / "ref" / "history.sqlite") as h:
-        run_differentiable(ref_net, ref_trainer, SPLITS, _toy_score, h, tmp_path / "ref", epochs=4)
-
-    work = tmp_path / "run"
-    lines: list[str] = []
-    net, trainer = _toy(seed=5)
-    with History(work / "history.sqlite") as h:
-        arch = run_differentiable(net, trainer, SPLITS, _toy_score, h, work, epochs=2,
-                                  on_progress=lambda p: lines.append(progress_line(p)))
-        assert [c.result.stage for c in h.finished()] == [1, 2] and arch == net.derive()
-    assert lines[0].startswith("[1/2] #1 reward") and "best" in lines[1]
-    assert (work / CHECKPOINT).is_file() and Arch.load(work / DERIVED) == arch
-
-    calls = []
-    net, trainer = _toy(seed=77)  # a fresh process: other init, state comes from the checkpoint
-    orig = trainer.train_epoch
-    trainer.train_epoch = lambda *a, **k: (calls.append(trainer.epoch), orig(*a, **k))[1]
-    with History(work / "history.sqlite") as h:
-        run_differentiable(net, trainer, SPLITS, _toy_score, h, work, epochs=4)
-        rows = h.finished()
-        assert [c.result.stage for c in rows] == [1, 2, 3, 4] and not h.running()
-        assert all(c.result.ok and "mse" in c.result.metrics and "w_loss" in c.result.metrics for c in rows)
-        assert h.strategy_state()["epoch"] == 4
-        run_differentiable(net, trainer, SPLITS, _toy_score, h, work, epochs=4)  # nothing left to do
-        assert h.count() == 4
-    assert calls == [2, 3]
-    assert torch.equal(net.alpha, ref_net.alpha) and torch.equal(net.scale, ref_net.scale)
+# ------------------------------------------------------------------------------------------- strategy
+def test_darts_strategy_steps_through_its_trainer():
+    net, trainer = _toy(seed=2)
+    strategy = Darts(ToyMixedSpace(), w_lr=0.05)
+    assert strategy.one_shot and strategy.cfg.w_lr == 0.05
+    with pytest.raises(RuntimeError, match="attach"):
+        strategy.propose()
+    strategy.attach(trainer)
+    assert strategy.steps_done == 0 and strategy.propose() == net.derive()
+    arch, result = strategy.step()
+    assert strategy.steps_done == 1 and result.stage == 1 and arch == net.derive()
+    assert result.ok and {"mse", "w_loss", "a_loss", "lr"} <= set(result.metrics) and result.cost == {}
+    strategy.observe(arch, result)
+    state = strategy.state_dict()
+    other = Darts(ToyMixedSpace())
+    other.load_state_dict(state)
+    assert other.best == (1, result.reward)
 
 
-def test_kill_between_checkpoint_and_history_row(tmp_path, monkeypatch):
-    net, trainer = _toy(seed=1)
-    real_finish = History.finish
+def test_darts_refuses_bad_space_and_keys():
+    from toy import ToySpace
 
-    def dying_finish(self, cid, result, strategy_state=None):
-        if result.stage == 2:
-            raise KeyboardInterrupt("killed")
-        return real_finish(self, cid, result, strategy_state)
+    with pytest.raises(ValueError, match="differentiable space"):
+        Darts(ToySpace())
+    with pytest.raises(ValueError, match="w_lrr"):
+        Darts(ToyMixedSpace(), w_lrr=0.1)
+    from densenas.config import allowed_keys
 
-    monkeypatch.setattr(History, "finish", dying_finish)
-    with History(tmp_path / "history.sqlite") as h, pytest.raises(KeyboardInterrupt):
-        run_differentiable(net, trainer, SPLITS, _toy_score, h, tmp_path, epochs=3)
-    monkeypatch.setattr(History, "finish", real_finish)
-    with History(tmp_path / "history.sqlite") as h:
-        assert len(h.running()) == 1 and h.count() == 1
-        net, trainer = _toy(seed=1)
-        calls = []
-        orig = trainer.train_epoch
-        trainer.train_epoch = lambda *a, **k: (calls.append(trainer.epoch), orig(*a, **k))[1]
-        run_differentiable(net, trainer, SPLITS, _toy_score, h, tmp_path, epochs=3)
-        assert [c.result.stage for c in h.finished()] == [1, 2, 3] and not h.running()
-    assert calls == [2]
+    assert {"w_lr", "arch_lr", "warmup_epochs", "seed"} <= allowed_keys(Darts)  # config checks see the cfg
 
 
-def test_missing_checkpoint_and_divergence(tmp_path):
-    net, trainer = _toy()
-    with History(tmp_path / "history.sqlite") as h:
-        run_differentiable(net, trainer, SPLITS, _toy_score, h, tmp_path, epochs=1)
-    (tmp_path / CHECKPOINT).unlink()
-    net, trainer = _toy()
-    with History(tmp_path / "history.sqlite") as h, pytest.raises(RuntimeError, match="missing"):
-        run_differentiable(net, trainer, SPLITS, _toy_score, h, tmp_path, epochs=2)
-
-    bad = Splits(SPLITS.weights, (SPLITS.arch[0], SPLITS.arch[1] * float("nan")), SPLITS.val)
-    net, trainer = _toy()
-    with History(tmp_path / "h2" / "history.sqlite") as h:
-        with pytest.raises(FloatingPointError):
-            run_differentiable(net, trainer, bad, _toy_score, h, tmp_path / "h2", epochs=2)
-        (row,) = h.finished()
-        assert row.status == "failed" and "architecture loss is nan" in row.result.error
+def test_supernet_trainer_state_loads_weights_only_and_applies_new_lrs():
+    net, trainer = _toy(seed=4)
+    trainer.train_epoch()
+    buf = io.BytesIO()
+    torch.save(trainer.state_dict(), buf)
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    net2, t2 = _toy(seed=4, arch_lr=0.01)  # resumed with a lower architecture learning rate
+    t2.load_state_dict(state)
+    assert t2.epoch == 1 and t2.a_opt.param_groups[0]["lr"] == 0.01
+    assert torch.equal(net2.alpha, net.alpha)
 
 
-def test_time_budget_stops_between_epochs(tmp_path):
-    net, trainer = _toy()
-    with History(tmp_path / "history.sqlite") as h:
-        assert run_differentiable(net, trainer, SPLITS, _toy_score, h, tmp_path, epochs=5,
-                                  time_budget_s=0.0) is None
-        assert h.count() == 0 and trainer.epoch == 0
+def test_trainer_for_task_uses_the_task_hooks():
+    class FakeTask:  # the one-shot hooks of a task plugin
+        def supernet_data(self):
+            return SPLITS.weights, SPLITS.val
+
+        def supernet_loss(self, out, target):
+            return F.mse_loss(out, target)
+
+        def supernet_score(self, batch_size):
+            self.batch_size = batch_size
+            return _toy_score
+
+    task = FakeTask()
+    trainer = trainer_for_task(task, ToyMixedSpace(), epochs=3, cfg={"batch_size": 4}, seed=1)
+    assert task.batch_size == 4 and trainer.cfg.total_epochs == 3
+    assert len(trainer.splits.weights[0]) == len(trainer.splits.arch[0]) == 16  # disjoint halves
+    trainer.train_epoch()
+    assert trainer.epoch == 1 and "mse" in trainer.score()[1]
 
 
 # ---------------------------------------------------------------------------------- Auto-DeepLab
@@ -238,18 +221,17 @@ def test_darts_on_tiny_autodeeplab(tmp_path):
     both = torch.cat([split_a[0], split_b[0]]).flatten(1)[:, 0]
     assert torch.equal(both.sort().values, key.sort().values)  # disjoint halves covering the set
     splits = Splits(split_a, split_b, (images[:2], labels[:2]))
-    trainer = DartsTrainer(supernet, seg_loss, DartsCfg(batch_size=2, steps_per_epoch=2, arch_lr=3e-3),
-                           seed=0)
+    trainer = SupernetTrainer(supernet, seg_loss, DartsCfg(batch_size=2, steps_per_epoch=2, arch_lr=3e-3),
+                              score_fn=seg_score_fn(3, batch_size=2), splits=splits, seed=0,
+                              cost_fn=lambda a: {"params": float(sum(p.numel() for p in space.build(a).parameters()))})
     a0 = [p.detach().clone() for p in supernet.arch_parameters()]
     with History(tmp_path / "history.sqlite") as h:
-        arch = run_differentiable(supernet, trainer, splits, seg_score_fn(3, batch_size=2), h, tmp_path,
-                                  epochs=2, cost_fn=lambda a: {"params": float(sum(
-                                      p.numel() for p in space.build(a).parameters()))})
-        rows = h.finished()
-        assert [c.result.stage for c in rows] == [1, 2]
-        assert all(c.result.ok and 0 <= c.result.metrics["miou"] <= 1 and c.result.cost["params"] > 0
-                   for c in rows)
-        assert rows[-1].arch == arch
+        arch = run(space, Darts(space), trainer, h, epochs=2, work_dir=tmp_path, tensorboard=False).arch
+        steps = h.steps()
+        assert [s.step for s in steps] == [1, 2]
+        assert all(s.result.ok and 0 <= s.result.metrics["miou"] <= 1 and s.result.cost["params"] > 0
+                   for s in steps)
+        assert steps[-1].arch == arch
     space.check(arch)
     assert all(not torch.equal(a, p) for a, p in zip(a0, supernet.arch_parameters()))
     state = copy.deepcopy(trainer.state_dict())
@@ -270,7 +252,7 @@ def test_autodeeplab_trainer_resume_is_bit_identical():
     def fresh(seed: int) -> tuple[Supernet, DartsTrainer]:
         torch.manual_seed(seed)
         net = space.build_supernet()
-        return net, DartsTrainer(net, seg_loss, cfg, seed=0)
+        return net, SupernetTrainer(net, seg_loss, cfg, seed=0)
 
     net1, t1 = fresh(0)
     for _ in range(2):
@@ -281,7 +263,7 @@ def test_autodeeplab_trainer_resume_is_bit_identical():
     torch.save(t2.state_dict(), buf)
     buf.seek(0)
     net3, t3 = fresh(7)
-    t3.load_state_dict(torch.load(buf, weights_only=False))
+    t3.load_state_dict(torch.load(buf, weights_only=True))
     t3.train_epoch((images, labels), (images.flip(0), labels.flip(0)))
     for a, b in zip(net1.arch_parameters(), net3.arch_parameters()):
         assert torch.equal(a, b)
@@ -295,14 +277,20 @@ def test_search_segmentation_end_to_end_and_resume(tmp_path):
     g = torch.Generator().manual_seed(2)
     images = torch.randn(6, 3, 16, 16, generator=g)
     labels = (images[:, 0] > 0).long()
-    darts = dict(batch_size=2, steps_per_epoch=1)
+
+    def search(epochs: int) -> Arch:
+        strategy = Darts(space, batch_size=2, steps_per_epoch=1)
+        trainer = build_supernet_trainer(space, (images, labels), (images[:2], labels[:2]), seg_loss,
+                                         seg_score_fn(2, 2), epochs=2, cfg=strategy.cfg)
+        with History(tmp_path / "history.sqlite") as h:
+            return run(space, strategy, trainer, h, epochs=epochs, work_dir=tmp_path, tensorboard=False).arch
+
+    first = search(1)
+    last = search(2)
     with History(tmp_path / "history.sqlite") as h:
-        first = search_segmentation(space, (images, labels), (images[:2], labels[:2]), 2, h, tmp_path,
-                                    epochs=1, darts=darts)
-    with History(tmp_path / "history.sqlite") as h:
-        last = search_segmentation(space, (images, labels), (images[:2], labels[:2]), 2, h, tmp_path,
-                                   epochs=2, darts=darts)
-        assert [c.result.stage for c in h.finished()] == [1, 2]
-        assert h.finished()[0].arch == first and h.finished()[1].arch == last
-        assert h.finished()[1].result.cost["params"] == sum(p.numel() for p in space.build(last).parameters())
-    assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["trainer"]["cfg"]["total_epochs"] == 2
+        steps, (row,) = h.steps(), h.finished()
+        assert [s.step for s in steps] == [1, 2]
+        assert steps[0].arch == first and steps[1].arch == last == row.arch == Arch.load(tmp_path / DERIVED)
+        assert steps[1].result.cost["params"] == sum(p.numel() for p in space.build(last).parameters())
+        assert row.result.reward == steps[1].result.reward and row.result.stage == 2
+    assert load_checkpoint(tmp_path / CHECKPOINT)["trainer"]["cfg"]["total_epochs"] == 2

@@ -97,7 +97,8 @@ def test_export_train_test(kind, tmp_path, coco_root):
         cfg_path = _export(tmp_path, coco_root, str(arch_path))
     cfg = Config.fromfile(str(cfg_path))
     assert cfg.default_scope == "mmdet" and cfg.val_evaluator.type == "CocoMetric"
-    assert cfg.model.backbone == dict(type="DenseNASMobileNetV2", out_indices=(6, 13, 17), pretrained=True)
+    assert cfg.model.backbone == dict(type="DenseNASBackbone",
+                                      backbone=dict(type="mobilenet_v2", out_indices=(6, 13, 17), pretrained=True))
     neck = {"nasfpn": "NASFPNSearchedNeck", "fpn_fcos": "FPN"}.get(kind, "NASFCOSSearchedFPN")
     assert cfg.model.neck.type == neck and cfg.model.neck.out_channels == WIDTH  # the search's width
     if kind == "nasfcos_head":  # the fixed FPN the head was searched with travels inside the config
@@ -109,7 +110,7 @@ def test_export_train_test(kind, tmp_path, coco_root):
         assert Arch.from_dict(cfg.model.bbox_head.arch).as_dict() == plain_head_arch().as_dict()
 
     # untrained heads score ~0.01 (focal prior): keep every box so CocoMetric has detections to rate
-    opts = ["model.backbone.pretrained=False", "model.test_cfg.score_thr=0.0"]
+    opts = ["model.backbone.backbone.pretrained=False", "model.test_cfg.score_thr=0.0"]
     work = tmp_path / "work"
     assert _tool("train")([str(cfg_path), "--work-dir", str(work), "--cfg-options", *opts]) == 0
     ckpt = work / "iter_2.pth"
@@ -129,7 +130,7 @@ def test_export_train_test(kind, tmp_path, coco_root):
 def test_no_detections_is_explained(tmp_path, coco_root, capsys):
     """CocoMetric returns no metrics when nothing is detected: train and test say why instead of just "{}"."""
     cfg_path = _export(tmp_path, coco_root, "--baseline", "fpn_fcos", extra=("--width", str(WIDTH)))
-    opts = ["model.backbone.pretrained=False", "model.test_cfg.score_thr=1.01"]  # no score passes
+    opts = ["model.backbone.backbone.pretrained=False", "model.test_cfg.score_thr=1.01"]  # no score passes
     work = tmp_path / "work"
     assert _tool("train")([str(cfg_path), "--work-dir", str(work), "--cfg-options", *opts]) == 0
     assert "the val metric returned nothing" in capsys.readouterr().out
@@ -183,7 +184,7 @@ def test_voc_layout_retinanet_baseline_export_train_test(tmp_path):
     cfg = Config.fromfile(str(cfg_path))
     assert cfg.val_evaluator.type == "VOCMetric" and cfg.val_dataloader.dataset.type == "VOCDataset"
     assert cfg.model.bbox_head.type == "RetinaHead" and cfg.model.bbox_head.num_classes == 20  # VOC classes
-    opts = ["model.backbone.pretrained=False", "model.test_cfg.score_thr=0.0"]
+    opts = ["model.backbone.backbone.pretrained=False", "model.test_cfg.score_thr=0.0"]
     work = tmp_path / "work"
     assert _tool("train")([str(cfg_path), "--work-dir", str(work), "--cfg-options", *opts]) == 0
     out = tmp_path / "test.json"

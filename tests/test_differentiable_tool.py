@@ -33,8 +33,9 @@ def irnas_opts(tmp: Path, epochs: int) -> list[str]:
 
 
 def _epochs(work: Path) -> dict[int, tuple[str, float]]:
+    """The supernet run's steps (one per epoch): derived arch and when the step was recorded."""
     with History(work / "history.sqlite") as h:
-        return {c.result.stage: (c.arch.key, c.finished) for c in h.finished()}
+        return {s.step: (s.arch.key, s.finished) for s in h.steps()}
 
 
 @pytest.mark.parametrize("config", [IRNAS, DERAIN], ids=["denoise", "derain"])
@@ -52,14 +53,15 @@ def test_irnas_search_runs_and_resumes(tmp_path, config):
 
     IRNASSpace(width=4, layers=2).check(derived)
     with History(work / "history.sqlite") as h:
-        assert all(c.result.metrics["psnr"] > 0 and "ssim" in c.result.metrics for c in h.finished())
+        assert len(h.finished()) == 1  # one run, its epochs are steps
+        assert all(s.result.metrics["psnr"] > 0 and "ssim" in s.result.metrics for s in h.steps())
 
 
 @pytest.mark.parametrize("opt, match", [
-    ("space=auxcell", "differentiable space"),
+    ("space=auxcell", "task.type='restoration' cannot search space.type='auxcell'"),
     ("strategy.arch_lrr=0.1", "arch_lr"),
     ("task.sigmaa=3", "sigma"),
-    ("strategy.type=reinforce", "is searched with strategy 'darts'"),
+    ("strategy.type=reinforce", "strategy.type='reinforce', evaluator.type='supernet' and space.type='irnas'"),
 ])
 def test_bad_darts_config_is_named(tmp_path, capsys, opt, match):
     cfg, opts = IRNAS, irnas_opts(tmp_path, 1)

@@ -10,10 +10,11 @@ import torch
 from densenas.arch import Arch, InvalidArch
 from densenas.decoders.dncnn import DnCNN, dncnn_matching, dncnn_params
 from densenas.decoders.irnas import WIDTH_MULTS, IRNASNet, IRNASSpace, IRNASSupernet
-from densenas.decoders.irnas_ops import (ASPP, IRNAS_OPS, NONE_OP, MixedOp, TorchvisionModulatedDeformConv2d,
+from densenas.decoders.irnas_ops import (ASPP, IRNAS_OPS, NONE_OP, OPS, MixedOp, TorchvisionModulatedDeformConv2d,
                                          modulated_deform_conv)
 from densenas.objectives import count_params
-from densenas.ops import OPS, build_op
+from densenas.ops import OPS as CORE_OPS
+from densenas.ops import build_op
 from densenas.space import ShapeSpec
 from densenas.tasks.restoration.functional import add_gaussian_noise, restoration_loss
 
@@ -26,16 +27,17 @@ def space() -> IRNASSpace:
 
 
 # ----------------------------------------------------------------------------------------------- ops
-def test_irnas_ops_registered_without_none():
+def test_irnas_ops_in_its_table_without_none():
     assert IRNAS_OPS == ("conv3x3", "sep_conv_3x3", "conv3x3_dil2", "deform_conv3x3", "skip", "none")
     assert set(REAL_OPS) <= set(OPS)
-    assert NONE_OP not in OPS  # supernet-internal; other spaces may register their own
+    assert NONE_OP not in OPS  # supernet-internal only
+    assert set(CORE_OPS) <= set(OPS) and "deform_conv3x3" not in CORE_OPS  # no import-time additions
 
 
 @pytest.mark.parametrize("name", REAL_OPS)
 def test_op_shape_and_grad(name):
     torch.manual_seed(0)
-    op = build_op(name, 4).train()
+    op = build_op(name, 4, OPS).train()
     x = torch.randn(2, 4, 9, 11, requires_grad=True)
     y = op(x)
     assert y.shape == x.shape and torch.isfinite(y).all()

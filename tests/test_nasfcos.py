@@ -11,18 +11,18 @@ import torch
 from densenas.arch import Arch, InvalidArch
 from densenas.decoders.nasfcos import (NASFCOSSpace, default_fpn_arch, default_head_arch, fpn_part, head_part,
                                        plain_head_arch)
-from densenas.decoders.nasfcos_ops import (FPN_OPS, HEAD_OPS, ConcatFuse, FPNCell, FPNCellSpec, HeadTower,
+from densenas.decoders.nasfcos_ops import (FPN_OPS, HEAD_OPS, OPS, ConcatFuse, FPNCell, FPNCellSpec, HeadTower,
                                            WeightedSum, collected_cells, gn_groups)
 from densenas.deform import ModulatedDeformConv2d
-from densenas.ops import OPS, build_op
+from densenas.ops import build_op
 from densenas.space import ShapeSpec
 
-SHAPES = [ShapeSpec(8, 8), ShapeSpec(12, 16), ShapeSpec(20, 32)]
+SHAPES = {"c3": ShapeSpec(8, 8), "c4": ShapeSpec(12, 16), "c5": ShapeSpec(20, 32)}
 W = 16  # FPN / head width in the tiny tests
 
 
 def _feats(n: int = 2, size: int = 128) -> list[torch.Tensor]:
-    return [torch.randn(n, s.channels, size // s.stride, size // s.stride) for s in SHAPES]
+    return [torch.randn(n, s.channels, size // s.stride, size // s.stride) for s in SHAPES.values()]
 
 
 def _grad_missing(module: torch.nn.Module) -> list[str]:
@@ -30,7 +30,7 @@ def _grad_missing(module: torch.nn.Module) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- ops
-def test_op_lists_registered():
+def test_op_lists_in_the_table():
     assert set(FPN_OPS) <= set(OPS) and set(HEAD_OPS) <= set(OPS)
     for required in ("sep_conv_3x3", "sep_conv_5x5", "conv1x1", "conv3x3_dil2", "deform_conv3x3", "skip"):
         assert required in FPN_OPS
@@ -40,7 +40,7 @@ def test_op_lists_registered():
 @pytest.mark.parametrize("name", sorted(set(FPN_OPS) | set(HEAD_OPS)))
 def test_op_shape_and_grad(name):
     torch.manual_seed(0)
-    op = build_op(name, W).train()
+    op = build_op(name, W, OPS).train()
     x = torch.randn(2, W, 7, 9, requires_grad=True)
     y = op(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
@@ -108,7 +108,7 @@ def test_fpn_output_assignment_follows_unconsumed_cells():
 @pytest.mark.parametrize("position", ["last", "first"])
 def test_shared_head_layers_share_parameters(position):
     ops, levels = ["gn_conv3x3", "gn_conv1x1", "gn_conv3x3"], 5
-    p_layer = [sum(p.numel() for p in build_op(o, W).parameters()) for o in ops]
+    p_layer = [sum(p.numel() for p in build_op(o, W, OPS).parameters()) for o in ops]
     for k in range(len(ops) + 1):
         tower = HeadTower(ops, k, levels, W, shared_position=position)
         shared = set(range(len(ops) - k, len(ops))) if position == "last" else set(range(k))
@@ -233,6 +233,7 @@ def test_mmdet_fcos_detector_loss_and_predict(which):
     from mmdet.utils import register_all_modules
 
     import densenas.decoders.mmdet_adapters as ad
+    import densenas.tasks.detection.mm  # noqa: F401  (registers the neck and head)
 
     register_all_modules()
     torch.manual_seed(0)
@@ -248,7 +249,7 @@ def test_mmdet_fcos_detector_loss_and_predict(which):
                                   head_width=2 * W if which == "sampled" else None,
                                   pretrained=False, shared_position=position)
     model = MODELS.build(cfg)
-    assert type(model.backbone).__name__ == "DenseNASMobileNetV2"
+    assert type(model.backbone).__name__ == "DenseNASBackbone"
     assert isinstance(model.neck, ad.NASFCOSSearchedFPN)
     assert isinstance(model.bbox_head, ad.NASFCOSSearchedHead)
     assert isinstance(model.bbox_head.cls_convs, HeadTower) and model.neck.strides == [8, 16, 32, 64, 128]

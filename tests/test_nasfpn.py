@@ -14,11 +14,11 @@ from densenas.decoders.nasfpn import (BINARY_OPS, CellSpec, MergingCell, NASFPNS
 from densenas.space import ShapeSpec
 
 C = 16
-SHAPES = [ShapeSpec(32, 8), ShapeSpec(96, 16), ShapeSpec(320, 32)]  # MobileNetV2 C3..C5
+SHAPES = {"c3": ShapeSpec(32, 8), "c4": ShapeSpec(96, 16), "c5": ShapeSpec(320, 32)}  # MobileNetV2 C3..C5
 
 
 def feats(side: int = 64, n: int = 2) -> list[torch.Tensor]:
-    return [torch.randn(n, s.channels, -(-side // s.stride), -(-side // s.stride)) for s in SHAPES]
+    return [torch.randn(n, s.channels, -(-side // s.stride), -(-side // s.stride)) for s in SHAPES.values()]
 
 
 def paper_arch(space: NASFPNSpace | None = None) -> Arch:
@@ -120,7 +120,7 @@ def test_neck_accepts_sizes_not_divisible_by_128():
     with torch.no_grad():
         outs = neck(feats(72, n=1))  # 9, 5, 3 -> P6 2, P7 1
     assert [o.shape[-1] for o in outs] == [9, 5, 3, 2, 1]
-    same = NASFPNSpace(out_channels=C).build(paper_arch(), [ShapeSpec(C, 8)] + SHAPES[1:])
+    same = NASFPNSpace(out_channels=C).build(paper_arch(), {**SHAPES, "c3": ShapeSpec(C, 8)})
     assert isinstance(same.lateral[0], torch.nn.Identity)  # no projection when channels already match
     assert not isinstance(same.lateral[1], torch.nn.Identity)
 
@@ -162,8 +162,12 @@ def test_invalid_arch_structure():
         space.check(Arch("nasfpn", tuple((k, v) for k, v in d.items() if k != "cell6.op")))
     with pytest.raises(InvalidArch, match="not 'nasfpn'"):
         space.check(Arch("auxcell", tuple(d.items())))
-    with pytest.raises(ValueError, match="strides"):
-        space.build(paper_arch(space), [ShapeSpec(24, 4)] + SHAPES)
+    with pytest.raises(ValueError, match=r"first strides of \[8, 16, 32, 64, 128\].*got c2\(24ch, s4\)"):
+        space.build(paper_arch(space), {"c2": ShapeSpec(24, 4), **SHAPES})
+    with pytest.raises(ValueError, match="in_shapes is missing"):
+        space.build(paper_arch(space))
+    with pytest.raises(TypeError, match="must be a dict"):
+        space.build(paper_arch(space), list(SHAPES.values()))
     with pytest.raises(ValueError, match="num_cells"):
         NASFPNSpace(num_cells=4)
     assert space_for_arch(paper_arch(space)).num_cells == 7
@@ -177,7 +181,7 @@ def mmdet_models():
     from mmdet.utils import register_all_modules
 
     register_all_modules()
-    import densenas.decoders.nasfpn_mmdet  # noqa: F401  (registers the neck)
+    import densenas.tasks.detection.mm  # noqa: F401  (registers the neck)
     return MODELS
 
 
@@ -205,7 +209,7 @@ def test_detector_builds_trains_and_predicts(mmdet_models, detector):
 
     cfg = nasfpn_model_dict(paper_arch().to_dict(), num_classes=3, detector=detector, out_channels=C,
                             stack=2, pretrained=False, stacked_convs=1)
-    assert cfg["backbone"]["type"] == "DenseNASMobileNetV2" and cfg["neck"]["in_channels"] == [32, 96, 320]
+    assert cfg["backbone"]["type"] == "DenseNASBackbone" and cfg["neck"]["in_channels"] == [32, 96, 320]
     if detector == "fcos":  # GroupNorm keeps >= 4 channels per group (1x1 P7 maps at small widths)
         assert C // cfg["bbox_head"]["norm_cfg"]["num_groups"] >= 4
     torch.manual_seed(0)

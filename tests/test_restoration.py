@@ -17,7 +17,7 @@ from densenas.datasets.imagefolder import (PROXY_TRAIN_SOURCES, PROXY_VAL_SOURCE
                                            CleanImageFolder, RainPairFolder, build_proxy_restoration)
 from densenas.datasets.proxy import load_source_images
 from densenas.datasets.restore_fixtures import write_bsd_fixture, write_rain100_fixture
-from densenas.tasks.restoration.functional import (BSD500_SIGMAS, RestorationTask, add_gaussian_noise, add_rain,
+from densenas.tasks.restoration.functional import (BSD500_SIGMAS, RestorationSpec, add_gaussian_noise, add_rain,
                                         evaluate_restoration, motion_blur_kernel, psnr, psnr_ssim, rain_streaks,
                                         restoration_loss, restoration_reward, restoration_score_fn,
                                         ssim)
@@ -137,7 +137,7 @@ def test_loss_decreases_as_prediction_approaches_target(photos):
 
 
 def test_task_and_evaluation(photos):
-    task = RestorationTask("denoise", sigma=30, lam=0.1)
+    task = RestorationSpec("denoise", sigma=30, lam=0.1)
     a, b = task.degrade(photos, seed=0), task.degrade(photos, seed=0)
     assert torch.equal(a, b) and abs((a - photos).std().item() - 30 / 255) < 0.01
     metrics = evaluate_restoration(torch.nn.Identity(), a, photos, batch_size=2)
@@ -145,10 +145,10 @@ def test_task_and_evaluation(photos):
     assert task.reward(metrics) == metrics["psnr"] and task.loss(a, photos).item() > 0
     reward, m = restoration_score_fn("ssim", batch_size=2)(torch.nn.Identity(), (a, photos))
     assert m == pytest.approx(metrics) and reward == m["ssim"]
-    rain = RestorationTask("derain", reward_metric="ssim")
+    rain = RestorationSpec("derain", reward_metric="ssim")
     assert torch.equal(rain.degrade(photos, seed=2), add_rain(photos, 2))
     with pytest.raises(ValueError, match="kind"):
-        RestorationTask("deblur")
+        RestorationSpec("deblur")
 
 
 # ---------------------------------------------------------------------------------------- folder readers

@@ -16,7 +16,7 @@ from densenas.arch import Arch, InvalidArch
 from densenas.datasets.restore_fixtures import write_bsd_fixture, write_rain100_fixture
 from densenas.decoders.dncnn import DnCNN, dncnn_params
 from densenas.decoders.irnas import IRNASNet, IRNASSpace
-from densenas.export_restoration import restoration_config, restoration_pair
+from densenas.tasks.restoration.export import restoration_config, restoration_pair
 from densenas.objectives import count_params
 from densenas.tasks.restoration.functional import restoration_loss
 from densenas.tasks.restoration.mm import (DenseNASRestorationDataset, DenseNASRestorationMetric,

@@ -232,6 +232,8 @@ def test_build_strategy():
     evo = build_strategy({"type": "evolution", "population_size": 7}, space)
     assert isinstance(evo, RegularizedEvolution) and evo.population_size == 7
     with pytest.raises(ValueError, match="strategy config needs 'type'"):
+        build_strategy({"type": "bohb"}, space)
+    with pytest.raises(ValueError, match="'darts' needs a differentiable space"):  # one-shot: a supernet
         build_strategy({"type": "darts"}, space)
     with pytest.raises(ValueError):
         build_strategy({}, space)

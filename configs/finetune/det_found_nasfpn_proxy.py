@@ -2,7 +2,7 @@
 # on RetinaNet with the search's 2-conv head towers, fine-tuned on the proxy COCO set. Regenerate from your
 # own search with tools/export.py work_dirs/nasfpn_proxy/best_arch.json --iters 600
 _base_ = ["./det_fpn_retinanet_proxy.py"]  # data, schedule, RetinaNet head of the baseline
-custom_imports = dict(imports=["densenas.decoders.nasfpn_mmdet"], allow_failed_imports=False)
+custom_imports = dict(imports=["densenas.tasks.detection.mm"], allow_failed_imports=False)
 work_dir = "work_dirs/det/found_nasfpn"
 model = dict(
     neck=dict(_delete_=True, type="NASFPNSearchedNeck", in_channels=[32, 96, 320], out_channels={{_base_.width}},

@@ -12,4 +12,6 @@ space = dict(type="autodeeplab", layers=5, blocks=3, filter_multiplier=8, aspp_c
 # on two disjoint halves of the training set.
 strategy = dict(type="darts", w_lr=0.025, arch_lr=3e-3, batch_size=8, steps_per_epoch=12, warmup_epochs=5,
                 grad_clip=5.0)
+# one supernet trained epoch by epoch (densenas/evaluation/supernet.py); DARTS hyper-parameters above
+evaluator = dict(type="supernet")
 search = dict(epochs=20, time_budget_s=1080)

@@ -4,6 +4,10 @@ work_dir = "work_dirs/auxcell_proxy"
 seed = 0
 device = "auto"  # cuda when present
 
+# The task plugin (densenas/tasks/segmentation): data, loss, metrics, reward, export. KD teacher: an ASPP
+# head on the encoder, fine-tuned once per search; its logits on the training images are cached.
+task = dict(type="segmentation", teacher=dict(iters=200, batch_size=8, lr=2e-3, width=128))
+
 # Proxy set built deterministically from real images shipped in installed packages, VOC layout.
 data = dict(layout="proxy", root="data/proxy_voc", image_size=128,
             proxy=dict(num_train=64, num_val=24, size=128, num_classes=5, seed=0))
@@ -14,13 +18,13 @@ space = dict(type="auxcell", width=48, num_cells=3, blocks_per_cell=2)
 
 strategy = dict(type="reinforce", lr=3e-3, batch_size=1, entropy_weight=1e-3)
 
-# Stage 1: frozen cached encoder, KD + Polyak; stage 2 only when stage 1 beats the running mean.
+# The proxy trainer (densenas/evaluation/proxy.py). Stage 1: frozen cached encoder, KD + Polyak; stage 2
+# only when stage 1 beats the running mean.
 evaluator = dict(
+    type="proxy",
     stage1=dict(iters=80, batch_size=8, lr=3e-3),
     stage2=dict(iters=20, batch_size=8, lr=1e-3, encoder_lr_mult=0.1),
-    early_stop=True, aux_weight=0.4, kd_weight=0.5, kd_temperature=1.0, polyak=0.98)
-
-teacher = dict(iters=200, batch_size=8, lr=2e-3, width=128)
+    early_stop=True, aux_weight=0.4, kd_weight=0.5, polyak=0.98)
 
 # ~11 s per candidate on 2 CPU cores (measured): 40 candidates in about 8 minutes; the time budget
 # (search loop only, teacher excluded) keeps a slower machine inside 15 minutes all told.

@@ -11,4 +11,6 @@ data = dict(layout="proxy", root="data/proxy_restore", image_size=32,
 # CPU-sized: the modulated deformable conv's CPU backward dominates a step (measured ~85% of it).
 space = dict(type="irnas", width=4, layers=3, blocks=2)
 strategy = dict(type="darts", w_lr=0.025, arch_lr=3e-3, batch_size=8, warmup_epochs=3, grad_clip=5.0)
+# one supernet trained epoch by epoch (densenas/evaluation/supernet.py); DARTS hyper-parameters above
+evaluator = dict(type="supernet")
 search = dict(epochs=12, time_budget_s=1080)

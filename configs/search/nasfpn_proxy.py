@@ -5,13 +5,14 @@
 work_dir = "work_dirs/nasfpn_proxy"
 seed = 0
 device = "auto"
-task = dict(type="detection", detector="retinanet", stacked_convs=2)
+task = dict(type="detection", reward="ap", detector="retinanet", stacked_convs=2)
 data = dict(layout="proxy_coco", root="data/proxy_coco", image_size=128,
             proxy=dict(num_train=64, num_val=24, size=128, num_classes=4, seed=0))
 backbone = dict(type="mobilenet_v2", out_indices=(6, 13, 17), pretrained=True)
 space = dict(type="nasfpn", out_channels=32, stack=1)
 strategy = dict(type="reinforce", lr=3e-3, batch_size=1, entropy_weight=1e-3)
-evaluator = dict(stage1=dict(iters=80, batch_size=16, lr=2e-3),
+evaluator = dict(type="proxy", stage1=dict(iters=80, batch_size=16, lr=2e-3),
                  stage2=dict(iters=20, batch_size=8, lr=5e-4, encoder_lr_mult=0.1),
-                 early_stop=True, reward="ap", polyak=0.99)
+                 early_stop=True, polyak=0.99,
+                 grad_clip=35.0)  # mmdet's FCOS / RetinaNet gradient clipping
 search = dict(num_candidates=30, time_budget_s=1080)

@@ -1,11 +1,13 @@
-"""Search strategies: random search, REINFORCE controller (Zoph & Le; Nekrasov et al. 2019) and
-regularized evolution (Real et al. 2019), plus :func:`build_strategy` to make one from a config dict."""
+"""Search strategies: random search, REINFORCE controller (Zoph & Le; Nekrasov et al. 2019), regularized
+evolution (Real et al. 2019) and the one-shot DARTS (Liu et al., ICLR 2019), plus :func:`build_strategy` to
+make one from a config dict. Every one is driven by :func:`densenas.loop.run`."""
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from ..space import SearchSpace
-from .base import RandomSearch, Strategy
+from .base import OneShotStrategy, RandomSearch, Strategy
+from .darts import Darts, DartsCfg
 from .evolution import RegularizedEvolution
 from .reinforce import ReinforceController
 
@@ -13,6 +15,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "random": RandomSearch,
     "reinforce": ReinforceController,
     "evolution": RegularizedEvolution,
+    "darts": Darts,
 }
 
 
@@ -34,5 +37,5 @@ def build_strategy(cfg: Mapping[str, Any], space: SearchSpace) -> Strategy:
     return STRATEGIES[kind](space, **kwargs)
 
 
-__all__ = ["Strategy", "RandomSearch", "ReinforceController", "RegularizedEvolution", "STRATEGIES",
-           "build_strategy"]
+__all__ = ["Strategy", "OneShotStrategy", "RandomSearch", "ReinforceController", "RegularizedEvolution",
+           "Darts", "DartsCfg", "STRATEGIES", "build_strategy"]

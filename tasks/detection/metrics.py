@@ -1,6 +1,6 @@
 """Object-detection task: mmdet data samples, the loss reward, COCO box AP and Kendall's tau.
 
-Used by the NAS-FCOS / NAS-FPN searches (:mod:`densenas.evaluation.detection`):
+Used by the NAS-FCOS / NAS-FPN searches (:mod:`densenas.evaluation.proxy` with :mod:`.candidate`):
 
 * NAS-FCOS (Wang, Gao, Chen, Wang, Tian, Shen, "NAS-FCOS: Fast Neural Architecture Search for Object
   Detection", CVPR 2020) rewards a candidate with the *negative sum of its losses* on the proxy

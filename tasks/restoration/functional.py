@@ -273,7 +273,7 @@ def evaluate_restoration(model: Callable[[Tensor], Tensor], degraded: Tensor, cl
 def restoration_score_fn(reward_metric: str = "psnr", batch_size: int = 8
                          ) -> Callable[[Callable[[Tensor], Tensor], tuple[Tensor, Tensor]], tuple[float, dict]]:
     """A score function ``(model, (degraded, clean)) -> (reward, {"psnr", "ssim"})`` for supernet searches
-    (the ``ScoreFn`` of :mod:`densenas.evaluation.supernet_search`)."""
+    (the ``score_fn`` of :class:`densenas.evaluation.supernet.SupernetTrainer`)."""
     def score(model: Callable[[Tensor], Tensor], split: tuple[Tensor, Tensor]) -> tuple[float, dict]:
         metrics = evaluate_restoration(model, split[0], split[1], batch_size)
         return restoration_reward(metrics, reward_metric), metrics
@@ -282,7 +282,7 @@ def restoration_score_fn(reward_metric: str = "psnr", batch_size: int = 8
 
 
 @dataclass
-class RestorationTask:
+class RestorationSpec:
     """One restoration task: how inputs are degraded, the loss, the metrics and the reward.
 
     Args:

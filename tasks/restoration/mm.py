@@ -14,7 +14,7 @@ evaluated with PSNR/SSIM. Registers, on import, in mmengine's root registries (s
 * ``METRICS``: ``DenseNASRestorationMetric`` (mean per-image PSNR and SSIM, keys ``psnr`` / ``ssim``).
 
 Use from a config with ``custom_imports=dict(imports=["densenas.tasks.restoration.mm"])``;
-:func:`densenas.export_restoration.restoration_config` writes such configs.
+:func:`densenas.tasks.restoration.export.restoration_config` writes such configs.
 """
 from __future__ import annotations
 
@@ -59,13 +59,13 @@ def irnas_space_for_arch(arch: Arch, width: int = 8, layers: int | None = None, 
         blocks: expected block count (``None``: inferred); a mismatch raises.
         in_channels: image channels.
         aspp: ASPP after the last cell.
-        ops: candidate ops (``None``: all registered ops).
+        ops: candidate ops (``None``: every op of the IR-NAS table).
 
     Raises:
         InvalidArch: the arch is for another space or has no width / cell decisions (names the field).
         ValueError: ``layers`` / ``blocks`` disagree with the arch.
     """
-    from densenas.ops import OPS
+    from densenas.decoders.irnas_ops import OPS  # the IR-NAS operation table
 
     if arch.space != IRNASSpace.name:
         raise InvalidArch(f"field 'space': arch is for space {arch.space!r}, not {IRNASSpace.name!r}")
@@ -129,7 +129,7 @@ def _stack(x: Tensor | Sequence[Tensor], what: str) -> Tensor:
     return torch.stack(list(x))
 
 
-@MODELS.register_module(force=True)
+@MODELS.register_module()
 class DenseNASRestorationPreprocessor(BaseDataPreprocessor):
     """Turns a collated batch ``dict(inputs, gt)`` into ``dict(inputs=(N,C,H,W), data_samples=gt)``.
 
@@ -144,7 +144,7 @@ class DenseNASRestorationPreprocessor(BaseDataPreprocessor):
                     data_samples=None if gt is None else _stack(gt, "gt"))
 
 
-@MODELS.register_module(force=True)
+@MODELS.register_module()
 class DenseNASRestorer(BaseModel):
     """mmengine model wrapping a restoration network (IR-NAS or DnCNN).
 
@@ -205,7 +205,7 @@ def _at_least(img: Tensor, size: int) -> Tensor:
     return out.clamp(0.0, 1.0)
 
 
-@DATASETS.register_module(force=True)
+@DATASETS.register_module()
 class DenseNASRestorationDataset(Dataset):
     """Restoration samples ``dict(inputs=degraded, gt=clean, img_path=...)`` as float ``[0, 1]`` tensors.
 
@@ -309,7 +309,7 @@ class DenseNASRestorationDataset(Dataset):
 
 
 # ------------------------------------------------------------------------------------------- metric
-@METRICS.register_module(force=True)
+@METRICS.register_module()
 class DenseNASRestorationMetric(BaseMetric):
     """Mean per-image PSNR (dB) and SSIM (scikit-image, :func:`~densenas.tasks.restoration.functional.psnr_ssim`).
 

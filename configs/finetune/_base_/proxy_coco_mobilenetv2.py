@@ -5,7 +5,7 @@
 # COCO AP from mmdet's CocoMetric. Each det_*.py config here only adds its neck and head.
 # Configs of your own searches come from tools/export.py (self-contained, same settings).
 default_scope = "mmdet"
-custom_imports = dict(imports=["densenas.decoders.mmdet_adapters"], allow_failed_imports=False)
+custom_imports = dict(imports=["densenas.tasks.detection.mm"], allow_failed_imports=False)
 data_root = "data/proxy_coco"
 classes = ("coffee", "cat", "tissue", "galaxy")  # the default proxy set
 crop = (128, 128)

@@ -3,7 +3,7 @@
 # AdamW + poly LR with the encoder at 0.1x. Each config in configs/finetune/ only adds its decode head.
 # Configs of your own searches come from tools/export.py (self-contained, same settings).
 default_scope = "mmseg"
-custom_imports = dict(imports=["densenas.decoders.mmseg_adapters"], allow_failed_imports=False)
+custom_imports = dict(imports=["densenas.tasks.segmentation.mm"], allow_failed_imports=False)
 crop = (128, 128)
 classes = ["background", "coffee", "cat", "tissue", "galaxy", "grass"]  # the default proxy set
 palette = [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128]]

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .arch import Arch
-from .export import dump_config, runtime_config
+from densenas.arch import Arch
+from densenas.export import dump_config, runtime_config
 
 BASELINES = ("dncnn",)
 
@@ -160,6 +160,7 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
                        sampler=dict(type="DefaultSampler", shuffle=False), **loader)
     val_ds = dict(ds, split=val_split, crop=test_crop, test_mode=True)
     cfg = dict(
+        densenas_task="restoration",  # which densenas task plugin tools/test.py asks about this model
         custom_imports=dict(imports=["densenas.tasks.restoration.mm"], allow_failed_imports=False),
         model=dict(type="DenseNASRestorer", net=net, loss=dict(lam=float(lam)),
                    data_preprocessor=dict(type="DenseNASRestorationPreprocessor")),

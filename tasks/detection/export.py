@@ -6,7 +6,8 @@ space (Ghiasi, Lin, Le, "NAS-FPN: Learning Scalable Feature Pyramid Architecture
 CVPR 2019: searched pyramid on a RetinaNet or FCOS head). The baselines are mmdet's hand-designed FPN (Lin
 et al., CVPR 2017) with the FCOS head (Tian et al., ICCV 2019) or the RetinaNet head (Lin et al., ICCV 2017).
 
-Every model sits on the same pretrained ``DenseNASMobileNetV2`` (C3..C5, ``out_indices=(6, 13, 17)``), and
+Every model sits on the same pretrained ``DenseNASBackbone`` (the search's backbone; default MobileNetV2
+C3..C5, ``out_indices=(6, 13, 17)``), and
 found and baseline configs come from the same function (:func:`detection_config`): data pipeline, schedule,
 optimizer and evaluation (mmdet's ``CocoMetric``, COCO AP through pycocotools) are identical; only
 ``model.neck`` / ``model.bbox_head`` (and, for RetinaNet, the detector type) differ. Run the configs with
@@ -17,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .arch import Arch
-from .export import dump_config, runtime_config
+from densenas.arch import Arch
+from densenas.export import dump_config, runtime_config
 
 BASELINES = ("fpn_fcos", "fpn_retinanet")
 DET_SPACES = ("nasfcos_fpn", "nasfcos_head", "nasfcos", "nasfpn")
@@ -27,11 +28,17 @@ OUT_INDICES = (6, 13, 17)
 _NASFCOS_PART = {"nasfcos_fpn": "fpn", "nasfcos_head": "head", "nasfcos": "joint"}
 
 
-def _in_channels(out_indices: tuple[int, ...]) -> list[int]:
-    """Channels of the MobileNetV2 blocks ``out_indices`` (measured on a randomly initialised copy)."""
-    from .backbones import MobileNetV2Encoder
+def _backbone(backbone: Mapping[str, Any] | None, pretrained: bool) -> dict[str, Any]:
+    """The backbone config (default MobileNetV2 C3..C5) with ``pretrained`` set."""
+    return {**(dict(backbone) if backbone else {"type": "mobilenet_v2", "out_indices": OUT_INDICES}),
+            "pretrained": pretrained}
 
-    return [s.channels for s in MobileNetV2Encoder(out_indices, pretrained=False).feature_shapes()]
+
+def _in_channels(backbone: Mapping[str, Any]) -> list[int]:
+    """Channels of the backbone's levels, from its feature info (never hard-coded)."""
+    from densenas.backbones import backbone_shapes
+
+    return [s.channels for s in backbone_shapes(dict(backbone)).values()]
 
 
 def _fcos_head(num_classes: int, width: int, feat_channels: int) -> dict[str, Any]:
@@ -40,7 +47,7 @@ def _fcos_head(num_classes: int, width: int, feat_channels: int) -> dict[str, An
     The groups keep >= 4 channels each (:func:`~densenas.decoders.nasfcos_ops.gn_groups`): at small widths,
     ``gcd(32, C)`` groups of one channel fail on the 1x1 P7 maps of small images.
     """
-    from .decoders.nasfcos_ops import gn_groups
+    from densenas.decoders.nasfcos_ops import gn_groups
 
     return dict(type="FCOSHead", num_classes=num_classes, in_channels=width, stacked_convs=4,
                 feat_channels=feat_channels, strides=[8, 16, 32, 64, 128],
@@ -51,8 +58,8 @@ def _fcos_head(num_classes: int, width: int, feat_channels: int) -> dict[str, An
 
 
 def baseline_model(baseline: str, num_classes: int, *, width: int = 64, head_width: int | None = None,
-                   pretrained: bool = True, out_indices: tuple[int, ...] = OUT_INDICES) -> dict[str, Any]:
-    """The hand-designed detector: mmdet ``FPN`` (P3..P7) + ``FCOSHead`` or ``RetinaHead`` on MobileNetV2.
+                   pretrained: bool = True, backbone: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The hand-designed detector: mmdet ``FPN`` (P3..P7) + ``FCOSHead`` or ``RetinaHead`` on a backbone.
 
     Args:
         baseline: one of :data:`BASELINES`.
@@ -60,23 +67,24 @@ def baseline_model(baseline: str, num_classes: int, *, width: int = 64, head_wid
         width: FPN channels.
         head_width: head tower channels (default ``width``).
         pretrained: load the offline ImageNet backbone weights.
-        out_indices: MobileNetV2 blocks feeding the FPN.
+        backbone: a :mod:`densenas.backbones` config giving C3..C5 (default MobileNetV2).
 
     Raises:
         ValueError: an unknown baseline.
     """
-    from .decoders.nasfpn_mmdet import _head
+    from densenas.decoders.nasfpn_mmdet import _head
 
     if baseline not in BASELINES:
         raise ValueError(f"baseline {baseline!r}: use one of {list(BASELINES)}")
     feat = int(head_width or width)
-    neck = dict(type="FPN", in_channels=_in_channels(out_indices), out_channels=int(width), start_level=0,
+    bb = _backbone(backbone, pretrained)
+    neck = dict(type="FPN", in_channels=_in_channels(bb), out_channels=int(width), start_level=0,
                 add_extra_convs="on_output", num_outs=5, relu_before_extra_convs=True)
     model = dict(
         type="FCOS" if baseline == "fpn_fcos" else "RetinaNet",
         data_preprocessor=dict(type="DetDataPreprocessor", mean=MEAN, std=STD, bgr_to_rgb=True,
                                pad_size_divisor=32 if baseline == "fpn_fcos" else 128),
-        backbone=dict(type="DenseNASMobileNetV2", out_indices=tuple(out_indices), pretrained=pretrained),
+        backbone=dict(type="DenseNASBackbone", backbone=bb),
         neck=neck,
         test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05,
                       nms=dict(type="nms", iou_threshold=0.6 if baseline == "fpn_fcos" else 0.5),
@@ -94,7 +102,7 @@ def baseline_model(baseline: str, num_classes: int, *, width: int = 64, head_wid
 
 def found_model(arch: Arch, num_classes: int, *, space: Mapping[str, Any] | None = None,
                 task: Mapping[str, Any] | None = None, width: int | None = None, pretrained: bool = True,
-                out_indices: tuple[int, ...] = OUT_INDICES) -> tuple[dict[str, Any], str]:
+                backbone: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str]:
     """The detector of a found NAS-FCOS / NAS-FPN arch and the module to put in ``custom_imports``.
 
     Args:
@@ -104,18 +112,19 @@ def found_model(arch: Arch, num_classes: int, *, space: Mapping[str, Any] | None
         task: the search's ``task`` section (NAS-FPN: ``detector``, ``stacked_convs``, ``feat_channels``).
         width: override the pyramid width of the search.
         pretrained: load the offline ImageNet backbone weights.
-        out_indices: MobileNetV2 blocks feeding the neck.
+        backbone: a :mod:`densenas.backbones` config giving C3..C5 (default MobileNetV2).
 
     Raises:
         InvalidArch: the arch does not fit the space (names the field).
         ValueError: an arch of another space, or space settings of another space.
     """
-    from .pipeline import build_space
+    from densenas.decoders.nasfcos import NASFCOSSpace
 
-    in_channels = _in_channels(out_indices)
+    bb = _backbone(backbone, pretrained)
+    in_channels = _in_channels(bb)
     sp = dict(space or {})
     if arch.space in _NASFCOS_PART:
-        from .decoders.mmdet_adapters import nasfcos_detector_cfg
+        from densenas.decoders.mmdet_adapters import nasfcos_detector_cfg  # noqa: I001
 
         if sp.get("type", "nasfcos") != "nasfcos":
             raise ValueError(f"arch space {arch.space!r} but search space type {sp.get('type')!r}")
@@ -123,24 +132,27 @@ def found_model(arch: Arch, num_classes: int, *, space: Mapping[str, Any] | None
         sp.setdefault("part", _NASFCOS_PART[arch.space])
         if width is not None:
             sp["width"] = int(width)
-        s = build_space(sp, num_classes, source="search space")
+        sp.pop("type")
+        try:
+            s = NASFCOSSpace(**{"num_classes": num_classes, **sp})
+        except TypeError as e:
+            raise ValueError(f"search space settings {sp}: {e}") from None
         full = s.full_arch(arch)  # checks the arch; completes it with the searched-with fixed part
-        model = nasfcos_detector_cfg(full, full, num_classes, out_indices=out_indices, in_channels=in_channels,
-                                     width=s.width, head_width=s.head_width, pretrained=pretrained,
-                                     shared_position=s.shared_position).to_dict()
-        return model, "densenas.decoders.mmdet_adapters"
+        model = nasfcos_detector_cfg(full, full, num_classes, in_channels=in_channels, width=s.width,
+                                     head_width=s.head_width, shared_position=s.shared_position,
+                                     backbone=bb).to_dict()
+        return model, "densenas.tasks.detection.mm"
     if arch.space == "nasfpn":
-        from .decoders.nasfpn_mmdet import nasfpn_model_dict
+        from densenas.decoders.nasfpn_mmdet import nasfpn_model_dict
 
         if sp.get("type", "nasfpn") != "nasfpn":
             raise ValueError(f"arch space 'nasfpn' but search space type {sp.get('type')!r}")
         t = {k: v for k, v in dict(task or {}).items() if k in ("detector", "stacked_convs", "feat_channels")}
         model = nasfpn_model_dict(arch, num_classes, t.get("detector", "retinanet"), in_channels=in_channels,
                                   out_channels=int(width or sp.get("out_channels", 64)),
-                                  stack=int(sp.get("stack", 1)), pretrained=pretrained,
-                                  out_indices=out_indices, feat_channels=t.get("feat_channels"),
+                                  stack=int(sp.get("stack", 1)), backbone=bb, feat_channels=t.get("feat_channels"),
                                   stacked_convs=int(t.get("stacked_convs", 4)))
-        return model, "densenas.decoders.nasfpn_mmdet"
+        return model, "densenas.tasks.detection.mm"
     raise ValueError(f"arch space {arch.space!r} is not a detection space; use one of {list(DET_SPACES)}")
 
 
@@ -148,7 +160,7 @@ def det_data_config(data_root: str | Path, layout: str, crop: int, classes: tupl
                     batch_size: int, workers: int, train_split: str = "train",
                     val_split: str = "val") -> dict[str, Any]:
     """Dataloaders and evaluators: mmdet's CocoDataset/VOCDataset, COCO AP (or VOC mAP) on ``val_split``."""
-    from .datasets.detfolder import mmdet_dataset_cfg
+    from densenas.datasets.detfolder import mmdet_dataset_cfg
 
     root = Path(data_root).resolve()
     resize = dict(type="Resize", scale=(crop, crop), keep_ratio=True)
@@ -185,7 +197,8 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
                      lr: float = 1e-3, optimizer: str = "adamw", schedule: str = "cosine",
                      batch_size: int = 8, val_interval: int | None = None, workers: int = 2,
                      work_dir: str | None = None, seed: int = 0, classes: tuple[str, ...] | None = None,
-                     train_split: str = "train", val_split: str = "val") -> Path:
+                     train_split: str = "train", val_split: str = "val",
+                     backbone: Mapping[str, Any] | None = None) -> Path:
     """Write an mmdet config for a found detection ``arch`` or a ``baseline``; returns the path.
 
     Args:
@@ -211,6 +224,7 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
         classes: class names (default: the COCO file's categories / the VOC classes).
         train_split: training split name.
         val_split: evaluation split name.
+        backbone: the search's ``backbone`` section (default MobileNetV2 C3..C5, ImageNet weights).
 
     Raises:
         ValueError: bad arguments or an arch that does not fit its space.
@@ -226,21 +240,22 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
         raise ValueError(f"need iters >= 1 and crop >= 32, got {iters}, {crop}")
     if classes is None:
         if layout == "coco":
-            from .datasets.proxy_det import coco_classes
+            from densenas.datasets.proxy_det import coco_classes
 
             classes = coco_classes(data_root, train_split)
         else:
-            from .datasets.detfolder import VOC_DET_CLASSES
+            from densenas.datasets.detfolder import VOC_DET_CLASSES
             classes = tuple(VOC_DET_CLASSES)
     num_classes = len(classes)
     if arch is not None:
-        model, module = found_model(arch, num_classes, space=space, task=task, width=width)
+        model, module = found_model(arch, num_classes, space=space, task=task, width=width, backbone=backbone)
     else:
         sp = dict(space or {})
         w = width or sp.get("width") or sp.get("out_channels") or 64
         model = baseline_model(baseline, num_classes, width=int(w),
-                               head_width=head_width or sp.get("head_width") or sp.get("feat_channels"))
-        module = "densenas.decoders.mmdet_adapters"
+                               head_width=head_width or sp.get("head_width") or sp.get("feat_channels"),
+                               backbone=backbone)
+        module = "densenas.tasks.detection.mm"
     warmup = max(1, min(200, iters // 10))
     sched: list[dict[str, Any]] = [dict(type="LinearLR", start_factor=1e-3, by_epoch=False, begin=0,
                                         end=warmup)]
@@ -255,6 +270,7 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
     interval = val_interval or iters
     best = "coco/bbox_mAP" if layout == "coco" else "pascal_voc/mAP"
     cfg = dict(
+        densenas_task="detection",  # which densenas task plugin tools/test.py asks about this model
         default_scope="mmdet",
         custom_imports=dict(imports=[module], allow_failed_imports=False),
         model=model,

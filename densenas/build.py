@@ -1,0 +1,219 @@
+"""One builder for every search: config -> task, data, backbone, space, strategy, evaluator, loop budget.
+
+``tools/search.py``, the config tests and the benchmarks all call :func:`build_search`, so there is one
+dispatch, read here: the config names its task (``task.type``, a ``densenas.task_plugins`` entry point), its space
+(``space.type``, a ``densenas.space_plugins`` entry point), its strategy (``strategy.type``) and its evaluator
+(``evaluator.type``: ``proxy`` — the two-stage proxy trainer of Nekrasov et al., CVPR 2019 — or
+``supernet`` — one-shot DARTS training, Liu et al., ICLR 2019). Every key of every section is checked
+before any data is read; an impossible combination is refused with a message naming the keys.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .backbones import build_backbone
+from .config import ConfigError, build_dataclass, check_keys, section
+from .plugins import SPACES, PluginError, load
+from .space import SearchSpace, ShapeSpec
+from .strategies import STRATEGIES, Strategy, build_strategy
+from .supernet import DifferentiableSpace
+from .task import Task, task_class
+
+EVALUATORS = ("proxy", "supernet")
+SEARCH_KEYS = {"proxy": {"num_candidates", "time_budget_s", "max_duplicates"},
+               "supernet": {"epochs", "time_budget_s"}}
+
+
+@dataclass
+class Search:
+    """Everything one search needs; ``budget`` holds the checked ``search`` section."""
+
+    task: Task
+    space: SearchSpace
+    strategy: Strategy
+    evaluator: Any
+    device: torch.device
+    seed: int
+    budget: dict[str, Any]
+    kind: str
+    encoder: nn.Module | None = None
+    shapes: dict[str, ShapeSpec] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        what = (f"{self.budget.get('epochs')} epochs" if self.kind == "supernet"
+                else f"{self.budget.get('num_candidates')} candidates")
+        return (f"search: task {self.task.name}, space {self.space.name} ({len(self.space.decisions())} "
+                f"decisions, <= {self.space.size():.3g} archs), strategy {type(self.strategy).__name__}, "
+                f"evaluator {self.kind}, {what}, device {self.device}")
+
+    def run(self, history: Any, work_dir: str | Path, log: Callable[[str], None] = print) -> Any:
+        """Run (or resume) the search through the one loop (:func:`densenas.loop.run`) and write the
+        reports; returns the loop's :class:`~densenas.loop.Outcome`."""
+        from .loop import run
+        from .viz import write_reports
+
+        b = self.budget
+        if self.kind == "supernet":
+            budget = dict(epochs=int(b["epochs"]))
+        else:
+            budget = dict(num_candidates=int(b.get("num_candidates", 30)),
+                          max_duplicates=int(b.get("max_duplicates", 200)))
+        try:
+            return run(self.space, self.strategy, self.evaluator, history, seed=self.seed, work_dir=work_dir,
+                       log=log, time_budget_s=b.get("time_budget_s"), **budget)
+        finally:
+            if history.count(finished_only=False):
+                write_reports(history, work_dir, metrics=self.task.report_metrics,
+                              reward_label=self.task.reward_label)
+
+
+@dataclass
+class SupernetCfg:
+    """``evaluator=dict(type="supernet")``: the supernet trainer takes its hyper-parameters from the DARTS
+    strategy (``strategy=dict(type="darts", w_lr=..., batch_size=...)``); no keys of its own."""
+
+
+def evaluator_class(kind: str) -> tuple[Callable[..., Any], type]:
+    """The evaluator builder and its config dataclass for ``evaluator.type``."""
+    if kind == "proxy":
+        from .evaluation.proxy import ProxyCfg, ProxyTrainer
+
+        return ProxyTrainer, ProxyCfg
+    from .evaluation.supernet import build_supernet_trainer
+
+    return build_supernet_trainer, SupernetCfg
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` (default): CUDA when present, else CPU."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def space_class(kind: Any) -> type[SearchSpace]:
+    """The :class:`SearchSpace` subclass named ``kind`` (``space.type``)."""
+    try:
+        return load(SPACES, kind, "space.type")
+    except PluginError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _typed(cfg, name: str, source: str, required: bool = True) -> tuple[str | None, dict[str, Any]]:
+    sec = dict(section(cfg, name, {}) or {})
+    kind = sec.pop("type", None)
+    if kind is None and required:
+        raise ConfigError(f"{source}: '{name}.type' is required")
+    return kind, sec
+
+
+def plan_search(cfg) -> dict[str, Any]:
+    """Check every section of a search config without reading data; returns the checked pieces.
+
+    Raises:
+        ConfigError: unknown keys or values, or an impossible task / space / strategy / evaluator
+            combination; the message names the file and the keys.
+    """
+    source = cfg.filename or "config"
+    task_type, task_opts = _typed(cfg, "task", source)
+    try:
+        tcls = task_class(task_type)
+    except PluginError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    check_keys("task", task_opts, tcls, source=source)
+    space_type, space_opts = _typed(cfg, "space", source)
+    scls = space_class(space_type)
+    check_keys("space", space_opts, scls, source=source)
+    if space_type not in tcls.spaces:
+        raise ConfigError(f"{source}: task.type={task_type!r} cannot search space.type={space_type!r}; "
+                          f"its spaces are {list(tcls.spaces)}")
+    strat_type, strat_opts = _typed(cfg, "strategy", source)
+    if strat_type not in STRATEGIES:
+        raise ConfigError(f"{source}: 'strategy.type' is {strat_type!r}; available: {sorted(STRATEGIES)}")
+    ev_type, ev_opts = _typed(cfg, "evaluator", source)
+    if ev_type not in EVALUATORS:
+        raise ConfigError(f"{source}: 'evaluator.type' is {ev_type!r}; available: {list(EVALUATORS)}")
+    one_shot = bool(getattr(STRATEGIES[strat_type], "one_shot", False))
+    differentiable = issubclass(scls, DifferentiableSpace)
+    if one_shot != (ev_type == "supernet") or (ev_type == "supernet") != differentiable:
+        raise ConfigError(
+            f"{source}: strategy.type={strat_type!r}, evaluator.type={ev_type!r} and space.type={space_type!r} "
+            f"do not fit: a one-shot strategy (darts) needs evaluator.type='supernet' and a differentiable "
+            f"space; a sampling strategy needs evaluator.type='proxy' and a space of separately trained "
+            f"candidates")
+    check_keys("strategy", strat_opts, STRATEGIES[strat_type], source=source)
+    ecls, ecfg_cls = evaluator_class(ev_type)
+    ecfg = build_dataclass("evaluator", ecfg_cls, ev_opts, source)
+    budget = dict(section(cfg, "search", {}) or {})
+    check_keys("search", budget, lambda **kw: None, extra=SEARCH_KEYS[ev_type], source=source)
+    if ev_type == "supernet" and "epochs" not in budget:
+        raise ConfigError(f"{source}: 'search.epochs' is required with evaluator.type='supernet'")
+    backbone = section(cfg, "backbone", None)
+    if ev_type == "supernet" and backbone:
+        raise ConfigError(f"{source}: 'backbone' is unused with evaluator.type='supernet' (the supernet is the "
+                          f"whole network); remove the section")
+    return dict(source=source, task=(tcls, task_opts), space=(scls, space_opts), strategy=(strat_type, strat_opts),
+                evaluator=(ev_type, ecls, ecfg), budget=budget, backbone=backbone or {"type": "mobilenet_v2"},
+                one_shot=one_shot)
+
+
+def make_space(scls: type[SearchSpace], opts: dict[str, Any], task: Task, source: str) -> SearchSpace:
+    """The space with the arguments the task's data implies (``num_classes`` ...) filled in."""
+    params = inspect.signature(scls).parameters
+    kwargs = {k: v for k, v in task.space_defaults().items() if k in params and k not in opts}
+    try:
+        return scls(**opts, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: space ({scls.__name__}): {e}") from None
+
+
+def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], None] = print,
+                 build_evaluator: bool = True) -> Search:
+    """Check ``cfg``, read its data and build the objects of the search it describes.
+
+    Args:
+        cfg: a loaded config (:func:`densenas.config.load_config`).
+        work_dir: where caches (features, teacher, supernet checkpoint) go; ``None``: memory only.
+        log: progress messages.
+        build_evaluator: ``False`` stops after the space and strategy (config tests).
+    """
+    plan = plan_search(cfg)
+    source = plan["source"]
+    tcls, task_opts = plan["task"]
+    try:
+        task = tcls(**task_opts)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: task ({tcls.name}): {e}") from None
+    seed, device = int(cfg.get("seed", 0)), resolve_device(cfg.get("device", "auto"))
+    task.build_data(dict(section(cfg, "data", {}) or {}), source=source, log=log)
+    space = make_space(*plan["space"], task=task, source=source)
+    strat_type, strat_opts = plan["strategy"]
+    strategy = build_strategy({"type": strat_type, "seed": seed, **strat_opts}, space)
+    ev_type, ecls, ecfg = plan["evaluator"]
+    search = Search(task, space, strategy, None, device, seed, plan["budget"], ev_type)
+    if not build_evaluator:
+        return search
+    cache = None if work_dir is None else Path(work_dir) / "cache"
+    if ev_type == "supernet":
+        train, val = task.supernet_data()
+        search.evaluator = ecls(space, train, val, task.supernet_loss,
+                                task.supernet_score(int(strategy.cfg.batch_size)), epochs=int(plan["budget"]["epochs"]),
+                                cfg=strategy.cfg, seed=seed, device=device)
+        return search
+    try:
+        encoder, shapes = build_backbone(plan["backbone"])
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    encoder = encoder.eval().to(device)
+    task.prepare(encoder, shapes, device=device, work_dir=None if work_dir is None else Path(work_dir), seed=seed,
+                 log=log)
+    search.encoder, search.shapes = encoder, shapes
+    search.evaluator = ecls(task, space, encoder, shapes, ecfg, device=device, cache_dir=cache, log=log)
+    return search
+

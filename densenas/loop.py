@@ -1,0 +1,324 @@
+"""The one search loop, for every strategy: sampling ones and one-shot (supernet) ones.
+
+Sampling strategies (random search; REINFORCE after Zoph & Le, ICLR 2017, as in Nekrasov et al., CVPR
+2019; regularized evolution after Real et al., AAAI 2019): the strategy proposes an arch, the evaluator
+trains and scores it (``evaluator.evaluate(arch, seed)``), the strategy observes the result, the
+:class:`~densenas.history.History` records one candidate row. One-shot strategies (DARTS, Liu, Simonyan,
+Yang, ICLR 2019, for the differentiable Auto-DeepLab and IR-NAS spaces): the strategy trains one supernet
+through its evaluator one epoch at a time (``strategy.step()``); the run is *one* candidate row and each
+epoch is a *step* of it (arch derived after the epoch, reward, metrics, wall time, like Optuna's
+``trial.report(value, step)``); the row is finished with the last derived arch and reward at the end.
+Both share the history, the progress output (:mod:`densenas.progress`: ``search.log`` lines, a live bar on
+a terminal, TensorBoard under ``<work_dir>/tb/``), the time budget, resume and the reports
+(:func:`densenas.viz.write_reports`).
+
+How ``tools/search.py`` calls it (sampling)::
+
+    from densenas.history import History
+    from densenas.loop import run
+    from densenas.strategies import build_strategy
+    from densenas.viz import write_reports
+
+    history = History(work_dir / "history.sqlite")
+    strategy = build_strategy({"type": "reinforce", "seed": seed, **strategy_cfg}, space)
+    outcome = run(space, strategy, evaluator, history, num_candidates=30, time_budget_s=None,
+                  seed=seed, work_dir=work_dir, log=log)          # evaluator.evaluate(arch, seed)
+    write_reports(history, work_dir, metrics=..., reward_label=...)
+    history.close()
+
+and for a one-shot (DARTS) search::
+
+    from densenas.evaluation.supernet import build_supernet_trainer
+
+    strategy = build_strategy({"type": "darts", "seed": seed, **strategy_cfg}, space)  # a Darts
+    trainer = build_supernet_trainer(space, train, val, loss_fn, score_fn, epochs=epochs,
+                                     cfg=strategy.cfg, seed=seed, device=device)
+    try:
+        outcome = run(space, strategy, trainer, history, epochs=epochs, time_budget_s=budget,
+                      seed=seed, work_dir=work_dir, log=log)
+    except FloatingPointError:   # diverged: the run's row is failed, supernet.pth holds the last
+        ...                      # good epoch; --resume (e.g. with lower learning rates) goes on
+    write_reports(history, work_dir, ...)  # best_arch.json = best epoch; leaderboard/plot of epochs
+    # outcome.arch: arch derived after the last epoch (also <work_dir>/derived_arch.json)
+
+``loss_fn(output, target)`` and ``score_fn(supernet, (inputs, targets)) -> (reward, metrics)`` come from
+the task (e.g. ``tasks/segmentation/supernet.py: seg_score_fn``, ``tasks/restoration/functional.py:
+restoration_score_fn``); the core imports no task. With a task plugin,
+``trainer_for_task(task, space, epochs=epochs, cfg=strategy.cfg, seed=seed, device=device)`` (same module)
+takes them from ``task.supernet_data()``, ``task.supernet_loss`` and ``task.supernet_score(batch_size)``.
+
+``--resume``: without it the tool must refuse a work dir that holds ``history.sqlite`` (or, for one-shot,
+``supernet.pth``). With it the tool opens the same history, builds space, strategy and evaluator from the
+saved config exactly as for a fresh run (same seed) and calls :func:`run` with the same budget or a
+larger one; :func:`run` itself restores the state (sampling: the strategy state of the last committed
+row, ``evaluator.restore(results)`` when the evaluator has it, candidates left ``running`` by a kill are
+evaluated again with the same arch and seed; one-shot: trainer and strategy from ``supernet.pth``, the
+step a kill left unrecorded is recorded, training goes on after the last finished epoch), logs a
+"resuming ..." line, and never trains or records a candidate or an epoch twice.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+
+from .arch import Arch
+from .history import RUNNING, Candidate, History
+from .progress import Log, Progress, Reporter, progress_line
+from .result import Result
+from .space import SearchSpace
+from .strategies.base import OneShotStrategy, Strategy
+
+CHECKPOINT = "supernet.pth"
+DERIVED = "derived_arch.json"
+TB_DIR = "tb"
+
+__all__ = ["run", "Outcome", "Evaluator", "Progress", "progress_line", "CHECKPOINT", "DERIVED",
+           "load_checkpoint"]
+
+
+class Evaluator(Protocol):
+    """What a sampling search needs of its evaluator (may also have ``restore(results)``)."""
+
+    def evaluate(self, arch: Arch, seed: int = 0) -> Result: ...
+
+
+@dataclass
+class Outcome:
+    """How a :func:`run` call ended.
+
+    Attributes:
+        done: finished candidates (sampling) or steps (one-shot), earlier calls included.
+        total: the budget asked for.
+        stopped: ``"complete"``, ``"time_budget"`` or ``"duplicates"`` (a converged sampling strategy).
+        arch: sampling: the best candidate's arch; one-shot: the arch derived after the last step.
+        best: sampling: the best candidate; one-shot: the run's candidate row.
+    """
+
+    done: int
+    total: int
+    stopped: str
+    arch: Arch | None
+    best: Candidate | None
+
+
+def run(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History, *,
+        num_candidates: int | None = None, epochs: int | None = None, time_budget_s: float | None = None,
+        seed: int = 0, max_duplicates: int = 200, work_dir: str | Path | None = None,
+        log: Log | None = None, on_progress: Callable[[Progress], None] | None = None,
+        live: bool | None = None, tensorboard: bool = True) -> Outcome:
+    """Run (or resume) a search until its budget is done or time runs out.
+
+    Args:
+        space: the search space (sampled archs are checked against it before training).
+        strategy: a sampling strategy (``strategy.one_shot`` false) or a one-shot one (``Darts``).
+        evaluator: sampling: has ``evaluate(arch, seed) -> Result`` (and optionally ``restore``);
+            one-shot: the :class:`~densenas.evaluation.supernet.SupernetTrainer` the strategy trains.
+        history: the SQLite history of this work dir.
+        num_candidates: sampling: total finished candidates wanted (earlier ones count).
+        epochs: one-shot: total epochs (steps) wanted (earlier ones count).
+        time_budget_s: wall-clock limit of this call; the candidate or epoch in flight is finished first.
+        seed: base seed; candidate ``i`` trains with ``seed + i``; the one-shot row records ``seed``.
+        max_duplicates: sampling: stop after this many consecutive re-proposals of known archs.
+        work_dir: one-shot (required): ``supernet.pth`` and ``derived_arch.json`` go here; both: the
+            TensorBoard scalars go to ``<work_dir>/tb/``.
+        log: receives a :func:`~densenas.progress.progress_line` per candidate/step and notices.
+        on_progress: called with every :class:`~densenas.progress.Progress`.
+        live: live progress bar; ``None``: when stdout is a terminal.
+        tensorboard: write TensorBoard scalars (needs ``work_dir`` and the ``tensorboard`` package).
+
+    Raises:
+        ValueError: the budget key does not fit the strategy kind, or the history holds the other kind.
+        RuntimeError: one-shot: the history records epochs but the checkpoint is gone, or the checkpoint
+            belongs to a run the history does not hold.
+        Exception: one-shot: whatever a step raised (e.g. ``FloatingPointError`` when the supernet
+            diverged), after the run's row was marked failed.
+    """
+    one_shot = bool(getattr(strategy, "one_shot", False))
+    if one_shot:
+        if epochs is None or num_candidates is not None:
+            raise ValueError(f"{type(strategy).__name__} is one-shot: give epochs=, not num_candidates=")
+        if work_dir is None:
+            raise ValueError("a one-shot run needs work_dir= (for its supernet checkpoint)")
+    elif num_candidates is None or epochs is not None:
+        raise ValueError(f"{type(strategy).__name__} samples candidates: give num_candidates=, not epochs=")
+    state = history.strategy_state()
+    if history.count(finished_only=False) and bool(state and state.get("one_shot")) != one_shot:
+        held = "a one-shot (supernet) run" if not one_shot else "a sampling search"
+        raise ValueError(f"{history.path} holds {held}; {type(strategy).__name__} cannot continue it "
+                         f"(use another work dir)")
+    tb_dir = Path(work_dir) / TB_DIR if (tensorboard and work_dir is not None) else None
+    total = int(epochs if one_shot else num_candidates)
+    with Reporter(total, unit="epochs" if one_shot else "candidates",
+                  stage_label="epoch" if one_shot else "stage", log=log, live=live, tb_dir=tb_dir,
+                  on_progress=on_progress) as rep:
+        if one_shot:
+            return _run_one_shot(strategy, evaluator, history, rep, epochs=total, time_budget_s=time_budget_s,
+                                 seed=seed, work_dir=Path(work_dir))
+        return _run_sampling(space, strategy, evaluator, history, rep, num_candidates=total,
+                             time_budget_s=time_budget_s, seed=seed, max_duplicates=max_duplicates)
+
+
+def _eta(elapsed: float, done_here: int, left: int, time_budget_s: float | None) -> float:
+    eta = elapsed / max(done_here, 1) * left
+    return min(eta, max(time_budget_s - elapsed, 0.0)) if time_budget_s is not None else eta
+
+
+def _run_sampling(space: SearchSpace, strategy: Strategy, evaluator: Evaluator, history: History,
+                  rep: Reporter, *, num_candidates: int, time_budget_s: float | None, seed: int,
+                  max_duplicates: int) -> Outcome:
+    state = history.strategy_state()
+    if state is not None:
+        strategy.load_state_dict(state)
+    restore = getattr(evaluator, "restore", None)
+    if restore is not None:
+        restore([c.result for c in history.finished()])
+    pending = history.running()
+    if history.count(finished_only=False):
+        rep.note(f"resuming: {history.count()} finished, {len(pending)} interrupted candidate(s)")
+    rep.start(history.count())
+    t0 = time.perf_counter()
+    done_here = duplicates = 0
+    stopped = "complete"
+    while history.count() < num_candidates:
+        if time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s:
+            stopped = "time_budget"
+            break
+        if pending:
+            cand = pending.pop(0)
+            arch, cid, cseed = cand.arch, cand.id, cand.seed
+        else:
+            arch = strategy.propose()
+            known = history.lookup(arch)
+            if known is not None:  # never train an arch twice: answer from the history
+                strategy.observe(arch, known.result)
+                history.save_state(strategy.state_dict())
+                duplicates += 1
+                if duplicates >= max_duplicates:
+                    stopped = "duplicates"
+                    break
+                continue
+            cseed = seed + history.count(finished_only=False)
+            cid = history.start(arch, cseed, strategy.state_dict())
+        duplicates = 0
+        started = time.perf_counter()
+        try:
+            space.check(arch)
+            result = evaluator.evaluate(arch, seed=cseed)
+        except Exception as e:  # an evaluator bug must not lose the search
+            result = Result.failed(f"{type(e).__name__}: {e}")
+        if not result.wall_time:
+            result.wall_time = time.perf_counter() - started
+        strategy.observe(arch, result)
+        history.finish(cid, result, strategy.state_dict())
+        done_here += 1
+        elapsed = time.perf_counter() - t0
+        rep.update(Progress(history.count(), num_candidates, history.get(cid), history.best(), elapsed,
+                            _eta(elapsed, done_here, num_candidates - history.count(), time_budget_s)))
+    best = history.best()
+    return Outcome(history.count(), num_candidates, stopped, best.arch if best else None, best)
+
+
+# ------------------------------------------------------------------------------------------ one-shot
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A one-shot run's checkpoint: ``{"trainer", "strategy", "record"}`` (tensors and plain data only).
+
+    Raises:
+        ValueError: the file is not such a checkpoint (names the file).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised naming the file
+        raise ValueError(f"{path}: not a densenas supernet checkpoint loadable with weights_only=True: "
+                         f"{e}") from None
+    missing = {"trainer", "strategy", "record"} - set(state if isinstance(state, dict) else ())
+    if missing:
+        raise ValueError(f"{path}: not a densenas supernet checkpoint (missing {sorted(missing)})")
+    return state
+
+
+def _run_one_shot(strategy: OneShotStrategy, evaluator: Any, history: History, rep: Reporter, *,
+                  epochs: int, time_budget_s: float | None, seed: int, work_dir: Path) -> Outcome:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = work_dir / CHECKPOINT
+    strategy.attach(evaluator)
+    rows = history.candidates()
+    cid = rows[0].id if rows else None
+
+    def hstate() -> dict[str, Any]:
+        return {"one_shot": True, **strategy.state_dict()}
+
+    if ckpt.is_file():
+        state = load_checkpoint(ckpt)
+        rec = state["record"]
+        if cid is None or int(rec["candidate"]) != cid:
+            raise RuntimeError(f"{ckpt} belongs to a run that {history.path} does not hold: delete the "
+                               f"checkpoint to start afresh, or restore the history")
+        evaluator.load_state_dict(state["trainer"])
+        strategy.load_state_dict(state["strategy"])
+        # a kill between checkpoint and history row: write the row now (idempotent otherwise)
+        history.add_step(cid, int(rec["step"]), Arch.from_dict(rec["arch"]), Result.from_dict(rec["result"]),
+                         hstate())
+        rep.note(f"resuming the supernet run #{cid} after epoch {strategy.steps_done} from {ckpt}")
+    elif history.steps():
+        raise RuntimeError(f"{history.path} records finished epochs but {ckpt} is missing: cannot resume "
+                           f"without repeating them (restore the checkpoint or use a new work dir)")
+    if cid is None:
+        with torch.random.fork_rng(devices=[]):  # deriving must not move the training's RNG stream
+            arch0 = strategy.propose()
+        cid = history.start(arch0, seed, hstate())
+    if strategy.steps_done < epochs and history.get(cid).status != RUNNING:
+        history.reopen(cid)  # more epochs asked for, or going on after a failure
+    rep.start(strategy.steps_done)
+    t0 = time.perf_counter()
+    done_here = 0
+    stopped = "complete"
+    while strategy.steps_done < epochs:
+        if time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s:
+            stopped = "time_budget"
+            break
+        started = time.perf_counter()
+        try:
+            arch, result = strategy.step()
+        except Exception as e:  # the supernet is lost past this point: record why, keep the last good epoch
+            failed = Result.failed(f"{type(e).__name__}: {e}", stage=strategy.steps_done + 1,
+                                   wall_time=time.perf_counter() - started)
+            history.finish(cid, failed, hstate())
+            raise
+        result.wall_time = time.perf_counter() - started
+        strategy.observe(arch, result)
+        n = int(result.stage)
+        rec = {"candidate": cid, "step": n, "arch": arch.to_dict(), "result": result.to_dict()}
+        _atomic_save({"trainer": evaluator.state_dict(), "strategy": strategy.state_dict(), "record": rec}, ckpt)
+        history.add_step(cid, n, arch, result, hstate())
+        arch.save(work_dir / DERIVED)
+        done_here += 1
+        elapsed = time.perf_counter() - t0
+        steps = history.steps(cid)
+        rep.update(Progress(strategy.steps_done, epochs, history.get(cid), None, elapsed,
+                            _eta(elapsed, done_here, epochs - strategy.steps_done, time_budget_s),
+                            step=steps[-1], best_step=history.best_step(cid)))
+    steps = history.steps(cid)
+    if steps:
+        last = steps[-1]
+        last.arch.save(work_dir / DERIVED)
+        if strategy.steps_done >= epochs and history.get(cid).status == RUNNING:
+            wall = sum(s.result.wall_time for s in steps)
+            final = (Result(reward=last.result.reward, metrics=last.result.metrics, stage=last.step,
+                            cost=last.result.cost, wall_time=wall) if last.result.ok else
+                     Result.failed(f"epoch {last.step} gave no reward", stage=last.step, wall_time=wall))
+            history.finish(cid, final, hstate(), arch=last.arch)
+    return Outcome(strategy.steps_done, epochs, stopped, steps[-1].arch if steps else None, history.get(cid))

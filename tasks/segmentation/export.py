@@ -1,0 +1,175 @@
+"""Export a found architecture (or a hand-designed baseline head) as an mmsegmentation config.
+
+The config is self-contained (no ``_base_``): model (``DenseNASBackbone``: any registered backbone with its offline
+ImageNet weights + ``AuxCellHead`` or an mmseg baseline head), dataset (proxy/VOC/Cityscapes in their real
+layouts, read by mmseg's own dataset classes), schedule and runtime, ready for ``tools/train.py`` (the
+mmengine ``Runner``). Baseline and found model are exported by the same function, so both fine-tune
+under exactly the same data pipeline and budget.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from densenas.arch import Arch
+from densenas.export import dump_config, runtime_config
+
+MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+               "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+               "sheep", "sofa", "train", "tvmonitor")
+BASELINES = ("aspp", "deeplabv3plus", "lraspp", "fcn")
+
+
+def _palette(n: int) -> list[list[int]]:
+    """The PASCAL VOC colour map (bit-interleaved), as mmseg and the VOC devkit define it."""
+    pal = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal.append([r, g, b])
+    return pal
+
+
+def data_config(dataset: str, root: str, crop: int, classes: list[str] | None = None,
+                batch_size: int = 8, workers: int = 2) -> dict[str, Any]:
+    """Dataloaders and evaluators for ``proxy`` / ``voc`` / ``cityscapes`` in their real layouts."""
+    root = str(Path(root).resolve())
+    crop_size = (crop, crop) if dataset != "cityscapes" else (crop, crop * 2)
+    scale = (crop * 2, crop) if dataset != "cityscapes" else (crop * 4, crop * 2)
+    if dataset == "proxy":
+        scale = (crop, crop)
+    train_pipeline = [
+        dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"),
+        dict(type="RandomResize", scale=scale, ratio_range=(0.75, 1.5), keep_ratio=True),
+        dict(type="RandomCrop", crop_size=crop_size, cat_max_ratio=0.75),
+        dict(type="RandomFlip", prob=0.5), dict(type="PhotoMetricDistortion"),
+        dict(type="PackSegInputs")]
+    test_pipeline = [dict(type="LoadImageFromFile"), dict(type="Resize", scale=scale, keep_ratio=True),
+                     dict(type="LoadAnnotations"), dict(type="PackSegInputs")]
+    if dataset in ("proxy", "voc"):
+        names = list(classes or VOC_CLASSES)
+        base = dict(type="BaseSegDataset", data_root=root, img_suffix=".jpg", seg_map_suffix=".png",
+                    data_prefix=dict(img_path="JPEGImages", seg_map_path="SegmentationClass"),
+                    metainfo=dict(classes=names, palette=_palette(len(names))))
+        train_ds = dict(base, ann_file="ImageSets/Segmentation/train.txt", pipeline=train_pipeline)
+        val_ds = dict(base, ann_file="ImageSets/Segmentation/val.txt", pipeline=test_pipeline)
+    elif dataset == "cityscapes":
+        base = dict(type="CityscapesDataset", data_root=root)
+        train_ds = dict(base, data_prefix=dict(img_path="leftImg8bit/train", seg_map_path="gtFine/train"),
+                        pipeline=train_pipeline)
+        val_ds = dict(base, data_prefix=dict(img_path="leftImg8bit/val", seg_map_path="gtFine/val"),
+                      pipeline=test_pipeline)
+    else:
+        raise ValueError(f"dataset {dataset!r}: use 'proxy', 'voc' or 'cityscapes'")
+    loader = dict(num_workers=workers, persistent_workers=workers > 0)
+    return dict(
+        train_dataloader=dict(batch_size=batch_size, sampler=dict(type="InfiniteSampler", shuffle=True),
+                              dataset=train_ds, **loader),
+        val_dataloader=dict(batch_size=1, sampler=dict(type="DefaultSampler", shuffle=False),
+                            dataset=val_ds, **loader),
+        test_dataloader=dict(batch_size=1, sampler=dict(type="DefaultSampler", shuffle=False),
+                             dataset=val_ds, **loader),
+        val_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]),
+        test_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]))
+
+
+def head_config(arch: Arch | None, baseline: str | None, num_classes: int, in_channels: list[int],
+                width: int) -> dict[str, Any]:
+    """The decode head: the found ``AuxCellHead`` or an mmseg baseline (one of :data:`BASELINES`)."""
+    common = dict(num_classes=num_classes, norm_cfg=dict(type="BN", requires_grad=True),
+                  align_corners=False,
+                  loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))
+    if arch is not None:
+        return dict(type="AuxCellHead", arch=arch.to_dict(), in_channels=in_channels,
+                    in_index=list(range(len(in_channels))), channels=width, aux=True,
+                    aux_weight=0.4, **common)
+    if baseline == "aspp":  # DeepLab-v3 ASPP on the stride-32 level (the paper's first baseline)
+        return dict(type="ASPPHead", in_channels=in_channels[-1], in_index=len(in_channels) - 1,
+                    channels=width, dilations=(1, 6, 12, 18), dropout_ratio=0.1, **common)
+    if baseline == "deeplabv3plus":  # ASPP on stride 32 + the stride-4 features, like the found decoders
+        return dict(type="DepthwiseSeparableASPPHead", in_channels=in_channels[-1],
+                    in_index=len(in_channels) - 1, channels=width, dilations=(1, 6, 12, 18),
+                    c1_in_channels=in_channels[0], c1_channels=max(width // 4, 8), dropout_ratio=0.1,
+                    **common)
+    if baseline == "lraspp":
+        return dict(type="LRASPPHead", in_channels=tuple(in_channels[1:]), in_index=(1, 2, 3),
+                    channels=width, input_transform="multiple_select", dropout_ratio=0.1,
+                    **common)
+    if baseline == "fcn":
+        return dict(type="FCNHead", in_channels=in_channels[-1], in_index=len(in_channels) - 1,
+                    channels=width, num_convs=2, concat_input=False, dropout_ratio=0.1, **common)
+    raise ValueError(f"baseline {baseline!r}: use one of {BASELINES}")
+
+
+def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str | None = None,
+                  dataset: str = "proxy", data_root: str = "data/proxy_voc", crop: int = 128,
+                  num_classes: int | None = None, classes: list[str] | None = None, width: int = 48,
+                  in_channels: list[int] | None = None, iters: int = 2000, lr: float = 3e-3,
+                  batch_size: int = 8, val_interval: int | None = None, work_dir: str | None = None,
+                  workers: int = 2, seed: int = 0, filter_multiplier: int = 8,
+                  backbone: dict[str, Any] | None = None) -> Path:
+    """Write an mmseg config for the found ``arch`` or a ``baseline`` head; returns the path.
+
+    An ``auxcell`` arch becomes an ``AuxCellHead`` on the pretrained backbone; an ``autodeeplab``
+    arch becomes the whole decoded network (``AutoDeepLabBackbone``, ``filter_multiplier`` as searched)
+    with mmseg's ``ASPPHead`` of ``width`` channels.
+    """
+    if (arch is None) == (baseline is None):
+        raise ValueError("give exactly one of arch= or baseline=")
+    if classes is None and dataset == "proxy":
+        manifest = Path(data_root) / "densenas_proxy.json"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{manifest} not found: build the proxy set first "
+                                    f"(tools/search.py does) or pass --data-root")
+        classes = list(json.loads(manifest.read_text())["classes"])
+    if num_classes is None:
+        num_classes = len(classes) if classes else (19 if dataset == "cityscapes" else 21)
+    backbone = {"type": "mobilenet_v2", **dict(backbone or {}), "pretrained": True}
+    if in_channels is None:  # from the backbone's feature info, never hard-coded
+        from densenas.backbones import backbone_shapes
+        in_channels = [s.channels for s in backbone_shapes(backbone).values()]
+    if baseline == "lraspp" and crop < 49 * 32:
+        # mmseg's LRASPPHead hard-codes AvgPool2d(49, stride=(16, 20)) on its last input, which is at
+        # stride 32 of the (undilated) MobileNetV2 encoder: smaller images crash mid-training.
+        raise ValueError(f"crop {crop}: mmseg's LRASPPHead pools 49x49 windows on the stride-32 "
+                         f"features, so it needs crop >= {49 * 32}; use --baseline aspp or fcn")
+    imports, lr_mult = ["densenas.tasks.segmentation.mm"], 0.1
+    if arch is not None and arch.space == "autodeeplab":  # a whole network, not a head on MobileNetV2
+        from densenas.decoders.autodeeplab_mmseg import CUSTOM_IMPORTS, autodeeplab_model_dict
+
+        model = autodeeplab_model_dict(arch, num_classes, filter_multiplier=filter_multiplier,
+                                       channels=width)
+        model.update(train_cfg=dict(), test_cfg=dict(mode="whole"))
+        imports, lr_mult = list(CUSTOM_IMPORTS["imports"]), 1.0
+    else:
+        if arch is not None:  # fail here, naming the field, rather than when mmseg builds the model
+            from densenas.decoders.auxcell import space_for_arch
+            space_for_arch(arch, num_classes, width, num_inputs=len(in_channels)).check(arch)
+        model = dict(
+            type="EncoderDecoder",
+            data_preprocessor=dict(type="SegDataPreProcessor", mean=MEAN, std=STD, bgr_to_rgb=True,
+                                   pad_val=0, seg_pad_val=255, size=None, size_divisor=32),
+            backbone=dict(type="DenseNASBackbone", backbone=backbone),
+            decode_head=head_config(arch, baseline, num_classes, list(in_channels), width),
+            train_cfg=dict(), test_cfg=dict(mode="whole"))
+    cfg = dict(
+        densenas_task="segmentation",  # which densenas task plugin tools/test.py asks about this model
+        default_scope="mmseg",
+        custom_imports=dict(imports=imports, allow_failed_imports=False),
+        model=model,
+        **data_config(dataset, data_root, crop, classes, batch_size, workers),
+        optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=lr, weight_decay=1e-4),
+                           # a pretrained encoder learns 10x slower; a searched network trains from scratch
+                           paramwise_cfg=dict(custom_keys={"backbone": dict(lr_mult=lr_mult)})),
+        param_scheduler=[dict(type="PolyLR", eta_min=0.0, power=0.9, begin=0, end=iters, by_epoch=False)],
+        **runtime_config(iters, val_interval or iters, "mIoU", seed=seed,
+                         work_dir=work_dir or f"work_dirs/finetune_{baseline if arch is None else 'found'}",
+                         visualizer="SegLocalVisualizer", vis_hook="SegVisualizationHook"))
+    return dump_config(cfg, path)

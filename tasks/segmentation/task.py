@@ -1,0 +1,172 @@
+"""The semantic-segmentation task plugin (Nekrasov et al., "Fast Neural Architecture Search of Compact
+Semantic Segmentation Models via Auxiliary Cells", CVPR 2019; Auto-DeepLab, Liu et al., CVPR 2019).
+
+Data: the proxy set, VOC or Cityscapes (:mod:`.data`); loss: pixel-wise cross entropy (+ auxiliary heads,
++ distillation from a teacher trained once per search, :mod:`.teacher`); metrics: mIoU, frequency-weighted
+IoU and pixel accuracy from one confusion matrix; reward: their geometric mean (:mod:`.losses`);
+candidates: :mod:`.candidate`; export: an mmseg config (:mod:`.export`, registrations in :mod:`.mm`).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from densenas.arch import Arch
+from densenas.config import ConfigError, check_keys
+from densenas.space import SearchSpace, ShapeSpec
+from densenas.task import Task
+
+from .candidate import SegTargets, build_seg_candidate
+from .data import SegData, build_data
+from .losses import seg_loss, seg_reward
+
+TEACHER_KEYS = {"iters", "batch_size", "lr", "width"}
+
+
+class SegmentationTask(Task):
+    """Semantic segmentation.
+
+    Args:
+        teacher: ``dict(iters, batch_size, lr, width)`` of the distillation teacher (an ASPP head on the
+            encoder, fine-tuned end to end once per search); ``None``: no distillation.
+        kd_temperature: softening temperature of the distillation loss.
+    """
+
+    name = "segmentation"
+    spaces = ("auxcell", "autodeeplab")
+    report_metrics = (("miou", "mIoU"), ("fwiou", "fwIoU"), ("pixel_acc", "pix.acc"))
+    reward_label = "reward (geo. mean of mIoU, fwIoU, pixel acc.)"
+    default_scope = "mmseg"
+    baselines = ("aspp", "deeplabv3plus", "lraspp", "fcn")
+
+    def __init__(self, teacher: Mapping[str, Any] | None = None, kd_temperature: float = 1.0):
+        if teacher is not None:
+            check_keys("task.teacher", dict(teacher), lambda **kw: None, extra=TEACHER_KEYS)
+        self.teacher_cfg = None if teacher is None else dict(teacher)
+        self.kd_temperature = float(kd_temperature)
+        self.data: SegData | None = None
+        self.targets: SegTargets | None = None
+
+    # ------------------------------------------------------------------ data
+    def build_data(self, data_cfg: Mapping[str, Any], *, source: str = "config", log=print) -> None:
+        self.data = build_data(dict(data_cfg), source=source, log=log)
+        self.targets = SegTargets(self.data.train[1], self.data.val[1], self.data.num_classes)
+
+    def _data(self) -> SegData:
+        if self.data is None:
+            raise RuntimeError("call build_data() first")
+        return self.data
+
+    def space_defaults(self) -> dict[str, Any]:
+        return {"num_classes": self._data().num_classes}
+
+    # ------------------------------------------------- candidate searches
+    def prepare(self, encoder: nn.Module, shapes: Mapping[str, ShapeSpec], *, device: Any,
+                work_dir: Path | None, seed: int, log: Callable[[str], None]) -> None:
+        """Train (or load) the distillation teacher and cache its logits on the training images."""
+        if self.teacher_cfg is None:
+            return
+        from .teacher import train_teacher
+
+        data, t0 = self._data(), time.perf_counter()
+        path = None if work_dir is None else Path(work_dir) / "cache" / "teacher.pth"
+        teacher = train_teacher(encoder, list(shapes.values()), *data.train, data.num_classes, seed=seed,
+                                device=device, path=path, log=log, **self.teacher_cfg)
+        with torch.no_grad():
+            self.targets.teacher_logits = torch.cat(
+                [teacher(data.train[0][i:i + 16].to(device)).cpu() for i in range(0, len(data.train[0]), 16)])
+        log(f"teacher ready ({time.perf_counter() - t0:.1f}s)")
+
+    def images(self, split: str) -> Tensor:
+        return self._data().train[0] if split == "train" else self._data().val[0]
+
+    def build_candidate(self, space: SearchSpace, arch: Arch, shapes: Mapping[str, ShapeSpec]) -> nn.Module:
+        return build_seg_candidate(space, arch, shapes, kd_temperature=self.kd_temperature)
+
+    def batch(self, split: str, idx: Tensor, device: Any) -> Any:
+        return self.targets.batch(split, idx, device)
+
+    def metrics(self, preds: list[Any], split: str) -> dict[str, float]:
+        return self.targets.metrics(preds, split)
+
+    def reward(self, metrics: Mapping[str, float]) -> float:
+        return seg_reward(dict(metrics))
+
+    # ------------------------------------------------- supernet searches
+    def supernet_data(self) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        return self._data().train, self._data().val
+
+    def supernet_loss(self, output: Any, target: Tensor) -> Tensor:
+        return seg_loss(output, target)
+
+    def supernet_score(self, batch_size: int):
+        from .supernet import seg_score_fn
+
+        return seg_score_fn(self._data().num_classes, batch_size)
+
+    # ------------------------------------------------------------ test time
+    def test_cost_model(self, model: nn.Module, cfg: Any) -> tuple[nn.Module, int, int, str]:
+        from densenas.objectives import count_params
+        from densenas.task import TensorForward
+
+        aux = getattr(getattr(model.decode_head, "decoder", None), "aux_heads", None)
+        params = count_params(model) - (count_params(aux) if aux is not None else 0)
+        return TensorForward(model, lambda m, x: m._forward(x)), params, 3, " (inference, aux heads excluded)"
+
+    # ------------------------------------------------------------ export
+    def export(self, path: str | Path, *, arch: Arch | None = None, baseline: str | None = None,
+               search_cfg: Mapping[str, Any] | None = None, **options: Any) -> Path:
+        """An mmseg config (see :func:`.export.export_config`); the classes and the backbone are the ones
+        the arch was searched with (``search_cfg``) unless ``options`` set them."""
+        from .export import export_config
+
+        search_cfg = dict(search_cfg or {})
+        data = dict(search_cfg.get("data") or {})
+        _defaults(options, data_root="data/proxy_voc", crop=128, lr=3e-3, iters=2000)
+        if options.get("classes") is None and options.get("dataset", "proxy") != "proxy" and data:
+            options["classes"] = searched_classes(data)
+        if arch is not None and arch.space == "autodeeplab":
+            sp = dict(search_cfg.get("space") or {})
+            options.setdefault("filter_multiplier", sp.get("filter_multiplier", 8))
+            if options.get("width") is None:
+                options["width"] = sp.get("aspp_channels", 64)
+        elif arch is not None and options.get("width") is None:
+            options["width"] = dict(search_cfg.get("space") or {}).get("width", 48)
+        if options.get("width") is None:
+            options["width"] = 128
+        if search_cfg.get("backbone") and options.get("backbone") is None:
+            options["backbone"] = dict(search_cfg["backbone"])
+        return export_config(path, arch=arch, baseline=baseline, **options)
+
+
+def _defaults(options: dict[str, Any], **defaults: Any) -> None:
+    """Fill the options the user left unset (``None`` or absent)."""
+    for k, v in defaults.items():
+        if options.get(k) is None:
+            options[k] = v
+
+
+def searched_classes(data_cfg: Mapping[str, Any]) -> list[str] | None:
+    """Class names of a search's ``data`` section: the proxy manifest's, ``data.classes``, or the first
+    ``data.num_classes`` names of the layout's classes (VOC / Cityscapes)."""
+    from densenas.datasets.segfolder import CITYSCAPES_CLASSES, VOC_CLASSES
+
+    if data_cfg.get("classes"):
+        return list(data_cfg["classes"])
+    layout = data_cfg.get("layout", "proxy")
+    if layout == "proxy":
+        manifest = Path(data_cfg.get("root", "data/proxy_voc")) / "densenas_proxy.json"
+        return list(json.loads(manifest.read_text())["classes"]) if manifest.is_file() else None
+    k = data_cfg.get("num_classes")
+    names = list(CITYSCAPES_CLASSES if layout == "cityscapes" else VOC_CLASSES)
+    if k is None:
+        return None
+    if int(k) > len(names):
+        raise ConfigError(f"data.num_classes={k} but layout {layout!r} names {len(names)} classes; "
+                          f"set data.classes")
+    return names[:int(k)]

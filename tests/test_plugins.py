@@ -1,0 +1,97 @@
+"""The plugin layout: the core imports no task, space or dataset; tasks and spaces are found by name;
+the one builder refuses impossible configs naming the keys."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = sorted(p.stem for p in (ROOT / "densenas").glob("*.py") if p.stem != "__init__")
+
+
+def test_core_imports_no_plugin_in_a_fresh_interpreter():
+    mods = ", ".join(f"densenas.{m}" for m in CORE) + ", densenas.strategies, densenas.evaluation, " \
+        "densenas.evaluation.proxy, densenas.evaluation.cache, densenas.backbones"
+    code = (f"import sys, importlib\n"
+            f"for m in '{mods}'.split(', '): importlib.import_module(m)\n"
+            f"bad = sorted(m for m in sys.modules if m.startswith(('densenas.tasks', 'densenas.decoders', "
+            f"'densenas.datasets')))\n"
+            f"print(bad)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_core_sources_import_no_plugin_package():
+    """No module of ``densenas/`` imports a task, space or dataset module, not even inside a function."""
+    pattern = re.compile(r"^\s*(from|import)\s+(densenas\.|\.+)(tasks|decoders|datasets)\b", re.M)
+    for path in (ROOT / "densenas").rglob("*.py"):
+        hit = pattern.search(path.read_text())
+        assert hit is None, f"{path.relative_to(ROOT)} imports {hit.group(0).strip()}"
+
+
+def test_entry_points_find_every_task_and_space():
+    from densenas.plugins import SPACES, TASKS, available, load
+    from densenas.space import SearchSpace
+    from densenas.task import Task
+
+    assert {"segmentation", "detection", "restoration"} <= set(available(TASKS))
+    assert {"auxcell", "autodeeplab", "irnas", "nasfcos", "nasfpn"} <= set(available(SPACES))
+    for name in available(TASKS):
+        cls = load(TASKS, name)
+        assert issubclass(cls, Task) and cls.name == name and cls.spaces
+        assert set(cls.spaces) <= set(available(SPACES))
+    for name in available(SPACES):
+        assert issubclass(load(SPACES, name), SearchSpace)
+
+
+def test_unknown_task_names_the_key_and_closest_spelling():
+    from densenas.plugins import PluginError
+    from densenas.task import task_class
+
+    with pytest.raises(PluginError, match=r"'task.type' is 'segmentaton' \(did you mean 'segmentation'\?\)"):
+        task_class("segmentaton")
+
+
+def test_pick_task_by_arch_space_and_baseline():
+    from densenas.arch import Arch
+    from densenas.task import pick_task
+
+    assert pick_task(None, Arch("auxcell", {})).name == "segmentation"
+    assert pick_task(None, Arch("nasfcos_fpn", {})).name == "detection"
+    assert pick_task(None, Arch("irnas", {})).name == "restoration"
+    assert pick_task(None, baseline="fpn_retinanet").name == "detection"
+    with pytest.raises(ValueError, match="no tasks fit"):
+        pick_task(None, Arch("nonsense", {}))
+
+
+def _cfg(tmp_path, text):
+    from densenas.config import load_config
+
+    p = tmp_path / "c.py"
+    p.write_text(text)
+    return load_config(p)
+
+
+BASE = ('task = dict(type="segmentation")\ndata = dict(layout="proxy", root="data/x")\n'
+        'space = dict(type="auxcell")\nstrategy = dict(type="random")\nevaluator = dict(type="proxy")\n')
+
+
+@pytest.mark.parametrize("change, match", [
+    ('space = dict(type="nasfpn")', r"task.type='segmentation' cannot search space.type='nasfpn'"),
+    ('strategy = dict(type="darts")', r"strategy.type='darts', evaluator.type='proxy' and space.type='auxcell'"),
+    ('evaluator = dict(type="supernet")', r"evaluator.type='supernet'"),
+    ('evaluator = dict(type="proxi")', r"'evaluator.type' is 'proxi'"),
+    ('task = dict(type="segmentation", teacher=dict(iters=1), colour=1)', r"unknown key 'task.colour'"),
+    ('space = dict(type="auxcell", widht=3)', r"unknown key 'space.widht' \(did you mean 'width'\?\)"),
+    ('search = dict(epochs=3)', r"unknown key 'search.epochs'"),
+    ('task = dict(kind="x")', r"'task.type' is required"),
+])
+def test_impossible_combinations_are_refused_before_any_data(tmp_path, change, match):
+    from densenas.build import plan_search
+    from densenas.config import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        plan_search(_cfg(tmp_path, BASE + change + "\n"))
