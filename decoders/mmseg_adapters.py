@@ -4,7 +4,6 @@ The OpenMMLab modules of "Fast Neural Architecture Search of Compact Semantic Se
 Models via Auxiliary Cells" (Nekrasov, Chen, Shen, Reid; CVPR 2019) (registered in mmseg's and mmdet's
 ``MODELS`` by :mod:`densenas.tasks.segmentation.mm` and :mod:`densenas.tasks.detection.mm`):
 
-* backbone ``DenseNASMobileNetV2``: :class:`~densenas.backbones.MobileNetV2Encoder` returning a tuple;
 * decode head ``AuxCellHead``: an :class:`~densenas.decoders.auxcell.AuxCellDecoder` built from an arch
   (``Arch``, its ``to_dict()`` form, or a path to its JSON), following the ``BaseDecodeHead`` contract
   (``in_channels``, ``in_index``, ``input_transform='multiple_select'``, losses keyed ``loss_*``). Its
@@ -24,7 +23,6 @@ import torch
 from torch import Tensor
 
 try:
-    from mmengine.model import BaseModule
     with warnings.catch_warnings():
         # mmseg imports timm, whose hrnet module uses ``torch.jit.interface`` (deprecated in torch 2.14):
         # a notice about third-party code at import time, shown before every run otherwise.
@@ -36,27 +34,9 @@ except ImportError as e:  # pragma: no cover - exercised only without the OpenMM
                       "run `bash tools/install.sh`") from e
 
 from densenas.arch import Arch, as_arch
-from densenas.backbones import MobileNetV2Encoder, named_shapes
+from densenas.backbones import named_shapes
 from densenas.decoders.auxcell import space_for_arch
 from densenas.space import ShapeSpec
-
-
-class DenseNASMobileNetV2(MobileNetV2Encoder, BaseModule):
-    """MobileNetV2 backbone for mmseg/mmdet: ``forward`` returns a tuple of features (strides 4..32).
-
-    Args:
-        out_indices: torchvision ``features`` blocks whose outputs are returned.
-        pretrained: load the offline ImageNet weights (``False``: random init).
-        init_cfg: mmengine initialisation config (``None`` keeps the loaded / default weights).
-    """
-
-    def __init__(self, out_indices: Sequence[int] = (3, 6, 13, 17), pretrained: bool = True,
-                 init_cfg: dict | list | None = None):
-        super().__init__(out_indices=out_indices, pretrained=pretrained)
-        self.init_cfg = init_cfg
-
-    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        return tuple(super().forward(x))
 
 
 class AuxCellHead(BaseDecodeHead):

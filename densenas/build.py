@@ -97,18 +97,19 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def space_class(kind: Any) -> type[SearchSpace]:
+def space_class(kind: Any, source: str = "config") -> type[SearchSpace]:
     """The :class:`SearchSpace` subclass named ``kind`` (``space.type``)."""
     try:
         return load(SPACES, kind, "space.type")
     except PluginError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(f"{source}: {e}") from None
 
 
-def _typed(cfg, name: str, source: str, required: bool = True) -> tuple[str | None, dict[str, Any]]:
+def _typed(cfg, name: str, source: str) -> tuple[str, dict[str, Any]]:
+    """A section's ``type`` (required) and its other keys."""
     sec = dict(section(cfg, name, {}) or {})
     kind = sec.pop("type", None)
-    if kind is None and required:
+    if kind is None:
         raise ConfigError(f"{source}: '{name}.type' is required")
     return kind, sec
 
@@ -128,7 +129,7 @@ def plan_search(cfg) -> dict[str, Any]:
         raise ConfigError(f"{source}: {e}") from None
     check_keys("task", task_opts, tcls, source=source)
     space_type, space_opts = _typed(cfg, "space", source)
-    scls = space_class(space_type)
+    scls = space_class(space_type, source)
     check_keys("space", space_opts, scls, source=source)
     if space_type not in tcls.spaces:
         raise ConfigError(f"{source}: task.type={task_type!r} cannot search space.type={space_type!r}; "

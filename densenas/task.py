@@ -75,12 +75,22 @@ class Task:
         raise NotImplementedError
 
     def batch(self, split: str, idx: Tensor, device: Any) -> Any:
-        """Targets of images ``idx`` of ``split`` in the form the candidate's ``loss``/``predict`` take."""
-        raise NotImplementedError
+        """Targets of images ``idx`` of ``split`` in the form the candidate's ``loss``/``predict`` take.
+
+        Default: ``self.targets.batch(...)``, the ground-truth holder :meth:`build_data` sets."""
+        return self._targets().batch(split, idx, device)
 
     def metrics(self, preds: list[Any], split: str) -> dict[str, float]:
-        """Metrics of a whole split from the candidate's ``predict`` outputs, in image order."""
-        raise NotImplementedError
+        """Metrics of a whole split from the candidate's ``predict`` outputs, in image order.
+
+        Default: ``self.targets.metrics(...)``."""
+        return self._targets().metrics(preds, split)
+
+    def _targets(self) -> Any:
+        targets = getattr(self, "targets", None)
+        if targets is None:
+            raise RuntimeError(f"task {self.name!r}: call build_data() before training candidates")
+        return targets
 
     def reward(self, metrics: Mapping[str, float]) -> float:
         """The scalar every strategy maximises."""

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from .history import History
 
-SEG_METRICS = (("miou", "mIoU"), ("fwiou", "fwIoU"), ("pixel_acc", "pix.acc"))
-SEG_REWARD = "reward (geo. mean of mIoU, fwIoU, pixel acc.)"
+REWARD = "reward"
 
 
 def _plot(points: list[tuple[int, float | None, str]], path: Path, title: str, xlabel: str, ylabel: str,
@@ -52,7 +51,7 @@ def _plot(points: list[tuple[int, float | None, str]], path: Path, title: str, x
     return path
 
 
-def plot_rewards(history: History, path: str | Path, title: str = "search", ylabel: str = SEG_REWARD) -> Path:
+def plot_rewards(history: History, path: str | Path, title: str = "search", ylabel: str = REWARD) -> Path:
     """Reward per candidate (colour = stage reached, x = failed), or per epoch of a supernet run, with the
     running best."""
     steps = history.steps()
@@ -67,13 +66,13 @@ def plot_rewards(history: History, path: str | Path, title: str = "search", ylab
 
 
 def write_reports(history: History, work_dir: str | Path, top: int = 10,
-                  metrics: tuple[tuple[str, str], ...] = SEG_METRICS, reward_label: str = SEG_REWARD
+                  metrics: tuple[tuple[str, str], ...] = (), reward_label: str = REWARD
                   ) -> dict[str, Path]:
     """Write ``best_arch.json``, ``leaderboard.md``, ``leaderboard.csv`` and ``rewards.png``.
 
-    ``metrics`` are the ``(key, column title)`` pairs shown next to the reward (segmentation by default;
-    e.g. ``(("ap", "AP"), ("neg_loss", "-loss"))`` for detection, ``(("psnr", "PSNR"), ("ssim", "SSIM"))``
-    for restoration). A history with steps (a supernet run) is reported per epoch.
+    ``metrics`` are the ``(key, column title)`` pairs shown next to the reward and ``reward_label`` the
+    plot's y label; the search passes its task's ``report_metrics`` / ``reward_label``. A history with
+    steps (a supernet run) is reported per epoch.
     """
     work_dir = Path(work_dir)
     out: dict[str, Path] = {}

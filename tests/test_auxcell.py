@@ -243,7 +243,7 @@ def test_mmseg_encoder_decoder_loss_and_predict(space, tmp_path):
             data_preprocessor=dict(type="SegDataPreProcessor", mean=[123.675, 116.28, 103.53],
                                    std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0,
                                    seg_pad_val=255),
-            backbone=dict(type="DenseNASMobileNetV2", pretrained=False),
+            backbone=dict(type="DenseNASBackbone", backbone=dict(type="mobilenet_v2", pretrained=False)),
             decode_head=dict(type="AuxCellHead", arch=arch, in_channels=[24, 32, 96, 320],
                              in_index=[0, 1, 2, 3], channels=16, num_classes=NUM_CLASSES,
                              aux_weight=0.5, loss_decode=dict(type="CrossEntropyLoss", loss_weight=1.0)),
@@ -274,6 +274,6 @@ def test_mmseg_encoder_decoder_loss_and_predict(space, tmp_path):
         assert preds[0].pred_sem_seg.data.shape == (1, 64, 64)
         assert preds[0].seg_logits.data.shape == (NUM_CLASSES, 64, 64)
 
-    from densenas.decoders.mmseg_adapters import DenseNASMobileNetV2
+    from densenas.backbones import DenseNASBackbone
     from mmseg.registry import MODELS as MMSEG_MODELS
-    assert MMSEG_MODELS.get("DenseNASMobileNetV2") is DenseNASMobileNetV2
+    assert MMSEG_MODELS.get("DenseNASBackbone") is DenseNASBackbone

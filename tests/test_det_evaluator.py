@@ -18,7 +18,6 @@ from densenas.config import ConfigError  # noqa: E402
 from densenas.decoders.nasfcos import NASFCOSSpace  # noqa: E402
 from densenas.decoders.nasfpn import NASFPNSpace  # noqa: E402
 from densenas.evaluation import ProxyCfg, ProxyTrainer, StageCfg  # noqa: E402
-from densenas.result import Result  # noqa: E402
 from densenas.tasks.detection.candidate import detector_model_fn  # noqa: E402
 from densenas.tasks.detection.task import DetectionTask  # noqa: E402
 
@@ -111,15 +110,6 @@ def test_failures_are_recorded_and_the_trainer_keeps_working(proxy):
     del task.build_candidate  # the class's method again
     r = tr.evaluate(arch)
     assert r.ok and tr.stage1_rewards == [r.metrics["stage1_reward"]]
-
-
-def test_restore_rebuilds_running_mean(proxy):
-    _, tr = _trainer(proxy)
-    tr.restore([Result(reward=1.0, metrics={"stage1_reward": 1.0}), Result.failed("boom", stage1_reward=3.0),
-                Result.failed("early"), None])
-    assert tr.running_mean == pytest.approx(2.0)
-    tr.restore([])
-    assert tr.running_mean is None
 
 
 def test_stage1_trains_on_a_fixed_batch(proxy):

@@ -15,6 +15,7 @@ timm never downloads here: ``pretrained=True`` needs a local ``checkpoint`` (rea
 from __future__ import annotations
 
 import difflib
+import warnings
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -27,7 +28,12 @@ from .common import IMAGENET_MEAN, IMAGENET_STD, InputNorm, load_checkpoint
 def _timm():
     """Import timm (slow, so only when a timm-based encoder is built)."""
     try:
-        import timm
+        with warnings.catch_warnings():
+            # timm's hrnet module uses ``torch.jit.interface`` (deprecated in torch 2.14): a notice about
+            # third-party code at import time, shown before every run otherwise
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.interface` is deprecated",
+                                    category=FutureWarning)
+            import timm
     except ImportError as e:  # pragma: no cover - timm is a declared dependency
         raise ImportError("the timm backbones need `timm` (installed by tools/install.sh)") from e
     return timm

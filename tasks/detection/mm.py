@@ -1,9 +1,8 @@
 """OpenMMLab registrations of the detection task: the one module exported mmdet configs import.
 
 ``custom_imports=dict(imports=["densenas.tasks.detection.mm"], allow_failed_imports=False)`` registers,
-once and without ``force=True``, in mmdet's ``MODELS``: the backbones ``DenseNASBackbone`` and
-``DenseNASMobileNetV2``, the NAS-FCOS neck and head (Wang et al., CVPR 2020) and the NAS-FPN neck
-(Ghiasi et al., CVPR 2019).
+once and without ``force=True``, in mmdet's ``MODELS``: the backbone ``DenseNASBackbone``, the NAS-FCOS
+neck and head (Wang et al., CVPR 2020) and the NAS-FPN neck (Ghiasi et al., CVPR 2019).
 """
 from __future__ import annotations
 
@@ -13,10 +12,9 @@ from mmdet.registry import MODELS
 
 from densenas.backbones import DenseNASBackbone
 from densenas.decoders.mmdet_adapters import NASFCOSSearchedFPN, NASFCOSSearchedHead
-from densenas.decoders.mmseg_adapters import DenseNASMobileNetV2
 from densenas.decoders.nasfpn_mmdet import NASFPNSearchedNeck
 
-for _cls in (DenseNASBackbone, DenseNASMobileNetV2, NASFCOSSearchedFPN, NASFCOSSearchedHead,
+for _cls in (DenseNASBackbone, NASFCOSSearchedFPN, NASFCOSSearchedHead,
              NASFPNSearchedNeck):
     MODELS.register_module(module=_cls)
 

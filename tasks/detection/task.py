@@ -17,10 +17,9 @@ from densenas.arch import Arch
 from densenas.space import SearchSpace, ShapeSpec
 from densenas.task import Task
 
-from .candidate import DetTargets, build_det_candidate
+from .candidate import REWARDS, DetTargets, build_det_candidate
 from .data import DetData, build_det_data
 
-REWARDS = ("neg_loss", "ap")
 DETECTORS = ("fcos", "retinanet")
 
 
@@ -75,12 +74,6 @@ class DetectionTask(Task):
         return build_det_candidate(space, arch, shapes, len(self._data().classes), detector=self.detector,
                                    stacked_convs=self.stacked_convs, feat_channels=self.feat_channels,
                                    score_thr=self.score_thr)
-
-    def batch(self, split: str, idx: Tensor, device: Any) -> Any:
-        return self.targets.batch(split, idx, device)
-
-    def metrics(self, preds: list[Any], split: str) -> dict[str, float]:
-        return self.targets.metrics(preds, split)
 
     def reward(self, metrics: Mapping[str, float]) -> float:
         return float(metrics[self.reward_key])

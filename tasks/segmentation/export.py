@@ -23,18 +23,11 @@ BASELINES = ("aspp", "deeplabv3plus", "lraspp", "fcn")
 
 
 def _palette(n: int) -> list[list[int]]:
-    """The PASCAL VOC colour map (bit-interleaved), as mmseg and the VOC devkit define it."""
-    pal = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal.append([r, g, b])
-    return pal
+    """The PASCAL VOC colour map of the first ``n`` classes, as mmseg and the VOC devkit define it."""
+    from densenas.datasets.proxy import voc_palette
+
+    flat = voc_palette()
+    return [flat[3 * i:3 * i + 3] for i in range(n)]
 
 
 def data_config(dataset: str, root: str, crop: int, classes: list[str] | None = None,

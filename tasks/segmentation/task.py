@@ -88,12 +88,6 @@ class SegmentationTask(Task):
     def build_candidate(self, space: SearchSpace, arch: Arch, shapes: Mapping[str, ShapeSpec]) -> nn.Module:
         return build_seg_candidate(space, arch, shapes, kd_temperature=self.kd_temperature)
 
-    def batch(self, split: str, idx: Tensor, device: Any) -> Any:
-        return self.targets.batch(split, idx, device)
-
-    def metrics(self, preds: list[Any], split: str) -> dict[str, float]:
-        return self.targets.metrics(preds, split)
-
     def reward(self, metrics: Mapping[str, float]) -> float:
         return seg_reward(dict(metrics))
 

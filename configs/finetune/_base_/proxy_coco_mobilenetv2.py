@@ -16,7 +16,9 @@ model = dict(
     type="FCOS",
     data_preprocessor=dict(type="DetDataPreprocessor", mean=[123.675, 116.28, 103.53],
                            std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32),
-    backbone=dict(type="DenseNASMobileNetV2", out_indices=(6, 13, 17), pretrained=True),  # 32, 96, 320 ch
+    # any densenas backbone (densenas/backbones); MobileNetV2 C3-C5: 32, 96, 320 channels
+    backbone=dict(type="DenseNASBackbone",
+                  backbone=dict(type="mobilenet_v2", out_indices=(6, 13, 17), pretrained=True)),
     test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.6),
                   max_per_img=100))
 train_pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True),

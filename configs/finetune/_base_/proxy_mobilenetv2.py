@@ -14,7 +14,8 @@ model = dict(
     data_preprocessor=dict(type="SegDataPreProcessor", mean=[123.675, 116.28, 103.53],
                            std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0, seg_pad_val=255,
                            size=None, size_divisor=32),
-    backbone=dict(type="DenseNASMobileNetV2", pretrained=True),  # levels: 24, 32, 96, 320 channels
+    # any densenas backbone (densenas/backbones); MobileNetV2 levels: 24, 32, 96, 320 channels
+    backbone=dict(type="DenseNASBackbone", backbone=dict(type="mobilenet_v2", pretrained=True)),
     train_cfg=dict(), test_cfg=dict(mode="whole"))
 
 dataset = dict(type="BaseSegDataset", data_root="data/proxy_voc", img_suffix=".jpg",
