@@ -13,7 +13,7 @@ from densenas.config import ConfigError, check_keys
 from densenas.datasets.proxy import build_proxy_voc
 from densenas.datasets.segfolder import SegmentationFolder
 
-DATA_KEYS = {"layout", "root", "train_split", "val_split", "image_size", "num_classes",
+DATA_KEYS = {"layout", "root", "train_split", "val_split", "image_size", "num_classes", "classes",
              "max_train", "max_val", "proxy"}
 
 
@@ -33,6 +33,11 @@ def build_data(data_cfg: dict[str, Any], source: str = "config", log: Callable =
         raise ConfigError(f"{source}: 'data.root' is required")
     root = Path(data_cfg["root"])
     num_classes = data_cfg.get("num_classes")
+    if data_cfg.get("classes") is not None:  # class names (exported with the arch); they fix the count
+        if num_classes is not None and int(num_classes) != len(data_cfg["classes"]):
+            raise ConfigError(f"{source}: data.num_classes={num_classes} but data.classes names "
+                              f"{len(data_cfg['classes'])} classes")
+        num_classes = len(data_cfg["classes"])
     if layout == "proxy":
         proxy = dict(data_cfg.get("proxy", {}))
         check_keys("data.proxy", proxy, build_proxy_voc, source=source)
