@@ -85,9 +85,9 @@ def evaluator_class(kind: str) -> tuple[Callable[..., Any], type]:
         from .evaluation.proxy import ProxyCfg, ProxyTrainer
 
         return ProxyTrainer, ProxyCfg
-    from .evaluation.supernet import build_supernet_trainer
+    from .evaluation.supernet import trainer_for_task
 
-    return build_supernet_trainer, SupernetCfg
+    return trainer_for_task, SupernetCfg
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -202,10 +202,8 @@ def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], N
         return search
     cache = None if work_dir is None else Path(work_dir) / "cache"
     if ev_type == "supernet":
-        train, val = task.supernet_data()
-        search.evaluator = ecls(space, train, val, task.supernet_loss,
-                                task.supernet_score(int(strategy.cfg.batch_size)), epochs=int(plan["budget"]["epochs"]),
-                                cfg=strategy.cfg, seed=seed, device=device)
+        search.evaluator = ecls(task, space, epochs=int(plan["budget"]["epochs"]), cfg=strategy.cfg, seed=seed,
+                                device=device)
         return search
     try:
         encoder, shapes = build_backbone(plan["backbone"])

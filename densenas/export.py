@@ -9,6 +9,14 @@ from pathlib import Path
 from typing import Any
 
 
+def fill_defaults(options: dict[str, Any], **defaults: Any) -> None:
+    """Set each of ``defaults`` in ``options`` that the user left unset (absent or ``None``); a task's
+    exporter uses it for the command-line options it was not given."""
+    for k, v in defaults.items():
+        if options.get(k) is None:
+            options[k] = v
+
+
 def runtime_config(iters: int, interval: int, save_best: str, *, seed: int, work_dir: str,
                    rule: str | None = None, visualizer: str | None = None,
                    vis_hook: str | None = None) -> dict[str, Any]:

@@ -57,13 +57,9 @@ class Task:
         space's constructor accepts and the config did not set."""
         return {}
 
-    def describe_data(self) -> str:
-        """One line about the loaded data, for the search log."""
-        return ""
-
     # ------------------------------------------------- candidate searches
-    def prepare(self, encoder: nn.Module, shapes: Mapping[str, ShapeSpec], *, device: Any, work_dir: Path,
-                seed: int, log: Log) -> None:
+    def prepare(self, encoder: nn.Module, shapes: Mapping[str, ShapeSpec], *, device: Any,
+                work_dir: Path | None, seed: int, log: Log) -> None:
         """Once per search, before any candidate: e.g. train a distillation teacher. Default: nothing."""
 
     def images(self, split: str) -> Tensor:

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from torch import Tensor, nn
 
 from densenas.arch import Arch
+from densenas.export import fill_defaults
 from densenas.space import SearchSpace, ShapeSpec
 from densenas.task import Task
 
@@ -108,11 +109,9 @@ class DetectionTask(Task):
         classes and backbone of ``search_cfg``."""
         from .export import detection_config
 
-        from ..segmentation.task import _defaults
-
         search_cfg = dict(search_cfg or {})
         data = dict(search_cfg.get("data") or {})
-        _defaults(options, data_root="data/proxy_coco", crop=128, lr=1e-3, iters=2000)
+        fill_defaults(options, data_root="data/proxy_coco", crop=128, lr=1e-3, iters=2000)
         if options.get("classes") is None and data.get("classes"):
             options["classes"] = tuple(data["classes"])
         if search_cfg.get("backbone") and options.get("backbone") is None:

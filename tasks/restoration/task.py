@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from torch import Tensor
 
 from densenas.arch import Arch
+from densenas.export import fill_defaults
 from densenas.task import Task
 
 from .data import restoration_data
@@ -78,12 +79,10 @@ class RestorationTask(Task):
         its parameters (see :func:`.export.restoration_config`)."""
         from .export import restoration_config
 
-        from ..segmentation.task import _defaults
-
         search_cfg = dict(search_cfg or {})
         task = dict(search_cfg.get("task") or {})
         kind = options.pop("kind", None) or task.get("kind", self.spec.kind)
-        _defaults(options, data_root="data/proxy_restore", crop=48, lr=1e-3, iters=2000,
+        fill_defaults(options, data_root="data/proxy_restore", crop=48, lr=1e-3, iters=2000,
                   layout="rain100" if kind == "derain" else "bsd", space=search_cfg.get("space") or None,
                   sigma=task.get("sigma", self.spec.sigma))
         options["task"] = kind

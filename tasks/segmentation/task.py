@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from densenas.arch import Arch
 from densenas.config import ConfigError, check_keys
+from densenas.export import fill_defaults
 from densenas.space import SearchSpace, ShapeSpec
 from densenas.task import Task
 
@@ -121,7 +122,7 @@ class SegmentationTask(Task):
 
         search_cfg = dict(search_cfg or {})
         data = dict(search_cfg.get("data") or {})
-        _defaults(options, data_root="data/proxy_voc", crop=128, lr=3e-3, iters=2000)
+        fill_defaults(options, data_root="data/proxy_voc", crop=128, lr=3e-3, iters=2000)
         if options.get("classes") is None and options.get("dataset", "proxy") != "proxy" and data:
             options["classes"] = searched_classes(data)
         if arch is not None and arch.space == "autodeeplab":
@@ -136,13 +137,6 @@ class SegmentationTask(Task):
         if search_cfg.get("backbone") and options.get("backbone") is None:
             options["backbone"] = dict(search_cfg["backbone"])
         return export_config(path, arch=arch, baseline=baseline, **options)
-
-
-def _defaults(options: dict[str, Any], **defaults: Any) -> None:
-    """Fill the options the user left unset (``None`` or absent)."""
-    for k, v in defaults.items():
-        if options.get(k) is None:
-            options[k] = v
 
 
 def searched_classes(data_cfg: Mapping[str, Any]) -> list[str] | None:
