@@ -50,7 +50,7 @@ class RegularizedEvolution(Strategy):
         self.population: deque[tuple[Arch, float]] = deque()
         self.seen: set[str] = set()
 
-    def propose(self) -> Arch:
+    def suggest(self) -> Arch:
         """A random arch while the population fills, then a mutated tournament winner."""
         for _ in range(self.dedup_tries if self.dedup else 1):
             arch = self._draw()
@@ -85,14 +85,14 @@ class RegularizedEvolution(Strategy):
     def state_dict(self) -> dict[str, Any]:
         """RNG state, population (oldest first) and seen archs; JSON-serialisable (``-inf`` -> ``None``)."""
         return {
+            **super().state_dict(),
             "type": "evolution",
-            "rng": self.rng.bit_generator.state,
             "population": [[a.to_dict(), r if np.isfinite(r) else None] for a, r in self.population],
             "seen": sorted(self.seen),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = state["rng"]
+        super().load_state_dict(state)
         self.population = deque(
             (Arch.from_dict(a), float("-inf") if r is None else float(r)) for a, r in state["population"])
         self.seen = set(state.get("seen", ()))

@@ -211,7 +211,7 @@ class ReinforceController(Strategy):
         return self.space.from_indices(idx[0].tolist())
 
     # --------------------------------------------------------------- ask/tell
-    def propose(self) -> Arch:
+    def suggest(self) -> Arch:
         """Sample from the policy; invalid samples are redrawn, then ``space.sample`` takes over.
 
         Draws up to ``1 + max_resample`` samples, ``sample_chunk`` per LSTM pass, and returns the
@@ -280,10 +280,10 @@ class ReinforceController(Strategy):
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit for bit; JSON-serialisable (and ``torch.save``-able)."""
         return {
+            **super().state_dict(),
             "type": "reinforce",
             "space": self.space.name,
             "n_options": list(self.n_options),
-            "rng": self.rng.bit_generator.state,
             "torch_rng": _encode(self.gen.get_state()),
             "policy": _encode(self.policy.state_dict()),
             "optimizer": _encode(self.optimizer.state_dict()),
@@ -298,7 +298,7 @@ class ReinforceController(Strategy):
         if state.get("space") != self.space.name or list(state.get("n_options", [])) != self.n_options:
             raise ValueError(f"state is for space {state.get('space')!r} with options "
                              f"{state.get('n_options')}, not {self.space.name!r} {self.n_options}")
-        self.rng.bit_generator.state = state["rng"]
+        super().load_state_dict(state)
         self.gen.set_state(_decode(state["torch_rng"]))
         self.policy.load_state_dict(_decode(state["policy"]))
         self.optimizer.load_state_dict(_decode(state["optimizer"]))
