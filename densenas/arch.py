@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -86,7 +87,7 @@ class Arch:
                 raise KeyError(f"arch for space {self.space!r} has no decision {k!r}")
         return Arch(self.space, tuple((k, changes.get(k, v)) for k, v in self.choices))
 
-    @property
+    @cached_property  # computed once per (immutable) arch: strategies compare keys in tight loops
     def key(self) -> str:
         """Canonical string, equal for equal archs (used to de-duplicate candidates in the history)."""
         return json.dumps({"space": self.space, "choices": self.as_dict()}, sort_keys=True,

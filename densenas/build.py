@@ -6,14 +6,23 @@ dispatch, read here: the config names its task (``task.type``, a ``densenas.task
 (``evaluator.type``: ``proxy`` — the two-stage proxy trainer of Nekrasov et al., CVPR 2019 — or
 ``supernet`` — one-shot DARTS training, Liu et al., ICLR 2019). Every key of every section is checked
 before any data is read; an impossible combination is refused with a message naming the keys.
+
+``strategy.warm_start=dict(proxy="naswot", pool=64, take=8)`` (any sampling strategy, the proxy evaluator):
+before the first candidate of a fresh search, ``pool`` random archs are ranked by a zero-cost score of
+their untrained candidate (:mod:`densenas.zerocost`, :meth:`ProxyTrainer.zero_cost`) and the best ``take``
+are proposed first (:meth:`Strategy.seed_with`); the ranking goes to ``<work_dir>/zero_cost.json``.
 """
 from __future__ import annotations
 
 import inspect
+import json
+import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,10 +33,14 @@ from .space import SearchSpace, ShapeSpec
 from .strategies import STRATEGIES, Strategy, build_strategy
 from .supernet import DifferentiableSpace
 from .task import Task, task_class
+from .zerocost import SCORES as ZERO_COST_SCORES
+from .zerocost import rank_pool
 
 EVALUATORS = ("proxy", "supernet")
 SEARCH_KEYS = {"proxy": {"num_candidates", "time_budget_s", "max_duplicates"},
                "supernet": {"epochs", "time_budget_s"}}
+WARM_START = {"proxy": "naswot", "pool": 64, "take": 8}  # strategy.warm_start keys and defaults
+WARM_START_STREAM = 14  # the pool's RNG is default_rng([seed, this]): not the strategy's default_rng(seed)
 
 
 @dataclass
@@ -44,6 +57,7 @@ class Search:
     kind: str
     encoder: nn.Module | None = None
     shapes: dict[str, ShapeSpec] = field(default_factory=dict)
+    warm_start: dict[str, Any] | None = None
 
     def summary(self) -> str:
         what = (f"{self.budget.get('epochs')} epochs" if self.kind == "supernet"
@@ -65,12 +79,33 @@ class Search:
             budget = dict(num_candidates=int(b.get("num_candidates", 30)),
                           max_duplicates=int(b.get("max_duplicates", 200)))
         try:
+            if self.warm_start and not history.count(finished_only=False) and history.strategy_state() is None:
+                self.seed_warm_start(work_dir, log)  # fresh search only: on resume the queue is in the state
             return run(self.space, self.strategy, self.evaluator, history, seed=self.seed, work_dir=work_dir,
                        log=log, time_budget_s=b.get("time_budget_s"), **budget)
         finally:
             if history.count(finished_only=False):
                 write_reports(history, work_dir, metrics=self.task.report_metrics,
                               reward_label=self.task.reward_label)
+
+    def seed_warm_start(self, work_dir: str | Path, log: Callable[[str], None] = print) -> list[tuple[Any, float]]:
+        """Rank ``warm_start.pool`` random archs by ``evaluator.zero_cost`` and queue the best ``take`` on the
+        strategy (archs whose score failed are never queued); writes ``<work_dir>/zero_cost.json``."""
+        ws, t0 = self.warm_start, time.perf_counter()
+        rng = np.random.default_rng([self.seed, WARM_START_STREAM])
+        ranked = rank_pool(self.space, lambda a: self.evaluator.zero_cost(a, ws["proxy"], seed=self.seed),
+                           ws["pool"], rng, log=log)
+        top = [a for a, s in ranked[:ws["take"]] if math.isfinite(s)]
+        self.strategy.seed_with(top)
+        seconds = time.perf_counter() - t0
+        path = Path(work_dir) / "zero_cost.json"
+        rows = [{"rank": i + 1, "score": s if math.isfinite(s) else None, "queued": i < len(top),
+                 "arch": a.to_dict()} for i, (a, s) in enumerate(ranked)]
+        path.write_text(json.dumps({"proxy": ws["proxy"], "pool": ws["pool"], "take": ws["take"], "seed": self.seed,
+                                    "seconds": seconds, "ranked": rows}, indent=1))
+        log(f"warm start: ranked {len(ranked)} random archs by {ws['proxy']} in {seconds:.1f}s "
+            f"({seconds / max(len(ranked), 1):.2f}s each); the top {len(top)} are proposed first -> {path}")
+        return ranked
 
 
 @dataclass
@@ -135,6 +170,7 @@ def plan_search(cfg) -> dict[str, Any]:
         raise ConfigError(f"{source}: task.type={task_type!r} cannot search space.type={space_type!r}; "
                           f"its spaces are {list(tcls.spaces)}")
     strat_type, strat_opts = _typed(cfg, "strategy", source)
+    warm_start = strat_opts.pop("warm_start", None)
     if strat_type not in STRATEGIES:
         raise ConfigError(f"{source}: 'strategy.type' is {strat_type!r}; available: {sorted(STRATEGIES)}")
     ev_type, ev_opts = _typed(cfg, "evaluator", source)
@@ -151,6 +187,7 @@ def plan_search(cfg) -> dict[str, Any]:
     check_keys("strategy", strat_opts, STRATEGIES[strat_type], source=source)
     ecls, ecfg_cls = evaluator_class(ev_type)
     ecfg = build_dataclass("evaluator", ecfg_cls, ev_opts, source)
+    warm_start = check_warm_start(warm_start, strat_type, one_shot, ev_type, ecls, source)
     budget = dict(section(cfg, "search", {}) or {})
     check_keys("search", budget, lambda **kw: None, extra=SEARCH_KEYS[ev_type], source=source)
     if ev_type == "supernet" and "epochs" not in budget:
@@ -161,7 +198,39 @@ def plan_search(cfg) -> dict[str, Any]:
                           f"whole network); remove the section")
     return dict(source=source, task=(tcls, task_opts), space=(scls, space_opts), strategy=(strat_type, strat_opts),
                 evaluator=(ev_type, ecls, ecfg), budget=budget, backbone=backbone or {"type": "mobilenet_v2"},
-                one_shot=one_shot)
+                one_shot=one_shot, warm_start=warm_start)
+
+
+def check_warm_start(given: Any, strat_type: str, one_shot: bool, ev_type: str, ecls: Any, source: str
+                     ) -> dict[str, Any] | None:
+    """The checked ``strategy.warm_start`` section with its defaults filled in (``None``: no warm start).
+
+    Raises:
+        ConfigError: not a dict, an unknown key or proxy, ``pool`` / ``take`` not positive integers,
+            ``take > pool``, a one-shot strategy, or an evaluator without ``zero_cost``.
+    """
+    if given is None:
+        return None
+    key = "strategy.warm_start"
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"{source}: '{key}' must be a dict like dict(proxy='naswot', pool=64, take=8), "
+                          f"got {given!r}")
+    check_keys(key, given, lambda **kw: None, extra=WARM_START, source=source)
+    ws = {**WARM_START, **given}
+    if ws["proxy"] not in ZERO_COST_SCORES:
+        raise ConfigError(f"{source}: '{key}.proxy' is {ws['proxy']!r}; available: {sorted(ZERO_COST_SCORES)}")
+    for name in ("pool", "take"):
+        if isinstance(ws[name], bool) or not isinstance(ws[name], int) or ws[name] < 1:
+            raise ConfigError(f"{source}: '{key}.{name}' must be a positive integer, got {ws[name]!r}")
+    if ws["take"] > ws["pool"]:
+        raise ConfigError(f"{source}: '{key}.take' ({ws['take']}) is larger than '{key}.pool' ({ws['pool']})")
+    if one_shot:
+        raise ConfigError(f"{source}: '{key}' needs a sampling strategy; strategy.type={strat_type!r} is one-shot "
+                          f"(it trains one supernet and proposes no candidates to rank)")
+    if not callable(getattr(ecls, "zero_cost", None)):
+        raise ConfigError(f"{source}: '{key}' needs an evaluator with zero_cost(); evaluator.type={ev_type!r} "
+                          f"has none")
+    return ws
 
 
 def make_space(scls: type[SearchSpace], opts: dict[str, Any], task: Task, source: str) -> SearchSpace:
@@ -197,7 +266,8 @@ def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], N
     strat_type, strat_opts = plan["strategy"]
     strategy = build_strategy({"type": strat_type, "seed": seed, **strat_opts}, space)
     ev_type, ecls, ecfg = plan["evaluator"]
-    search = Search(task, space, strategy, None, device, seed, plan["budget"], ev_type)
+    search = Search(task, space, strategy, None, device, seed, plan["budget"], ev_type,
+                    warm_start=plan["warm_start"])
     if not build_evaluator:
         return search
     cache = None if work_dir is None else Path(work_dir) / "cache"

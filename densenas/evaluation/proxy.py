@@ -32,7 +32,8 @@ A candidate is an ``nn.Module`` with
 * ``predict(feats, batch) -> Any``: called in eval mode under ``torch.no_grad()``; it may switch modes
   inside (detection measures its loss there) but must leave the module in eval mode, and raises
   :class:`~.common.Diverged` on non-finite outputs;
-* ``forward(*feats)``: the deployed computation, for MAdds counting;
+* ``forward(*feats)``: the deployed computation, for MAdds counting and zero-cost scores
+  (:meth:`ProxyTrainer.zero_cost`);
 * optionally ``aux_heads`` (a module of training-only parameters, left out of ``decoder_params``).
 """
 from __future__ import annotations
@@ -50,6 +51,8 @@ from ..arch import Arch
 from ..objectives import count_madds, count_params
 from ..result import Result
 from ..space import SearchSpace
+from ..zerocost import SCORES as ZERO_COST_SCORES
+from ..zerocost import score as zero_cost_score
 from .cache import FeatureCache
 from .common import Diverged, RunningMean, StageCfg, failure_reason, set_norm_eval
 
@@ -234,6 +237,35 @@ class ProxyTrainer(RunningMean):
             cand = model.candidate
         metrics.update(final)
         return reward, cand, final
+
+    # -------------------------------------------------------------- zero cost
+    def zero_cost(self, arch: Arch, method: str = "naswot", seed: int = 0, batch_size: int = 32) -> float:
+        """A zero-cost score of the untrained candidate for ``arch`` (:mod:`densenas.zerocost`), for a warm
+        start: nothing is trained, the running mean and the global RNG are untouched.
+
+        The candidate is built as :meth:`evaluate` builds it with this ``seed`` (``task.build_candidate``
+        with the encoder's shapes, after ``torch.manual_seed(seed)``) and scored through its deployed
+        ``forward(*feats)`` on ``batch_size`` training images' cached encoder features (drawn with
+        ``seed``): the encoder is fixed, the candidate is what varies.
+
+        Args:
+            arch: the architecture.
+            method: a key of :data:`densenas.zerocost.SCORES` (``naswot``, ``synflow``, ``zen``).
+            seed: initialisation, batch and score seed.
+            batch_size: images of the batch (at most the training set).
+
+        Raises:
+            InvalidArch: ``arch`` is not in the space; ValueError: unknown ``method``.
+        """
+        if method not in ZERO_COST_SCORES:
+            raise ValueError(f"unknown zero-cost proxy {method!r}; available: {sorted(ZERO_COST_SCORES)}")
+        self.space.check(arch)
+        with torch.random.fork_rng(devices=[]):  # the candidate is built on the CPU, then moved
+            torch.manual_seed(seed)
+            cand = self.task.build_candidate(self.space, arch, self.shapes).to(self.device)
+        cache = self.caches["train"]
+        idx = torch.randperm(len(cache), generator=torch.Generator().manual_seed(seed))[:batch_size]
+        return zero_cost_score(method, cand, cache.batch(idx.sort().values, self.device), seed=seed)
 
     # ----------------------------------------------------------------- stages
     def _indices(self, n: int, batch_size: int, gen: torch.Generator) -> Tensor:

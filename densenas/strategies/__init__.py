@@ -1,5 +1,6 @@
 """Search strategies: random search, REINFORCE controller (Zoph & Le; Nekrasov et al. 2019), regularized
-evolution (Real et al. 2019) and the one-shot DARTS (Liu et al., ICLR 2019), plus :func:`build_strategy` to
+evolution (Real et al. 2019), surrogate-guided Bayesian optimisation (PNAS / BANANAS / SMAC style) and
+the one-shot DARTS (Liu et al., ICLR 2019), plus :func:`build_strategy` to
 make one from a config dict. Every one is driven by :func:`densenas.loop.run`."""
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from .base import OneShotStrategy, RandomSearch, Strategy
 from .darts import Darts, DartsCfg
 from .evolution import RegularizedEvolution
 from .reinforce import ReinforceController
+from .surrogate import SurrogateSearch
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "random": RandomSearch,
     "reinforce": ReinforceController,
     "evolution": RegularizedEvolution,
     "darts": Darts,
+    "surrogate": SurrogateSearch,
 }
 
 
@@ -38,4 +41,4 @@ def build_strategy(cfg: Mapping[str, Any], space: SearchSpace) -> Strategy:
 
 
 __all__ = ["Strategy", "OneShotStrategy", "RandomSearch", "ReinforceController", "RegularizedEvolution",
-           "Darts", "DartsCfg", "STRATEGIES", "build_strategy"]
+           "Darts", "DartsCfg", "SurrogateSearch", "STRATEGIES", "build_strategy"]
