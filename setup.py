@@ -35,6 +35,7 @@ setup(
     },
     install_requires=[
         "torch==2.14.1", "torchvision==0.29.1", "mmengine==0.10.7", "mmcv==2.1.0",
-        "mmdet==3.3.0", "mmsegmentation==1.2.2", "timm==1.0.15", "pycocotools", "scikit-image", "rich", "matplotlib",
+        "mmdet==3.3.0", "mmsegmentation==1.2.2", "timm==1.0.15", "pycocotools", "scikit-image", "scikit-learn==1.9.1", "scipy==1.17.1",
+        "optuna==4.6.0", "rich", "matplotlib",
     ],
 )

@@ -1,5 +1,6 @@
 """Search strategies: random search, REINFORCE controller (Zoph & Le; Nekrasov et al. 2019), regularized
-evolution (Real et al. 2019), surrogate-guided Bayesian optimisation (PNAS / BANANAS / SMAC style) and
+evolution (Real et al. 2019), surrogate-guided Bayesian optimisation (PNAS / BANANAS / SMAC style), Optuna's samplers (TPE, NSGA-II, ...)
+through ask-and-tell, and
 the one-shot DARTS (Liu et al., ICLR 2019), plus :func:`build_strategy` to
 make one from a config dict. Every one is driven by :func:`densenas.loop.run`."""
 from __future__ import annotations
@@ -11,6 +12,7 @@ from .base import OneShotStrategy, RandomSearch, Strategy
 from .darts import Darts, DartsCfg
 from .evolution import RegularizedEvolution
 from .reinforce import ReinforceController
+from .optuna_study import OptunaStrategy
 from .surrogate import SurrogateSearch
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -19,6 +21,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "evolution": RegularizedEvolution,
     "darts": Darts,
     "surrogate": SurrogateSearch,
+    "optuna": OptunaStrategy,
 }
 
 
@@ -41,4 +44,4 @@ def build_strategy(cfg: Mapping[str, Any], space: SearchSpace) -> Strategy:
 
 
 __all__ = ["Strategy", "OneShotStrategy", "RandomSearch", "ReinforceController", "RegularizedEvolution",
-           "Darts", "DartsCfg", "SurrogateSearch", "STRATEGIES", "build_strategy"]
+           "Darts", "DartsCfg", "SurrogateSearch", "OptunaStrategy", "STRATEGIES", "build_strategy"]

@@ -1,15 +1,27 @@
-"""REINFORCE controller: an LSTM policy over the space's decisions.
+"""REINFORCE controller: an LSTM policy over the space's decisions, trained with PPO's clipped objective.
 
 The reinforcement-learning strategy of Zoph & Le, "Neural Architecture Search with Reinforcement
 Learning" (ICLR 2017), as used by Nekrasov et al., "Fast Neural Architecture Search of Compact Semantic
-Segmentation Models via Auxiliary Cells" (CVPR 2019), with the logit temperature / ``tanh`` clipping
-of ENAS (Pham et al., ICML 2018).
+Segmentation Models via Auxiliary Cells" (CVPR 2019), with the logit ``tanh`` clipping of ENAS (Pham et
+al., ICML 2018) and, by default, the clipped surrogate objective of PPO (Schulman et al., "Proximal
+Policy Optimization Algorithms", 2017) to re-use every batch for several updates, as Zoph et al. (CVPR
+2018) did for NASNet.
 
 An ``nn.LSTMCell`` emits one categorical decision per step, in ``space.decisions()`` order. Each
 decision has its own softmax head (option counts differ) and its own embedding table, whose row for the
-chosen option is the next step's input; the first input is a learned start vector. Training is
-REINFORCE with an exponential-moving-average reward baseline, an entropy bonus and Adam, one update per
-``batch_size`` observed results.
+chosen option is the next step's input; the first input is a learned start vector. Every ``batch_size``
+observed results, Adam takes ``ppo_epochs`` steps on the batch (``ppo_epochs=1`` is plain REINFORCE).
+
+Why not plain REINFORCE at small budgets (TransNAS-Bench-101 micro, ``benchmarks/bench_transnas.py``):
+one Adam step of 0.005 per four results leaves the policy uniform for the first ~50 queries (mean
+per-decision max probability 0.25 -> 0.28 after 25 queries on segmentsemantic), so it is random search
+there; afterwards it concentrates and re-proposes known archs (5.4 proposals per distinct query at 100
+queries; with ``batch_size=1`` some searches needed 20 proposals per new arch), which the loop answers
+from the history and, after ``max_duplicates`` in a row, stops the search. The remedies here: several
+PPO epochs per batch (the policy learns from ~10 results), centred-rank advantages (robust to the
+heavy low tail of dense-prediction rewards, where one diverged candidate made the running standard
+deviation shrink every later advantage), proposals that skip archs already proposed or observed
+(``dedup``), and a uniform warm-up whose first proposals are exactly random search's for the same seed.
 
 Ask/tell contract: :meth:`ReinforceController.observe` recomputes the log-probability of the arch by
 teacher-forcing its option indices through the LSTM, so nothing is kept from :meth:`propose` and the
@@ -30,6 +42,9 @@ from ..arch import Arch, InvalidArch
 from ..result import Result
 from ..space import SearchSpace
 from .base import Strategy
+
+
+WARMUP_DEFAULT = 0
 
 
 class _Policy(nn.Module):
@@ -82,22 +97,36 @@ def _decode(obj: Any) -> Any:
 
 
 class ReinforceController(Strategy):
-    """LSTM controller trained with REINFORCE (Zoph & Le 2017; Nekrasov et al. 2019).
+    """LSTM controller trained with REINFORCE / PPO (Zoph & Le 2017; Nekrasov et al. 2019; Schulman et al.
+    2017).
 
-    Rewards are centred by an exponential moving average ``baseline`` and, with ``normalize=True``
-    (default; not in the papers), divided by an exponential moving standard deviation. Adam already
-    makes the step size independent of the reward scale; normalising also makes the balance against
-    the entropy bonus and ``failure_margin`` the same for rewards in [0, 1] (mIoU) and in [90, 95]
-    (pixel accuracy in %).
+    Advantages (``advantage``): ``"rank"`` (default) is the reward's centred rank among the last
+    ``rank_window`` successful rewards, itself included, in [-1, 1] (rank-based fitness shaping as in
+    natural evolution strategies, Wierstra et al., JMLR 2014): scale-free and blind to outliers.
+    ``"ema"`` is the papers' reward minus an exponential-moving-average ``baseline``, divided with
+    ``normalize=True`` by an exponential moving standard deviation. The EMA baseline is kept in both
+    modes (reported as :attr:`baseline`).
 
-    Defaults (lr 0.005, batch 4, tanh 1.5) were chosen on a 6 x 4 toy space and TransNAS-Bench-101
-    micro (``benchmarks/bench_transnas.py``); they aim at searches of a few hundred evaluations.
+    Update: every ``batch_size`` results, ``ppo_epochs`` Adam steps on PPO's clipped objective
+    ``min(ratio * A, clip(ratio, 1 - clip_ratio, 1 + clip_ratio) * A)`` with
+    ``ratio = p_now(arch) / p_old(arch)``, ``p_old`` the policy when the batch was complete (the one
+    that sampled it, unless archs came from a history or warm start); the first epoch is exactly the
+    REINFORCE gradient, the next ones re-use the batch until the ratio leaves the clip range. Plus an
+    entropy bonus and gradient-norm clipping.
+
+    Proposals: the first ``warmup`` distinct archs are uniform draws of ``space.sample`` (the untrained
+    policy is near uniform anyway; these are exactly uniform over *valid* archs, and equal random
+    search's first proposals for the same seed). Afterwards the policy is sampled, redrawing invalid
+    archs and (``dedup``) archs already proposed or observed, ``1 + max_resample`` draws at most; then a
+    new uniform arch, else a known one (the space is exhausted).
+
+    Defaults were chosen on TransNAS-Bench-101 micro (4 tasks, ``benchmarks/bench_transnas.py``) for
+    searches of 10 to a few hundred candidates.
 
     Failed results (``result.ok`` is False): with ``failure_reward=None`` (default) they get an advantage
-    of ``-failure_margin`` (in baseline-std units when normalising), i.e. "``failure_margin`` standard
-    deviations worse than the baseline", and they do not move the baseline, so a run of crashes cannot
-    drag the baseline down and make mediocre archs look good. With a number, that number is used as the
-    reward like any other.
+    of ``-failure_margin`` (with ``"rank"``: ``-1`` is the worst rank; with ``"ema"``: baseline-std units
+    when normalising) and move neither the baseline nor the rank window, so a run of crashes cannot make
+    mediocre archs look good. With a number, that number is used as the reward like any other.
 
     Args:
         space: the search space.
@@ -105,38 +134,55 @@ class ReinforceController(Strategy):
         hidden_size: LSTM hidden and embedding size.
         lr: Adam learning rate.
         batch_size: results per policy update.
+        ppo_epochs: Adam steps per batch (1: plain REINFORCE, one step per batch).
+        clip_ratio: PPO's clip range epsilon on the probability ratio.
+        advantage: ``"rank"`` or ``"ema"`` (see above).
+        rank_window: successful rewards the rank is taken among (0: all so far).
         baseline_decay: EMA decay of the reward baseline (and of the reward variance).
+        normalize: ``"ema"`` only: divide advantages by the running reward standard deviation.
         entropy_weight: weight of the summed per-decision entropy bonus.
         temperature: logits are divided by it before sampling and scoring (ENAS: 5.0).
         tanh_constant: logits become ``c * tanh(logits)`` (default 1.5 as in ENAS' macro search;
             ``None``: off). It bounds how sure the policy can get (with 4 options, p <= 0.87 per
-            decision), which keeps it exploring; without it the controller often collapses early on
-            a suboptimal arch.
-        normalize: divide advantages by the running reward standard deviation.
-        failure_reward: reward of a failed result; ``None`` means "baseline minus a margin".
-        failure_margin: that margin (baseline-std units when normalising, reward units otherwise).
-        max_resample: invalid samples are redrawn up to this many times, then ``space.sample`` is used.
+            decision), which keeps it exploring.
+        failure_reward: reward of a failed result; ``None`` means "worse than the baseline by a margin".
+        failure_margin: that margin (see above).
+        warmup: distinct archs drawn uniformly before the policy proposes (0: none).
+        dedup: do not propose archs already proposed or observed while the redraw budget lasts.
+        max_resample: redraws of invalid (or, with ``dedup``, known) policy samples.
         grad_clip: max gradient norm (``None``: no clipping).
         sample_chunk: samples drawn per LSTM pass in :meth:`propose` (a batch; speeds up resampling).
     """
 
     def __init__(self, space: SearchSpace, seed: int = 0, hidden_size: int = 64, lr: float = 0.005,
-                 batch_size: int = 4, baseline_decay: float = 0.9, entropy_weight: float = 1e-3,
-                 temperature: float | None = None, tanh_constant: float | None = 1.5,
-                 normalize: bool = True, failure_reward: float | None = None,
-                 failure_margin: float = 1.0, max_resample: int = 100,
-                 grad_clip: float | None = 5.0, sample_chunk: int = 16):
+                 batch_size: int = 4, ppo_epochs: int = 4, clip_ratio: float = 0.2,
+                 advantage: str = "rank", rank_window: int = 20, baseline_decay: float = 0.9,
+                 normalize: bool = True, entropy_weight: float = 1e-3, temperature: float | None = None,
+                 tanh_constant: float | None = 1.5, failure_reward: float | None = None,
+                 failure_margin: float = 1.0, warmup: int = WARMUP_DEFAULT, dedup: bool = True,
+                 max_resample: int = 100, grad_clip: float | None = 5.0, sample_chunk: int = 16):
         super().__init__(space, seed)
+        if advantage not in ("rank", "ema"):
+            raise ValueError(f"advantage={advantage!r}: expected 'rank' or 'ema'")
+        for name, value in (("batch_size", batch_size), ("ppo_epochs", ppo_epochs)):
+            if int(value) < 1:
+                raise ValueError(f"{name}={value}: must be at least 1")
         self.decisions = list(space.decisions())
         self.n_options = [len(d) for d in self.decisions]
         self.batch_size = int(batch_size)
+        self.ppo_epochs = int(ppo_epochs)
+        self.clip_ratio = float(clip_ratio)
+        self.advantage = advantage
+        self.rank_window = int(rank_window)
         self.baseline_decay = float(baseline_decay)
+        self.normalize = bool(normalize)
         self.entropy_weight = float(entropy_weight)
         self.temperature = temperature
         self.tanh_constant = tanh_constant
-        self.normalize = bool(normalize)
         self.failure_reward = failure_reward
         self.failure_margin = float(failure_margin)
+        self.warmup = int(warmup)
+        self.dedup = bool(dedup)
         self.max_resample = int(max_resample)
         self.grad_clip = grad_clip
         self.sample_chunk = max(1, int(sample_chunk))
@@ -147,8 +193,10 @@ class ReinforceController(Strategy):
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr)
         self.baseline: float | None = None
         self.reward_var: float | None = None
+        self.rewards: list[float] = []  # successful rewards, the last rank_window (all if 0)
+        self.seen: set[str] = set()  # keys of archs proposed or observed
         self.buffer: list[tuple[dict[str, Any], float | None]] = []
-        self.stats = {"proposed": 0, "resampled": 0, "fallback": 0, "updates": 0}
+        self.stats = {"proposed": 0, "resampled": 0, "repeats": 0, "fallback": 0, "updates": 0}
 
     # ------------------------------------------------------------------ policy
     def _logits(self, h: torch.Tensor, step: int) -> torch.Tensor:
@@ -211,14 +259,37 @@ class ReinforceController(Strategy):
         return self.space.from_indices(idx[0].tolist())
 
     # --------------------------------------------------------------- ask/tell
-    def suggest(self) -> Arch:
-        """Sample from the policy; invalid samples are redrawn, then ``space.sample`` takes over.
+    def propose(self) -> Arch:
+        """The warm-start queue's head, else :meth:`suggest`; either way marked as seen."""
+        arch = super().propose()
+        self.seen.add(arch.key)
+        return arch
 
-        Draws up to ``1 + max_resample`` samples, ``sample_chunk`` per LSTM pass, and returns the
-        first valid one (distributed as the policy conditioned on validity).
-        """
+    def suggest(self) -> Arch:
+        """A uniform arch during warm-up, else a policy sample (see the class docstring)."""
         self.stats["proposed"] += 1
-        left = self.max_resample + 1
+        if len(self.seen) < self.warmup:
+            arch = self._uniform()
+            if arch is not None:
+                return arch
+        arch, repeat = self._sample_policy()
+        if arch is not None:
+            return arch
+        self.stats["fallback"] += 1
+        return self._uniform() or repeat or self.space.sample(self.rng)
+
+    def _uniform(self) -> Arch | None:
+        """A uniform valid arch not seen yet (any with ``dedup=False``); ``None`` if redraws ran out."""
+        for _ in range(self.max_resample + 1 if self.dedup else 1):
+            arch = self.space.sample(self.rng)
+            if not self.dedup or arch.key not in self.seen:
+                return arch
+        return None
+
+    def _sample_policy(self) -> tuple[Arch | None, Arch | None]:
+        """Up to ``1 + max_resample`` policy samples, ``sample_chunk`` per LSTM pass: the first valid
+        (and, with ``dedup``, unseen) one, else ``None`` and the first valid but known one."""
+        left, repeat = self.max_resample + 1, None
         with torch.no_grad():
             while left > 0:
                 n = min(self.sample_chunk, left)
@@ -226,15 +297,19 @@ class ReinforceController(Strategy):
                 idx, _ = self._run(n=n)
                 for row in idx.tolist():
                     arch = self.space.from_indices(row)
-                    if self.space.is_valid(arch):
-                        return arch
-                    self.stats["resampled"] += 1
-        self.stats["fallback"] += 1
-        return self.space.sample(self.rng)
+                    if not self.space.is_valid(arch):
+                        self.stats["resampled"] += 1
+                    elif self.dedup and arch.key in self.seen:
+                        self.stats["repeats"] += 1
+                        repeat = repeat or arch
+                    else:
+                        return arch, None
+        return None, repeat
 
     def observe(self, arch: Arch, result: Result) -> None:
-        """Queue ``(arch, reward)``; every ``batch_size`` results, take one policy-gradient step."""
+        """Queue ``(arch, reward)``; every ``batch_size`` results, update the policy."""
         self._arch_indices(arch)  # fail early on an arch from another space
+        self.seen.add(arch.key)
         if result.ok:
             reward: float | None = float(result.reward)
         elif self.failure_reward is not None:
@@ -246,33 +321,51 @@ class ReinforceController(Strategy):
             self._update()
 
     def _advantage(self, reward: float | None) -> float:
-        """Advantage of one reward; updates baseline and variance (failures leave them alone)."""
+        """Advantage of one reward; updates baseline, variance and rank window (failures do not)."""
         if reward is None:
             return -self.failure_margin
+        ema_adv = 0.0
         if self.baseline is None:
             self.baseline = reward
+        else:
+            diff = reward - self.baseline
+            d = self.baseline_decay
+            self.reward_var = diff * diff if self.reward_var is None else d * self.reward_var + (
+                1 - d) * diff * diff
+            self.baseline = d * self.baseline + (1 - d) * reward
+            ema_adv = diff if not self.normalize else (
+                diff / math.sqrt(self.reward_var) if self.reward_var > 1e-12 else 0.0)
+        self.rewards.append(reward)
+        if self.rank_window > 0:
+            del self.rewards[:-self.rank_window]
+        if self.advantage == "ema":
+            return ema_adv
+        if len(self.rewards) < 2:
             return 0.0
-        diff = reward - self.baseline
-        d = self.baseline_decay
-        self.reward_var = diff * diff if self.reward_var is None else d * self.reward_var + (
-            1 - d) * diff * diff
-        self.baseline = d * self.baseline + (1 - d) * reward
-        if not self.normalize:
-            return diff
-        return diff / math.sqrt(self.reward_var) if self.reward_var > 1e-12 else 0.0
+        below = sum(r < reward for r in self.rewards)
+        ties = sum(r == reward for r in self.rewards) - 1  # others with the same reward count half
+        return 2.0 * (below + 0.5 * ties) / (len(self.rewards) - 1) - 1.0
 
     def _update(self) -> None:
+        """``ppo_epochs`` Adam steps on the clipped surrogate over the buffered batch."""
         self.policy.train()
-        self.optimizer.zero_grad()
         adv = torch.tensor([self._advantage(r) for _, r in self.buffer])
-        idx, log_probs = self._run([self._arch_indices(Arch.from_dict(a)) for a, _ in self.buffer])
-        logp = sum(lp.gather(1, idx[:, s:s + 1]).squeeze(1) for s, lp in enumerate(log_probs))
-        entropy = sum(-(lp.exp() * lp).sum(dim=1) for lp in log_probs)
-        loss = -(adv * logp).mean() - self.entropy_weight * entropy.mean()
-        loss.backward()
-        if self.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.policy.parameters(), self.grad_clip)
-        self.optimizer.step()
+        rows = [self._arch_indices(Arch.from_dict(a)) for a, _ in self.buffer]
+        old = None
+        for _ in range(self.ppo_epochs):
+            self.optimizer.zero_grad()
+            idx, log_probs = self._run(rows)
+            logp = sum(lp.gather(1, idx[:, s:s + 1]).squeeze(1) for s, lp in enumerate(log_probs))
+            entropy = sum(-(lp.exp() * lp).sum(dim=1) for lp in log_probs)
+            if old is None:
+                old = logp.detach()
+            ratio = torch.exp(logp - old)
+            clipped = ratio.clamp(1.0 - self.clip_ratio, 1.0 + self.clip_ratio)
+            loss = -torch.minimum(ratio * adv, clipped * adv).mean() - self.entropy_weight * entropy.mean()
+            loss.backward()
+            if self.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.policy.parameters(), self.grad_clip)
+            self.optimizer.step()
         self.buffer = []
         self.stats["updates"] += 1
 
@@ -289,6 +382,8 @@ class ReinforceController(Strategy):
             "optimizer": _encode(self.optimizer.state_dict()),
             "baseline": self.baseline,
             "reward_var": self.reward_var,
+            "rewards": list(self.rewards),
+            "seen": sorted(self.seen),
             "buffer": [[a, r] for a, r in self.buffer],
             "stats": dict(self.stats),
         }
@@ -304,5 +399,7 @@ class ReinforceController(Strategy):
         self.optimizer.load_state_dict(_decode(state["optimizer"]))
         self.baseline = state["baseline"]
         self.reward_var = state["reward_var"]
+        self.rewards = [float(r) for r in state.get("rewards", ())]
+        self.seen = set(state.get("seen", ()))
         self.buffer = [(dict(a), r) for a, r in state["buffer"]]
         self.stats = dict(state.get("stats", self.stats))

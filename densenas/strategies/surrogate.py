@@ -5,10 +5,14 @@ predictor ranks candidates before any is trained), BANANAS (White, Neiswanger & 
 predictor + acquisition maximised by mutating the best archs) and SMAC (Hutter, Hoos & Leyton-Brown,
 LION 2011: random-forest surrogate whose spread across trees is the uncertainty). Two surrogates:
 
-- ``model="gp"`` (default): a Gaussian process on the one-hot encoding with an RBF kernel, i.e. an
-  exponentiated Hamming kernel ``k(a, b) = s^2 exp(-hamming(a, b) / l^2)`` (the kernel of COMBO / BOSS
-  style categorical BO), plus a white-noise term; hyper-parameters by marginal likelihood. scikit-learn's
-  ``GaussianProcessRegressor`` does the fitting (Cholesky, L-BFGS restarts) so we write none of it.
+- ``model="gp"`` (default): a Gaussian process on the one-hot encoding. Its kernel is an RBF on the
+  one-hot vectors, i.e. an exponentiated Hamming kernel ``s^2 exp(-hamming(a, b) / l^2)`` (the kernel of
+  COMBO / BOSS style categorical BO), plus a linear kernel on the same vectors (``additive=True``: the
+  number of shared decisions, i.e. one additive effect per option, which dense-prediction cells largely
+  have), plus white noise; hyper-parameters by marginal likelihood. The rewards are first mapped to normal
+  scores of their ranks (``y_transform="rank"``, as HEBO's output warping does): NAS rewards have a long
+  tail of poor archs that would otherwise dominate the fit. scikit-learn's ``GaussianProcessRegressor``
+  does the fitting (Cholesky, L-BFGS) so we write none of it.
 - ``model="forest"``: scikit-learn's ``RandomForestRegressor``; mean and spread across the trees.
 
 The acquisition (expected improvement, UCB or Thompson sampling) is maximised over a pool of random valid
@@ -62,12 +66,16 @@ class SurrogateSearch(Strategy):
         n_restarts: GP marginal-likelihood optimiser restarts at the first fit; later fits start from
             the previous optimum.
         n_trees: trees of the forest model.
+        ard: one RBF length scale per one-hot column instead of one in all (slower; on TransNAS-Bench-101
+            it did not help at 25-100 queries).
+        y_transform: ``"rank"`` (normal scores of the reward ranks) or ``"none"`` (raw rewards).
+        additive: add the linear (additive per-decision) kernel to the GP's RBF.
     """
 
     def __init__(self, space: SearchSpace, seed: int = 0, model: str = "gp", acquisition: str = "ei",
-                 n_init: int = 8, pool_size: int = 256, top_k: int = 5, local_steps: int = 2,
+                 n_init: int = 5, pool_size: int = 256, top_k: int = 5, local_steps: int = 2,
                  xi: float = 0.0, beta: float = 2.0, n_restarts: int = 2, n_trees: int = 64,
-                 ard: bool = False, y_transform: str = "rank"):
+                 ard: bool = False, y_transform: str = "rank", additive: bool = True):
         super().__init__(space, seed)
         if model not in MODELS:
             raise ValueError(f"strategy 'surrogate': model={model!r} is not one of {MODELS}")
@@ -84,6 +92,7 @@ class SurrogateSearch(Strategy):
         if y_transform not in ("rank", "none"):
             raise ValueError(f"strategy 'surrogate': y_transform={y_transform!r} is not 'rank' or 'none'")
         self.y_transform = y_transform
+        self.additive = bool(additive)
         self.decs = list(space.decisions())
         self.offsets = np.cumsum([0] + [len(d) for d in self.decs])
         self.observed: list[tuple[Arch, float | None]] = []  # in order; None = failed
@@ -117,8 +126,11 @@ class SurrogateSearch(Strategy):
                                          random_state=random_state).fit(x, y)
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+        from sklearn.gaussian_process.kernels import DotProduct
         scale = np.full(x.shape[1], 2.0) if self.ard else 2.0
         kernel = ConstantKernel(1.0, (1e-2, 1e2)) * RBF(scale, (0.1, 50.0)) + WhiteKernel(1e-2, (1e-6, 1.0))
+        if self.additive:
+            kernel = kernel + ConstantKernel(0.1, (1e-3, 1e2)) * DotProduct(0.0, "fixed")
         if self.theta is not None:  # start from the last optimum: one short L-BFGS run instead of restarts
             kernel = kernel.clone_with_theta(np.asarray(self.theta))
         gp = GaussianProcessRegressor(kernel=kernel, normalize_y=True, random_state=random_state,
