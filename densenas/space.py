@@ -16,6 +16,7 @@ the shapes everywhere.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -210,6 +211,21 @@ class TableSpace(SearchSpace):
 
     def decisions(self) -> list[Decision]:
         return self._decisions
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """Uniform over the table's archs when there is a table (no rejection: a tabular benchmark's valid
+        archs can be a small part of the product space), else over the product space."""
+        if not self.table:
+            return super().sample(rng)
+        if getattr(self, "_listed", (None, None))[0] is not self.table:  # (re)list after a table swap
+            decs = self.decisions()
+            archs = []
+            for key in sorted(self.table):
+                values = json.loads(key)["choices"]
+                archs.append(Arch(self.name, tuple((d.name, values[d.name]) for d in decs)))
+            self._listed = (self.table, archs)
+        archs = self._listed[1]
+        return archs[int(rng.integers(len(archs)))]
 
     def check(self, arch: Arch) -> None:
         super().check(arch)

@@ -16,7 +16,12 @@ backbone = dict(type="mobilenet_v2", pretrained=True)  # real ImageNet weights, 
 
 space = dict(type="auxcell", width=48, num_cells=3, blocks_per_cell=2)
 
-strategy = dict(type="reinforce", lr=3e-3, batch_size=1, entropy_weight=1e-3)
+# Surrogate-guided search (densenas/strategies/surrogate.py): 5 random candidates, then a GP over the
+# decisions proposes the arch of highest expected improvement. Alternatives: dict(type="random"),
+# dict(type="evolution"), dict(type="reinforce", lr=3e-3, batch_size=1), dict(type="optuna",
+# sampler="TPESampler"); any of them can be warm-started with zero-cost scores of untrained candidates:
+# warm_start=dict(proxy="naswot" | "params" | "synflow" | "zen", pool=64, take=4).
+strategy = dict(type="surrogate")
 
 # The proxy trainer (densenas/evaluation/proxy.py). Stage 1: frozen cached encoder, KD + Polyak; stage 2
 # only when stage 1 beats the running mean.
