@@ -73,7 +73,7 @@ class SurrogateSearch(Strategy):
     """
 
     def __init__(self, space: SearchSpace, seed: int = 0, model: str = "gp", acquisition: str = "ei",
-                 n_init: int = 5, pool_size: int = 256, top_k: int = 5, local_steps: int = 2,
+                 n_init: int = 5, pool_size: int = 1024, top_k: int = 5, local_steps: int = 2,
                  xi: float = 0.0, beta: float = 2.0, n_restarts: int = 2, n_trees: int = 64,
                  ard: bool = False, y_transform: str = "rank", additive: bool = True):
         super().__init__(space, seed)
