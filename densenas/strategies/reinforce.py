@@ -9,19 +9,17 @@ Policy Optimization Algorithms", 2017) to re-use every batch for several updates
 
 An ``nn.LSTMCell`` emits one categorical decision per step, in ``space.decisions()`` order. Each
 decision has its own softmax head (option counts differ) and its own embedding table, whose row for the
-chosen option is the next step's input; the first input is a learned start vector. Every ``batch_size``
-observed results, Adam takes ``ppo_epochs`` steps on the batch (``ppo_epochs=1`` is plain REINFORCE).
+chosen option is the next step's input; the first input is a learned start vector.
 
-Why not plain REINFORCE at small budgets (TransNAS-Bench-101 micro, ``benchmarks/bench_transnas.py``):
-one Adam step of 0.005 per four results leaves the policy uniform for the first ~50 queries (mean
-per-decision max probability 0.25 -> 0.28 after 25 queries on segmentsemantic), so it is random search
-there; afterwards it concentrates and re-proposes known archs (5.4 proposals per distinct query at 100
-queries; with ``batch_size=1`` some searches needed 20 proposals per new arch), which the loop answers
-from the history and, after ``max_duplicates`` in a row, stops the search. The remedies here: several
-PPO epochs per batch (the policy learns from ~10 results), centred-rank advantages (robust to the
-heavy low tail of dense-prediction rewards, where one diverged candidate made the running standard
-deviation shrink every later advantage), proposals that skip archs already proposed or observed
-(``dedup``), and a uniform warm-up whose first proposals are exactly random search's for the same seed.
+Why plain REINFORCE trailed random search at small budgets (TransNAS-Bench-101 micro,
+``benchmarks/bench_transnas.py``): one Adam step per four results left the policy uniform for ~50
+queries (mean per-decision max probability 0.25 -> 0.28 after 25 on segmentsemantic), so it *was*
+random search there and its gap to random was seed noise; later it concentrated and re-proposed known
+archs (5.4 proposals per new arch over 100 queries, up to 20 with ``batch_size=1``), which the loop
+answers from its history and, after ``max_duplicates`` in a row, stops on. Here: several PPO epochs
+per result, rank advantages (scale-free; a diverged candidate is just the worst rank instead of
+inflating the running std that divides every later advantage), proposals that skip known archs
+(``dedup``) and a uniform warm-up (a random initial design, as Optuna TPE's ``n_startup_trials=10``).
 
 Ask/tell contract: :meth:`ReinforceController.observe` recomputes the log-probability of the arch by
 teacher-forcing its option indices through the LSTM, so nothing is kept from :meth:`propose` and the
@@ -42,9 +40,6 @@ from ..arch import Arch, InvalidArch
 from ..result import Result
 from ..space import SearchSpace
 from .base import Strategy
-
-
-WARMUP_DEFAULT = 0
 
 
 class _Policy(nn.Module):
@@ -97,36 +92,33 @@ def _decode(obj: Any) -> Any:
 
 
 class ReinforceController(Strategy):
-    """LSTM controller trained with REINFORCE / PPO (Zoph & Le 2017; Nekrasov et al. 2019; Schulman et al.
-    2017).
+    """LSTM controller trained with REINFORCE / PPO (Zoph & Le 2017; Nekrasov et al. 2019; Schulman 2017).
 
-    Advantages (``advantage``): ``"rank"`` (default) is the reward's centred rank among the last
-    ``rank_window`` successful rewards, itself included, in [-1, 1] (rank-based fitness shaping as in
+    Advantages (``advantage``): ``"rank"`` (default) is the reward's centred rank, in [-1, 1], among the
+    last ``rank_window`` successful rewards, the batch's included (rank-based fitness shaping as in
     natural evolution strategies, Wierstra et al., JMLR 2014): scale-free and blind to outliers.
     ``"ema"`` is the papers' reward minus an exponential-moving-average ``baseline``, divided with
     ``normalize=True`` by an exponential moving standard deviation. The EMA baseline is kept in both
     modes (reported as :attr:`baseline`).
 
     Update: every ``batch_size`` results, ``ppo_epochs`` Adam steps on PPO's clipped objective
-    ``min(ratio * A, clip(ratio, 1 - clip_ratio, 1 + clip_ratio) * A)`` with
-    ``ratio = p_now(arch) / p_old(arch)``, ``p_old`` the policy when the batch was complete (the one
-    that sampled it, unless archs came from a history or warm start); the first epoch is exactly the
-    REINFORCE gradient, the next ones re-use the batch until the ratio leaves the clip range. Plus an
-    entropy bonus and gradient-norm clipping.
+    ``min(ratio * A, clip(ratio, 1 - clip_ratio, 1 + clip_ratio) * A)``, ``ratio = p_now / p_old`` with
+    ``p_old`` the policy at the update's start; the first step is exactly REINFORCE's, the next re-use
+    the batch until the ratio leaves the clip range. Plus an entropy bonus and gradient-norm clipping.
 
-    Proposals: the first ``warmup`` distinct archs are uniform draws of ``space.sample`` (the untrained
-    policy is near uniform anyway; these are exactly uniform over *valid* archs, and equal random
-    search's first proposals for the same seed). Afterwards the policy is sampled, redrawing invalid
-    archs and (``dedup``) archs already proposed or observed, ``1 + max_resample`` draws at most; then a
-    new uniform arch, else a known one (the space is exhausted).
+    Proposals: the first ``warmup`` distinct archs are ``space.sample`` draws (the untrained policy is
+    near uniform anyway; these are exactly uniform over *valid* archs). Then the policy is sampled,
+    redrawing invalid and (``dedup``) already proposed or observed archs, ``1 + max_resample`` draws at
+    most; then a new uniform arch, else a known one (the space is exhausted).
 
-    Defaults were chosen on TransNAS-Bench-101 micro (4 tasks, ``benchmarks/bench_transnas.py``) for
-    searches of 10 to a few hundred candidates.
+    Defaults (one result per update, lr 0.003, 4 PPO epochs, rank window 20, warm-up 10): chosen on
+    TransNAS-Bench-101 micro, 4 tasks x 50 seeds: regret as random search's up to 10 queries, 0.76-0.87
+    of it at 25, 0.55-0.69 at 50, 0.38-0.51 at 100; meant for 10 to a few hundred candidates.
 
-    Failed results (``result.ok`` is False): with ``failure_reward=None`` (default) they get an advantage
-    of ``-failure_margin`` (with ``"rank"``: ``-1`` is the worst rank; with ``"ema"``: baseline-std units
-    when normalising) and move neither the baseline nor the rank window, so a run of crashes cannot make
-    mediocre archs look good. With a number, that number is used as the reward like any other.
+    Failed results (``result.ok`` is False): with ``failure_reward=None`` (default) their advantage is
+    ``-failure_margin`` (``"rank"``: -1 is the worst rank; ``"ema"``: in baseline-std units when
+    normalising) and they move neither baseline nor rank window, so crashes cannot make mediocre archs
+    look good. With a number, that number is used as the reward like any other.
 
     Args:
         space: the search space.
@@ -142,11 +134,10 @@ class ReinforceController(Strategy):
         normalize: ``"ema"`` only: divide advantages by the running reward standard deviation.
         entropy_weight: weight of the summed per-decision entropy bonus.
         temperature: logits are divided by it before sampling and scoring (ENAS: 5.0).
-        tanh_constant: logits become ``c * tanh(logits)`` (default 1.5 as in ENAS' macro search;
-            ``None``: off). It bounds how sure the policy can get (with 4 options, p <= 0.87 per
-            decision), which keeps it exploring.
-        failure_reward: reward of a failed result; ``None`` means "worse than the baseline by a margin".
-        failure_margin: that margin (see above).
+        tanh_constant: logits become ``c * tanh(logits)`` (1.5 as in ENAS' macro search; ``None``: off),
+            which bounds how sure the policy gets (4 options: p <= 0.87 per decision), so it explores.
+        failure_reward: reward of a failed result (``None``: advantage ``-failure_margin``, see above).
+        failure_margin: see ``failure_reward``.
         warmup: distinct archs drawn uniformly before the policy proposes (0: none).
         dedup: do not propose archs already proposed or observed while the redraw budget lasts.
         max_resample: redraws of invalid (or, with ``dedup``, known) policy samples.
@@ -154,12 +145,12 @@ class ReinforceController(Strategy):
         sample_chunk: samples drawn per LSTM pass in :meth:`propose` (a batch; speeds up resampling).
     """
 
-    def __init__(self, space: SearchSpace, seed: int = 0, hidden_size: int = 64, lr: float = 0.005,
-                 batch_size: int = 4, ppo_epochs: int = 4, clip_ratio: float = 0.2,
+    def __init__(self, space: SearchSpace, seed: int = 0, hidden_size: int = 64, lr: float = 0.003,
+                 batch_size: int = 1, ppo_epochs: int = 4, clip_ratio: float = 0.2,
                  advantage: str = "rank", rank_window: int = 20, baseline_decay: float = 0.9,
                  normalize: bool = True, entropy_weight: float = 1e-3, temperature: float | None = None,
                  tanh_constant: float | None = 1.5, failure_reward: float | None = None,
-                 failure_margin: float = 1.0, warmup: int = WARMUP_DEFAULT, dedup: bool = True,
+                 failure_margin: float = 1.0, warmup: int = 10, dedup: bool = True,
                  max_resample: int = 100, grad_clip: float | None = 5.0, sample_chunk: int = 16):
         super().__init__(space, seed)
         if advantage not in ("rank", "ema"):
@@ -320,36 +311,41 @@ class ReinforceController(Strategy):
         if len(self.buffer) >= self.batch_size:
             self._update()
 
-    def _advantage(self, reward: float | None) -> float:
-        """Advantage of one reward; updates baseline, variance and rank window (failures do not)."""
-        if reward is None:
-            return -self.failure_margin
-        ema_adv = 0.0
-        if self.baseline is None:
-            self.baseline = reward
-        else:
-            diff = reward - self.baseline
-            d = self.baseline_decay
-            self.reward_var = diff * diff if self.reward_var is None else d * self.reward_var + (
-                1 - d) * diff * diff
-            self.baseline = d * self.baseline + (1 - d) * reward
-            ema_adv = diff if not self.normalize else (
-                diff / math.sqrt(self.reward_var) if self.reward_var > 1e-12 else 0.0)
-        self.rewards.append(reward)
+    def _advantages(self, rewards: list[float | None]) -> list[float]:
+        """Advantages of a batch; updates baseline, variance and rank window (failures do not)."""
+        ema = [-self.failure_margin if r is None else self._ema_advantage(r) for r in rewards]
+        if self.advantage == "ema":
+            return ema
+        self.rewards += [r for r in rewards if r is not None]  # the window includes the batch
         if self.rank_window > 0:
             del self.rewards[:-self.rank_window]
-        if self.advantage == "ema":
-            return ema_adv
-        if len(self.rewards) < 2:
+        return [-self.failure_margin if r is None else self._rank(r) for r in rewards]
+
+    def _rank(self, reward: float) -> float:
+        """Centred rank of ``reward`` in the window, in [-1, 1]; other equal rewards count half."""
+        n = len(self.rewards)
+        if n < 2:
             return 0.0
         below = sum(r < reward for r in self.rewards)
-        ties = sum(r == reward for r in self.rewards) - 1  # others with the same reward count half
-        return 2.0 * (below + 0.5 * ties) / (len(self.rewards) - 1) - 1.0
+        ties = sum(r == reward for r in self.rewards) - 1
+        return 2.0 * (below + 0.5 * ties) / (n - 1) - 1.0
+
+    def _ema_advantage(self, reward: float) -> float:
+        """Reward minus the EMA baseline (over the running std with ``normalize``); updates both."""
+        if self.baseline is None:
+            self.baseline = reward
+            return 0.0
+        diff = reward - self.baseline
+        d = self.baseline_decay
+        self.reward_var = diff * diff if self.reward_var is None else d * self.reward_var + (1 - d) * diff * diff
+        self.baseline = d * self.baseline + (1 - d) * reward
+        if not self.normalize:
+            return diff
+        return diff / math.sqrt(self.reward_var) if self.reward_var > 1e-12 else 0.0
 
     def _update(self) -> None:
         """``ppo_epochs`` Adam steps on the clipped surrogate over the buffered batch."""
-        self.policy.train()
-        adv = torch.tensor([self._advantage(r) for _, r in self.buffer])
+        adv = torch.tensor(self._advantages([r for _, r in self.buffer]))
         rows = [self._arch_indices(Arch.from_dict(a)) for a, _ in self.buffer]
         old = None
         for _ in range(self.ppo_epochs):
@@ -402,4 +398,4 @@ class ReinforceController(Strategy):
         self.rewards = [float(r) for r in state.get("rewards", ())]
         self.seen = set(state.get("seen", ()))
         self.buffer = [(dict(a), r) for a, r in state["buffer"]]
-        self.stats = dict(state.get("stats", self.stats))
+        self.stats = {**self.stats, **state.get("stats", {})}  # older states lack newer counters
