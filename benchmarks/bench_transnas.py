@@ -46,6 +46,7 @@ import torch  # noqa: E402 (after OMP_WAIT_POLICY)
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from densenas.arch import Arch, Decision  # noqa: E402
+from densenas.build import WARM_START_STREAM  # noqa: E402
 from densenas.result import Result  # noqa: E402
 from densenas.space import TableSpace  # noqa: E402
 from densenas.strategies import build_strategy  # noqa: E402
@@ -86,7 +87,7 @@ def run_search(cfg: dict[str, Any], space: TableSpace, rows: dict[str, dict[str,
     strategy = build_strategy(cfg, space)
     if warm is not None:
         column, pool, take = warm
-        rng = np.random.default_rng([int(cfg["seed"]), 14])
+        rng = np.random.default_rng([int(cfg["seed"]), WARM_START_STREAM])  # as a search's warm start
         archs = list({a.key: a for a in (space.sample(rng) for _ in range(pool))}.values())
         strategy.seed_with(sorted(archs, key=lambda a: -rows[a.key][column])[:take])
     cache: dict[str, Result] = {}
