@@ -125,8 +125,7 @@ class SurrogateSearch(Strategy):
             return RandomForestRegressor(n_estimators=self.n_trees, min_samples_leaf=1, max_features=0.5,
                                          random_state=random_state).fit(x, y)
         from sklearn.gaussian_process import GaussianProcessRegressor
-        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-        from sklearn.gaussian_process.kernels import DotProduct
+        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, WhiteKernel
         scale = np.full(x.shape[1], 2.0) if self.ard else 2.0
         kernel = ConstantKernel(1.0, (1e-2, 1e2)) * RBF(scale, (0.1, 50.0)) + WhiteKernel(1e-2, (1e-6, 1.0))
         if self.additive:
