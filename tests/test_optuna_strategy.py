@@ -17,6 +17,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from toy import N_DEC, N_OPT, target_for, toy_space
+
 from densenas.arch import Arch, Decision, InvalidArch
 from densenas.result import Result
 from densenas.space import TableSpace
@@ -24,17 +26,9 @@ from densenas.strategies import RandomSearch, Strategy
 from densenas.strategies.optuna_study import (DUPLICATE_ATTR, INVALID_ATTR, OptunaStrategy,
                                               available_samplers, parse_objectives)
 
-N_DEC, N_OPT = 6, 4
 TWO = [("reward", "maximize"), ("params", "minimize")]
 
 
-def toy_space(table=None) -> TableSpace:
-    return TableSpace("toy", [Decision(f"d{i}", tuple(f"op{j}" for j in range(N_OPT)))
-                              for i in range(N_DEC)], table)
-
-
-def target_for(seed: int) -> list[int]:
-    return np.random.default_rng(1000 + seed).integers(N_OPT, size=N_DEC).tolist()
 
 
 def toy_result(space: TableSpace, arch: Arch, target: list[int]) -> Result:

@@ -13,23 +13,17 @@ import numpy as np
 import pytest
 import torch
 
+from toy import N_DEC, N_OPT, target_for, toy_space
+
 from densenas.arch import Arch, Decision, InvalidArch
 from densenas.result import Result
 from densenas.space import TableSpace
 from densenas.strategies import (RandomSearch, RegularizedEvolution, ReinforceController, Strategy,
                                  build_strategy)
 
-N_DEC, N_OPT = 6, 4
 SEEDS = range(5)
 
 
-def toy_space(table=None) -> TableSpace:
-    return TableSpace("toy", [Decision(f"d{i}", tuple(f"op{j}" for j in range(N_OPT)))
-                              for i in range(N_DEC)], table)
-
-
-def target_for(seed: int) -> list[int]:
-    return np.random.default_rng(1000 + seed).integers(N_OPT, size=N_DEC).tolist()
 
 
 def matches(space: TableSpace, arch: Arch, target: list[int]) -> int:

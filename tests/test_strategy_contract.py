@@ -16,24 +16,18 @@ import numpy as np
 import pytest
 import torch
 
-from densenas.arch import Arch, Decision
+from toy import target_for, toy_space
+
+from densenas.arch import Arch
 from densenas.result import Result
 from densenas.space import TableSpace
 from densenas.strategies import STRATEGIES, Strategy, build_strategy
 
-N_DEC, N_OPT = 6, 4
 SAMPLING = sorted(k for k, cls in STRATEGIES.items() if not cls.one_shot)
 LEARNING = [k for k in SAMPLING if k != "random"]
 CAP = 200  # distinct queries before a search counts as "did not find it" (random needs ~2000 on average)
 
 
-def toy_space(table=None) -> TableSpace:
-    return TableSpace("toy", [Decision(f"d{i}", tuple(f"op{j}" for j in range(N_OPT))) for i in range(N_DEC)],
-                      table)
-
-
-def target_for(seed: int) -> list[int]:
-    return np.random.default_rng(1000 + seed).integers(N_OPT, size=N_DEC).tolist()
 
 
 def reward(space: TableSpace, arch: Arch, target: list[int]) -> float:

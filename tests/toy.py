@@ -4,11 +4,25 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
+
 from densenas.arch import Arch, Decision
 from densenas.result import Result
-from densenas.space import SearchSpace
+from densenas.space import SearchSpace, TableSpace
 
 TARGET = (2, 0, 1, 2, 1)
+N_DEC, N_OPT = 6, 4  # the strategy tests' 6 x 4 table toy
+
+
+def toy_space(table=None) -> TableSpace:
+    """6 decisions x 4 options ``op0..op3``; with ``table``, only the archs whose keys it holds are valid."""
+    return TableSpace("toy", [Decision(f"d{i}", tuple(f"op{j}" for j in range(N_OPT))) for i in range(N_DEC)],
+                      table)
+
+
+def target_for(seed: int) -> list[int]:
+    """The optimum (option indices) of the toy for ``seed``."""
+    return np.random.default_rng(1000 + seed).integers(N_OPT, size=N_DEC).tolist()
 
 
 class ToySpace(SearchSpace):
