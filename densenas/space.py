@@ -208,6 +208,7 @@ class TableSpace(SearchSpace):
         self.name = name
         self._decisions = list(decisions)
         self.table = table
+        self._listed: tuple[Mapping[str, float] | None, list[Arch]] = (None, [])  # (table, its archs)
 
     def decisions(self) -> list[Decision]:
         return self._decisions
@@ -217,7 +218,7 @@ class TableSpace(SearchSpace):
         archs can be a small part of the product space), else over the product space."""
         if not self.table:
             return super().sample(rng)
-        if getattr(self, "_listed", (None, None))[0] is not self.table:  # (re)list after a table swap
+        if self._listed[0] is not self.table:  # (re)list after a table swap
             decs = self.decisions()
             archs = []
             for key in sorted(self.table):
