@@ -16,21 +16,84 @@ are read back with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
+import math
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
 
-from .arch import Arch
+from .arch import Arch, InvalidArch
 from .result import Result
 
 RUNNING = "running"
+STATUSES = (RUNNING, "ok", "failed")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class HistoryError(ValueError):
+    """A history file that cannot be read or written (corrupt row, not SQLite, disk full, read-only);
+    the message names the file, and the row where there is one."""
+
+
+def _sqlite_errors(what: str) -> Callable[[_F], _F]:
+    """Re-raise SQLite's errors of a :class:`History` method as :class:`HistoryError` naming the file.
+
+    SQLite's own messages ("database or disk is full", "database disk image is malformed") name neither the
+    file nor what was being done, nor whether anything was lost: a failed write is rolled back as a whole
+    (see :meth:`History._tx`), so the rows committed before it stay intact and a resume goes on from them.
+    """
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def inner(self: "History", *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(self, *args, **kwargs)
+            except sqlite3.Error as e:
+                hint = ("nothing of this write was kept and every row recorded before it is intact: free space "
+                        "or make the work dir writable, then resume (--resume)"
+                        if isinstance(e, sqlite3.OperationalError) and what.startswith("record") else
+                        "the file is damaged or not a densenas history: restore it from a copy or start a new "
+                        "work dir")
+                raise HistoryError(f"history file {self.path}: cannot {what}: {e} ({hint})") from None
+        return inner  # type: ignore[return-value]
+    return wrap
+
+
+def _number(value: Any, where: str, column: str, optional: bool = False, integer: bool = False) -> Any:
+    """A numeric column of a row, checked (SQLite stores whatever a hand edit or a bad disk put there)."""
+    if value is None and optional:
+        return None
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if not ok or isinstance(value, bool):
+        kind = "an integer" if integer else "a number"
+        raise HistoryError(f"{where}: column {column} holds {_short(value)}, not {kind}{' or NULL' * optional} "
+                           f"(a corrupt row: restore the file from a copy or delete the row)")
+    return value
+
+
+def _numbers_json(text: Any, where: str, column: str) -> dict[str, float]:
+    """A ``metrics_json`` / ``cost_json`` column: a JSON object of numbers."""
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise HistoryError(f"{where}: column {column} is not JSON ({_short(text)}: {str(e)[:80]}); a corrupt "
+                           f"row: restore the file from a copy or delete the row") from None
+    if not isinstance(data, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.values()):
+        raise HistoryError(f"{where}: column {column} holds {_short(text)}, not a JSON object of numbers "
+                           f"(a corrupt row: restore the file from a copy or delete the row)")
+    return data
+
+
+def _short(value: Any, n: int = 60) -> str:
+    r = repr(value)
+    return r if len(r) <= n else r[:n] + "..."
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
@@ -123,8 +186,11 @@ def _pack(obj: Any, what: str = "value") -> bytes:
     return blob
 
 
-def _unpack(blob: bytes) -> Any:
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+def _unpack(blob: bytes, where: str = "history value") -> Any:
+    from .safeload import safe_torch_load  # refuses (naming ``where`` and the global) a pickle running code
+
+    return safe_torch_load(io.BytesIO(blob), name=where, mmengine_types=False,
+                           advice="densenas stores none such: resume from a history you trust, or start afresh.")
 
 
 class History:
@@ -139,7 +205,7 @@ class History:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
-            raise ValueError(f"history file {self.path} is not a densenas SQLite history: {e}") from None
+            raise HistoryError(f"history file {self.path} is not a densenas SQLite history: {e}") from None
 
     def close(self) -> None:
         self.db.close()
@@ -157,9 +223,10 @@ class History:
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else _unpack(row[0])
+        return default if row is None else _unpack(row[0], f"{self.path} (meta row {key!r})")
 
     # ------------------------------------------------------------ candidates
+    @_sqlite_errors("record a new candidate")
     def start(self, arch: Arch, seed: int, strategy_state: dict | None = None) -> int:
         """Record a proposed candidate as running (with the strategy state after proposing it)."""
         with self._tx():
@@ -170,6 +237,7 @@ class History:
                 self._set_state(strategy_state)
             return int(cur.lastrowid)
 
+    @_sqlite_errors("record the result of a candidate")
     def finish(self, cid: int, result: Result, strategy_state: dict | None = None,
                arch: Arch | None = None) -> None:
         """Store a candidate's result and, atomically with it, the strategy state after observing it.
@@ -189,6 +257,7 @@ class History:
             if strategy_state is not None:
                 self._set_state(strategy_state)
 
+    @_sqlite_errors("record the reopening of a candidate")
     def reopen(self, cid: int) -> None:
         """Mark a finished candidate ``running`` again (a one-shot run resumed for more steps, or after
         the failure of a step it restarts from its last good step)."""
@@ -196,6 +265,7 @@ class History:
                         (RUNNING, cid))
 
     # ----------------------------------------------------------------- steps
+    @_sqlite_errors("record a step")
     def add_step(self, cid: int, step: int, arch: Arch, result: Result,
                  strategy_state: dict | None = None) -> bool:
         """Record step ``step`` of candidate ``cid`` (idempotent: a step already there is kept as is).
@@ -214,6 +284,7 @@ class History:
                 self._set_state(strategy_state)
         return bool(cur.rowcount)
 
+    @_sqlite_errors("read the steps")
     def steps(self, cid: int | None = None) -> list[Step]:
         """Recorded steps (of candidate ``cid``, or of all candidates), in order."""
         q = ("SELECT candidate, step, arch_json, reward, metrics_json, cost_json, wall_time, finished "
@@ -224,12 +295,18 @@ class History:
             args = (cid,)
         out = []
         for c, n, arch_json, reward, metrics, cost, wall, finished in self.db.execute(
-                q + " ORDER BY candidate, step", args):
-            arch = Arch.from_json(arch_json, source=f"{self.path} candidate {c} step {n}")
-            result = (Result(reward=reward, metrics=json.loads(metrics), stage=n, cost=json.loads(cost),
-                             wall_time=wall) if reward is not None else
-                      Result.failed("no reward", stage=n, wall_time=wall))
-            out.append(Step(c, n, arch, result, finished))
+                q + " ORDER BY candidate, step", args).fetchall():
+            where = f"history file {self.path}, candidate {c} step {n}"
+            try:
+                arch = Arch.from_json(arch_json, source=where)
+            except InvalidArch as e:
+                raise HistoryError(f"{e} (column arch_json of the steps table; a corrupt row)") from None
+            n, wall = _number(n, where, "step", integer=True), _number(wall, where, "wall_time")
+            reward = _number(reward, where, "reward", optional=True)
+            result = (Result(reward=reward, metrics=_numbers_json(metrics, where, "metrics_json"), stage=n,
+                             cost=_numbers_json(cost, where, "cost_json"), wall_time=wall)
+                      if reward is not None else Result.failed("no reward", stage=n, wall_time=wall))
+            out.append(Step(c, n, arch, result, _number(finished, where, "finished")))
         return out
 
     def best_step(self, cid: int | None = None) -> Step | None:
@@ -237,10 +314,12 @@ class History:
         ok = [s for s in self.steps(cid) if s.result.ok]
         return max(ok, key=lambda s: (s.result.reward, -s.candidate, -s.step)) if ok else None
 
+    @_sqlite_errors("record the strategy state")
     def save_state(self, strategy_state: dict) -> None:
         with self._tx():
             self._set_state(strategy_state)
 
+    @_sqlite_errors("read the strategy state")
     def strategy_state(self) -> dict | None:
         return self.get_meta("strategy_state")
 
@@ -256,27 +335,54 @@ class History:
                 db.execute("BEGIN IMMEDIATE")
 
             def __exit__(self, typ, *_: Any) -> None:
-                db.execute("COMMIT" if typ is None else "ROLLBACK")
+                if typ is None:
+                    try:
+                        db.execute("COMMIT")
+                        return
+                    except sqlite3.Error:  # e.g. disk full at commit: undo the whole write, then raise
+                        if db.in_transaction:
+                            db.execute("ROLLBACK")
+                        raise
+                if db.in_transaction:  # SQLite may already have rolled back itself (SQLITE_FULL)
+                    db.execute("ROLLBACK")
         return _Tx()
 
     # --------------------------------------------------------------- queries
     def _row(self, r: tuple) -> Candidate:
+        """A candidate row, every column checked: a corrupt one raises :class:`HistoryError` naming the file
+        and the row (never a ``TypeError`` deep inside a strategy or a report later)."""
         (cid, arch_json, status, reward, metrics, cost, stage, wall, seed, error, started,
          finished) = r
-        arch = Arch.from_json(arch_json, source=f"{self.path} candidate {cid}")
+        where = f"history file {self.path}, candidate {cid}"
+        try:
+            arch = Arch.from_json(arch_json, source=where)
+        except InvalidArch as e:
+            raise HistoryError(f"{e} (column arch_json; a corrupt row: restore the file from a copy or delete "
+                               f"the row)") from None
+        if status not in STATUSES:
+            raise HistoryError(f"{where}: column status holds {_short(status)}, not one of {list(STATUSES)}")
+        seed = _number(seed, where, "seed", integer=True)
+        started = _number(started, where, "started")
+        finished = _number(finished, where, "finished", optional=True)
         result = None
         if status != RUNNING:
-            result = Result(status=status, reward=reward, metrics=json.loads(metrics),
-                            stage=stage, cost=json.loads(cost), wall_time=wall, error=error)
+            if error is not None and not isinstance(error, str):
+                raise HistoryError(f"{where}: column error holds {_short(error)}, not text or NULL")
+            result = Result(status=status, reward=_number(reward, where, "reward", optional=True),
+                            metrics=_numbers_json(metrics, where, "metrics_json"),
+                            stage=_number(stage, where, "stage", integer=True),
+                            cost=_numbers_json(cost, where, "cost_json"),
+                            wall_time=_number(wall, where, "wall_time"), error=error)
         return Candidate(cid, arch, status, result, seed, started, finished)
 
+    @_sqlite_errors("read the candidates")
     def candidates(self, status: str | None = None) -> list[Candidate]:
         q = f"SELECT {_COLS} FROM candidates"
         args: tuple = ()
         if status is not None:
             q += " WHERE status = ?"
             args = (status,)
-        return [self._row(r) for r in self.db.execute(q + " ORDER BY id", args)]
+        return [self._row(r) for r in self.db.execute(q + " ORDER BY id", args).fetchall()]
 
     def __iter__(self) -> Iterator[Candidate]:
         return iter(self.candidates())
@@ -287,12 +393,14 @@ class History:
     def running(self) -> list[Candidate]:
         return self.candidates(RUNNING)
 
+    @_sqlite_errors("read a candidate")
     def get(self, cid: int) -> Candidate:
         row = self.db.execute(f"SELECT {_COLS} FROM candidates WHERE id = ?", (cid,)).fetchone()
         if row is None:
             raise KeyError(f"{self.path}: no candidate #{cid}")
         return self._row(row)
 
+    @_sqlite_errors("look up an arch")
     def lookup(self, arch: Arch) -> Candidate | None:
         """The finished candidate with this arch, if any (so an arch is never trained twice)."""
         row = self.db.execute(
@@ -300,10 +408,12 @@ class History:
             (arch.key, RUNNING)).fetchone()
         return None if row is None else self._row(row)
 
+    @_sqlite_errors("count the candidates")
     def count(self, finished_only: bool = True) -> int:
         q = "SELECT COUNT(*) FROM candidates" + (" WHERE status != 'running'" if finished_only else "")
         return int(self.db.execute(q).fetchone()[0])
 
+    @_sqlite_errors("read the best candidate")
     def best(self) -> Candidate | None:
         row = self.db.execute(
             "SELECT id FROM candidates WHERE status='ok' AND reward IS NOT NULL "

@@ -239,11 +239,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     Raises:
         ValueError: the file is not such a checkpoint (names the file).
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised naming the file
-        raise ValueError(f"{path}: not a densenas supernet checkpoint loadable with weights_only=True: "
-                         f"{e}") from None
+    from .safeload import safe_torch_load
+
+    # tensors and plain data only: refuses (naming the file and the global) a pickle that would run code
+    state = safe_torch_load(path, mmengine_types=False, advice="densenas writes none such: delete the "
+                            "file to restart the supernet run, or restore a copy you trust.")
     missing = {"trainer", "strategy", "record"} - set(state if isinstance(state, dict) else ())
     if missing:
         raise ValueError(f"{path}: not a densenas supernet checkpoint (missing {sorted(missing)})")

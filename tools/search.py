@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     from densenas.build import build_search
     from densenas.config import ConfigError, load_config
     from densenas.history import History
+    from densenas.safeload import CheckpointLoadError
 
     try:
         cfg = load_config(args.config, args.cfg_options)
@@ -73,6 +74,9 @@ def main(argv=None) -> int:
         log(f"error: the supernet diverged ({e}); lower strategy.w_lr / strategy.arch_lr and resume from the "
             f"last good epoch with --resume")
         return 1
+    except CheckpointLoadError as e:  # a supernet checkpoint or stored state that needs code to load
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     finally:
         history.close()
     best = outcome.best

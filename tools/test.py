@@ -5,6 +5,10 @@ The config's task (``densenas_task``, written by tools/export.py; else its ``def
 count: mmseg segmentors without their aux heads, whole mmdet detectors up to the raw head outputs, restorers.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--input-size 512 512] [--json out.json]
+
+The checkpoint is read weights-only (densenas/safeload.py): a file whose pickle would run code is refused,
+naming the global it needs, and one whose weights are not exactly the model's is refused with the missing,
+unexpected and differently shaped keys (never evaluated with random weights).
 """
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ from pathlib import Path
 # OpenMP threads that spin while waiting make torch on a busy 2-core machine 5-10x slower (measured);
 # sleeping waits cost nothing measurable when the machine is idle. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # our own mmengine checkpoints
 
 
 def main(argv=None) -> int:
@@ -36,12 +39,19 @@ def main(argv=None) -> int:
     from mmengine.runner import Runner
 
     from densenas.objectives import count_madds
+    from densenas.safeload import CheckpointLoadError, check_state_dict_keys, install, safe_torch_load
     from densenas.task import task_of_config
 
     for f in (args.config, args.checkpoint):
         if not Path(f).is_file():
             print(f"error: file not found: {f}", file=sys.stderr)
             return 2
+    install()  # every checkpoint mmengine loads from here on is read weights-only (densenas/safeload.py)
+    try:  # refused before anything is built: a file that needs code to load, or no checkpoint at all
+        checkpoint = safe_torch_load(args.checkpoint)
+    except CheckpointLoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         ns = argparse.Namespace()
@@ -53,8 +63,16 @@ def main(argv=None) -> int:
         # mmengine keeps one visualizer per name for the whole process: a fixed name (mmseg's configs use
         # "visualizer") would send a second run's files to the first run's, possibly deleted, log dir
         cfg.visualizer.pop("name", None)
-    runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
+    try:
+        runner = Runner.from_cfg(cfg)
+        # mmengine loads with strict=False and only logs missing weights: it would report the metrics of
+        # a randomly initialised model
+        check_state_dict_keys(runner.model, checkpoint, args.checkpoint)
+        del checkpoint
+        metrics = runner.test()
+    except CheckpointLoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     task = task_of_config(cfg)
     counted, params, channels, what = task.test_cost_model(runner.model.eval(), cfg)
     size = tuple(args.input_size or task.test_size(cfg, runner))

@@ -3,6 +3,9 @@
 
     python tools/train.py configs/finetune/found_proxy.py [--work-dir DIR] [--resume]
         [--cfg-options train_cfg.max_iters=500 ...]
+
+Checkpoints (``load_from``, ``--resume``, ``init_cfg=dict(type='Pretrained', ...)``) are read weights-only
+(densenas/safeload.py): a file whose pickle would run code is refused, naming the global it needs.
 """
 from __future__ import annotations
 
@@ -14,9 +17,6 @@ from pathlib import Path
 # OpenMP threads that spin while waiting make torch on a busy 2-core machine 5-10x slower (measured);
 # sleeping waits cost nothing measurable when the machine is idle. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# mmengine 0.10 checkpoints hold non-tensor metadata that torch>=2.6's weights-only loader refuses;
-# they are our own files, so load them fully.
-os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 
 def main(argv=None) -> int:
@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     from mmengine.config import Config, DictAction
     from mmengine.runner import Runner
 
+    from densenas.safeload import CheckpointLoadError, install
     from densenas.task import task_of_config
 
     if not Path(args.config).is_file():
@@ -47,9 +48,14 @@ def main(argv=None) -> int:
         # mmengine keeps one visualizer per name for the whole process: a fixed name (mmseg's configs use
         # "visualizer") would send a second run's files to the first run's, possibly deleted, log dir
         cfg.visualizer.pop("name", None)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    metrics = runner.val_loop.run() if runner.val_loop is not None else {}
+    install()  # load_from, --resume and Pretrained init_cfg load weights-only (densenas/safeload.py)
+    try:
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        metrics = runner.val_loop.run() if runner.val_loop is not None else {}
+    except CheckpointLoadError as e:  # a checkpoint that needs code to load, or not a checkpoint at all
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"final val metrics: {metrics}")
     note = task_of_config(cfg).metric_note("val") if runner.val_loop is not None and not metrics else ""
     if note:

@@ -92,7 +92,9 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, tor
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"{what}: no file {str(path)!r}")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    from ..safeload import safe_torch_load  # weights-only; names the file (and the global) when refusing it
+
+    sd = safe_torch_load(path, name=f"{what}: {str(path)!r}")
     for key in ("state_dict", "model"):
         if isinstance(sd, Mapping) and isinstance(sd.get(key), Mapping):
             sd = sd[key]

@@ -50,7 +50,9 @@ class FeatureCache:
         key = fingerprint(images, module=encoder) if self.path is not None else None
         loaded = None
         if self.path is not None and self.path.is_file():
-            blob = torch.load(self.path, map_location="cpu", weights_only=True)
+            from ..safeload import safe_torch_load  # names the file (and the global) when refusing it
+
+            blob = safe_torch_load(self.path, mmengine_types=False)
             if blob.get("key") == key:
                 loaded = blob["features"]
         if loaded is None:

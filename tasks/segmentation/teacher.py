@@ -63,7 +63,9 @@ def train_teacher(encoder: nn.Module, shapes: list[ShapeSpec], images: Tensor, l
     model = TeacherNet(copy.deepcopy(encoder), shapes, num_classes, width=width).to(device)
     key = fingerprint(images[:4], labels[:4], module=encoder) + f"-{iters}-{batch_size}-{lr}-{seed}"
     if path is not None and Path(path).is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        from densenas.safeload import safe_torch_load  # names the file (and the global) when refusing it
+
+        blob = safe_torch_load(path, mmengine_types=False)
         if blob.get("key") == key:
             model.load_state_dict(blob["state_dict"])
             log(f"teacher loaded from {path}")
