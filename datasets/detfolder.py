@@ -64,12 +64,17 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
 
+def _is_id(v: Any) -> bool:
+    """An id field: an integer or a string (not a bool, which Python takes for 0 / 1, nor a list)."""
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+
 def _coco_records(ann: Path, img_dir: Path, classes: Sequence[str] | None) -> tuple[tuple[str, ...], list[DetRecord]]:
     """Parse and validate one COCO annotation file."""
     try:
         data = json.loads(ann.read_text())
-    except ValueError as err:
-        raise ValueError(f"{ann}: malformed JSON ({err})") from err
+    except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, absurd nesting
+        raise ValueError(f"{ann}: malformed JSON ({str(err)[:200]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{ann}: top level must be a JSON object with 'images', 'annotations', 'categories'")
     for field in ("images", "annotations", "categories"):
@@ -77,7 +82,8 @@ def _coco_records(ann: Path, img_dir: Path, classes: Sequence[str] | None) -> tu
             raise ValueError(f"{ann}: field {field!r} is missing or not a list")
     cats: dict[int, str] = {}
     for i, c in enumerate(data["categories"]):
-        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or not isinstance(c.get("name"), str):
+        if not isinstance(c, dict) or not _is_id(c.get("id")) or isinstance(c["id"], str) or \
+                not isinstance(c.get("name"), str):
             raise ValueError(f"{ann}: categories[{i}] needs an integer 'id' and a string 'name', got {c!r}")
         if c["id"] in cats:
             raise ValueError(f"{ann}: categories[{i}] repeats category id {c['id']}")
@@ -95,7 +101,9 @@ def _coco_records(ann: Path, img_dir: Path, classes: Sequence[str] | None) -> tu
         for field in ("id", "file_name", "width", "height"):
             if field not in im:
                 raise ValueError(f"{where} has no field {field!r}")
-        if not all(isinstance(im[f], int) and im[f] > 0 for f in ("width", "height")):
+        if not _is_id(im["id"]):
+            raise ValueError(f"{where}: field 'id' must be an integer or a string, got {im['id']!r}")
+        if not all(isinstance(im[f], int) and not isinstance(im[f], bool) and im[f] > 0 for f in ("width", "height")):
             raise ValueError(f"{where} (id {im['id']}): 'width'/'height' must be positive integers")
         if im["id"] in images:
             raise ValueError(f"{where} repeats image id {im['id']}")
@@ -111,6 +119,9 @@ def _coco_records(ann: Path, img_dir: Path, classes: Sequence[str] | None) -> tu
         for field in ("id", "image_id", "category_id", "bbox", "area"):
             if field not in a:
                 raise ValueError(f"{where} has no field {field!r}")
+        for field in ("id", "image_id", "category_id"):
+            if not _is_id(a[field]):
+                raise ValueError(f"{where}: field {field!r} must be an integer or a string, got {a[field]!r}")
         where = f"{where} (id {a['id']})"
         if a["id"] in seen:
             raise ValueError(f"{where}: annotation id {a['id']} is not unique")
@@ -233,7 +244,11 @@ class DetectionFolder(Dataset):
                 raise FileNotFoundError(f"split list {self.ann_file} not found (VOC layout: {_LAYOUT_HELP['voc']})")
             self.classes = tuple(classes) if classes is not None else VOC_DET_CLASSES
             self.records = []
-            for sid in (ln.split()[0] for ln in self.ann_file.read_text().splitlines() if ln.strip()):
+            try:
+                lines = self.ann_file.read_text().splitlines()
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{self.ann_file}: not a text file of ids ({err})") from None
+            for sid in (ln.split()[0] for ln in lines if ln.strip()):
                 xml, img = self.root / "Annotations" / f"{sid}.xml", self.root / "JPEGImages" / f"{sid}.jpg"
                 for path in (xml, img):
                     if not path.is_file():

@@ -308,9 +308,9 @@ def build_proxy_restoration(root: str | Path, num_train: int = 48, num_val: int 
                                 "rain_layout": "rain100_subfolders" if rain else None, "files": files}
     try:
         old = json.loads((root / RESTORATION_MANIFEST).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         old = None
-    if not force and old is not None and all(old.get(k) == manifest[k] for k in
+    if not force and isinstance(old, dict) and all(old.get(k) == manifest[k] for k in
                                              ("format", "version", "params", "sources", "files")) \
             and all((root / f).is_file() for f in _manifest_files(old)):
         return old

@@ -256,20 +256,27 @@ def _save_label(label: np.ndarray, path: Path, palette: list[int]) -> None:
 
 
 def _read_manifest(root: Path) -> dict[str, Any] | None:
+    """The manifest of an earlier build, or ``None`` when there is none or it is damaged (then the set is
+    rebuilt: the manifest is this builder's own record, not user data)."""
     try:
-        return json.loads((root / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
+        manifest = json.loads((root / MANIFEST_NAME).read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def _complete(root: Path, manifest: dict[str, Any]) -> bool:
     """Whether every file named by the manifest's split lists exists."""
+    splits = manifest.get("splits")
     for split in ("train", "val"):
         split_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not split_file.is_file():
+        if not split_file.is_file() or not isinstance(splits, dict):
             return False
-        ids = split_file.read_text().split()
-        if len(ids) != manifest["splits"][split]:
+        try:
+            ids = split_file.read_text().split()
+        except UnicodeDecodeError:
+            return False
+        if len(ids) != splits.get(split):
             return False
         for i in ids:
             if not (root / "JPEGImages" / f"{i}.jpg").is_file() or \

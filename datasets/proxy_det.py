@@ -190,17 +190,20 @@ def _rle(mask: np.ndarray) -> dict[str, Any]:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
 def _complete(root: Path, manifest: dict[str, Any]) -> bool:
     """Whether both annotation files exist, hold the manifest's image counts, and every image exists."""
+    splits = manifest.get("splits")
     for split in ("train", "val"):
         coco = _read_json(root / "annotations" / f"instances_{split}.json")
-        if not isinstance(coco, dict) or len(coco.get("images", [])) != manifest["splits"][split]:
+        images = coco.get("images") if isinstance(coco, dict) else None
+        if not isinstance(images, list) or not isinstance(splits, dict) or len(images) != splits.get(split):
             return False
-        if not all((root / split / im["file_name"]).is_file() for im in coco["images"]):
+        if not all(isinstance(im, dict) and isinstance(im.get("file_name"), str) and
+                   (root / split / im["file_name"]).is_file() for im in images):
             return False
     return True
 

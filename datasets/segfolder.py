@@ -59,6 +59,14 @@ for _lid, _tid in CITYSCAPES_LABELID_TO_TRAINID.items():
     _LUT[_lid] = _tid
 
 
+def _read_text(path: Path) -> str:
+    """A split list's text; a binary or wrongly encoded file is a ``ValueError`` naming it."""
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text file of ids ({err})") from None
+
+
 def labelids_to_trainids(label_ids: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
     """Map a Cityscapes labelIds array (values 0..33) to trainIds (0..18, 255 ignore).
 
@@ -126,15 +134,21 @@ class SegmentationFolder(Dataset):
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
-        except ValueError as err:
+            manifest = json.loads(path.read_text())
+        except (ValueError, RecursionError) as err:  # bad JSON or bad UTF-8
             raise ValueError(f"{path}: unreadable densenas proxy manifest ({err})") from err
+        classes = manifest.get("classes") if isinstance(manifest, dict) else None
+        if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+            got = str(classes if isinstance(manifest, dict) else manifest)[:80]
+            raise ValueError(f"{path}: a densenas proxy manifest must be a JSON object whose field 'classes' is a "
+                             f"non-empty list of class names, got {got}")
+        return manifest
 
     def _index_voc(self) -> tuple[list[str], list[Path], list[Path]]:
         split_file = self.root / "ImageSets" / "Segmentation" / f"{self.split}.txt"
         if not split_file.is_file():
             raise FileNotFoundError(f"split list {split_file} not found (VOC layout: {_LAYOUT_HELP['voc']})")
-        ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+        ids = [line.split()[0] for line in _read_text(split_file).splitlines() if line.strip()]
         if not ids:
             raise ValueError(f"split list {split_file} lists no ids")
         images = [self.root / "JPEGImages" / f"{i}.jpg" for i in ids]

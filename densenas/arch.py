@@ -7,6 +7,7 @@ decision name to the chosen option (a JSON scalar), in the order the space's con
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -36,12 +37,30 @@ class Decision:
         return len(self.options)
 
     def index(self, value: Any) -> int:
-        """Index of ``value`` among the options; raises :class:`InvalidArch` naming the decision."""
-        try:
-            return self.options.index(value)
-        except ValueError:
-            raise InvalidArch(
-                f"decision {self.name!r}: value {value!r} is not one of {list(self.options)}") from None
+        """Index of ``value`` among the options; raises :class:`InvalidArch` naming the decision.
+
+        The JSON kind must match too (``True``, ``1.0`` and ``1`` are different values here, although
+        Python compares them equal): otherwise ``1.0`` would pass as option ``1`` and then fail deep inside
+        a build as a list index, and the same arch would have two keys in the history.
+        """
+        kind = _kind(value)
+        for i, option in enumerate(self.options):
+            if option == value and _kind(option) == kind:
+                return i
+        raise InvalidArch(f"decision {self.name!r}: value {value!r} is not one of {list(self.options)}")
+
+
+def _kind(value: Any) -> str:
+    """The JSON kind of a scalar: ``bool``, ``int``, ``float`` or the type's name."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return type(value).__name__
 
 
 @dataclass(frozen=True)
@@ -59,7 +78,7 @@ class Arch:
             dup = sorted({n for n in names if names.count(n) > 1})
             raise InvalidArch(f"arch for space {self.space!r}: duplicate decisions {dup}")
         for k, v in choices:
-            if not isinstance(v, _SCALARS):
+            if not isinstance(v, _SCALARS) or isinstance(v, float) and not math.isfinite(v):
                 raise InvalidArch(f"arch field {k!r}: value {v!r} is not a JSON scalar")
         object.__setattr__(self, "choices", choices)
 
@@ -129,7 +148,7 @@ class Arch:
         if not isinstance(choices, Mapping):
             raise InvalidArch(f"{source}: field 'choices' is missing or not an object")
         fmt = data.get("format", ARCH_FORMAT_VERSION)
-        if fmt != ARCH_FORMAT_VERSION:
+        if fmt != ARCH_FORMAT_VERSION or _kind(fmt) != "int":
             raise InvalidArch(f"{source}: field 'format' is {fmt!r}, expected {ARCH_FORMAT_VERSION}")
         try:
             return cls(data["space"], tuple(choices.items()))
@@ -137,11 +156,13 @@ class Arch:
             raise InvalidArch(f"{source}: {e}") from None
 
     @classmethod
-    def from_json(cls, text: str, source: str = "<string>") -> "Arch":
+    def from_json(cls, text: str | bytes, source: str = "<string>") -> "Arch":
+        if not isinstance(text, (str, bytes, bytearray)):  # e.g. NULL / a number read from a damaged file
+            raise InvalidArch(f"{source}: an arch must be JSON text, got {type(text).__name__} {text!r:.60}")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InvalidArch(f"{source}: not valid JSON ({e})") from None
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8 bytes, absurd nesting
+            raise InvalidArch(f"{source}: not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
         return cls.from_dict(data, source)
 
     @classmethod
@@ -149,7 +170,7 @@ class Arch:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"arch file not found: {path}")
-        return cls.from_json(path.read_text(), source=str(path))
+        return cls.from_json(path.read_bytes(), source=str(path))  # bytes: bad UTF-8 is InvalidArch too
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n")

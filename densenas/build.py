@@ -217,7 +217,7 @@ def check_warm_start(given: Any, strat_type: str, one_shot: bool, ev_type: str, 
                           f"got {given!r}")
     check_keys(key, given, lambda **kw: None, extra=WARM_START, source=source)
     ws = {**WARM_START, **given}
-    if ws["proxy"] not in ZERO_COST_SCORES:
+    if not isinstance(ws["proxy"], str) or ws["proxy"] not in ZERO_COST_SCORES:
         raise ConfigError(f"{source}: '{key}.proxy' is {ws['proxy']!r}; available: {sorted(ZERO_COST_SCORES)}")
     for name in ("pool", "take"):
         if isinstance(ws[name], bool) or not isinstance(ws[name], int) or ws[name] < 1:
@@ -264,7 +264,10 @@ def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], N
     task.build_data(dict(section(cfg, "data", {}) or {}), source=source, log=log)
     space = make_space(*plan["space"], task=task, source=source)
     strat_type, strat_opts = plan["strategy"]
-    strategy = build_strategy({"type": strat_type, "seed": seed, **strat_opts}, space)
+    try:
+        strategy = build_strategy({"type": strat_type, "seed": seed, **strat_opts}, space)
+    except (TypeError, ValueError) as e:  # a value the constructor refuses (lr=-1), named as for the space
+        raise ConfigError(f"{source}: strategy ({strat_type}): {e}") from None
     ev_type, ecls, ecfg = plan["evaluator"]
     search = Search(task, space, strategy, None, device, seed, plan["budget"], ev_type,
                     warm_start=plan["warm_start"])

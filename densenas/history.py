@@ -16,84 +16,20 @@ are read back with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
-import functools
-import io
 import json
-import math
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
-
-import numpy as np
-import torch
+from typing import Any, Iterator
 
 from .arch import Arch, InvalidArch
+from .history_codec import _CORRUPT, HistoryError, _number, _numbers_json, _pack, _sqlite_errors, _unpack
 from .result import Result
 
 RUNNING = "running"
 STATUSES = (RUNNING, "ok", "failed")
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-class HistoryError(ValueError):
-    """A history file that cannot be read or written (corrupt row, not SQLite, disk full, read-only);
-    the message names the file, and the row where there is one."""
-
-
-def _sqlite_errors(what: str) -> Callable[[_F], _F]:
-    """Re-raise SQLite's errors of a :class:`History` method as :class:`HistoryError` naming the file.
-
-    SQLite's own messages ("database or disk is full", "database disk image is malformed") name neither the
-    file nor what was being done, nor whether anything was lost: a failed write is rolled back as a whole
-    (see :meth:`History._tx`), so the rows committed before it stay intact and a resume goes on from them.
-    """
-    def wrap(fn: _F) -> _F:
-        @functools.wraps(fn)
-        def inner(self: "History", *args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(self, *args, **kwargs)
-            except sqlite3.Error as e:
-                hint = ("nothing of this write was kept and every row recorded before it is intact: free space "
-                        "or make the work dir writable, then resume (--resume)"
-                        if isinstance(e, sqlite3.OperationalError) and what.startswith("record") else
-                        "the file is damaged or not a densenas history: restore it from a copy or start a new "
-                        "work dir")
-                raise HistoryError(f"history file {self.path}: cannot {what}: {e} ({hint})") from None
-        return inner  # type: ignore[return-value]
-    return wrap
-
-
-def _number(value: Any, where: str, column: str, optional: bool = False, integer: bool = False) -> Any:
-    """A numeric column of a row, checked (SQLite stores whatever a hand edit or a bad disk put there)."""
-    if value is None and optional:
-        return None
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if not ok or isinstance(value, bool):
-        kind = "an integer" if integer else "a number"
-        raise HistoryError(f"{where}: column {column} holds {_short(value)}, not {kind}{' or NULL' * optional} "
-                           f"(a corrupt row: restore the file from a copy or delete the row)")
-    return value
-
-
-def _numbers_json(text: Any, where: str, column: str) -> dict[str, float]:
-    """A ``metrics_json`` / ``cost_json`` column: a JSON object of numbers."""
-    try:
-        data = json.loads(text)
-    except (TypeError, ValueError, RecursionError) as e:
-        raise HistoryError(f"{where}: column {column} is not JSON ({_short(text)}: {str(e)[:80]}); a corrupt "
-                           f"row: restore the file from a copy or delete the row") from None
-    if not isinstance(data, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.values()):
-        raise HistoryError(f"{where}: column {column} holds {_short(text)}, not a JSON object of numbers "
-                           f"(a corrupt row: restore the file from a copy or delete the row)")
-    return data
-
-
-def _short(value: Any, n: int = 60) -> str:
-    r = repr(value)
-    return r if len(r) <= n else r[:n] + "..."
+__all__ = ["History", "HistoryError", "Candidate", "Step", "RUNNING", "STATUSES"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
@@ -159,38 +95,6 @@ class Step:
     arch: Arch
     result: Result
     finished: float
-
-
-def _plain(obj: Any) -> Any:
-    """Numpy values to plain python / tensors, so the state loads with ``weights_only=True``."""
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(obj.copy())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):  # OrderedDict stays one
-        return type(obj)((k, _plain(v)) for k, v in obj.items())
-    if type(obj) in (list, tuple):
-        return type(obj)(_plain(v) for v in obj)
-    return obj
-
-
-def _pack(obj: Any, what: str = "value") -> bytes:
-    buf = io.BytesIO()
-    torch.save(_plain(obj), buf)
-    blob = buf.getvalue()
-    try:  # refuse now what could not be read back safely later
-        torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the key named
-        raise TypeError(f"history {what}: only plain data (dict, list, tuple, str, int, float, bool, None, "
-                        f"bytes) and tensors can be stored: {e}") from None
-    return blob
-
-
-def _unpack(blob: bytes, where: str = "history value") -> Any:
-    from .safeload import safe_torch_load  # refuses (naming ``where`` and the global) a pickle running code
-
-    return safe_torch_load(io.BytesIO(blob), name=where, mmengine_types=False,
-                           advice="densenas stores none such: resume from a history you trust, or start afresh.")
 
 
 class History:
@@ -297,10 +201,11 @@ class History:
         for c, n, arch_json, reward, metrics, cost, wall, finished in self.db.execute(
                 q + " ORDER BY candidate, step", args).fetchall():
             where = f"history file {self.path}, candidate {c} step {n}"
+            c = _number(c, where, "candidate", integer=True)
             try:
                 arch = Arch.from_json(arch_json, source=where)
             except InvalidArch as e:
-                raise HistoryError(f"{e} (column arch_json of the steps table; a corrupt row)") from None
+                raise HistoryError(f"{e} (column arch_json of the steps table; {_CORRUPT})") from None
             n, wall = _number(n, where, "step", integer=True), _number(wall, where, "wall_time")
             reward = _number(reward, where, "reward", optional=True)
             result = (Result(reward=reward, metrics=_numbers_json(metrics, where, "metrics_json"), stage=n,
@@ -321,7 +226,12 @@ class History:
 
     @_sqlite_errors("read the strategy state")
     def strategy_state(self) -> dict | None:
-        return self.get_meta("strategy_state")
+        state = self.get_meta("strategy_state")
+        if state is not None and not isinstance(state, dict):  # only ever written from a state_dict()
+            raise HistoryError(f"history file {self.path}: the stored strategy state is a "
+                               f"{type(state).__name__}, not a dict (a damaged meta row): restore the file from a "
+                               f"copy or start afresh")
+        return state
 
     def _set_state(self, state: dict) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('strategy_state', ?)",
@@ -354,20 +264,20 @@ class History:
         (cid, arch_json, status, reward, metrics, cost, stage, wall, seed, error, started,
          finished) = r
         where = f"history file {self.path}, candidate {cid}"
+        cid = _number(cid, where, "id", integer=True)  # NULL when a damaged schema lost the rowid alias
         try:
             arch = Arch.from_json(arch_json, source=where)
         except InvalidArch as e:
-            raise HistoryError(f"{e} (column arch_json; a corrupt row: restore the file from a copy or delete "
-                               f"the row)") from None
+            raise HistoryError(f"{e} (column arch_json; {_CORRUPT})") from None
         if status not in STATUSES:
-            raise HistoryError(f"{where}: column status holds {_short(status)}, not one of {list(STATUSES)}")
+            raise HistoryError(f"{where}: column status holds {status!r:.60}, not one of {list(STATUSES)}")
         seed = _number(seed, where, "seed", integer=True)
         started = _number(started, where, "started")
         finished = _number(finished, where, "finished", optional=True)
         result = None
         if status != RUNNING:
             if error is not None and not isinstance(error, str):
-                raise HistoryError(f"{where}: column error holds {_short(error)}, not text or NULL")
+                raise HistoryError(f"{where}: column error holds {error!r:.60}, not text or NULL")
             result = Result(status=status, reward=_number(reward, where, "reward", optional=True),
                             metrics=_numbers_json(metrics, where, "metrics_json"),
                             stage=_number(stage, where, "stage", integer=True),
@@ -383,6 +293,17 @@ class History:
             q += " WHERE status = ?"
             args = (status,)
         return [self._row(r) for r in self.db.execute(q + " ORDER BY id", args).fetchall()]
+
+    def check(self) -> int:
+        """Read every candidate and step row once, so a resume refuses a damaged history before it writes
+        anything. Returns the number of candidate rows.
+
+        Raises:
+            HistoryError: the first corrupt row (named with the file), or an unreadable file.
+        """
+        n = len(self.candidates())
+        self.steps()
+        return n
 
     def __iter__(self) -> Iterator[Candidate]:
         return iter(self.candidates())

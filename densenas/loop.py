@@ -146,6 +146,7 @@ def run(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History
             raise ValueError("a one-shot run needs work_dir= (for its supernet checkpoint)")
     elif num_candidates is None or epochs is not None:
         raise ValueError(f"{type(strategy).__name__} samples candidates: give num_candidates=, not epochs=")
+    history.check()  # a damaged row is refused now, naming the file and row, before anything is written
     state = history.strategy_state()
     if history.count(finished_only=False) and bool(state and state.get("one_shot")) != one_shot:
         held = "a one-shot (supernet) run" if not one_shot else "a sampling search"

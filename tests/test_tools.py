@@ -95,6 +95,22 @@ def test_refuses_to_mix_runs_without_resume(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+def test_resume_refuses_a_damaged_history_row_cleanly(tmp_path, capsys):
+    import sqlite3
+
+    work = tmp_path / "w"
+    work.mkdir()
+    _history_with_one_row(work / "history.sqlite")
+    with sqlite3.connect(work / "history.sqlite") as db:
+        db.execute("UPDATE candidates SET metrics_json = 'not json' WHERE id = 1")
+    before = (work / "history.sqlite").read_bytes()
+    rc = _tool("search")([str(CFG), "--work-dir", str(work), "--resume", "--cfg-options", *tiny_opts(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert str(work / "history.sqlite") in err and "candidate 1" in err and "metrics_json" in err
+    assert (work / "history.sqlite").read_bytes() == before  # nothing written before the refusal
+
+
 @pytest.mark.parametrize("text, match", [("{oops", "not valid JSON"),
                                          ('{"space": "auxcell"}', "'choices'")])
 def test_export_rejects_malformed_arch(tmp_path, capsys, text, match):

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from densenas.build import build_search
     from densenas.config import ConfigError, load_config
-    from densenas.history import History
+    from densenas.history import History, HistoryError
     from densenas.safeload import CheckpointLoadError
 
     try:
@@ -52,33 +52,37 @@ def main(argv=None) -> int:
               f"another --work-dir", file=sys.stderr)
         return 2
     work_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(work_dir / "search.log", "a")
+    with open(work_dir / "search.log", "a") as log_file:
+        def log(msg: str) -> None:
+            line = f"{time.strftime('%H:%M:%S')} {msg}"
+            print(line, flush=True)
+            log_file.write(line + "\n")
+            log_file.flush()
 
-    def log(msg: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        print(line, flush=True)
-        log_file.write(line + "\n")
-        log_file.flush()
+        try:
+            search = build_search(cfg, work_dir=work_dir, log=log)
+        except (ConfigError, FileNotFoundError, ValueError, TypeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        cfg.dump(str(work_dir / "config.py"))
+        log(f"{search.summary()}, work dir {work_dir}")
+        try:
+            with History(hist_path) as history:
+                outcome = search.run(history, work_dir, log=log)
+        except FloatingPointError as e:  # a diverged supernet: its row is failed, the last good epoch kept
+            log(f"error: the supernet diverged ({e}); lower strategy.w_lr / strategy.arch_lr and resume from "
+                f"the last good epoch with --resume")
+            return 1
+        except (CheckpointLoadError, HistoryError) as e:  # a checkpoint or stored state that needs code to
+            # load, a damaged history row, a full disk: named, nothing finished lost
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        report(search, outcome, work_dir, hist_path, log)
+    return 0
 
-    try:
-        search = build_search(cfg, work_dir=work_dir, log=log)
-    except (ConfigError, FileNotFoundError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    cfg.dump(str(work_dir / "config.py"))
-    log(f"{search.summary()}, work dir {work_dir}")
-    history = History(hist_path)
-    try:
-        outcome = search.run(history, work_dir, log=log)
-    except FloatingPointError as e:  # a diverged supernet: its row is failed, the last good epoch kept
-        log(f"error: the supernet diverged ({e}); lower strategy.w_lr / strategy.arch_lr and resume from the "
-            f"last good epoch with --resume")
-        return 1
-    except CheckpointLoadError as e:  # a supernet checkpoint or stored state that needs code to load
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        history.close()
+
+def report(search, outcome, work_dir: Path, hist_path: Path, log) -> None:
+    """The closing lines: the best (or derived) arch and where the leaderboard is."""
     best = outcome.best
     if search.kind == "supernet" and outcome.arch is not None:
         log(f"derived after the last epoch: {outcome.arch} -> {work_dir / 'derived_arch.json'}")
@@ -87,7 +91,6 @@ def main(argv=None) -> int:
         log(f"arch: {best.arch}")
     log(f"{outcome.done} {'epochs' if search.kind == 'supernet' else 'candidates'} in {hist_path} "
         f"({outcome.stopped}); leaderboard {work_dir / 'leaderboard.md'}")
-    return 0
 
 
 if __name__ == "__main__":

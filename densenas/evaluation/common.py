@@ -37,6 +37,12 @@ class StageCfg:
     weight_decay: float = 1e-4
     encoder_lr_mult: float = 0.1  # stage 2 only
 
+    def __post_init__(self) -> None:
+        # refused here, at start-up, rather than by the optimizer or the sampler inside every candidate
+        for name, low in (("iters", 0), ("batch_size", 1), ("lr", 0), ("weight_decay", 0), ("encoder_lr_mult", 0)):
+            if not getattr(self, name) >= low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)!r}")
+
 
 class RunningMean:
     """The early-stopping memory of Nekrasov et al.: stage-1 rewards of earlier candidates."""

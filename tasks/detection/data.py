@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from densenas.config import ConfigError, check_keys
+from densenas.config import ConfigError, check_image_size, check_int, check_keys, check_sub_dict
 from densenas.datasets.detfolder import DetectionFolder
 from densenas.datasets.proxy_det import build_proxy_coco
 
@@ -39,20 +39,24 @@ def build_det_data(data_cfg: dict[str, Any], source: str = "config", log: Callab
     if "root" not in data_cfg:
         raise ConfigError(f"{source}: 'data.root' is required")
     root, layout = Path(data_cfg["root"]), data_cfg.get("layout", "proxy_coco")
-    size = data_cfg.get("image_size", 128)
+    size = check_image_size(data_cfg.get("image_size", 128), "data.image_size", source)
+    max_train, max_val = (check_int(data_cfg.get(k), f"data.{k}", source, optional=True)
+                          for k in ("max_train", "max_val"))
+    classes = data_cfg.get("classes")
+    if classes is not None and not (isinstance(classes, (list, tuple)) and classes and
+                                    all(isinstance(c, str) for c in classes)):
+        raise ConfigError(f"{source}: 'data.classes' must be a list of class names, got {classes!r}")
     if layout == "proxy_coco":
-        proxy = dict(data_cfg.get("proxy", {}))
+        proxy = check_sub_dict(data_cfg.get("proxy"), "data.proxy", source)
         check_keys("data.proxy", proxy, build_proxy_coco, source=source)
         build_proxy_coco(root, log=log, **{"size": size, **proxy})
         layout = "coco"
     elif layout not in ("coco", "voc"):
         raise ConfigError(f"{source}: 'data.layout' is {layout!r}; use 'proxy_coco', 'coco' or 'voc'")
     t0 = time.perf_counter()
-    classes = data_cfg.get("classes")
     train = DetectionFolder(root, data_cfg.get("train_split", "train"), layout, classes=classes)
     val = DetectionFolder(root, data_cfg.get("val_split", "val"), layout, classes=train.classes)
-    data = DetData(train.load_arrays(size, data_cfg.get("max_train")),
-                   val.load_arrays(size, data_cfg.get("max_val")), tuple(train.classes), root)
+    data = DetData(train.load_arrays(size, max_train), val.load_arrays(size, max_val), tuple(train.classes), root)
     boxes = sum(len(b) for b in data.train[1])
     log(f"data: {layout} at {root}: {len(data.train[0])} train ({boxes} boxes) / {len(data.val[0])} val "
         f"images at {size}px, {len(data.classes)} classes ({time.perf_counter() - t0:.1f}s)")

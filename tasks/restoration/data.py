@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from densenas.config import ConfigError, check_keys
+from densenas.config import ConfigError, check_image_size, check_int, check_keys, check_sub_dict
 from densenas.datasets.imagefolder import CleanImageFolder, RainPairFolder, build_proxy_restoration
 
 RESTORE_DATA_KEYS = {"layout", "root", "train_split", "val_split", "image_size", "max_train", "max_val",
@@ -28,15 +28,17 @@ def restoration_data(data_cfg: dict[str, Any], task, source: str = "config", log
     if "root" not in data_cfg:
         raise ConfigError(f"{source}: 'data.root' is required")
     root, layout = Path(data_cfg["root"]), data_cfg.get("layout", "proxy")
+    size = check_image_size(data_cfg.get("image_size", 64), "data.image_size", source)
+    limits = [check_int(data_cfg.get(k), f"data.{k}", source, optional=True) for k in ("max_train", "max_val")]
     if layout == "proxy":
-        proxy = dict(data_cfg.get("proxy", {}))
+        proxy = check_sub_dict(data_cfg.get("proxy"), "data.proxy", source)
         check_keys("data.proxy", proxy, build_proxy_restoration, source=source)
         build_proxy_restoration(root, **{"rain": task.kind == "derain", **proxy})
         layout, root = ("rain100", root / "derain") if task.kind == "derain" else ("bsd", root)
-    size, t0 = data_cfg.get("image_size", 64), time.perf_counter()
+    t0 = time.perf_counter()
     out = []
-    for split, limit, seed in ((data_cfg.get("train_split", "train"), data_cfg.get("max_train"), 0),
-                               (data_cfg.get("val_split", "val"), data_cfg.get("max_val"), 1)):
+    for split, limit, seed in ((data_cfg.get("train_split", "train"), limits[0], 0),
+                               (data_cfg.get("val_split", "val"), limits[1], 1)):
         if layout == "bsd":
             clean = CleanImageFolder(root, split).load_arrays(size, max_items=limit)
             out.append((task.degrade(clean, seed), clean))

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from densenas.config import ConfigError, check_keys
+from densenas.config import ConfigError, check_image_size, check_int, check_keys, check_sub_dict
 from densenas.datasets.proxy import build_proxy_voc
 from densenas.datasets.segfolder import SegmentationFolder
 
@@ -32,14 +32,21 @@ def build_data(data_cfg: dict[str, Any], source: str = "config", log: Callable =
     if "root" not in data_cfg:
         raise ConfigError(f"{source}: 'data.root' is required")
     root = Path(data_cfg["root"])
-    num_classes = data_cfg.get("num_classes")
+    num_classes = check_int(data_cfg.get("num_classes"), "data.num_classes", source, optional=True)
+    size = check_image_size(data_cfg.get("image_size", 128), "data.image_size", source)
+    max_train, max_val = (check_int(data_cfg.get(k), f"data.{k}", source, optional=True)
+                          for k in ("max_train", "max_val"))
+    classes = data_cfg.get("classes")
+    if classes is not None and not (isinstance(classes, (list, tuple)) and classes and
+                                    all(isinstance(c, str) for c in classes)):
+        raise ConfigError(f"{source}: 'data.classes' must be a list of class names, got {classes!r}")
     if data_cfg.get("classes") is not None:  # class names (exported with the arch); they fix the count
         if num_classes is not None and int(num_classes) != len(data_cfg["classes"]):
             raise ConfigError(f"{source}: data.num_classes={num_classes} but data.classes names "
                               f"{len(data_cfg['classes'])} classes")
         num_classes = len(data_cfg["classes"])
     if layout == "proxy":
-        proxy = dict(data_cfg.get("proxy", {}))
+        proxy = check_sub_dict(data_cfg.get("proxy"), "data.proxy", source)
         check_keys("data.proxy", proxy, build_proxy_voc, source=source)
         manifest = build_proxy_voc(root, **proxy)
         num_classes = len(manifest["classes"])
@@ -48,14 +55,13 @@ def build_data(data_cfg: dict[str, Any], source: str = "config", log: Callable =
         raise ConfigError(f"{source}: 'data.layout' is {layout!r}; use 'proxy', 'voc' or 'cityscapes'")
     if num_classes is None:
         num_classes = 19 if layout == "cityscapes" else 21
-    size = data_cfg.get("image_size", 128)
     train_split = data_cfg.get("train_split", "train")
     val_split = data_cfg.get("val_split", "val")
     t0 = time.perf_counter()
     train = SegmentationFolder(root, train_split, layout=layout, num_classes=num_classes).load_arrays(
-        size, max_items=data_cfg.get("max_train"))
+        size, max_items=max_train)
     val = SegmentationFolder(root, val_split, layout=layout, num_classes=num_classes).load_arrays(
-        size, max_items=data_cfg.get("max_val"))
+        size, max_items=max_val)
     log(f"data: {layout} at {root}: {len(train[0])} train / {len(val[0])} val images at {size}px, "
         f"{num_classes} classes ({time.perf_counter() - t0:.1f}s)")
     return SegData(train, val, int(num_classes), root)
