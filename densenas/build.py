@@ -58,6 +58,14 @@ class Search:
     encoder: nn.Module | None = None
     shapes: dict[str, ShapeSpec] = field(default_factory=dict)
     warm_start: dict[str, Any] | None = None
+    objective: Any = None  # densenas.evaluation.objective.ObjectiveCfg of a multi-objective search
+
+    @property
+    def front(self) -> tuple[str, str]:
+        """The (maximised metric, minimised cost) of the leaderboard's Pareto front."""
+        if self.objective is None:
+            return "reward", "params"
+        return ("metric_reward" if self.objective.target is not None else "reward"), self.objective.cost
 
     def summary(self) -> str:
         what = (f"{self.budget.get('epochs')} epochs" if self.kind == "supernet"
@@ -86,7 +94,9 @@ class Search:
         finally:
             if history.count(finished_only=False):
                 write_reports(history, work_dir, metrics=self.task.report_metrics,
-                              reward_label=self.task.reward_label)
+                              reward_label=self.task.reward_label,
+                              front=self.front if self.kind == "proxy" else None,
+                              limit=None if self.objective is None else self.objective.limit)
 
     def seed_warm_start(self, work_dir: str | Path, log: Callable[[str], None] = print) -> list[tuple[Any, float]]:
         """Rank ``warm_start.pool`` random archs by ``evaluator.zero_cost`` and queue the best ``take`` on the
@@ -196,9 +206,17 @@ def plan_search(cfg) -> dict[str, Any]:
     if ev_type == "supernet" and backbone:
         raise ConfigError(f"{source}: 'backbone' is unused with evaluator.type='supernet' (the supernet is the "
                           f"whole network); remove the section")
+    objective = section(cfg, "objective", None)
+    if objective is not None:
+        if ev_type != "proxy":
+            raise ConfigError(f"{source}: 'objective' needs evaluator.type='proxy' (a one-shot search trains no "
+                              f"candidate of its own to cost)")
+        from .evaluation.objective import ObjectiveCfg
+
+        objective = build_dataclass("objective", ObjectiveCfg, objective, source)
     return dict(source=source, task=(tcls, task_opts), space=(scls, space_opts), strategy=(strat_type, strat_opts),
                 evaluator=(ev_type, ecls, ecfg), budget=budget, backbone=backbone or {"type": "mobilenet_v2"},
-                one_shot=one_shot, warm_start=warm_start)
+                one_shot=one_shot, warm_start=warm_start, objective=objective)
 
 
 def check_warm_start(given: Any, strat_type: str, one_shot: bool, ev_type: str, ecls: Any, source: str
@@ -270,7 +288,7 @@ def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], N
         raise ConfigError(f"{source}: strategy ({strat_type}): {e}") from None
     ev_type, ecls, ecfg = plan["evaluator"]
     search = Search(task, space, strategy, None, device, seed, plan["budget"], ev_type,
-                    warm_start=plan["warm_start"])
+                    warm_start=plan["warm_start"], objective=plan["objective"])
     if not build_evaluator:
         return search
     cache = None if work_dir is None else Path(work_dir) / "cache"
@@ -287,5 +305,9 @@ def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], N
                  log=log)
     search.encoder, search.shapes = encoder, shapes
     search.evaluator = ecls(task, space, encoder, shapes, ecfg, device=device, cache_dir=cache, log=log)
+    if search.objective is not None:
+        from .evaluation.objective import CostAware
+
+        search.evaluator = CostAware(search.evaluator, search.objective, tuple(task.images("val").shape[-2:]))
     return search
 

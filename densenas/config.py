@@ -26,10 +26,11 @@ TOP_LEVEL = {"work_dir": "directory for history.sqlite, caches and results",
              "data": "dataset section (read by the task)", "backbone": "encoder section (densenas.backbones)",
              "space": "search space section (a densenas.space_plugins entry point)",
              "strategy": "search strategy section", "evaluator": "evaluator section: type proxy | supernet",
-             "search": "loop section: num_candidates (or epochs), time_budget_s"}
+             "search": "loop section: num_candidates (or epochs), time_budget_s",
+             "objective": "multi-objective reward: cost, target, weight, limit (densenas.evaluation.objective)"}
 
 
-SECTIONS = ("task", "data", "backbone", "space", "strategy", "evaluator", "search")
+SECTIONS = ("task", "data", "backbone", "space", "strategy", "evaluator", "search", "objective")
 #: ``search`` values (the keys themselves are checked per evaluator by densenas.build.plan_search)
 SEARCH_VALUES = {"num_candidates": False, "epochs": False, "max_duplicates": False, "time_budget_s": True}
 

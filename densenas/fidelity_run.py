@@ -229,6 +229,13 @@ def report(plan: dict[str, Any], rows: Sequence[dict[str, Any]], work_dir: Path,
                          f"{' (the best among them)' if stop[int(np.argmax(y))] else ''}")
             if scale == plan["cheap_scales"][0]:
                 stopped = stop
+        top_half = _top_half(es, y, y2, n_boot)
+        if top_half:
+            entry["top_half"] = top_half
+            lines.append(f"  among the {top_half['n']} best by long {plan['target']}: search tau "
+                         f"{top_half['tau']:+.2f}" + (f", noise ceiling {top_half['ceiling']:+.2f}"
+                                                    if "ceiling" in top_half else "")
+                         + " (what separates good archs from the best)")
         entry["verdict"] = verdict(entry_stats(entry, "search"), ceiling, f"the x{key} budget (search reward)")
         lines.append(f"  verdict: {entry['verdict']}")
         summary["scales"][key] = entry
@@ -239,6 +246,20 @@ def report(plan: dict[str, Any], rows: Sequence[dict[str, Any]], work_dir: Path,
     lines.append(f"plot: {png}")
     (work_dir / "fidelity.json").write_text(json.dumps(summary, indent=1) + "\n")
     return "\n".join(lines), summary
+
+
+def _top_half(x: Sequence[float], y: Sequence[float], y2: Sequence[float] | None, n_boot: int
+              ) -> dict[str, Any] | None:
+    """Kendall tau of ``x`` against ``y`` (and of ``y2``) among the archs in the better half by ``y``: a
+    search that already avoids the bad archs needs the cheap reward to rank these."""
+    keep = np.argsort(-np.asarray(y), kind="stable")[:len(y) // 2]
+    if len(keep) < 4:
+        return None
+    pick = lambda v: [v[i] for i in keep]  # noqa: E731
+    out = {"n": len(keep), "tau": rank_stats(pick(x), pick(y), n_boot=n_boot).tau}
+    if y2 is not None:
+        out["ceiling"] = rank_stats(pick(y2), pick(y), n_boot=n_boot).tau
+    return out
 
 
 def entry_stats(entry: dict[str, Any], name: str) -> RankStats:

@@ -10,6 +10,7 @@ import csv
 import json
 from pathlib import Path
 
+from . import pareto
 from .history import History
 
 REWARD = "reward"
@@ -66,13 +67,16 @@ def plot_rewards(history: History, path: str | Path, title: str = "search", ylab
 
 
 def write_reports(history: History, work_dir: str | Path, top: int = 10,
-                  metrics: tuple[tuple[str, str], ...] = (), reward_label: str = REWARD
+                  metrics: tuple[tuple[str, str], ...] = (), reward_label: str = REWARD,
+                  front: tuple[str, str] | None = ("reward", "params"), limit: float | None = None
                   ) -> dict[str, Path]:
-    """Write ``best_arch.json``, ``leaderboard.md``, ``leaderboard.csv`` and ``rewards.png``.
+    """Write ``best_arch.json``, ``leaderboard.md``, ``leaderboard.csv``, ``rewards.png`` and ``pareto.png``.
 
     ``metrics`` are the ``(key, column title)`` pairs shown next to the reward and ``reward_label`` the
-    plot's y label; the search passes its task's ``report_metrics`` / ``reward_label``. A history with
-    steps (a supernet run) is reported per epoch.
+    plot's y label; the search passes its task's ``report_metrics`` / ``reward_label``. ``front`` is the
+    (maximised metric, minimised cost) pair whose Pareto front (:mod:`densenas.pareto`) the leaderboard
+    marks (column ``front``, a ``*`` in the markdown) and ``pareto.png`` draws, with a hard cost ``limit``;
+    ``None`` for no front. A history with steps (a supernet run) is reported per epoch, without a front.
     """
     work_dir = Path(work_dir)
     out: dict[str, Path] = {}
@@ -100,24 +104,38 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
         data["result"] = {**best_info, "reward": best.result.reward, "metrics": best.result.metrics,
                           "cost": best.result.cost}
         out["best_arch"].write_text(json.dumps(data, indent=2) + "\n")
+    has_latency = any("latency_ms" in r.cost for _, _, r, _ in rows)
+    on_front: set = set()
+    if front is not None and not steps:
+        pts = pareto.front([(ident, r) for _, ident, r, _ in rows], *front)
+        on_front = {i for i, *_, f in pts if f}
+        if pts:
+            out["pareto"] = pareto.plot_front(pts, work_dir / "pareto.png", front[0], front[1], limit=limit,
+                                              title=f"{work_dir.name}: {len(on_front)} of {len(pts)} on the front")
     out["csv"] = work_dir / "leaderboard.csv"
     with open(out["csv"], "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["rank", first_col, "reward", "stage", *(k for k, _ in metrics),
-                    "params_M", "madds_G", "wall_s", "arch"])
+                    "params_M", "madds_G", *(["latency_ms"] * has_latency), "front", "wall_s", "arch"])
         for rank, (_, ident, r, arch) in enumerate(rows, 1):
             w.writerow([rank, ident, f"{r.reward:.4f}", r.stage, *(f"{r.metrics.get(k, 0):.4f}" for k, _ in
-                        metrics), f"{r.cost.get('params', 0) / 1e6:.3f}",
-                        f"{r.cost.get('madds', 0) / 1e9:.3f}", f"{r.wall_time:.1f}", arch.key])
+                        metrics), f"{r.cost.get('params', 0) / 1e6:.3f}", f"{r.cost.get('madds', 0) / 1e9:.3f}",
+                        *([f"{r.cost.get('latency_ms', 0):.2f}"] * has_latency), int(ident in on_front),
+                        f"{r.wall_time:.1f}", arch.key])
     titles = " | ".join(t for _, t in metrics)
     head = "cand" if not steps else "epoch"
     lines = [f"| rank | {head} | reward | stage | {titles} | params (M) | MAdds (G) |",
              "|---|---|---|---|" + "---|" * len(metrics) + "---|---|"]
-    for rank, (label, _, r, _) in enumerate(rows[:top], 1):
+    for rank, (label, ident, r, _) in enumerate(rows[:top], 1):
         cols = " | ".join(f"{r.metrics.get(k, 0):.4f}" for k, _ in metrics)
+        label = f"{label} *" if ident in on_front else label
         lines.append(f"| {rank} | {label} | {r.reward:.4f} | {r.stage} | {cols} | "
                      f"{r.cost.get('params', 0) / 1e6:.3f} | {r.cost.get('madds', 0) / 1e9:.3f} |")
     lines.append(f"\n{n} {what} finished, {len(failed)} failed.")
+    if on_front:
+        lines.append(f"* on the Pareto front of {front[0]} (max) and {front[1]} (min): "
+                     f"{', '.join(f'#{i}' for i in sorted(on_front))} (pareto.png; export one with "
+                     f"tools/export.py {work_dir / 'history.sqlite'} --candidate ID)")
     for label, r in failed:
         lines.append(f"- {label} failed: {r.error}")
     out["md"] = work_dir / "leaderboard.md"

@@ -9,6 +9,8 @@
     python tools/export.py work_dirs/irnas_denoise_proxy/derived_arch.json --baseline dncnn --out dncnn.py
     python tools/export.py work_dirs/nasfcos_fpn_proxy/best_arch.json --out nasfcos.py
     python tools/export.py --baseline fpn_fcos --width 32 --out fpn_fcos.py
+    python tools/export.py work_dirs/auxcell_proxy/history.sqlite --candidate 17 --out c17.py  # any candidate,
+        # e.g. one of the Pareto front marked in leaderboard.md
 
 The task (and the space settings, classes and backbone the arch was searched with) come from the search's
 ``config.py`` next to the arch JSON; ``--task`` names it otherwise. Found model and baseline of one task
@@ -32,7 +34,10 @@ OPTIONS = ("dataset", "data_root", "layout", "optimizer", "crop", "kind", "sigma
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("arch", nargs="?", help="arch JSON (best_arch.json / derived_arch.json of a search)")
+    p.add_argument("arch", nargs="?", help="arch JSON (best_arch.json / derived_arch.json of a search), or a "
+                                           "search's history.sqlite with --candidate")
+    p.add_argument("--candidate", type=int, help="with a history.sqlite: export this candidate (its id in the "
+                                                 "leaderboard, e.g. a point of the Pareto front)")
     p.add_argument("--baseline", help="a hand-designed model of the task: aspp, deeplabv3plus, lraspp, fcn "
                                       "(segmentation), fpn_fcos, fpn_retinanet (detection), dncnn (restoration; "
                                       "with an IR-NAS arch: at least its parameter count)")
@@ -65,8 +70,13 @@ def main(argv=None) -> int:
         print("error: give an arch JSON or --baseline, not both (except --baseline dncnn with an IR-NAS arch)",
               file=sys.stderr)
         return 2
+    if (args.candidate is not None) != bool(args.arch and args.arch.endswith(".sqlite")):
+        print("error: --candidate goes with a search's history.sqlite (and a history needs --candidate)",
+              file=sys.stderr)
+        return 2
     try:
-        arch = Arch.load(args.arch) if args.arch else None
+        arch = _candidate_arch(Path(args.arch), args.candidate) if args.candidate is not None else \
+            Arch.load(args.arch) if args.arch else None
         search_cfg = _search_config(Path(args.arch)) if args.arch else {}
         task_cls = pick_task(args.task or dict(search_cfg.get("task") or {}).get("type"), arch, args.baseline)
         opts = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
@@ -76,6 +86,22 @@ def main(argv=None) -> int:
         return 2
     print(f"wrote {out} (task {task_cls.name})")
     return 0
+
+
+def _candidate_arch(history_path: Path, cid: int):
+    """The arch of finished candidate ``cid`` of a search history."""
+    from densenas.history import History
+
+    if not history_path.is_file():
+        raise FileNotFoundError(f"no history file {history_path}")
+    with History(history_path) as h:
+        try:
+            c = h.get(cid)
+        except KeyError as e:
+            raise ValueError(f"{e.args[0]} (see its leaderboard.md for the ids)") from None
+    if c.result is None:
+        raise ValueError(f"{history_path}: candidate #{cid} has not finished")
+    return c.arch
 
 
 def _search_config(arch_path: Path) -> dict:

@@ -95,13 +95,15 @@ def main(argv=None) -> int:
             archs, source = sample_archs(search.space, args.archs, args.seed), f"sampled, seed {args.seed}"
         for a in archs:
             search.space.check(a)
-        plan = open_plan(work_dir, make_plan(archs, search.evaluator.cfg, args.long_mult, args.seeds,
+        # the metric's ranking is checked: a multi-objective search's cost term is exact, not trained
+        evaluator = getattr(search.evaluator, "inner", search.evaluator)
+        plan = open_plan(work_dir, make_plan(archs, evaluator.cfg, args.long_mult, args.seeds,
                                              args.cheap_scales, target, source))
         log(f"fidelity of {args.config}: {len(archs)} archs ({source}) of {search.space.name}; cheap "
             f"{plan['stage1_iters']}+{plan['stage2_iters']} iterations x {plan['cheap_scales']}, long "
             f"{plan['long_iters']}+{plan['long_stage2_iters']} x {plan['seeds']} seeds; target {target}; "
             f"work dir {work_dir}")
-        run_rows(search.evaluator, plan, work_dir / ROWS, shard=shard, log=log)
+        run_rows(evaluator, plan, work_dir / ROWS, shard=shard, log=log)
         rows = load_rows(work_dir / ROWS, len(plan["archs"]))
         done = [r for r in rows if r is not None]
         label = dict(search.task.report_metrics).get(target, target)

@@ -170,7 +170,7 @@ class ProxyTrainer(RunningMean):
         try:
             reward, cand, _ = self._run(arch, seed, self.cfg.stage1.iters, self._stage2_iters(), metrics,
                                         progress, early_stop=self.cfg.early_stop, record=True)
-            cost = self._cost(cand) if self.cfg.measure_cost else {}
+            cost = self.cost_of(cand) if self.cfg.measure_cost else {}
             return Result(reward=reward, metrics=metrics, stage=progress["stage"], cost=cost,
                           wall_time=time.perf_counter() - t0)
         except Exception as e:  # one bad candidate must not end the search
@@ -259,13 +259,18 @@ class ProxyTrainer(RunningMean):
         """
         if method not in ZERO_COST_SCORES:
             raise ValueError(f"unknown zero-cost proxy {method!r}; available: {sorted(ZERO_COST_SCORES)}")
-        self.space.check(arch)
-        with torch.random.fork_rng(devices=[]):  # the candidate is built on the CPU, then moved
-            torch.manual_seed(seed)
-            cand = self.task.build_candidate(self.space, arch, self.shapes).to(self.device)
+        cand = self.candidate(arch, seed)
         cache = self.caches["train"]
         idx = torch.randperm(len(cache), generator=torch.Generator().manual_seed(seed))[:batch_size]
         return zero_cost_score(method, cand, cache.batch(idx.sort().values, self.device), seed=seed)
+
+    def candidate(self, arch: Arch, seed: int = 0) -> nn.Module:
+        """The untrained candidate for ``arch`` as :meth:`evaluate` builds it with ``seed``; the global RNG
+        is untouched. Raises InvalidArch when ``arch`` is not in the space."""
+        self.space.check(arch)
+        with torch.random.fork_rng(devices=[]):  # the candidate is built on the CPU, then moved
+            torch.manual_seed(seed)
+            return self.task.build_candidate(self.space, arch, self.shapes).to(self.device)
 
     # ----------------------------------------------------------------- stages
     def _indices(self, n: int, batch_size: int, gen: torch.Generator) -> Tensor:
@@ -354,7 +359,7 @@ class ProxyTrainer(RunningMean):
         cand.eval()
         return dict(self.task.metrics(preds, "val"))
 
-    def _cost(self, cand: nn.Module) -> dict[str, float]:
+    def cost_of(self, cand: nn.Module) -> dict[str, float]:
         """Params (total, candidate without ``aux_heads``) and MAdds (total, candidate) at the proxy size."""
         cand.eval()
         feats = self.caches["val"].batch(torch.tensor([0]), self.device)

@@ -1,0 +1,139 @@
+"""Multi-objective rewards: a model cost in the reward (soft constraint) and hard cost limits.
+
+MnasNet (Tan et al., "MnasNet: Platform-Aware Neural Architecture Search for Mobile", CVPR 2019, Eq. 2)
+scalarises accuracy and a cost: ``reward = metric * (cost / target) ** w`` with ``w = alpha`` when the cost is
+within the target and ``w = beta`` above it (``alpha = beta = -0.07``: the soft constraint). Nekrasov et al.
+("Template-Based Automatic Search of Compact Semantic Segmentation Architectures", WACV 2020) found that
+compact is not fast, so the cost here is the parameter count, the multiply-adds or the latency measured on
+the device the search runs on. A hard limit rejects a candidate before it is trained; it is recorded as a
+failed row with its costs and the reason, so strategies learn to avoid the region.
+
+Configured by the search config's top-level ``objective`` section (:class:`ObjectiveCfg`); the proxy
+evaluator is wrapped by :class:`CostAware`, which every strategy and the loop see as the evaluator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..arch import Arch
+from ..objectives import latency_ms
+from ..result import FAILED, Result
+from .common import failure_reason
+
+COSTS = ("params", "madds", "latency_ms", "decoder_params", "decoder_madds")
+
+
+@dataclass
+class ObjectiveCfg:
+    """``objective=dict(...)`` of a search config.
+
+    Attributes:
+        cost: the cost in the reward, the limit and the Pareto front: ``params`` / ``madds`` (whole model,
+            encoder included), ``decoder_params`` / ``decoder_madds`` (the searched part alone) or
+            ``latency_ms`` (median forward time of encoder + candidate on this device, warm-up excluded).
+        target: the soft constraint's target ``T`` (``None``: the reward is the task's metric alone).
+        weight: ``alpha``, the exponent while the cost is within the target (MnasNet: -0.07).
+        weight_over: ``beta``, the exponent above the target (default: ``weight``; MnasNet's hard-ish
+            variant uses ``alpha = 0``, ``beta = -1``).
+        limit: hard limit on the cost: a candidate above it is rejected before training.
+        latency_size: ``(height, width)`` of the latency input (default: the proxy image size).
+        latency_repeats: timed forward passes (their median is reported).
+        latency_warmup: untimed passes first.
+    """
+
+    cost: str = "params"
+    target: float | None = None
+    weight: float = -0.07
+    weight_over: float | None = None
+    limit: float | None = None
+    latency_size: tuple[int, int] | list[int] | None = None
+    latency_repeats: int = 10
+    latency_warmup: int = 3
+
+    def __post_init__(self) -> None:
+        if self.cost not in COSTS:
+            raise ValueError(f"cost must be one of {list(COSTS)}, got {self.cost!r}")
+        for name in ("target", "limit"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"{name} must be a positive number or None, got {v!r}")
+        if self.target is None and self.limit is None:
+            raise ValueError("give a target (soft constraint), a limit (hard constraint) or both")
+        if self.weight > 0 or (self.weight_over is not None and self.weight_over > 0):
+            raise ValueError("weight and weight_over must be <= 0: a higher cost must not raise the reward")
+        if self.latency_size is not None:
+            if len(self.latency_size) != 2 or not all(isinstance(v, int) and v > 0 for v in self.latency_size):
+                raise ValueError(f"latency_size must be (height, width), got {self.latency_size!r}")
+            self.latency_size = tuple(self.latency_size)
+        if self.latency_repeats < 1 or self.latency_warmup < 0:
+            raise ValueError("latency_repeats must be >= 1 and latency_warmup >= 0")
+
+    def scalarise(self, metric: float, cost: float) -> float:
+        """MnasNet's reward. The factor ``(cost / target) ** w`` shrinks a positive metric as the cost grows;
+        a negative metric (a negative loss) is divided by it instead, so a higher cost is worse either way."""
+        if self.target is None:
+            return metric
+        over = cost > self.target
+        w = self.weight if not over or self.weight_over is None else self.weight_over
+        factor = (cost / self.target) ** w
+        return metric * factor if metric >= 0 else metric / factor
+
+
+class _Deployed(nn.Module):
+    """Encoder + candidate as deployed (the candidate's ``forward(*feats)``), for latency."""
+
+    def __init__(self, encoder: nn.Module, candidate: nn.Module):
+        super().__init__()
+        self.encoder, self.candidate = encoder, candidate
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.candidate(*self.encoder(x))
+
+
+class CostAware:
+    """A proxy evaluator with costs in its reward and hard limits (see :class:`ObjectiveCfg`).
+
+    Everything else (``restore``, ``zero_cost``, ``train_longer``, ...) is the wrapped evaluator's, reached
+    through :attr:`inner` or by attribute lookup.
+    """
+
+    def __init__(self, inner: Any, objective: ObjectiveCfg, image_size: tuple[int, int]):
+        self.inner, self.objective = inner, objective
+        self.latency_size = tuple(objective.latency_size or image_size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def cost(self, arch: Arch) -> dict[str, float]:
+        """Params and MAdds of the untrained candidate (and its latency when the objective uses it)."""
+        cand = self.inner.candidate(arch)
+        out = self.inner.cost_of(cand)
+        if self.objective.cost == "latency_ms":
+            model = _Deployed(self.inner.encoder, cand).eval()
+            x = torch.zeros(1, 3, *self.latency_size, device=self.inner.device)
+            out["latency_ms"] = latency_ms(model, x, warmup=self.objective.latency_warmup,
+                                           repeats=self.objective.latency_repeats)
+        return out
+
+    def evaluate(self, arch: Arch, seed: int = 0) -> Result:
+        """Reject ``arch`` above the hard limit (before training), else train it and scalarise its reward;
+        the task's own reward is kept as the metric ``metric_reward``."""
+        o = self.objective
+        try:
+            cost = self.cost(arch)
+        except Exception as e:  # noqa: BLE001 - an arch that cannot be built fails like one that cannot train
+            return Result.failed(f"cannot measure its cost: {failure_reason(e)}")
+        value = cost[o.cost]
+        if o.limit is not None and value > o.limit:
+            return Result(status=FAILED, reward=None, cost=cost, stage=0,
+                          error=f"over the hard limit: {o.cost} {value:.4g} > {o.limit:.4g} (not trained)")
+        r = self.inner.evaluate(arch, seed)
+        r.cost = {**r.cost, **cost}
+        if r.ok:
+            r.metrics["metric_reward"] = r.reward
+            r.reward = o.scalarise(r.reward, value)
+        return r
