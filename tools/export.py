@@ -39,6 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--candidate", type=int, help="with a history.sqlite: export this candidate (its id in the "
                                                  "leaderboard, e.g. a point of the Pareto front)")
     p.add_argument("--baseline", help="a hand-designed model of the task: aspp, deeplabv3plus, lraspp, fcn "
+                                      "(heads on the backbone), cgnet, fastscnn, erfnet (compact whole networks) "
                                       "(segmentation), fpn_fcos, fpn_retinanet (detection), dncnn (restoration; "
                                       "with an IR-NAS arch: at least its parameter count)")
     p.add_argument("--out", required=True, help="config file to write")

@@ -15,11 +15,13 @@ from typing import Any
 from densenas.arch import Arch
 from densenas.export import dump_config, runtime_config
 
+from .compact import COMPACT, compact_model
+
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
                "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
                "sheep", "sofa", "train", "tvmonitor")
-BASELINES = ("aspp", "deeplabv3plus", "lraspp", "fcn")
+BASELINES = ("aspp", "deeplabv3plus", "lraspp", "fcn", *COMPACT)
 
 
 def _palette(n: int) -> list[list[int]]:
@@ -141,6 +143,14 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
                                        channels=width)
         model.update(train_cfg=dict(), test_cfg=dict(mode="whole"))
         imports, lr_mult = list(CUSTOM_IMPORTS["imports"]), 1.0
+    elif baseline in COMPACT:  # a whole compact network of mmseg's, trained from scratch
+        common = dict(num_classes=num_classes, norm_cfg=dict(type="BN", requires_grad=True), align_corners=False,
+                      loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))
+        model = dict(type="EncoderDecoder",
+                     data_preprocessor=dict(type="SegDataPreProcessor", mean=MEAN, std=STD, bgr_to_rgb=True,
+                                            pad_val=0, seg_pad_val=255, size=None, size_divisor=32),
+                     **compact_model(baseline, num_classes, common), train_cfg=dict(), test_cfg=dict(mode="whole"))
+        lr_mult = 1.0
     else:
         if arch is not None:  # fail here, naming the field, rather than when mmseg builds the model
             from densenas.decoders.auxcell import space_for_arch

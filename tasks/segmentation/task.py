@@ -43,7 +43,7 @@ class SegmentationTask(Task):
     report_metrics = (("miou", "mIoU"), ("fwiou", "fwIoU"), ("pixel_acc", "pix.acc"))
     reward_label = "reward (geo. mean of mIoU, fwIoU, pixel acc.)"
     default_scope = "mmseg"
-    baselines = ("aspp", "deeplabv3plus", "lraspp", "fcn")
+    baselines = ("aspp", "deeplabv3plus", "lraspp", "fcn", "cgnet", "fastscnn", "erfnet")
 
     def __init__(self, teacher: Mapping[str, Any] | None = None, kd_temperature: float = 1.0):
         if teacher is not None:
