@@ -31,6 +31,7 @@ setup(
             "irnas = densenas.decoders.irnas:IRNASSpace",
             "nasfcos = densenas.decoders.nasfcos:NASFCOSSpace",
             "nasfpn = densenas.decoders.nasfpn:NASFPNSpace",
+            "template = densenas.decoders.template:TemplateSpace",
         ],
     },
     install_requires=[

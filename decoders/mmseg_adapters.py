@@ -115,3 +115,42 @@ class AuxCellHead(BaseDecodeHead):
             losses[f"loss_aux{i}"] = self.aux_weight * torch.stack(
                 [v for k, v in terms.items() if k.startswith("loss")]).sum()
         return losses
+
+
+class TemplateHead(BaseDecodeHead):
+    """mmseg decode head wrapping a template network (:mod:`densenas.decoders.template`, Nekrasov et al.,
+    WACV 2020) on the first layers of the backbone (strides 4 and 8). ``forward`` / ``loss`` are those of
+    :class:`AuxCellHead` (main logits; ``loss_aux{i}`` per auxiliary head, weighted by ``aux_weight``).
+
+    Args:
+        arch: the template arch (``Arch``, its dict, or a JSON path).
+        in_channels: channels of the two selected encoder levels (stride 4, stride 8).
+        widths: channels of every layer, as searched.
+        num_classes: number of classes.
+        in_index: indices of the two backbone outputs.
+        in_strides: strides of those levels (default ``4, 8``).
+        ops: candidate operation names (default: the whole template table).
+        aux: build the auxiliary heads; aux_weight: their loss weight.
+        **kwargs: the other ``BaseDecodeHead`` arguments (``loss_decode``, ``norm_cfg``, ...).
+    """
+
+    def __init__(self, arch: Arch | Mapping[str, Any] | str | Path, in_channels: Sequence[int],
+                 widths: Sequence[int], *, num_classes: int, in_index: Sequence[int] = (0, 1),
+                 in_strides: Sequence[int] = (4, 8), ops: Sequence[str] | None = None, aux: bool = True,
+                 aux_weight: float = 0.4, init_cfg: dict | list | None = None, **kwargs: Any):
+        from densenas.decoders.template import space_for_arch as template_space
+
+        kwargs.pop("input_transform", None)
+        kwargs.pop("channels", None)
+        super().__init__(list(in_channels), int(widths[-1]), num_classes=num_classes, in_index=list(in_index),
+                         input_transform="multiple_select", dropout_ratio=0.0, init_cfg=init_cfg, **kwargs)
+        del self.conv_seg  # the network owns its classifiers
+        self.arch = as_arch(arch)
+        self.space = template_space(self.arch, self.out_channels, widths=list(widths), ops=ops, aux=aux)
+        shapes = named_shapes([ShapeSpec(int(c), int(s)) for c, s in zip(self.in_channels, in_strides, strict=True)])
+        self.decoder = self.space.build(self.arch, shapes)
+        self.aux_weight = float(aux_weight)
+
+    # the same contract as the aux-cell head: the decoder returns (logits, aux logits)
+    forward = AuxCellHead.forward
+    loss = AuxCellHead.loss

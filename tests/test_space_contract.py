@@ -57,6 +57,10 @@ def _check_irnas(space: SearchSpace, net: Any, out: Any, batch: int) -> None:
     assert out.shape == (batch, 3, SIDE // 4, SIDE // 4) and _finite(out)
 
 
+def _check_template(space: SearchSpace, net: Any, out: Any, batch: int) -> None:
+    assert out.shape == (batch, NUM_CLASSES, SIDE // 4, SIDE // 4) and _finite(out)
+
+
 def _check_autodeeplab(space: SearchSpace, net: Any, out: Any, batch: int) -> None:
     assert out.shape == (batch, NUM_CLASSES, SIDE // 2, SIDE // 2) and _finite(out)
 
@@ -72,6 +76,7 @@ class Case:
         check_output: asserts on ``(space, built module, forward output, batch size)``.
         image_side: input side of a whole network's forward.
         min_stride: on a real backbone, decode the levels of at least this stride (detection: C3..C5).
+        max_stride: ... and at most this stride (the template network: strides 4 and 8).
         mutate_changes: how many decisions one ``mutate`` may change.
     """
 
@@ -80,6 +85,7 @@ class Case:
     check_output: Callable[[SearchSpace, Any, Any, int], None]
     image_side: int = SIDE
     min_stride: int = 1
+    max_stride: int = 1 << 20
     mutate_changes: frozenset[int] = field(default_factory=lambda: frozenset({1}))
 
 
@@ -96,6 +102,8 @@ CASES: dict[str, Case] = {
                    _check_nasfpn, min_stride=8, mutate_changes=frozenset({1, 2})),
     "irnas": Case(dict(width=4, layers=2, blocks=2, ops=("conv3x3", "sep_conv_3x3", "skip", "none"),
                        aspp=False), None, _check_irnas, image_side=SIDE // 4),
+    "template": Case(dict(num_classes=NUM_CLASSES, num_templates=2, blocks=2, widths=(8, 8, 12),
+                          ops=("conv1x1", "sep_conv_3x3", "skip")), ("c2", "c3"), _check_template, min_stride=4, max_stride=8),
     "autodeeplab": Case(dict(num_classes=NUM_CLASSES, layers=2, blocks=2, filter_multiplier=2,
                              aspp_channels=4), None, _check_autodeeplab, image_side=SIDE // 2),
 }
@@ -237,7 +245,7 @@ def _encoded(backbone: str) -> tuple[dict[str, ShapeSpec], dict[str, torch.Tenso
 def test_encoder_space_on_every_backbone(backbone, name):
     shapes, feats = _encoded(backbone)
     case = _case(name)
-    shapes = {k: v for k, v in shapes.items() if v.stride >= case.min_stride}
+    shapes = {k: v for k, v in shapes.items() if case.min_stride <= v.stride <= case.max_stride}
     space = _space(name)
     if hasattr(space, "num_inputs"):  # decode every level given (e.g. timm's five)
         space = _space(name, num_inputs=len(shapes))

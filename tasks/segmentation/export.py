@@ -76,11 +76,14 @@ def data_config(dataset: str, root: str, crop: int, classes: list[str] | None = 
 
 
 def head_config(arch: Arch | None, baseline: str | None, num_classes: int, in_channels: list[int],
-                width: int) -> dict[str, Any]:
-    """The decode head: the found ``AuxCellHead`` or an mmseg baseline (one of :data:`BASELINES`)."""
+                width: int, widths: list[int] | None = None) -> dict[str, Any]:
+    """The decode head: the found ``AuxCellHead`` / ``TemplateHead`` or an mmseg baseline head."""
     common = dict(num_classes=num_classes, norm_cfg=dict(type="BN", requires_grad=True),
                   align_corners=False,
                   loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))
+    if arch is not None and arch.space == "template":
+        return dict(type="TemplateHead", arch=arch.to_dict(), in_channels=in_channels, in_index=[0, 1],
+                    widths=list(widths), aux=True, aux_weight=0.4, **common)
     if arch is not None:
         return dict(type="AuxCellHead", arch=arch.to_dict(), in_channels=in_channels,
                     in_index=list(range(len(in_channels))), channels=width, aux=True,
@@ -109,7 +112,7 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
                   in_channels: list[int] | None = None, iters: int = 2000, lr: float = 3e-3,
                   batch_size: int = 8, val_interval: int | None = None, work_dir: str | None = None,
                   workers: int = 2, seed: int = 0, filter_multiplier: int = 8,
-                  backbone: dict[str, Any] | None = None) -> Path:
+                  backbone: dict[str, Any] | None = None, widths: list[int] | None = None) -> Path:
     """Write an mmseg config for the found ``arch`` or a ``baseline`` head; returns the path.
 
     An ``auxcell`` arch becomes an ``AuxCellHead`` on the pretrained backbone; an ``autodeeplab``
@@ -152,7 +155,13 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
                      **compact_model(baseline, num_classes, common), train_cfg=dict(), test_cfg=dict(mode="whole"))
         lr_mult = 1.0
     else:
-        if arch is not None:  # fail here, naming the field, rather than when mmseg builds the model
+        if arch is not None and arch.space == "template":  # fail here, naming the field, not in mmseg
+            from densenas.decoders.template import space_for_arch as template_space
+            if widths is None or len(in_channels) != 2:
+                raise ValueError("a template arch needs the searched widths and a backbone with the two levels "
+                                 "(out_indices=(3, 6)) it was searched on")
+            template_space(arch, num_classes, widths).check(arch)
+        elif arch is not None:
             from densenas.decoders.auxcell import space_for_arch
             space_for_arch(arch, num_classes, width, num_inputs=len(in_channels)).check(arch)
         model = dict(
@@ -160,7 +169,7 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
             data_preprocessor=dict(type="SegDataPreProcessor", mean=MEAN, std=STD, bgr_to_rgb=True,
                                    pad_val=0, seg_pad_val=255, size=None, size_divisor=32),
             backbone=dict(type="DenseNASBackbone", backbone=backbone),
-            decode_head=head_config(arch, baseline, num_classes, list(in_channels), width),
+            decode_head=head_config(arch, baseline, num_classes, list(in_channels), width, widths),
             train_cfg=dict(), test_cfg=dict(mode="whole"))
     cfg = dict(
         densenas_task="segmentation",  # which densenas task plugin tools/test.py asks about this model

@@ -2,8 +2,8 @@
 
 ``custom_imports=dict(imports=["densenas.tasks.segmentation.mm"], allow_failed_imports=False)`` registers,
 once and without ``force=True``, in mmseg's ``MODELS``: the backbones ``DenseNASBackbone`` (any backbone of
-:mod:`densenas.backbones`), the decode head ``AuxCellHead`` (Nekrasov et al.,
-CVPR 2019) and ``AutoDeepLabBackbone`` (Liu et al., CVPR 2019).
+:mod:`densenas.backbones`), the decode heads ``AuxCellHead`` (Nekrasov et al.,
+CVPR 2019), ``TemplateHead`` (Nekrasov et al., WACV 2020) and ``AutoDeepLabBackbone`` (Liu et al., CVPR 2019).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from mmseg.registry import MODELS
 
 from densenas.backbones import DenseNASBackbone
 from densenas.decoders.autodeeplab_mmseg import AutoDeepLabBackbone
-from densenas.decoders.mmseg_adapters import AuxCellHead
+from densenas.decoders.mmseg_adapters import AuxCellHead, TemplateHead
 
-for _cls in (DenseNASBackbone, AuxCellHead, AutoDeepLabBackbone):
+for _cls in (DenseNASBackbone, AuxCellHead, TemplateHead, AutoDeepLabBackbone):
     MODELS.register_module(module=_cls)

@@ -39,7 +39,7 @@ class SegmentationTask(Task):
     """
 
     name = "segmentation"
-    spaces = ("auxcell", "autodeeplab")
+    spaces = ("auxcell", "autodeeplab", "template")
     report_metrics = (("miou", "mIoU"), ("fwiou", "fwIoU"), ("pixel_acc", "pix.acc"))
     reward_label = "reward (geo. mean of mIoU, fwIoU, pixel acc.)"
     default_scope = "mmseg"
@@ -130,6 +130,14 @@ class SegmentationTask(Task):
             options.setdefault("filter_multiplier", sp.get("filter_multiplier", 8))
             if options.get("width") is None:
                 options["width"] = sp.get("aspp_channels", 64)
+        elif arch is not None and arch.space == "template":
+            from densenas.decoders.template import WIDTHS
+
+            sp = dict(search_cfg.get("space") or {})
+            options.setdefault("widths", list(sp.get("widths", WIDTHS)))
+            options.setdefault("width", options["widths"][-1])
+            if not search_cfg.get("backbone") and options.get("backbone") is None:
+                options["backbone"] = {"type": "mobilenet_v2", "out_indices": (3, 6)}  # its first layers
         elif arch is not None and options.get("width") is None:
             options["width"] = dict(search_cfg.get("space") or {}).get("width", 48)
         if options.get("width") is None:

@@ -1,0 +1,239 @@
+"""Template-based search space for compact segmentation networks.
+
+After Nekrasov, Shen, Reid, "Template-Based Automatic Search of Compact Semantic Segmentation
+Architectures" (WACV 2020, arXiv 1904.02365). Instead of one decoder cell on a large pretrained encoder, the
+network is built on only the first layers of a pretrained backbone (MobileNetV2 ``features[0..6]``: about
+25K parameters, outputs at strides 4 and 8) and the search factorises into
+
+* ``num_templates`` shared *templates* (small cells, as data): per block ``b``,
+  ``tmpl{t}.b{b}.in0/in1`` (``0`` is the template input, ``1 + j`` the output of block ``j < b``),
+  ``tmpl{t}.b{b}.op0/op1`` (names of :data:`OPS`) and ``tmpl{t}.b{b}.merge`` (``sum`` or ``concat`` +
+  conv1x1); the template's output is the sum of the blocks no later block reads;
+* where each is used: per layer ``l``, ``layer{l}.template`` (which template), ``layer{l}.repeat`` (how many
+  times it is applied in a row, without weight sharing) and ``layer{l}.stride`` (1 or 2: the stride of
+  the ops that read the layer input in its first repeat).
+
+Built network (:class:`TemplateDecoder`): the stride-8 encoder level enters layer 0; every layer first
+projects its input to its width (``widths[l]``, conv1x1-BN-ReLU when the channels differ), then applies
+its template ``repeat`` times. The last layer's output is resized to the stride-4 level, summed with that
+level projected to the last width, refined by a separable 3x3 conv and classified by a conv1x1. For
+training, every layer but the last feeds an *auxiliary head* (conv1x1 classifier; "auxiliary
+over-parameterisation helps compact models to converge faster"), left out of the deployed model.
+"""
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densenas.arch import Arch, Decision, InvalidArch
+from densenas.ops import ConvBNReLU, SepConv
+from densenas.space import SearchSpace, ShapeSpec
+
+MERGES = ("sum", "concat")
+REPEATS = (1, 2, 3)
+STRIDES = (1, 2)
+WIDTHS = (32, 48, 64, 64)  # default channels of the layers (4 layers)
+
+
+def _sep(k: int, d: int = 1):
+    def make(c: int, s: int) -> nn.Module:  # strided depthwise conv, then pointwise conv
+        pad = d * (k - 1) // 2
+        return nn.Sequential(nn.Conv2d(c, c, k, s, pad, dilation=d, groups=c, bias=False), nn.BatchNorm2d(c),
+                             ConvBNReLU(c, c, 1))
+    return make
+
+
+#: the space's operation table, ``(channels, stride) -> module``: the compact ops of the paper (strided
+#: versions of the core table's, which are stride 1 only); ``skip`` at stride 2 is a 3x3 average pool
+OPS = {
+    "conv1x1": lambda c, s: nn.Sequential(nn.Conv2d(c, c, 1, s, bias=False), nn.BatchNorm2d(c), nn.ReLU()),
+    "conv3x3": lambda c, s: nn.Sequential(nn.Conv2d(c, c, 3, s, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU()),
+    "sep_conv_3x3": _sep(3),
+    "sep_conv_5x5": _sep(5),
+    "sep_conv_3x3_dil2": _sep(3, 2),
+    "sep_conv_3x3_dil4": _sep(3, 4),
+    "skip": lambda c, s: nn.Identity() if s == 1 else nn.AvgPool2d(3, 2, 1),
+}
+
+
+class BlockSpec(NamedTuple):
+    """``merge(op0(state[in0]), op1(state[in1]))``; state 0 is the template input."""
+
+    in0: int
+    in1: int
+    op0: str
+    op1: str
+    merge: str
+
+
+class Template(nn.Module):
+    """One application of a template (own weights) at ``width`` channels; ops reading the input use
+    ``stride``."""
+
+    def __init__(self, blocks: Sequence[BlockSpec], width: int, stride: int = 1):
+        super().__init__()
+        self.specs = list(blocks)
+        self.ops = nn.ModuleList(nn.ModuleList(OPS[op](width, stride if i == 0 else 1)
+                                               for i, op in ((b.in0, b.op0), (b.in1, b.op1)))
+                                 for b in self.specs)
+        self.fuse = nn.ModuleList(ConvBNReLU(2 * width, width, 1) if b.merge == "concat" else nn.Identity()
+                                  for b in self.specs)
+        used = {i for b in self.specs for i in (b.in0, b.in1)}
+        self.out_states = [1 + j for j in range(len(self.specs)) if 1 + j not in used]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        states = [x]
+        for spec, (op0, op1), fuse in zip(self.specs, self.ops, self.fuse):
+            a, b = op0(states[spec.in0]), op1(states[spec.in1])
+            states.append(a + b if spec.merge == "sum" else fuse(torch.cat([a, b], 1)))
+        return sum(states[i] for i in self.out_states)
+
+
+class TemplateDecoder(nn.Module):
+    """The network of one arch of :class:`TemplateSpace` (forward contract of the aux-cell decoder:
+    logits in eval mode, ``(logits, aux_logits)`` in training mode, ``forward_with_aux`` always both)."""
+
+    def __init__(self, layers: Sequence[tuple[list[BlockSpec], int, int]], in_shapes: Sequence[ShapeSpec],
+                 widths: Sequence[int], num_classes: int, aux: bool = True, arch: Arch | None = None):
+        super().__init__()
+        self.arch = arch
+        fine, coarse = in_shapes
+        self.layers = nn.ModuleList()
+        c_in, stride = coarse.channels, coarse.stride
+        for (blocks, repeat, s), w in zip(layers, widths):
+            proj = ConvBNReLU(c_in, w, 1) if c_in != w else nn.Identity()
+            self.layers.append(nn.Sequential(proj, *(Template(blocks, w, s if r == 0 else 1) for r in range(repeat))))
+            c_in, stride = w, stride * s
+        self.skip = ConvBNReLU(fine.channels, c_in, 1)
+        self.refine = SepConv(c_in, 3)
+        self.classifier = nn.Conv2d(c_in, num_classes, 1)
+        self.aux_heads = nn.ModuleList(nn.Conv2d(w, num_classes, 1) for w in widths[:-1]) if aux \
+            else nn.ModuleList()
+        self.output_stride = fine.stride
+
+    @property
+    def has_aux(self) -> bool:
+        return len(self.aux_heads) > 0
+
+    def forward_with_aux(self, feats: Sequence[torch.Tensor], with_aux: bool = True
+                         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if len(feats) != 2:
+            raise ValueError(f"the template network takes 2 encoder levels (strides 4 and 8), got {len(feats)}")
+        fine, x = feats
+        outs = []
+        for layer in self.layers:
+            x = layer(x)
+            outs.append(x)
+        x = F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False) + self.skip(fine)
+        logits = self.classifier(self.refine(x))
+        aux = [head(o) for head, o in zip(self.aux_heads, outs)] if with_aux else []
+        return logits, aux
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        if self.training and self.has_aux:
+            return self.forward_with_aux(feats)
+        return self.forward_with_aux(feats, with_aux=False)[0]
+
+
+class TemplateSpace(SearchSpace):
+    """The template space (decision names and semantics in the module docstring).
+
+    Args:
+        num_classes: output channels.
+        num_templates: shared templates ``T``.
+        blocks: blocks per template.
+        widths: channels of every layer (their number is the number of layers).
+        ops: candidate operations (keys of :data:`OPS`; default all).
+        aux: build the training-only auxiliary heads.
+    """
+
+    name = "template"
+
+    def __init__(self, num_classes: int, num_templates: int = 2, blocks: int = 2,
+                 widths: Sequence[int] = WIDTHS, ops: Sequence[str] | None = None, aux: bool = True):
+        for k, v in dict(num_classes=num_classes, num_templates=num_templates, blocks=blocks).items():
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
+        if not widths or not all(isinstance(w, int) and w > 0 for w in widths):
+            raise ValueError(f"widths must be positive integers, one per layer, got {widths!r}")
+        ops = tuple(OPS) if ops is None else tuple(ops)
+        unknown = [o for o in ops if o not in OPS]
+        if unknown or not ops:
+            raise ValueError(f"ops {unknown or ops} are not in the template table {list(OPS)}")
+        self.num_classes, self.num_templates, self.blocks = num_classes, num_templates, blocks
+        self.widths, self.ops, self.aux = tuple(widths), ops, bool(aux)
+
+    def decisions(self) -> list[Decision]:
+        decs = []
+        for t in range(self.num_templates):
+            for b in range(self.blocks):
+                p, states = f"tmpl{t}.b{b}", tuple(range(1 + b))
+                decs += [Decision(f"{p}.in0", states), Decision(f"{p}.in1", states), Decision(f"{p}.op0", self.ops),
+                         Decision(f"{p}.op1", self.ops), Decision(f"{p}.merge", MERGES)]
+        for n in range(len(self.widths)):
+            decs += [Decision(f"layer{n}.template", tuple(range(self.num_templates))),
+                     Decision(f"layer{n}.repeat", REPEATS), Decision(f"layer{n}.stride", STRIDES)]
+        return decs
+
+    def check(self, arch: Arch) -> None:
+        """Raise :class:`InvalidArch` naming the first bad field."""
+        values = self.check_values(arch)
+        for d in self.decisions():
+            v = values[d.name]
+            if d.name.endswith((".in0", ".in1", ".template")):
+                self.check_index(d, v, "template input / earlier blocks" if ".b" in d.name else "templates")
+            elif v not in d.options or isinstance(v, bool):
+                raise InvalidArch(f"{d.name}={v!r} is not one of {list(d.options)}")
+        super().check(arch)
+
+    def layers(self, arch: Arch) -> list[tuple[list[BlockSpec], int, int]]:
+        """Per layer: (its template's blocks, repeat, stride)."""
+        tmpl = [[BlockSpec(*(arch[f"tmpl{t}.b{b}.{f}"] for f in BlockSpec._fields)) for b in range(self.blocks)]
+                for t in range(self.num_templates)]
+        return [(tmpl[arch[f"layer{n}.template"]], arch[f"layer{n}.repeat"], arch[f"layer{n}.stride"])
+                for n in range(len(self.widths))]
+
+    def default_arch(self) -> Arch:
+        """Separable-conv templates, one repeat per layer, stride 1 (a plain compact baseline)."""
+        choices = {}
+        for d in self.decisions():
+            f = d.name.rsplit(".", 1)[1]
+            choices[d.name] = {"in0": 0, "in1": 0, "op0": "sep_conv_3x3" if "sep_conv_3x3" in self.ops else
+                               self.ops[0], "op1": "skip" if "skip" in self.ops else self.ops[0], "merge": "sum",
+                               "template": 0, "repeat": 1, "stride": 1}[f]
+        arch = Arch(self.name, tuple((d.name, choices[d.name]) for d in self.decisions()))
+        self.check(arch)
+        return arch
+
+    def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> TemplateDecoder:
+        """The network for ``arch`` on the two encoder levels (strides 4 and 8) of ``in_shapes``."""
+        self.check(arch)
+        shapes = self.encoder_shapes(in_shapes, 2)
+        return TemplateDecoder(self.layers(arch), shapes, self.widths, self.num_classes, aux=self.aux, arch=arch)
+
+    def describe(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> str:
+        self.check(arch)
+        lines = [f"template network: {len(self.widths)} layers, widths {list(self.widths)}, "
+                 f"{self.num_templates} templates x {self.blocks} blocks"]
+        for n, (_, repeat, stride) in enumerate(self.layers(arch)):
+            lines.append(f"  layer{n}: template {arch[f'layer{n}.template']} x{repeat}, stride {stride}")
+        for t in range(self.num_templates):
+            for b in range(self.blocks):
+                s = BlockSpec(*(arch[f"tmpl{t}.b{b}.{f}"] for f in BlockSpec._fields))
+                ins = ["x" if i == 0 else f"b{i - 1}" for i in (s.in0, s.in1)]
+                lines.append(f"  tmpl{t}.b{b} = {s.merge}({s.op0}({ins[0]}), {s.op1}({ins[1]}))")
+        return "\n".join(lines)
+
+
+def space_for_arch(arch: Arch, num_classes: int, widths: Sequence[int], ops: Sequence[str] | None = None,
+                   aux: bool = True) -> TemplateSpace:
+    """The template space an exported ``arch`` belongs to (template and block counts read off its names)."""
+    names = [k for k, _ in arch.choices]
+    if arch.space != TemplateSpace.name:
+        raise InvalidArch(f"arch is for space {arch.space!r}, not 'template'")
+    return TemplateSpace(num_classes, num_templates=sum(n.endswith(".b0.in0") for n in names),
+                         blocks=sum(n.startswith("tmpl0.") and n.endswith(".in0") for n in names),
+                         widths=widths, ops=ops, aux=aux)
