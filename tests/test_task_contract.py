@@ -21,8 +21,11 @@ TINY = {
         data=lambda root: dict(layout="proxy", root=str(root), image_size=64,
                                proxy=dict(num_train=6, num_val=2, size=64, num_classes=3)),
         spaces={"auxcell": dict(width=8, num_cells=2, blocks_per_cell=1),
-                "autodeeplab": dict(layers=2, blocks=2, filter_multiplier=4, aspp_channels=8)},
-        backbone=dict(type="mobilenet_v2", pretrained=False)),
+                "autodeeplab": dict(layers=2, blocks=2, filter_multiplier=4, aspp_channels=8),
+                "template": dict(widths=(8, 12), num_templates=2, blocks=2)},
+        backbone=dict(type="mobilenet_v2", pretrained=False),
+        # a space that decodes other levels than the task's default backbone gives
+        space_backbones={"template": dict(type="mobilenet_v2", out_indices=(3, 6), pretrained=False)}),
     "detection": dict(
         data=lambda root: dict(layout="proxy_coco", root=str(root), image_size=64,
                                proxy=dict(num_train=4, num_val=2, size=64, num_classes=2)),
@@ -76,7 +79,7 @@ def test_task_drives_its_spaces(built, name, space):
         reward, metrics = task.supernet_score(2)(supernet, (vx, vy))
         assert np.isfinite(reward) and reward == pytest.approx(task.reward(metrics))
         return
-    encoder, shapes = build_backbone(TINY[name]["backbone"])
+    encoder, shapes = build_backbone(TINY[name].get("space_backbones", {}).get(space, TINY[name]["backbone"]))
     images = task.images("train")
     assert images.ndim == 4 and images.shape[1] == 3 and len(task.images("val")) > 0
     cand = task.build_candidate(sp, sp.sample(rng), shapes)
