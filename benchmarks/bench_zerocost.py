@@ -34,22 +34,16 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
-from scipy.stats import kendalltau, spearmanr  # noqa: E402
 
 
 def correlations(x: np.ndarray, y: np.ndarray, resamples: int, seed: int = 0) -> dict[str, float]:
-    """Kendall tau and Spearman rho of ``x`` vs ``y`` with percentile-bootstrap 95 % intervals."""
-    rng = np.random.default_rng(seed)
-    out = {"tau": kendalltau(x, y).statistic, "rho": spearmanr(x, y).statistic}
-    boot = {"tau": [], "rho": []}
-    for _ in range(resamples):
-        i = rng.integers(len(x), size=len(x))
-        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:  # a constant resample has no rank correlation
-            boot["tau"].append(kendalltau(x[i], y[i]).statistic)
-            boot["rho"].append(spearmanr(x[i], y[i]).statistic)
-    for k, v in boot.items():
-        out[f"{k}_lo"], out[f"{k}_hi"] = np.nanpercentile(v, [2.5, 97.5]) if v else (np.nan, np.nan)
-    return {k: float(v) for k, v in out.items()}
+    """Kendall tau and Spearman rho of ``x`` vs ``y`` with percentile-bootstrap 95 % intervals (the statistics
+    of ``tools/fidelity.py``, :func:`densenas.fidelity.rank_stats`)."""
+    from densenas.fidelity import rank_stats
+
+    st = rank_stats(x, y, n_boot=resamples, seed=seed)
+    return {"tau": st.tau, "tau_lo": st.tau_ci[0], "tau_hi": st.tau_ci[1],
+            "rho": st.rho, "rho_lo": st.rho_ci[0], "rho_hi": st.rho_ci[1]}
 
 
 def score_history(path: Path, proxies: list[str], batch_size: int, seed: int | None) -> tuple[str, list[dict]]:

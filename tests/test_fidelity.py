@@ -27,6 +27,15 @@ def test_rank_stats_against_hand_counts():
     assert s.regret == pytest.approx(30.0) and s.overlap == 0.0  # x picks y = 10, the best is 40
 
 
+def test_kendall_tau_b_against_hand_counts():
+    # [1..5] vs [3, 1, 2, 5, 4]: discordant pairs (1,2), (1,3), (4,5); concordant 7 -> (7 - 3) / 10
+    assert kendall(np.array([1, 2, 3, 4, 5.]), np.array([3, 1, 2, 5, 4.])) == pytest.approx(0.4)
+    # with ties (tau-b): C = 4, D = 0, one pair tied only in a, one only in b -> 4 / sqrt(5 * 5)
+    assert kendall(np.array([1, 1, 2, 3.]), np.array([1, 2, 2, 3.])) == pytest.approx(0.8)
+    assert kendall(np.array([1, 2, 3.]), np.array([3, 2, 1.])) == pytest.approx(-1.0)
+    assert np.isnan(kendall(np.array([1, 1, 1.]), np.array([1, 2, 3.])))  # a constant list ranks nothing
+
+
 def test_bootstrap_interval_brackets_the_estimate_and_is_tight_for_perfect_agreement():
     rng = np.random.default_rng(0)
     x = rng.normal(size=40)

@@ -9,20 +9,18 @@ Used by the NAS-FCOS / NAS-FPN searches (:mod:`densenas.evaluation.proxy` with :
 * NAS-FPN (Ghiasi, Lin, Le, CVPR 2019) rewards with the AP of the proxy task (:func:`coco_ap`, computed
   with pycocotools exactly as mmdet's ``CocoMetric`` does: AP@[.5:.95], AP50, AP75).
 
-:func:`kendall_tau` measures how well a cheap reward ranks architectures like the expensive one does.
 """
 from __future__ import annotations
 
 import contextlib
 import io
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["pack_det_samples", "det_loss_total", "det_loss_reward", "coco_ap", "kendall_tau"]
+__all__ = ["pack_det_samples", "det_loss_total", "det_loss_reward", "coco_ap"]
 
 
 def pack_det_samples(boxes: Sequence[Tensor], labels: Sequence[Tensor], img_shape: tuple[int, int], *,
@@ -148,50 +146,3 @@ def coco_ap(predictions: Sequence[Any], gt: tuple[Sequence[Tensor], Sequence[Ten
         ev.accumulate()
         ev.summarize()
     return {k: max(float(ev.stats[j]), 0.0) for k, j in (("ap", 0), ("ap50", 1), ("ap75", 2))}
-
-
-def _kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall's tau-b by counting pairs: ``(C - D) / sqrt((n0 - t_a) (n0 - t_b))``."""
-    conc = disc = ties_a = ties_b = 0
-    n = len(a)
-    for i in range(n):
-        for j in range(i + 1, n):
-            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif da == db:
-                conc += 1
-            else:
-                disc += 1
-    denom = math.sqrt((conc + disc + ties_a) * (conc + disc + ties_b))
-    return (conc - disc) / denom if denom > 0 else float("nan")
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's rank correlation tau-b of two paired score lists (``scipy.stats.kendalltau`` when scipy is
-    installed, otherwise a pair count; both give tau-b).
-
-    Returns:
-        tau in ``[-1, 1]``; ``nan`` when one list is constant.
-
-    Raises:
-        ValueError: lists of different lengths, fewer than two pairs, or a non-finite score.
-    """
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"need two 1-d lists of equal length, got shapes {x.shape} and {y.shape}")
-    if len(x) < 2:
-        raise ValueError("need at least two pairs")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("scores must be finite (drop failed candidates first)")
-    try:
-        from scipy.stats import kendalltau
-    except ImportError:
-        return _kendall_tau_b(x, y)
-    if np.all(x == x[0]) or np.all(y == y[0]):
-        return float("nan")
-    return float(kendalltau(x, y).statistic)
