@@ -227,11 +227,9 @@ def safe_torch_load(f: str | os.PathLike | IO[bytes], map_location: Any = "cpu",
                 raise
             except Exception as e:  # noqa: BLE001 - zip, EOF, struct errors of a damaged file alike
                 raise _corrupt(source, e) from None
-    if advice is None:
-        path = os.fspath(f) if isinstance(f, (str, os.PathLike)) else "FILE"
-        advice = (f"If you trust the file, re-save its weights alone and load that instead: python -c \"import "
-                  f"torch; c = torch.load('{path}', weights_only=False); torch.save({{'state_dict': "
-                  f"c.get('state_dict', c)}}, 'weights.pth')\" (this runs the file's code once).")
+    if advice is None:  # no command that unpickles the file: whoever made it re-saves the weights alone
+        advice = ("If you trust the file, ask whoever made it for the weights alone "
+                  "(torch.save({'state_dict': model.state_dict()}, path)), which load without running code.")
     raise UnsafeCheckpointError(
         f"{source}: refused to load: it needs {', '.join(refused)}, which {'is' if len(refused) == 1 else 'are'} "
         f"not known to be plain data (loading it could run code from the file). {advice} "
