@@ -119,6 +119,14 @@ def check_image_size(value: Any, key: str, source: str = "config") -> int | tupl
     return check_int(value, key, source)
 
 
+def check_classes(value: Any, key: str, source: str = "config") -> list[str] | None:
+    """``value`` when it is ``None`` or a non-empty list of class names; else a ConfigError naming ``key``."""
+    if value is not None and not (isinstance(value, (list, tuple)) and value and
+                                  all(isinstance(c, str) for c in value)):
+        raise ConfigError(f"{source}: '{key}' must be a list of class names, got {value!r}")
+    return value
+
+
 def check_sub_dict(value: Any, key: str, source: str = "config") -> dict[str, Any]:
     """A nested section such as ``data.proxy``: a dict, or ``None`` for ``{}``."""
     if value is None:

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from densenas.config import ConfigError, check_image_size, check_int, check_keys, check_sub_dict
+from densenas.config import ConfigError, check_classes, check_image_size, check_int, check_keys, check_sub_dict
 from densenas.datasets.detfolder import DetectionFolder
 from densenas.datasets.proxy_det import build_proxy_coco
 
@@ -42,10 +42,7 @@ def build_det_data(data_cfg: dict[str, Any], source: str = "config", log: Callab
     size = check_image_size(data_cfg.get("image_size", 128), "data.image_size", source)
     max_train, max_val = (check_int(data_cfg.get(k), f"data.{k}", source, optional=True)
                           for k in ("max_train", "max_val"))
-    classes = data_cfg.get("classes")
-    if classes is not None and not (isinstance(classes, (list, tuple)) and classes and
-                                    all(isinstance(c, str) for c in classes)):
-        raise ConfigError(f"{source}: 'data.classes' must be a list of class names, got {classes!r}")
+    classes = check_classes(data_cfg.get("classes"), "data.classes", source)
     if layout == "proxy_coco":
         proxy = check_sub_dict(data_cfg.get("proxy"), "data.proxy", source)
         check_keys("data.proxy", proxy, build_proxy_coco, source=source)

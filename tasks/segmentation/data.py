@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from densenas.config import ConfigError, check_image_size, check_int, check_keys, check_sub_dict
+from densenas.config import ConfigError, check_classes, check_image_size, check_int, check_keys, check_sub_dict
 from densenas.datasets.proxy import build_proxy_voc
 from densenas.datasets.segfolder import SegmentationFolder
 
@@ -36,10 +36,7 @@ def build_data(data_cfg: dict[str, Any], source: str = "config", log: Callable =
     size = check_image_size(data_cfg.get("image_size", 128), "data.image_size", source)
     max_train, max_val = (check_int(data_cfg.get(k), f"data.{k}", source, optional=True)
                           for k in ("max_train", "max_val"))
-    classes = data_cfg.get("classes")
-    if classes is not None and not (isinstance(classes, (list, tuple)) and classes and
-                                    all(isinstance(c, str) for c in classes)):
-        raise ConfigError(f"{source}: 'data.classes' must be a list of class names, got {classes!r}")
+    classes = check_classes(data_cfg.get("classes"), "data.classes", source)
     if data_cfg.get("classes") is not None:  # class names (exported with the arch); they fix the count
         if num_classes is not None and int(num_classes) != len(data_cfg["classes"]):
             raise ConfigError(f"{source}: data.num_classes={num_classes} but data.classes names "
