@@ -2,24 +2,18 @@
 by mmseg with the documented parameter counts, trained and tested by the ordinary runner."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from test_tools import _tool
+
 ROOT = Path(__file__).resolve().parents[1]
 # parameters with 21 VOC classes: the 6-class counts of the module docstring plus 15 more classes of each
 # head's 1x1 classifier (in_channels + bias per class: 256 + 1 for CGNet, 128 + 1 for the others)
 PARAMS = {"cgnet": 492_984 + 15 * 257, "fastscnn": 1_398_262 + 15 * 129, "erfnet": 2_082_418 + 15 * 129}
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 
 from densenas.fidelity import RankStats, bootstrap_ci, early_stop_replay, kendall, rank_stats, verdict
 from densenas.fidelity_run import PLAN, ROWS, report
+from test_tools import _tool as tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,12 +103,7 @@ def test_report_on_hand_made_rows(tmp_path):
 
 
 def _tool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tool_fidelity", ROOT / "tools" / "fidelity.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
+    return tool("fidelity")
 
 
 def _opts(tmp: Path) -> list[str]:

@@ -3,7 +3,6 @@ against hand-computed values, config errors, and a real search under a hard limi
 stays under it."""
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from densenas.config import ConfigError
 from densenas.evaluation.objective import ObjectiveCfg
 from densenas.pareto import front, non_dominated
 from densenas.result import Result
-from test_tools import tiny_opts
+from test_tools import _tool, tiny_opts
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ROOT / "configs/search/auxcell_proxy.py"
@@ -66,13 +65,6 @@ def test_objective_config_errors_name_the_key(opts, match):
     with pytest.raises(ConfigError, match=match) as e:
         plan_search(load_config(CFG, opts))
     assert "objective" in str(e.value)
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
 
 
 @pytest.mark.slow

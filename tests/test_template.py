@@ -3,7 +3,6 @@ repeat, stride), bad values are named, the mmseg export counts the same paramete
 shipped config searches end to end under its hard limit."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 from densenas.arch import InvalidArch
 from densenas.decoders.template import Template, TemplateSpace
 from densenas.space import ShapeSpec
-from test_tools import tiny_opts
+from test_tools import _tool, tiny_opts
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ROOT / "configs/search/template_proxy.py"
@@ -91,13 +90,6 @@ def test_mmseg_export_counts_what_the_search_counted(tmp_path):
     assert params == searched
     with torch.no_grad():
         assert model._forward(torch.zeros(1, 3, 64, 64)).shape == (1, 6, 16, 16)
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
 
 
 @pytest.mark.slow
