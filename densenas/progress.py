@@ -16,9 +16,11 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .history import Candidate, Step
 
@@ -48,6 +50,19 @@ class Progress:
     eta: float | None
     step: Step | None = None
     best_step: Step | None = None
+
+
+@contextmanager
+def tee_log(path: str | Path) -> Iterator[Callable[[str], None]]:
+    """A ``log(msg)`` for the tools: prints ``HH:MM:SS msg`` and appends it to ``path`` (closed on exit)."""
+    with open(path, "a") as f:
+        def log(msg: str) -> None:
+            line = f"{time.strftime('%H:%M:%S')} {msg}"
+            print(line, flush=True)
+            f.write(line + "\n")
+            f.flush()
+
+        yield log
 
 
 def fmt_s(s: float | None) -> str:

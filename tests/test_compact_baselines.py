@@ -10,7 +10,6 @@ import torch
 
 from test_tools import _tool
 
-ROOT = Path(__file__).resolve().parents[1]
 # parameters with 21 VOC classes: the 6-class counts of the module docstring plus 15 more classes of each
 # head's 1x1 classifier (in_channels + bias per class: 256 + 1 for CGNet, 128 + 1 for the others)
 PARAMS = {"cgnet": 492_984 + 15 * 257, "fastscnn": 1_398_262 + 15 * 129, "erfnet": 2_082_418 + 15 * 129}

@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 # OpenMP threads that spin while waiting make torch on a busy 2-core machine 5-10x slower (measured);
 # sleeping waits cost nothing measurable when the machine is idle. Must be set before torch loads.
@@ -52,11 +52,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from densenas.build import build_search
-    from densenas.config import ConfigError, load_config
-    from densenas.fidelity_run import (PLAN, ROWS, archs_from_history, load_rows, make_plan, open_plan,
-                                       report, run_rows, sample_archs)
-
     try:
         shard = tuple(int(v) for v in args.shard.split("/"))
         if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
@@ -73,13 +68,18 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     work_dir = Path(args.work_dir or f"work_dirs/fidelity/{Path(args.config).stem}")
     work_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(work_dir / "fidelity.log", "a")
+    from densenas.progress import tee_log
 
-    def log(msg: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        print(line, flush=True)
-        log_file.write(line + "\n")
-        log_file.flush()
+    with tee_log(work_dir / "fidelity.log") as log:
+        return run(args, work_dir, shard, log)
+
+
+def run(args: argparse.Namespace, work_dir: Path, shard: tuple[int, int], log: Callable[[str], None]) -> int:
+    """Measure the missing rows of this shard and print the (interim) report; returns the exit code."""
+    from densenas.build import build_search
+    from densenas.config import ConfigError, load_config
+    from densenas.fidelity_run import (PLAN, ROWS, archs_from_history, load_rows, make_plan, open_plan,
+                                       report, run_rows, sample_archs)
 
     try:
         cfg = load_config(args.config, args.cfg_options)

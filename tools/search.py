@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 # OpenMP threads that spin while waiting make torch on a busy 2-core machine 5-10x slower (measured);
@@ -38,6 +37,7 @@ def main(argv=None) -> int:
     from densenas.build import build_search
     from densenas.config import ConfigError, load_config
     from densenas.history import History, HistoryError
+    from densenas.progress import tee_log
     from densenas.safeload import CheckpointLoadError
 
     try:
@@ -52,13 +52,7 @@ def main(argv=None) -> int:
               f"another --work-dir", file=sys.stderr)
         return 2
     work_dir.mkdir(parents=True, exist_ok=True)
-    with open(work_dir / "search.log", "a") as log_file:
-        def log(msg: str) -> None:
-            line = f"{time.strftime('%H:%M:%S')} {msg}"
-            print(line, flush=True)
-            log_file.write(line + "\n")
-            log_file.flush()
-
+    with tee_log(work_dir / "search.log") as log:
         try:
             search = build_search(cfg, work_dir=work_dir, log=log)
         except (ConfigError, FileNotFoundError, ValueError, TypeError) as e:
