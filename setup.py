@@ -39,5 +39,7 @@ setup(
         "mmdet==3.3.0", "mmsegmentation==1.2.2", "timm==1.0.15", "pycocotools", "scikit-image", "scikit-learn==1.9.1", "scipy==1.17.1",
         "optuna==4.6.0", "rich", "matplotlib",
     ],
-    extras_require={"test": ["pytest==8.3.5", "pytest-timeout==2.4.0", "hypothesis==6.155.2"]},
+    # parallel: tools/search.py --workers N / --address (densenas/ray_executor.py); install.sh installs it
+    extras_require={"test": ["pytest==8.3.5", "pytest-timeout==2.4.0", "hypothesis==6.155.2"],
+                    "parallel": ["ray==2.60.0"]},
 )

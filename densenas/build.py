@@ -28,6 +28,7 @@ from torch import nn
 
 from .backbones import build_backbone
 from .config import ConfigError, build_dataclass, check_keys, section
+from .parallel import ParallelCfg
 from .plugins import SPACES, PluginError, load
 from .space import SearchSpace, ShapeSpec
 from .strategies import STRATEGIES, Strategy, build_strategy
@@ -59,6 +60,7 @@ class Search:
     shapes: dict[str, ShapeSpec] = field(default_factory=dict)
     warm_start: dict[str, Any] | None = None
     objective: Any = None  # densenas.evaluation.objective.ObjectiveCfg of a multi-objective search
+    parallel: ParallelCfg = field(default_factory=ParallelCfg)  # densenas.parallel: workers, mode, batch
 
     @property
     def front(self) -> tuple[str, str]:
@@ -74,9 +76,11 @@ class Search:
                 f"decisions, <= {self.space.size():.3g} archs), strategy {type(self.strategy).__name__}, "
                 f"evaluator {self.kind}, {what}, device {self.device}")
 
-    def run(self, history: Any, work_dir: str | Path, log: Callable[[str], None] = print) -> Any:
+    def run(self, history: Any, work_dir: str | Path, log: Callable[[str], None] = print,
+            executor: Any = None) -> Any:
         """Run (or resume) the search through the one loop (:func:`densenas.loop.run`) and write the
-        reports; returns the loop's :class:`~densenas.loop.Outcome`."""
+        reports; returns the loop's :class:`~densenas.loop.Outcome`. ``executor``: where the candidates
+        train (:func:`densenas.parallel.make_executor` of :attr:`parallel`; ``None``: here, one at a time)."""
         from .loop import run
         from .viz import write_reports
 
@@ -85,7 +89,8 @@ class Search:
             budget = dict(epochs=int(b["epochs"]))
         else:
             budget = dict(num_candidates=int(b.get("num_candidates", 30)),
-                          max_duplicates=int(b.get("max_duplicates", 200)))
+                          max_duplicates=int(b.get("max_duplicates", 200)), executor=executor,
+                          mode=self.parallel.mode, batch=self.parallel.batch_size)
         try:
             if self.warm_start and not history.count(finished_only=False) and history.strategy_state() is None:
                 self.seed_warm_start(work_dir, log)  # fresh search only: on resume the queue is in the state
@@ -214,9 +219,18 @@ def plan_search(cfg) -> dict[str, Any]:
         from .evaluation.objective import ObjectiveCfg
 
         objective = build_dataclass("objective", ObjectiveCfg, objective, source)
+    parallel = parallel_cfg(cfg)
+    if parallel.use_ray and one_shot:
+        raise ConfigError(f"{source}: 'parallel' with workers > 1 or an address needs a sampling strategy; "
+                          f"strategy.type={strat_type!r} trains one supernet (set parallel.workers=1)")
     return dict(source=source, task=(tcls, task_opts), space=(scls, space_opts), strategy=(strat_type, strat_opts),
                 evaluator=(ev_type, ecls, ecfg), budget=budget, backbone=backbone or {"type": "mobilenet_v2"},
-                one_shot=one_shot, warm_start=warm_start, objective=objective)
+                one_shot=one_shot, warm_start=warm_start, objective=objective, parallel=parallel)
+
+
+def parallel_cfg(cfg) -> ParallelCfg:
+    """The checked ``parallel`` section (:class:`densenas.parallel.ParallelCfg`; defaults when absent)."""
+    return build_dataclass("parallel", ParallelCfg, section(cfg, "parallel", {}) or {}, cfg.filename or "config")
 
 
 def check_warm_start(given: Any, strat_type: str, one_shot: bool, ev_type: str, ecls: Any, source: str
@@ -288,7 +302,7 @@ def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], N
         raise ConfigError(f"{source}: strategy ({strat_type}): {e}") from None
     ev_type, ecls, ecfg = plan["evaluator"]
     search = Search(task, space, strategy, None, device, seed, plan["budget"], ev_type,
-                    warm_start=plan["warm_start"], objective=plan["objective"])
+                    warm_start=plan["warm_start"], objective=plan["objective"], parallel=plan["parallel"])
     if not build_evaluator:
         return search
     cache = None if work_dir is None else Path(work_dir) / "cache"

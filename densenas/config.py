@@ -27,10 +27,12 @@ TOP_LEVEL = {"work_dir": "directory for history.sqlite, caches and results",
              "space": "search space section (a densenas.space_plugins entry point)",
              "strategy": "search strategy section", "evaluator": "evaluator section: type proxy | supernet",
              "search": "loop section: num_candidates (or epochs), time_budget_s",
-             "objective": "multi-objective reward: cost, target, weight, limit (densenas.evaluation.objective)"}
+             "objective": "multi-objective reward: cost, target, weight, limit (densenas.evaluation.objective)",
+             "parallel": "candidates in parallel: workers, mode, batch, cpus_per_worker, gpus_per_worker, retries, "
+                         "address (densenas.parallel)"}
 
 
-SECTIONS = ("task", "data", "backbone", "space", "strategy", "evaluator", "search", "objective")
+SECTIONS = ("task", "data", "backbone", "space", "strategy", "evaluator", "search", "objective", "parallel")
 #: ``search`` values (the keys themselves are checked per evaluator by densenas.build.plan_search)
 SEARCH_VALUES = {"num_candidates": False, "epochs": False, "max_duplicates": False, "time_budget_s": True}
 

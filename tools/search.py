@@ -2,7 +2,13 @@
 """Run (or resume) an architecture search from a config.
 
     python tools/search.py configs/search/auxcell_proxy.py [--work-dir DIR] [--resume]
-        [--cfg-options search.num_candidates=50 strategy.lr=1e-3 ...]
+        [--workers N] [--address auto|HOST:PORT]
+        [--cfg-options search.num_candidates=50 strategy.lr=1e-3 parallel.mode=async ...]
+
+--workers N (N > 1) starts a local Ray instance (127.0.0.1 only) and keeps N candidates in flight on N
+workers, each with max(1, cores // N) torch threads; --address joins a cluster started with
+`ray start --head` (the `parallel` config section sets the rest: mode, batch, cpus_per_worker,
+gpus_per_worker, retries; densenas/parallel.py).
 
 Writes into the work dir: history.sqlite (every candidate; the search resumes from it), best_arch.json,
 leaderboard.md/.csv, rewards.png, search.log, config.py (the resolved config), tb/ (TensorBoard scalars);
@@ -29,19 +35,29 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="continue the search recorded in the work dir (default: refuse to mix runs)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. search.num_candidates=10")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="candidates trained in parallel on Ray workers (overrides parallel.workers; 1: in this "
+                        "process, no Ray)")
+    p.add_argument("--address", metavar="auto|HOST:PORT",
+                   help="join this Ray cluster instead of starting a local instance (overrides parallel.address)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from densenas.build import build_search
+    from densenas.build import parallel_cfg
     from densenas.config import ConfigError, load_config
-    from densenas.history import History, HistoryError
-    from densenas.progress import tee_log
-    from densenas.safeload import CheckpointLoadError
+    from densenas.parallel import check_address
 
+    if args.workers is not None and args.workers < 1:
+        print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 2
+    flags = {k: v for k, v in (("workers", args.workers), ("address", args.address)) if v is not None}
     try:
         cfg = load_config(args.config, args.cfg_options)
+        if flags:  # the flags override the config's parallel section
+            cfg.merge_from_dict({"parallel": {**dict(cfg.get("parallel") or {}), **flags}})
+        pcfg = parallel_cfg(cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -51,10 +67,38 @@ def main(argv=None) -> int:
         print(f"error: {hist_path} already holds a search; pass --resume to continue it or choose "
               f"another --work-dir", file=sys.stderr)
         return 2
+    try:  # before the data and the teacher: a wrong address fails in seconds, not after them
+        check_address(pcfg.address if pcfg.use_ray else None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     work_dir.mkdir(parents=True, exist_ok=True)
+    ray_run: dict = {}  # the Ray connection, then the executor that owns it: closed whatever happens
+    try:
+        return _search(cfg, pcfg, args, work_dir, hist_path, ray_run)
+    finally:
+        _close(ray_run)
+
+
+def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> int:
+    from densenas.build import build_search
+    from densenas.config import ConfigError
+    from densenas.history import History, HistoryError
+    from densenas.parallel import make_executor
+    from densenas.progress import tee_log
+    from densenas.safeload import CheckpointLoadError
+
     with tee_log(work_dir / "search.log") as log:
+        executor = None
         try:
+            if pcfg.use_ray:
+                from densenas.ray_executor import start_ray
+
+                ray_run["connection"] = start_ray(pcfg, log)
             search = build_search(cfg, work_dir=work_dir, log=log)
+            if search.kind != "supernet":
+                executor = ray_run["executor"] = make_executor(pcfg, search.evaluator, search.space, log=log,
+                                                               connection=ray_run.pop("connection", None))
         except (ConfigError, FileNotFoundError, ValueError, TypeError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -62,7 +106,7 @@ def main(argv=None) -> int:
         log(f"{search.summary()}, work dir {work_dir}")
         try:
             with History(hist_path) as history:
-                outcome = search.run(history, work_dir, log=log)
+                outcome = search.run(history, work_dir, log=log, executor=executor)
         except FloatingPointError as e:  # a diverged supernet: its row is failed, the last good epoch kept
             log(f"error: the supernet diverged ({e}); lower strategy.w_lr / strategy.arch_lr and resume from "
                 f"the last good epoch with --resume")
@@ -73,6 +117,21 @@ def main(argv=None) -> int:
             return 2
         report(search, outcome, work_dir, hist_path, log)
     return 0
+
+
+def _close(ray_run: dict) -> None:
+    """Stop the workers and the Ray instance this run started (nothing when it ran in one process)."""
+    if ray_run.get("executor") is not None:
+        ray_run.pop("executor").close()
+    connection = ray_run.pop("connection", None)
+    if connection is not None and connection[0]:
+        import shutil
+
+        import ray
+
+        ray.shutdown()
+        if connection[1]:
+            shutil.rmtree(connection[1], ignore_errors=True)
 
 
 def report(search, outcome, work_dir: Path, hist_path: Path, log) -> None:

@@ -1,0 +1,192 @@
+"""The sampling half of the one search loop (:func:`densenas.loop.run`): propose, train, observe, record.
+
+Sampling strategies (random search; REINFORCE after Zoph & Le, ICLR 2017; regularized evolution after Real et
+al., AAAI 2019; the GP surrogate; Optuna samplers) are driven by ask/tell: the driver proposes archs, starts
+their history rows, hands them to an executor (:mod:`densenas.parallel`: here, or N Ray actors) and observes
+and records each result. ``mode="batch"``: ``batch`` archs at a time, recorded in row order with one shared
+snapshot of finished results each (reproducible given the seed); ``mode="async"``: ``executor.workers`` in
+flight, one proposed as each finishes. Duplicated proposals are answered from the history (or wait for
+their twin in flight); rows a kill left ``running`` are trained again with their arch and seed.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .arch import Arch
+from .history import Candidate, History
+from .parallel import Done, InProcessExecutor, Job
+from .progress import Progress, Reporter
+from .result import Result
+from .space import SearchSpace
+from .strategies.base import Strategy
+
+__all__ = ["Outcome", "run_sampling", "eta"]
+
+
+@dataclass
+class Outcome:
+    """How a :func:`run` call ended.
+
+    Attributes:
+        done: finished candidates (sampling) or steps (one-shot), earlier calls included.
+        total: the budget asked for.
+        stopped: ``"complete"``, ``"time_budget"`` or ``"duplicates"`` (a converged sampling strategy).
+        arch: sampling: the best candidate's arch; one-shot: the arch derived after the last step.
+        best: sampling: the best candidate; one-shot: the run's candidate row.
+    """
+
+    done: int
+    total: int
+    stopped: str
+    arch: Arch | None
+    best: Candidate | None
+
+
+def eta(elapsed: float, done_here: int, left: int, time_budget_s: float | None) -> float:
+    eta = elapsed / max(done_here, 1) * left
+    return min(eta, max(time_budget_s - elapsed, 0.0)) if time_budget_s is not None else eta
+
+
+def run_sampling(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History,
+                  rep: Reporter, *, num_candidates: int, time_budget_s: float | None, seed: int,
+                  max_duplicates: int, executor: Any = None, mode: str = "batch", batch: int = 1) -> Outcome:
+    """The sampling loop over an executor (:mod:`densenas.parallel`); the driver alone proposes, observes and
+    writes the history. ``mode="batch"``: propose ``batch`` archs, train them (in parallel), observe them in
+    row order; ``mode="async"``: keep ``executor.workers`` candidates in flight, proposing one as each ends."""
+    state = history.strategy_state()
+    if state is not None:
+        strategy.load_state_dict(state)
+    restore = getattr(evaluator, "restore", None)
+    if restore is not None:
+        restore([c.result for c in history.finished()])
+    pending = history.running()
+    if history.count(finished_only=False):
+        rep.note(f"resuming: {history.count()} finished, {len(pending)} interrupted candidate(s)")
+    rep.start(history.count())
+    if executor is None:
+        executor = InProcessExecutor(evaluator, space)
+    slots = batch if mode == "batch" else executor.workers
+    # One worker in this process, one candidate at a time: the evaluator keeps its own running mean (the path
+    # of old, bit for bit). Otherwise each job carries the driver's finished results (row order) to restore.
+    snapshots = not (isinstance(executor, InProcessExecutor) and slots == 1)
+    remote = not isinstance(executor, InProcessExecutor)
+    loop = _Loop(strategy, history, rep, executor, num_candidates, time_budget_s, seed, max_duplicates, remote)
+    if pending and not loop.out_of_time():  # rows a kill left running: same archs and seeds, results before
+        first = pending[0].id
+        snap = [c.result for c in history.finished() if c.id < first or mode == "async"] if snapshots else None
+        loop.run_jobs([Job(c.id, c.arch, c.seed, snap) for c in pending], ordered=mode == "batch")
+    while history.count() < num_candidates or loop.in_flight:
+        if mode == "async":
+            if not loop.async_step(snapshots):
+                break
+            continue
+        if loop.stopped or loop.out_of_time():
+            break
+        n = min(batch, num_candidates - history.count(finished_only=False))
+        archs = loop.new_archs(strategy.propose_batch(n))
+        snap = [c.result for c in history.finished()] if snapshots else None
+        loop.run_jobs(loop.start_rows(archs, snap), ordered=True)
+    best = history.best()
+    return Outcome(history.count(), num_candidates, loop.stopped or "complete", best.arch if best else None, best)
+
+
+class _Loop:
+    """The bookkeeping of one sampling run: rows started, results observed and recorded, duplicates answered
+    from the history, progress reported (one instance per :func:`run` call)."""
+
+    def __init__(self, strategy: Strategy, history: History, rep: Reporter, executor: Any, total: int,
+                 time_budget_s: float | None, seed: int, max_duplicates: int, remote: bool):
+        self.strategy, self.history, self.rep, self.executor = strategy, history, rep, executor
+        self.total, self.time_budget_s, self.seed, self.max_duplicates = total, time_budget_s, seed, max_duplicates
+        self.remote = remote
+        self.t0 = time.perf_counter()
+        self.done_here = self.duplicates = 0
+        self.stopped: str | None = None
+        self.in_flight: dict[int, Job] = {}
+        self.followers: dict[str, list[Arch]] = {}  # arch key in flight -> re-proposals waiting for its result
+
+    def out_of_time(self) -> bool:
+        if self.time_budget_s is not None and time.perf_counter() - self.t0 >= self.time_budget_s:
+            self.stopped = "time_budget"
+        return self.stopped == "time_budget"
+
+    def new_archs(self, archs: list[Arch]) -> list[Arch]:
+        """The proposals to train: the others (known to the history, or already proposed and not finished)
+        are answered from the history or wait for the result of their twin; stops after too many."""
+        new: list[Arch] = []
+        for arch in archs:
+            if self.stopped:
+                break
+            known = self.history.lookup(arch)
+            twin = arch.key in {a.key for a in new} or any(j.arch.key == arch.key for j in self.in_flight.values())
+            if known is None and not twin:
+                self.duplicates = 0
+                new.append(arch)
+                continue
+            if known is not None:  # never train an arch twice: answer from the history
+                self.strategy.observe(arch, known.result)
+                self.history.save_state(self.strategy.state_dict())
+            else:
+                self.followers.setdefault(arch.key, []).append(arch)
+            self.duplicates += 1
+            if self.duplicates >= self.max_duplicates:
+                self.stopped = "duplicates"
+        return new
+
+    def start_rows(self, archs: list[Arch], snapshot: list[Result] | None) -> list[Job]:
+        """One running row per arch; the strategy state (after proposing them all) goes with the last one."""
+        jobs = []
+        for i, arch in enumerate(archs):
+            cseed = self.seed + self.history.count(finished_only=False)
+            state = self.strategy.state_dict() if i == len(archs) - 1 else None
+            jobs.append(Job(self.history.start(arch, cseed, state), arch, cseed, snapshot))
+        return jobs
+
+    def submit(self, job: Job) -> None:
+        self.in_flight[job.cid] = job
+        self.executor.submit(job)
+
+    def run_jobs(self, jobs: list[Job], ordered: bool) -> None:
+        """Train ``jobs``; ``ordered``: wait for all, then record them in row order (batch mode)."""
+        for job in jobs:
+            self.submit(job)
+        if not ordered:
+            return
+        done = {}
+        while len(done) < len(jobs):
+            d = self.executor.wait()
+            done[d.job.cid] = d
+        for job in jobs:
+            self.record(done[job.cid])
+
+    def async_step(self, snapshots: bool) -> bool:
+        """Top up to ``executor.workers`` candidates in flight, then record the next one to finish; ``False``
+        when nothing is in flight and nothing more may start (budget, time or duplicates)."""
+        while (not self.stopped and self.executor.in_flight() < self.executor.workers
+               and self.history.count(finished_only=False) < self.total and not self.out_of_time()):
+            archs = self.new_archs([self.strategy.propose()])
+            snap = [c.result for c in self.history.finished()] if snapshots else None
+            for job in self.start_rows(archs, snap):
+                self.submit(job)
+        if not self.executor.in_flight():
+            return False
+        self.record(self.executor.wait())
+        return True
+
+    def record(self, d: Done) -> None:
+        """Observe a finished job (and the re-proposals of its arch), store it, report it."""
+        job, result = d.job, d.result
+        self.in_flight.pop(job.cid, None)
+        self.strategy.observe(job.arch, result)
+        for twin in self.followers.pop(job.arch.key, []):
+            self.strategy.observe(twin, result)
+        self.history.finish(job.cid, result, self.strategy.state_dict())
+        self.done_here += 1
+        elapsed = time.perf_counter() - self.t0
+        h = self.history
+        self.rep.update(Progress(h.count(), self.total, h.get(job.cid), h.best(), elapsed,
+                                 eta(elapsed, self.done_here, self.total - h.count(), self.time_budget_s)))
+        if self.remote or d.notes:
+            self.rep.note(f"  #{job.cid} ran on {d.worker}" + "".join(f"; {n}" for n in d.notes))
