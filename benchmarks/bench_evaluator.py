@@ -3,9 +3,14 @@
 
 1. stage-1 training step with cached (frozen) encoder features vs recomputing the encoder every step;
 2. evaluator cost per candidate with early stopping (stage 2 only above the running mean of stage-1
-   rewards) vs always training both stages, on the same sampled architectures.
+   rewards) vs always training both stages, on the same sampled architectures;
+3. one worker's speed-ups (issue "scale out", item 5): whole candidates (both stages, validation, cost)
+   with the settings of before (NCHW tensors, a for-loop AdamW, torch's threads) vs channels-last, vs
+   channels-last with the fused AdamW, vs both with 1 thread (the evaluator's defaults), same archs and
+   seeds, taking turns arch by arch; prints seconds per candidate, the ratio and the largest reward
+   difference.
 
-    python benchmarks/bench_evaluator.py [--config configs/search/auxcell_proxy.py] [--archs 8]
+    python benchmarks/bench_evaluator.py [--config configs/search/auxcell_proxy.py] [--archs 8] [--parts 1,2,3]
 """
 from __future__ import annotations
 
@@ -57,7 +62,10 @@ def main() -> None:
     p.add_argument("--config", default=str(ROOT / "configs/search/auxcell_proxy.py"))
     p.add_argument("--archs", type=int, default=8, help="sampled archs for the early-stopping comparison")
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--parts", default="1,2,3", help="which comparisons to run")
+    p.add_argument("--speed-archs", type=int, default=6, help="sampled archs for comparison 3")
     args = p.parse_args()
+    parts = {int(x) for x in args.parts.split(",")}
 
     from densenas.build import build_search
     from densenas.config import load_config
@@ -70,6 +78,10 @@ def main() -> None:
     ecfg = dataclasses.replace(ev.cfg, measure_cost=False)
     train = (search.task.images("train"), search.task.data.train[1])
 
+    if 3 in parts:
+        speedups(search, args.speed_archs)
+    if 1 not in parts and 2 not in parts:
+        return
     # 1. cached features vs recomputing the encoder
     decoder = space.build(space.default_arch(), shapes).train()
     cached, recomputed = step_times(encoder, decoder, *train, ev.caches["train"], args.steps,
@@ -102,6 +114,40 @@ def main() -> None:
     best_all = max(range(len(archs)), key=lambda i: r_all[i].reward or -1)
     print(f"best arch by final reward: early stopping #{best_es}, both stages #{best_all} "
           f"({'same' if best_es == best_all else 'different'})")
+
+
+def speedups(search, n_archs: int) -> None:
+    """Comparison 3: whole candidates, the evaluator of before vs the faster settings, same archs/seeds."""
+    from densenas.evaluation.proxy import ProxyTrainer
+
+    ev = search.evaluator
+    threads = torch.get_num_threads()
+    variants = {f"before (NCHW, loop AdamW, {threads} thr)": dict(memory_format="contiguous", fused_adamw=False,
+                                                                  cpu_threads=None),
+                f"channels-last ({threads} thr)": dict(memory_format="channels_last", fused_adamw=False,
+                                                       cpu_threads=None),
+                f"+ fused AdamW ({threads} thr)": dict(memory_format="channels_last", fused_adamw=True,
+                                                       cpu_threads=None),
+                "+ 1 thread (the default)": dict(memory_format="channels_last", fused_adamw=True, cpu_threads=1)}
+    # early stopping off: every candidate runs both stages, so each variant does the same work
+    evs = {k: ProxyTrainer(search.task, search.space, search.encoder, search.shapes,
+                           dataclasses.replace(ev.cfg, early_stop=False, **v), log=lambda s: None)
+           for k, v in variants.items()}
+    rng = np.random.default_rng(1)
+    archs = [search.space.sample(rng) for _ in range(n_archs)]
+    secs = {k: 0.0 for k in evs}
+    rewards: dict[str, list[float]] = {k: [] for k in evs}
+    for i, a in enumerate(archs):
+        for k in (list(evs) if i % 2 == 0 else list(evs)[::-1]):  # take turns: load changes hit all alike
+            t0 = time.perf_counter()
+            rewards[k].append(evs[k].evaluate(a, seed=100 + i).reward)
+            secs[k] += time.perf_counter() - t0
+    base = next(iter(evs))
+    print(f"one worker, {n_archs} archs, both stages each (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}):")
+    for k in evs:
+        diff = max(abs(x - y) for x, y in zip(rewards[k], rewards[base]))
+        print(f"  {k:<34} {secs[k] / n_archs:6.1f} s/candidate  {secs[base] / secs[k]:.2f}x  "
+              f"max |reward - before| {diff:.1e}")
 
 
 if __name__ == "__main__":

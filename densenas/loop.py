@@ -83,6 +83,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
+from . import distributed as dist
 from .arch import Arch
 from .history import RUNNING, History
 from .parallel import MODES
@@ -241,7 +242,8 @@ def _run_one_shot(strategy: OneShotStrategy, evaluator: Any, history: History, r
     done_here = 0
     stopped = "complete"
     while strategy.steps_done < epochs:
-        if time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s:
+        # every rank of a data-parallel run takes rank 0's decision (clocks differ; a split would hang)
+        if time_budget_s is not None and dist.agree(time.perf_counter() - t0 >= time_budget_s):
             stopped = "time_budget"
             break
         started = time.perf_counter()

@@ -14,10 +14,16 @@ Writes into the work dir: history.sqlite (every candidate; the search resumes fr
 leaderboard.md/.csv, rewards.png, search.log, config.py (the resolved config), tb/ (TensorBoard scalars);
 a one-shot (DARTS) search also supernet.pth and derived_arch.json. The path from here to the reward is
 described in the README ("How a search runs").
+
+A one-shot search trains its supernet data-parallel over several processes (one per GPU; CPU processes on
+gloo): tools/dist_search.sh CONFIG GPUS (torchrun, --launcher pytorch) or --launcher slurm. The DARTS batch
+(strategy.batch_size) is the global batch, split over the processes; rank 0 alone writes the work dir
+(densenas/distributed.py, densenas/evaluation/supernet.py).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -40,11 +46,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "process, no Ray)")
     p.add_argument("--address", metavar="auto|HOST:PORT",
                    help="join this Ray cluster instead of starting a local instance (overrides parallel.address)")
+    p.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none",
+                   help="train a one-shot (supernet) search data-parallel over processes (tools/dist_search.sh)")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from densenas import distributed as dist
     from densenas.build import parallel_cfg
     from densenas.config import ConfigError, load_config
     from densenas.parallel import check_address
@@ -61,6 +71,16 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        dist.init(args.launcher, local_rank=args.local_rank)
+    except dist.LaunchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if dist.is_distributed() and ((cfg.get("evaluator") or {}).get("type") != "supernet" or pcfg.use_ray):
+        print(f"error: --launcher {args.launcher} with {dist.world_size()} processes trains one supernet "
+              f"data-parallel (evaluator.type='supernet', no Ray); {args.config} trains separate candidates: "
+              f"spread them with --workers N instead", file=sys.stderr)
+        return 2
     work_dir = Path(args.work_dir or cfg.get("work_dir") or f"work_dirs/{Path(args.config).stem}")
     hist_path = work_dir / "history.sqlite"
     if hist_path.exists() and not args.resume:
@@ -73,6 +93,12 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     work_dir.mkdir(parents=True, exist_ok=True)
+    # ranks > 0 run the same steps on a scratch copy of the work dir (resumed from the same history and
+    # checkpoint), quietly: rank 0 alone writes the work dir and prints
+    run_dir = dist.rank_work_dir(work_dir)
+    if run_dir != work_dir:
+        with contextlib.redirect_stdout(open(os.devnull, "w")):
+            return _search(cfg, pcfg, args, run_dir, run_dir / "history.sqlite", {})
     ray_run: dict = {}  # the Ray connection, then the executor that owns it: closed whatever happens
     try:
         return _search(cfg, pcfg, args, work_dir, hist_path, ray_run)
@@ -81,6 +107,7 @@ def main(argv=None) -> int:
 
 
 def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> int:
+    from densenas import distributed as dist
     from densenas.build import build_search
     from densenas.config import ConfigError
     from densenas.history import History, HistoryError
@@ -95,7 +122,8 @@ def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> 
                 from densenas.ray_executor import start_ray
 
                 ray_run["connection"] = start_ray(pcfg, log)
-            search = build_search(cfg, work_dir=work_dir, log=log)
+            with dist.main_first():  # rank 0 writes the proxy data set before the other ranks read it
+                search = build_search(cfg, work_dir=work_dir, log=log)
             if search.kind != "supernet":
                 executor = ray_run["executor"] = make_executor(pcfg, search.evaluator, search.space, log=log,
                                                                connection=ray_run.pop("connection", None))
@@ -104,6 +132,9 @@ def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> 
             return 2
         cfg.dump(str(work_dir / "config.py"))
         log(f"{search.summary()}, work dir {work_dir}")
+        if dist.is_distributed():
+            log(f"data-parallel: {dist.world_size()} processes ({dist.default_backend()}), the global batch of "
+                f"{search.strategy.cfg.batch_size} split over them; rank 0 writes the work dir")
         try:
             with History(hist_path) as history:
                 outcome = search.run(history, work_dir, log=log, executor=executor)

@@ -5,6 +5,11 @@ The config's task (``densenas_task``, written by tools/export.py; else its ``def
 count: mmseg segmentors without their aux heads, whole mmdet detectors up to the raw head outputs, restorers.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--input-size 512 512] [--json out.json]
+        [--launcher none|pytorch|slurm]
+    tools/dist_test.sh CONFIG CHECKPOINT GPUS [ARGS...]   # GPUS processes via torchrun
+
+Several processes (``--launcher``, as tools/train.py) each evaluate their share of the test set; mmengine
+gathers the results, and rank 0 counts the cost, prints and writes the figures.
 
 The checkpoint is read weights-only (densenas/safeload.py): a file whose pickle would run code is refused,
 naming the global it needs, and one whose weights are not exactly the model's is refused with the missing,
@@ -32,11 +37,17 @@ def main(argv=None) -> int:
                    help="image size for MAdds (default: the config's test resize)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    p.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none",
+                   help="job launcher (multi-process runs)")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     import torch
     from mmengine.config import Config, DictAction
+    from mmengine.model import is_model_wrapper
     from mmengine.runner import Runner
+
+    from densenas import distributed as dist
 
     from densenas.objectives import count_madds
     from densenas.safeload import CheckpointLoadError, check_state_dict_keys, install, safe_torch_load
@@ -64,17 +75,25 @@ def main(argv=None) -> int:
         # "visualizer") would send a second run's files to the first run's, possibly deleted, log dir
         cfg.visualizer.pop("name", None)
     try:
+        dist.setup_runner(cfg, args.launcher, args.local_rank)
+    except dist.LaunchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
         runner = Runner.from_cfg(cfg)
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         # mmengine loads with strict=False and only logs missing weights: it would report the metrics of
         # a randomly initialised model
-        check_state_dict_keys(runner.model, checkpoint, args.checkpoint)
+        check_state_dict_keys(model, checkpoint, args.checkpoint)
         del checkpoint
         metrics = runner.test()
     except CheckpointLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not dist.is_main():  # the metrics are gathered on every rank; rank 0 alone reports them
+        return 0
     task = task_of_config(cfg)
-    counted, params, channels, what = task.test_cost_model(runner.model.eval(), cfg)
+    counted, params, channels, what = task.test_cost_model(model.eval(), cfg)
     size = tuple(args.input_size or task.test_size(cfg, runner))
     madds = count_madds(counted, torch.zeros(1, channels, *size))
     out = {"metrics": {k: _number(v) for k, v in metrics.items()}, "params": params, "madds": madds,

@@ -38,10 +38,10 @@ A candidate is an ``nn.Module`` with
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -55,68 +55,11 @@ from ..zerocost import SCORES as ZERO_COST_SCORES
 from ..zerocost import score as zero_cost_score
 from .cache import FeatureCache
 from .common import Diverged, RunningMean, StageCfg, failure_reason, set_norm_eval
+from .proxy_cfg import MEMORY_FORMATS, SAMPLING, ProxyCfg, to_format
 
-SAMPLING = ("without_replacement", "with_replacement")
+__all__ = ["ProxyTrainer", "ProxyCfg", "MEMORY_FORMATS", "SAMPLING", "deploy_params", "to_format"]
+
 SPLITS = ("train", "val")
-
-
-@dataclass
-class ProxyCfg:
-    """Proxy-training settings (``evaluator=dict(type="proxy", ...)`` in a search config).
-
-    Attributes:
-        stage1: candidate training on cached features (``encoder_lr_mult`` unused).
-        stage2: end-to-end fine-tuning (``None`` or ``iters=0`` disables it).
-        early_stop: skip stage 2 when the stage-1 reward is below the running mean of earlier ones.
-        sampling: how a training batch is drawn from the proxy training images each iteration:
-            ``"without_replacement"`` (default: ``batch_size`` distinct images, a fresh random subset every
-            iteration; a duplicate image in a small batch only shrinks it and skews BatchNorm statistics) or
-            ``"with_replacement"`` (independent uniform draws; the old segmentation evaluator's rule).
-        grad_clip: max global gradient norm (``None``, the default: no clipping; the old detection
-            evaluator clipped at 35, mmdet's FCOS/RetinaNet setting).
-        polyak: EMA decay of the stage-1 weights; ``0`` disables averaging (the last weights are scored).
-        polyak_cap: cap the decay at ``1 - 4 / max(iters, 8)`` (default ``True``). Proxy runs are short: with
-            decay 0.99 and 80 iterations an uncapped average still gives 45 % (0.99 ** 79) of its weight to
-            the weights after the first step; capped (0.95) that share is 2 % and the average covers about
-            the last quarter of the run. ``False`` keeps the old segmentation evaluator's behaviour.
-        aux_weight: weight of the candidate's ``loss_aux*`` terms (auxiliary heads).
-        kd_weight: weight of its ``loss_kd*`` terms (knowledge distillation; stage 1 only; 0 disables).
-        eval_batch_size: images per validation batch (the batch size shapes a per-batch normalised loss,
-            such as the detection ``neg_loss``; 16 keeps the detection rewards of before).
-        measure_cost: record params and MAdds in ``Result.cost``.
-    """
-
-    stage1: StageCfg = field(default_factory=StageCfg)
-    stage2: StageCfg | None = field(default_factory=lambda: StageCfg(iters=30, batch_size=8, lr=1e-3))
-    early_stop: bool = True
-    sampling: str = "without_replacement"
-    grad_clip: float | None = None
-    polyak: float = 0.99
-    polyak_cap: bool = True
-    aux_weight: float = 0.4
-    kd_weight: float = 0.5
-    eval_batch_size: int = 16
-    measure_cost: bool = True
-
-    def __post_init__(self) -> None:
-        if isinstance(self.stage1, Mapping):
-            self.stage1 = StageCfg(**self.stage1)
-        if isinstance(self.stage2, Mapping):
-            self.stage2 = StageCfg(**self.stage2)
-        if self.sampling not in SAMPLING:
-            raise ValueError(f"evaluator.sampling must be one of {list(SAMPLING)}, got {self.sampling!r}")
-        if not 0.0 <= self.polyak < 1.0:
-            raise ValueError(f"evaluator.polyak must be in [0, 1), got {self.polyak}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"evaluator.grad_clip must be positive or None, got {self.grad_clip}")
-        if int(self.eval_batch_size) < 1:
-            raise ValueError(f"evaluator.eval_batch_size must be at least 1, got {self.eval_batch_size}")
-
-    def ema_decay(self, iters: int) -> float:
-        """The Polyak decay used for a stage 1 of ``iters`` iterations (0: no averaging)."""
-        if self.polyak <= 0 or not self.polyak_cap:
-            return float(self.polyak)
-        return min(self.polyak, 1.0 - 4.0 / max(iters, 8))
 
 
 class _Joint(nn.Module):
@@ -158,8 +101,15 @@ class ProxyTrainer(RunningMean):
                                        path=None if cache_dir is None else f"{cache_dir}/feats_{s}.pt")
                        for s, x in self.images.items()}
         self.cache_seconds = time.perf_counter() - t0
+        # once per search, not per step: features and images live on the training device in the memory
+        # format the candidates train in (a batch is then one gather, no per-step layout copy)
+        fmt = self.cfg.torch_memory_format
+        for cache in self.caches.values():
+            cache.features = [to_format(f.to(self.device), fmt) for f in cache.features]
+        self.images = {s: to_format(x.to(self.device), fmt) for s, x in self.images.items()}
         self.stage1_rewards: list[float] = []
         self._encoder_cost: tuple[int, int] | None = None
+        self._costs: dict[str, dict[str, float]] = {}  # arch key -> cost (counted once per distinct arch)
 
     # -------------------------------------------------------------- evaluate
     def evaluate(self, arch: Arch, seed: int = 0) -> Result:
@@ -170,7 +120,7 @@ class ProxyTrainer(RunningMean):
         try:
             reward, cand, _ = self._run(arch, seed, self.cfg.stage1.iters, self._stage2_iters(), metrics,
                                         progress, early_stop=self.cfg.early_stop, record=True)
-            cost = self.cost_of(cand) if self.cfg.measure_cost else {}
+            cost = self._cost_once(arch, cand) if self.cfg.measure_cost else {}
             return Result(reward=reward, metrics=metrics, stage=progress["stage"], cost=cost,
                           wall_time=time.perf_counter() - t0)
         except Exception as e:  # one bad candidate must not end the search
@@ -212,10 +162,29 @@ class ProxyTrainer(RunningMean):
              ) -> tuple[float, nn.Module, dict[str, float]]:
         """Stage 1, the early-stopping test, stage 2; fills ``metrics``; returns (reward, candidate, final
         metrics)."""
+        with self._threads():
+            return self._run_stages(arch, seed, iters1, iters2, metrics, progress, early_stop, record)
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        """``cfg.cpu_threads`` torch threads while a candidate trains on the CPU; the old count after."""
+        old = torch.get_num_threads()
+        change = self.cfg.cpu_threads is not None and self.device.type == "cpu" and self.cfg.cpu_threads != old
+        if change:
+            torch.set_num_threads(int(self.cfg.cpu_threads))
+        try:
+            yield
+        finally:
+            if change:
+                torch.set_num_threads(old)
+
+    def _run_stages(self, arch: Arch, seed: int, iters1: int, iters2: int, metrics: dict[str, float],
+                    progress: dict[str, int], early_stop: bool, record: bool
+                    ) -> tuple[float, nn.Module, dict[str, float]]:
         self.space.check(arch)
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        cand = self.task.build_candidate(self.space, arch, self.shapes).to(self.device)
+        cand = self._place(self.task.build_candidate(self.space, arch, self.shapes))
         progress["stage"] = 1
         cand, trace = self._stage1(cand, gen, iters1)
         m1 = self._validate(cand, lambda idx: self.caches["val"].batch(idx, self.device))
@@ -270,7 +239,14 @@ class ProxyTrainer(RunningMean):
         self.space.check(arch)
         with torch.random.fork_rng(devices=[]):  # the candidate is built on the CPU, then moved
             torch.manual_seed(seed)
-            return self.task.build_candidate(self.space, arch, self.shapes).to(self.device)
+            return self._place(self.task.build_candidate(self.space, arch, self.shapes))
+
+    def _place(self, module: nn.Module) -> nn.Module:
+        """``module`` on the training device, in the configured memory format."""
+        return module.to(self.device, memory_format=self.cfg.torch_memory_format)
+
+    def _adamw(self, params: Any, **kw: Any) -> torch.optim.AdamW:
+        return torch.optim.AdamW(params, fused=self.cfg.fused_adamw or None, **kw)
 
     # ----------------------------------------------------------------- stages
     def _indices(self, n: int, batch_size: int, gen: torch.Generator) -> Tensor:
@@ -314,7 +290,7 @@ class ProxyTrainer(RunningMean):
         ema = AveragedModel(cand, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) \
             if self.cfg.polyak > 0 else None
         params = [p for p in cand.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        opt = self._adamw(params, lr=c.lr, weight_decay=c.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
         cand.train()
         cache, trace = self.caches["train"], []
@@ -329,11 +305,11 @@ class ProxyTrainer(RunningMean):
 
     def _stage2(self, cand: nn.Module, gen: torch.Generator, iters: int) -> _Joint:
         c = self.cfg.stage2 or StageCfg(iters=iters)
-        model = _Joint(copy.deepcopy(self.encoder), cand).to(self.device)
+        model = self._place(_Joint(copy.deepcopy(self.encoder), cand))
         groups = [{"params": [p for p in cand.parameters() if p.requires_grad], "lr": c.lr},
                   {"params": [p for p in model.encoder.parameters() if p.requires_grad],
                    "lr": c.lr * c.encoder_lr_mult}]
-        opt = torch.optim.AdamW(groups, weight_decay=c.weight_decay)
+        opt = self._adamw(groups, weight_decay=c.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
         model.train()
         set_norm_eval(model.encoder)
@@ -358,6 +334,12 @@ class ProxyTrainer(RunningMean):
             preds.append(cand.predict(feats_of(idx), self.task.batch("val", idx, self.device)))
         cand.eval()
         return dict(self.task.metrics(preds, "val"))
+
+    def _cost_once(self, arch: Arch, cand: nn.Module) -> dict[str, float]:
+        """:meth:`cost_of`, counted once per distinct arch (re-evaluations: seeds, fidelity runs)."""
+        if arch.key not in self._costs:
+            self._costs[arch.key] = self.cost_of(cand)
+        return dict(self._costs[arch.key])
 
     def cost_of(self, cand: nn.Module) -> dict[str, float]:
         """Params (total, candidate without ``aux_heads``) and MAdds (total, candidate) at the proxy size."""

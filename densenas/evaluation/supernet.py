@@ -11,6 +11,17 @@ split B, architecture updates only after some weights-only warm-up epochs) and I
 Its ``state_dict`` holds everything a resumed run needs to reproduce an uninterrupted one bit for bit
 (supernet weights and α/β and buffers, both optimisers, the epoch counter, the RNG states as tensors, the
 config as a plain dict) and loads with ``torch.load(weights_only=True)``.
+
+Data-parallel (several processes in a ``torch.distributed`` group, :mod:`densenas.distributed`): every rank
+starts from rank 0's supernet, draws the same global batches (rank 0's indices, broadcast), trains on its
+contiguous shard of each, and the shard-weighted gradients of the weights *and* of α/β are summed over the
+ranks before each optimiser step (DDP on the weights alone would leave the architecture step per-rank), so
+``N`` processes at batch ``B`` take the steps of one process at batch ``B`` up to summation order.
+BatchNorm layers are made synchronous (:class:`~densenas.distributed.SyncBatchNorm2d`, CPU and CUDA), so
+their training statistics are the global batch's too. The step equals one process's exactly when the loss is
+a mean over samples (MSE, cross-entropy); a loss with a batch-level non-linearity (IR-NAS's
+``log10(1 / mean SSIM)`` term) becomes the share-weighted mean of the shards' losses. Every rank scores the
+whole validation split (same weights, same reward).
 """
 from __future__ import annotations
 
@@ -21,6 +32,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
+from .. import distributed as dist
 from ..arch import Arch
 from ..strategies.darts import DartsCfg
 from ..supernet import DifferentiableSpace, Supernet
@@ -74,6 +86,9 @@ class SupernetTrainer:
         self.cfg = cfg = cfg if isinstance(cfg, DartsCfg) else DartsCfg(**dict(cfg or {}))
         if cfg.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+        self.distributed = dist.is_distributed()
+        if self.distributed:  # before the parameters are collected; the parameter objects are kept anyway
+            dist.sync_batchnorm(supernet)
         arch = list(supernet.arch_parameters())
         weights = list(supernet.weight_parameters())
         if not arch or not weights:
@@ -86,6 +101,13 @@ class SupernetTrainer:
                                       weight_decay=cfg.arch_weight_decay)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.epoch = 0
+        if self.distributed:
+            if cfg.batch_size < dist.world_size():
+                raise ValueError(f"DARTS batch_size={cfg.batch_size} is smaller than the {dist.world_size()} "
+                                 f"processes; raise strategy.batch_size to at least {dist.world_size()}")
+        # every rank starts from rank 0's weights and α/β: broadcast before the first step, not here, so that
+        # building the trainer (e.g. inside rank 0's part of distributed.main_first) is no collective
+        self._synced = not self.distributed
 
     @property
     def device(self) -> torch.device:
@@ -113,15 +135,34 @@ class SupernetTrainer:
         flat = torch.cat(order)
         return [flat[k * bs:(k + 1) * bs] for k in range(steps)]
 
-    def _loss(self, split: Split, idx: Tensor, phase: str, step: int) -> Tensor:
-        x, y = split[0][idx].to(self.device), split[1][idx].to(self.device)
-        loss = self.loss_fn(self.supernet(x), y)
-        if not torch.isfinite(loss):
+    def _check(self, loss: float, phase: str, step: int) -> None:
+        if not math.isfinite(loss):
             raise FloatingPointError(
-                f"DARTS {phase} loss is {loss.item()} at epoch {self.epoch + 1} step {step + 1} "
+                f"DARTS {phase} loss is {loss} at epoch {self.epoch + 1} step {step + 1} "
                 f"(w_lr={self.lr():g}, arch_lr={self.cfg.arch_lr:g}); lower the learning rates or set "
                 f"grad_clip")
-        return loss
+
+    def _backward(self, split: Split, idx: Tensor, params: list[Tensor], phase: str, step: int) -> float:
+        """Gradients of ``params`` for the mean loss of the batch ``idx``; returns that loss.
+
+        Data-parallel: the loss of this rank's shard, weighted by its share, then summed over the ranks
+        (gradients and loss in one all-reduce) before the finiteness check, so every rank raises or none.
+        """
+        weight = 1.0
+        if self.distributed:
+            idx, weight = dist.shard(idx)
+        x, y = split[0][idx].to(self.device), split[1][idx].to(self.device)
+        loss = self.loss_fn(self.supernet(x), y)
+        if not self.distributed:
+            self._check(float(loss.detach()), phase, step)  # before backward, as before
+            loss.backward(inputs=params)
+            return float(loss.detach())
+        # the share-weighted loss, not its gradients afterwards: synchronous BatchNorm sums the gradients of
+        # its global statistics over the ranks in backward, and they must be weighted alike
+        (loss * weight).backward(inputs=params)
+        (total,) = dist.all_reduce_grads(params, extra=[float(loss.detach()) * weight])
+        self._check(total, phase, step)
+        return total
 
     def _splits(self) -> Splits:
         if self.splits is None:
@@ -163,22 +204,24 @@ class SupernetTrainer:
         search = self.epoch >= c.warmup_epochs
         idx_a = self._batches(split_a, steps)
         idx_b = self._batches(split_b, steps) if search else []
+        if not self._synced:
+            dist.broadcast_module(self.supernet)
+            self._synced = True
+        if self.distributed:  # the same global batches on every rank: rank 0's
+            idx_a = list(dist.broadcast_tensor(torch.stack(idx_a)))
+            idx_b = list(dist.broadcast_tensor(torch.stack(idx_b))) if idx_b else []
         self.supernet.train()
         w_sum, a_sum = 0.0, 0.0
         for s in range(steps):
             self.w_opt.zero_grad(set_to_none=True)
-            loss = self._loss(split_a, idx_a[s], "weight", s)
-            loss.backward(inputs=self.weight_params)
+            w_sum += self._backward(split_a, idx_a[s], self.weight_params, "weight", s)
             if c.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.weight_params, c.grad_clip)
             self.w_opt.step()
-            w_sum += float(loss.detach())
             if search:
                 self.a_opt.zero_grad(set_to_none=True)
-                loss = self._loss(split_b, idx_b[s], "architecture", s)
-                loss.backward(inputs=self.arch_params)
+                a_sum += self._backward(split_b, idx_b[s], self.arch_params, "architecture", s)
                 self.a_opt.step()
-                a_sum += float(loss.detach())
         self.epoch += 1
         return {"w_loss": w_sum / steps, "a_loss": a_sum / steps if search else float("nan"), "lr": lr}
 
