@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from densenas import distributed as dist
+from densenas.sync_bn import SyncBatchNorm2d, sync_batchnorm
 
 ROOT = Path(__file__).resolve().parents[1]
 SEG_CFG = ROOT / "configs/finetune/found_proxy.py"
@@ -80,8 +81,8 @@ def test_sync_batchnorm_keeps_parameters_and_keys_and_is_bn_in_one_process():
     keys, weight = list(net.state_dict()), net[1].weight
     x = torch.randn(2, 3, 8, 8)
     ref = net(x)
-    assert dist.sync_batchnorm(net) == 2
-    assert isinstance(net[2][0], dist.SyncBatchNorm2d) and net[1].weight is weight
+    assert sync_batchnorm(net) == 2
+    assert isinstance(net[2][0], SyncBatchNorm2d) and net[1].weight is weight
     assert list(net.state_dict()) == keys
     assert torch.allclose(net(x), ref)
 

@@ -17,7 +17,7 @@ starts from rank 0's supernet, draws the same global batches (rank 0's indices, 
 contiguous shard of each, and the shard-weighted gradients of the weights *and* of α/β are summed over the
 ranks before each optimiser step (DDP on the weights alone would leave the architecture step per-rank), so
 ``N`` processes at batch ``B`` take the steps of one process at batch ``B`` up to summation order.
-BatchNorm layers are made synchronous (:class:`~densenas.distributed.SyncBatchNorm2d`, CPU and CUDA), so
+BatchNorm layers are made synchronous (:class:`~densenas.sync_bn.SyncBatchNorm2d`, CPU and CUDA), so
 their training statistics are the global batch's too. The step equals one process's exactly when the loss is
 a mean over samples (MSE, cross-entropy); a loss with a batch-level non-linearity (IR-NAS's
 ``log10(1 / mean SSIM)`` term) becomes the share-weighted mean of the shards' losses. Every rank scores the
@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .. import distributed as dist
+from ..sync_bn import sync_batchnorm
 from ..arch import Arch
 from ..strategies.darts import DartsCfg
 from ..supernet import DifferentiableSpace, Supernet
@@ -88,7 +89,7 @@ class SupernetTrainer:
             raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
         self.distributed = dist.is_distributed()
         if self.distributed:  # before the parameters are collected; the parameter objects are kept anyway
-            dist.sync_batchnorm(supernet)
+            sync_batchnorm(supernet)
         arch = list(supernet.arch_parameters())
         weights = list(supernet.weight_parameters())
         if not arch or not weights:
