@@ -35,7 +35,7 @@ TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT
 SLURM_VARS = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NODELIST")
 DEFAULT_PORT = 29500
 
-__all__ = ["LAUNCHERS", "LaunchError", "check_env", "init", "default_backend", "is_distributed", "rank",
+__all__ = ["LAUNCHERS", "LaunchError", "check_env", "init", "default_backend", "cuda_count", "is_distributed", "rank",
            "world_size", "local_rank", "is_main", "barrier", "main_first", "rank_work_dir", "agree",
            "broadcast_module", "broadcast_tensor", "shard", "all_reduce_grads",
            "cpu_safe_norms", "setup_runner", "destroy"]
@@ -143,6 +143,11 @@ def destroy() -> None:
     """Leave the process group (no-op when none)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def cuda_count() -> int:
+    """GPUs torch sees (0 without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def is_distributed() -> bool:

@@ -135,6 +135,12 @@ def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> 
         if dist.is_distributed():
             log(f"data-parallel: {dist.world_size()} processes ({dist.default_backend()}), the global batch of "
                 f"{search.strategy.cfg.batch_size} split over them; rank 0 writes the work dir")
+        elif search.device.type == "cuda" and dist.cuda_count() > 1:
+            log(f"note: {dist.cuda_count()} GPUs visible, this process uses one: "
+                + (f"tools/dist_search.sh {args.config} {dist.cuda_count()} trains the supernet data-parallel"
+                   if search.kind == "supernet" else
+                   f"--workers {dist.cuda_count()} --cfg-options parallel.gpus_per_worker=1 trains one "
+                   f"candidate per GPU"))
         try:
             with History(hist_path) as history:
                 outcome = search.run(history, work_dir, log=log, executor=executor)

@@ -55,7 +55,7 @@ class ProxyCfg:
             e.g. ``parallel.cpus_per_worker``). Default 1: a proxy candidate's ops are small (8 images of
             8x8 to 32x32 feature maps take microseconds each) and waking a second OpenMP thread for each
             costs more than it saves. Measured on 2 cores, whole candidates (both stages): 1 thread took
-            15-18 s whether or not the other core was busy; 2 threads 22 s idle and 29 s with the other
+            15-18 s whether or not the other core was busy; 2 threads 23 s idle and 29 s with the other
             core busy (``OMP_WAIT_POLICY=PASSIVE``, as the tools set it) or 13 s idle and 40 s busy
             (spinning waits). Use the other cores with ``--workers N`` (one candidate each).
     """
