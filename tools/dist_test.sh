@@ -8,17 +8,5 @@ if [ "$#" -lt 3 ]; then
     echo "usage: $0 CONFIG CHECKPOINT GPUS [tools/test.py arguments...]" >&2
     exit 2
 fi
-CONFIG=$1
-CHECKPOINT=$2
-GPUS=$3
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-PORT=${PORT:-29500}
-PYTHON=${PYTHON:-python}
 HERE=$(cd "$(dirname "$0")" && pwd)
-
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" --master_port="$PORT" \
-    "$HERE/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"
+exec "$HERE/dist_launch.sh" "$3" "$HERE/test.py" "$1" "$2" "${@:4}"

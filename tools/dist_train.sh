@@ -9,16 +9,5 @@ if [ "$#" -lt 2 ]; then
     echo "usage: $0 CONFIG GPUS [tools/train.py arguments...]" >&2
     exit 2
 fi
-CONFIG=$1
-GPUS=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-PORT=${PORT:-29500}
-PYTHON=${PYTHON:-python}
 HERE=$(cd "$(dirname "$0")" && pwd)
-
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" --master_port="$PORT" \
-    "$HERE/train.py" "$CONFIG" --launcher pytorch "${@:3}"
+exec "$HERE/dist_launch.sh" "$2" "$HERE/train.py" "$1" "${@:3}"
