@@ -22,7 +22,7 @@ over-parameterisation helps compact models to converge faster"), left out of the
 """
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,8 @@ from torch import nn
 from densenas.arch import Arch, Decision, InvalidArch
 from densenas.ops import ConvBNReLU, SepConv
 from densenas.space import SearchSpace, ShapeSpec
+
+from .auxcell import BlockSpec  # the aux-cell space's block: merge(op0(state[in0]), op1(state[in1]))
 
 MERGES = ("sum", "concat")
 REPEATS = (1, 2, 3)
@@ -59,19 +61,9 @@ OPS = {
 }
 
 
-class BlockSpec(NamedTuple):
-    """``merge(op0(state[in0]), op1(state[in1]))``; state 0 is the template input."""
-
-    in0: int
-    in1: int
-    op0: str
-    op1: str
-    merge: str
-
-
 class Template(nn.Module):
     """One application of a template (own weights) at ``width`` channels; ops reading the input use
-    ``stride``."""
+    ``stride``. State 0 of each :class:`BlockSpec` is the template input."""
 
     def __init__(self, blocks: Sequence[BlockSpec], width: int, stride: int = 1):
         super().__init__()
