@@ -34,6 +34,9 @@ class Task:
         reward_label: the y label of the reward plot.
         default_scope: the OpenMMLab scope of its exported configs (``mmseg``, ``mmdet``, ...).
         baselines: hand-designed models its exporter writes (``tools/export.py --baseline``).
+        export_default: spaces and baselines for which an export that names no task (no ``--task``, no
+            search config) picks this task although others hold them too (e.g. segmentation for ``auxcell``
+            archs, which depth and keypoints also search and take as transfers).
     """
 
     name: ClassVar[str] = "task"
@@ -42,6 +45,7 @@ class Task:
     reward_label: ClassVar[str] = "reward"
     default_scope: ClassVar[str] = ""
     baselines: ClassVar[tuple[str, ...]] = ()
+    export_default: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ data
     def build_data(self, data_cfg: Mapping[str, Any], *, source: str = "config", log: Log = print) -> None:
@@ -152,7 +156,8 @@ class TensorForward(nn.Module):
 
 def pick_task(name: str | None, arch: Arch | None = None, baseline: str | None = None) -> type[Task]:
     """The task of an export: ``name`` when given, else the one task whose spaces hold ``arch``'s space
-    (NAS-FCOS parts such as ``nasfcos_fpn`` belong to ``nasfcos``) or whose baselines hold ``baseline``.
+    (NAS-FCOS parts such as ``nasfcos_fpn`` belong to ``nasfcos``) or whose baselines hold ``baseline``;
+    of several, the one that names it in its ``export_default``.
 
     Raises:
         ValueError: no task, or several, fit (pass ``--task``).
@@ -163,11 +168,15 @@ def pick_task(name: str | None, arch: Arch | None = None, baseline: str | None =
         return task_class(name)
     classes = [task_class(n) for n in available(TASKS)]
     if arch is not None:
-        fits = [c for c in classes if arch.space in c.spaces or arch.space.split("_")[0] in c.spaces]
+        keys = (arch.space, arch.space.split("_")[0])
+        fits = [c for c in classes if set(keys) & set(c.spaces)]
         what = f"arch space {arch.space!r}"
     else:
+        keys = (baseline,)
         fits = [c for c in classes if baseline in c.baselines]
         what = f"baseline {baseline!r}"
+    if len(fits) > 1:
+        fits = [c for c in fits if set(keys) & set(c.export_default)] or fits
     if len(fits) != 1:
         names = sorted(c.name for c in (fits or classes))
         raise ValueError(f"{what}: {'several' if fits else 'no'} tasks fit ({names}); name one with --task")

@@ -1,5 +1,6 @@
 """Every shipped config builds (mmseg ``test_config.py`` style): search configs resolve every section,
-fine-tune configs build their mmseg segmentor or mmdet detector and run a forward pass."""
+fine-tune configs build their mmseg segmentor / depth estimator, mmdet detector or mmpose pose
+estimator and run a forward pass."""
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,16 @@ def test_finetune_config_builds_and_runs(path):
         assert [tuple(c.shape[-2:]) for c in cls_scores] == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
         per_loc = cfg.model.bbox_head.num_classes * (9 if cfg.model.type == "RetinaNet" else 1)
         assert all(c.shape[1] == per_loc and torch.isfinite(c).all() for c in cls_scores)
+        return
+    if cfg.default_scope == "mmpose":  # top-down keypoints: K heatmaps at the codec's heatmap size
+        from mmpose.registry import MODELS
+
+        model = MODELS.build(cfg.model).eval()
+        w, h = cfg.model.head.decoder.input_size
+        with torch.no_grad():
+            heat = model(torch.rand(1, 3, h, w), None, mode="tensor")  # mmpose: data_samples positional
+        hw, hh = cfg.model.head.decoder.heatmap_size
+        assert tuple(heat.shape) == (1, cfg.model.head.out_channels, hh, hw) and torch.isfinite(heat).all()
         return
     from mmseg.registry import MODELS
 

@@ -37,7 +37,7 @@ def test_entry_points_find_every_task_and_space():
     from densenas.space import SearchSpace
     from densenas.task import Task
 
-    assert {"segmentation", "detection", "restoration"} <= set(available(TASKS))
+    assert {"segmentation", "detection", "restoration", "depth", "keypoints"} <= set(available(TASKS))
     assert {"auxcell", "autodeeplab", "irnas", "nasfcos", "nasfpn"} <= set(available(SPACES))
     for name in available(TASKS):
         cls = load(TASKS, name)
@@ -63,6 +63,10 @@ def test_pick_task_by_arch_space_and_baseline():
     assert pick_task(None, Arch("nasfcos_fpn", {})).name == "detection"
     assert pick_task(None, Arch("irnas", {})).name == "restoration"
     assert pick_task(None, baseline="fpn_retinanet").name == "detection"
+    # depth and keypoints also take aux-cell archs and FCN heads: without --task they stay segmentation's
+    assert pick_task(None, baseline="fcn").name == "segmentation"
+    assert pick_task("depth", Arch("auxcell", {})).name == "depth"
+    assert pick_task(None, baseline="heatmap").name == "keypoints"
     with pytest.raises(ValueError, match="no tasks fit"):
         pick_task(None, Arch("nonsense", {}))
 

@@ -31,6 +31,18 @@ TINY = {
                                proxy=dict(num_train=4, num_val=2, size=64, num_classes=2)),
         spaces={"nasfcos": dict(part="fpn", width=8), "nasfpn": dict(out_channels=8)},
         backbone=dict(type="mobilenet_v2", out_indices=(6, 13, 17), pretrained=False)),
+    "depth": dict(
+        data=lambda root: dict(layout="proxy", root=str(root), image_size=(32, 48),
+                               proxy=dict(num_train=4, num_test=2, height=48, width=64)),
+        spaces={"auxcell": dict(width=8, num_cells=2, blocks_per_cell=1),
+                "template": dict(widths=(8, 12), num_templates=2, blocks=2)},
+        backbone=dict(type="mobilenet_v2", pretrained=False),
+        space_backbones={"template": dict(type="mobilenet_v2", out_indices=(3, 6), pretrained=False)}),
+    "keypoints": dict(
+        data=lambda root: dict(layout="proxy", root=str(root), input_size=(64, 48),
+                               proxy=dict(num_train=4, num_val=2, size=96)),
+        spaces={"auxcell": dict(width=8, num_cells=2, blocks_per_cell=1)},
+        backbone=dict(type="mobilenet_v2", pretrained=False)),
     "restoration": dict(
         data=lambda root: dict(layout="proxy", root=str(root), image_size=16,
                                proxy=dict(num_train=4, num_val=2, size=32)),

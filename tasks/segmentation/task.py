@@ -44,6 +44,7 @@ class SegmentationTask(Task):
     reward_label = "reward (geo. mean of mIoU, fwIoU, pixel acc.)"
     default_scope = "mmseg"
     baselines = ("aspp", "deeplabv3plus", "lraspp", "fcn", "cgnet", "fastscnn", "erfnet")
+    export_default = spaces + baselines  # depth and keypoints take these too, as transfers (with --task)
 
     def __init__(self, teacher: Mapping[str, Any] | None = None, kd_temperature: float = 1.0):
         if teacher is not None:

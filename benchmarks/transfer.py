@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Transfer tables: decoders found by a segmentation search, fine-tuned on another dense task, against the
+task's hand-designed heads on the same backbone, under the same budget (Nekrasov et al., "Fast Neural
+Architecture Search of Compact Semantic Segmentation Models via Auxiliary Cells", CVPR 2019, Sec. 5:
+NYUv2 depth and MPII / COCO keypoints).
+
+Every model goes the way a user's would: ``tools/export.py`` writes its config (found arch with ``--task``,
+or ``--baseline``), ``tools/train.py`` fine-tunes it once per seed (``randomness.seed``), ``tools/test.py``
+scores the last checkpoint and counts its parameters. Runs whose ``test.json`` exists are kept, so an
+interrupted table resumes where it stopped.
+
+    python benchmarks/transfer.py --task depth \\
+        --archs work_dirs/auxcell_proxy_newcomer/best_arch.json work_dirs/auxcell_proxy/best_arch.json \\
+        --baselines fcn deeplabv3plus --seeds 0 1 --iters 300 --out work_dirs/transfer_depth
+    python benchmarks/transfer.py --task keypoints --archs ... --baselines heatmap --seeds 0 1 --iters 300 \\
+        --out work_dirs/transfer_keypoints
+
+Prints (and writes ``table.md`` / ``table.json`` in ``--out``) one row per model: the mean over seeds of
+each metric, ``±`` half the spread between seeds, and the inference parameters.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tools/search.py
+ROOT = Path(__file__).resolve().parents[1]
+
+#: (column label, regex matched against the metric keys tools/test.py reports, lower is better)
+COLUMNS = {
+    "depth": [("RMSE lin", r"(^|/)rmse$", True), ("RMSE log", r"(^|/)rmse_log$", True),
+              ("abs rel", r"(^|/)abs_rel$", True), ("sq rel", r"(^|/)sq_rel$", True),
+              ("δ1", r"(^|/)(d1|a1)$", False), ("δ2", r"(^|/)(d2|a2)$", False), ("δ3", r"(^|/)(d3|a3)$", False)],
+    "keypoints": [("PCKh@0.5", r"pckh.*0?\.?5\b|pckh@0\.5|pckh$", False),
+                  ("PCKh@0.1", r"pckh.*0?\.?1\b|pckh@0\.1", False),
+                  ("AP", r"(^|/)ap$", False), ("AR", r"(^|/)ar$", False)],
+}
+
+
+def sh(cmd: list[str], log: Path) -> None:
+    """Run ``cmd`` from the repository root, its output appended to ``log``; raise naming the log on failure."""
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed (rc {rc}); see {log}:\n{tail}")
+
+
+def models(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """``(name, tools/export.py arguments)`` of every found arch and baseline."""
+    out = []
+    for a in args.archs:
+        res = json.loads(Path(a).read_text()).get("result") or {}
+        cid = res.get("candidate")
+        name = f"found #{cid} ({Path(a).parent.name})" if cid is not None else f"found ({Path(a).stem})"
+        out.append((name, [a]))
+    out += [(b, ["--baseline", b]) for b in args.baselines]
+    return out
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+
+
+def run_one(name: str, export_args: list[str], seed: int, args: argparse.Namespace) -> dict:
+    """Export (once per model), fine-tune with ``seed`` and test; returns tools/test.py's JSON."""
+    out = Path(args.out)
+    cfg = out / f"{slug(name)}.py"
+    wd = out / f"{slug(name)}_s{seed}"
+    result = wd / "test.json"
+    if result.is_file():
+        return json.loads(result.read_text())
+    wd.mkdir(parents=True, exist_ok=True)
+    log = wd / "run.log"
+    py = sys.executable
+    if not cfg.is_file():
+        sh([py, "tools/export.py", *export_args, "--task", args.task, "--out", str(cfg), "--iters", str(args.iters),
+            *args.export_args], log)
+    t0 = time.perf_counter()
+    sh([py, "tools/train.py", str(cfg), "--work-dir", str(wd), "--cfg-options", f"randomness.seed={seed}"], log)
+    train_s = time.perf_counter() - t0
+    last = (wd / "last_checkpoint").read_text().strip()  # mmengine's pointer to the newest checkpoint
+    sh([py, "tools/test.py", str(cfg), last, "--work-dir", str(wd), "--json", str(result)], log)
+    data = json.loads(result.read_text())
+    data["train_seconds"] = train_s
+    result.write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def pick(metrics: dict, pattern: str) -> float | None:
+    """The first numeric metric whose lower-cased key matches ``pattern``."""
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)) and re.search(pattern, k.lower()):
+            return float(v)
+    return None
+
+
+def table(task: str, rows: dict[str, list[dict]]) -> tuple[str, list[dict]]:
+    """Markdown table (mean ± half spread over seeds) and its rows as dicts."""
+    cols = COLUMNS[task]
+    head = ["model", *[f"{c[0]} {'↓' if c[2] else '↑'}" for c in cols], "params (M)", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out = []
+    for name, runs in rows.items():
+        cells, rec = [name], {"model": name, "seeds": len(runs)}
+        for label, pat, _ in cols:
+            vals = [v for v in (pick(r["metrics"], pat) for r in runs) if v is not None]
+            if not vals:
+                cells.append("–")
+                continue
+            mean, half = sum(vals) / len(vals), (max(vals) - min(vals)) / 2
+            rec[label] = mean
+            cells.append(f"{mean:.3f} ± {half:.3f}" if len(vals) > 1 else f"{mean:.3f}")
+        rec["params"] = runs[0]["params"]
+        cells += [f"{runs[0]['params'] / 1e6:.3f}", str(len(runs))]
+        lines.append("| " + " | ".join(cells) + " |")
+        out.append(rec)
+    return "\n".join(lines), out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, choices=sorted(COLUMNS))
+    p.add_argument("--archs", nargs="*", default=[], help="found arch JSONs (best_arch.json of searches)")
+    p.add_argument("--baselines", nargs="*", default=[], help="the task's hand-designed heads")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--iters", type=int, default=300, help="fine-tuning iterations of every model")
+    p.add_argument("--out", required=True, help="directory of configs, runs and the table")
+    p.add_argument("--export-args", nargs=argparse.REMAINDER, default=[],
+                   help="more tools/export.py options for every model (last on the line)")
+    args = p.parse_args(argv)
+    for a in args.archs:
+        if not Path(a).is_file():
+            print(f"error: arch file not found: {a}", file=sys.stderr)
+            return 2
+    if not args.archs and not args.baselines:
+        print("error: give --archs and/or --baselines", file=sys.stderr)
+        return 2
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    rows: dict[str, list[dict]] = {}
+    todo = [(m, s) for m in models(args) for s in args.seeds]
+    t0 = time.perf_counter()
+    for i, ((name, export_args), seed) in enumerate(todo, 1):
+        t = time.perf_counter()
+        try:
+            r = run_one(name, export_args, seed, args)
+        except RuntimeError as e:
+            print(f"error: {name} seed {seed}: {e}", file=sys.stderr)
+            return 1
+        rows.setdefault(name, []).append(r)
+        print(f"[{i}/{len(todo)}] {name} seed {seed}: {time.perf_counter() - t:.0f}s "
+              f"(total {time.perf_counter() - t0:.0f}s)", flush=True)
+    md, recs = table(args.task, rows)
+    (Path(args.out) / "table.md").write_text(md + "\n")
+    (Path(args.out) / "table.json").write_text(json.dumps(recs, indent=2) + "\n")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The keypoint task plugin (:mod:`.task`); mmpose registrations in :mod:`.mm`."""

@@ -1,0 +1,110 @@
+"""The 2-D keypoint (human pose) task plugin: decoders of the segmentation spaces transferred to top-down
+heatmap regression and searched on it, after the keypoint experiments of Nekrasov et al., "Fast Neural
+Architecture Search of Compact Semantic Segmentation Models via Auxiliary Cells" (CVPR 2019), inside mmpose
+1.x (Xiao et al.'s SimpleBaseline heatmaps, ECCV 2018).
+
+Data: the proxy keypoint set (COCO layout), COCO keypoints or MPII, cut into top-down crops with MSRA
+heatmap targets (:mod:`.data`); candidate: a decoder with ``K`` output channels, mmpose's
+``KeypointMSELoss`` with target weights (+ auxiliary heads) (:mod:`.candidate`); metrics: PCKh@0.5 / @0.1
+and COCO keypoint AP / AR (:mod:`.metrics`); reward: the mean of PCKh@0.5 and PCKh@0.1; export: an mmpose
+``TopdownPoseEstimator`` config (:mod:`.export`, registrations in :mod:`.mm`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import Tensor, nn
+
+from densenas.arch import Arch
+from densenas.export import fill_defaults
+from densenas.space import SearchSpace, ShapeSpec
+from densenas.task import Task
+
+from .candidate import KptTargets, build_kpt_candidate
+from .data import KptData, build_codec, build_data
+from .metrics import keypoint_reward
+
+
+class KeypointTask(Task):
+    """Top-down 2-D keypoint estimation (no task options: the data section sets crops and heatmaps)."""
+
+    name = "keypoints"
+    spaces = ("auxcell",)
+    report_metrics = (("pckh05", "PCKh@0.5"), ("pckh01", "PCKh@0.1"), ("ap", "AP"), ("ar", "AR"))
+    reward_label = "reward (mean of PCKh@0.5 and PCKh@0.1)"
+    default_scope = "mmpose"
+    baselines = ("heatmap",)
+
+    def __init__(self) -> None:
+        self.data: KptData | None = None
+        self.targets: KptTargets | None = None
+        self.codec: Any = None
+
+    # ------------------------------------------------------------------ data
+    def build_data(self, data_cfg: Mapping[str, Any], *, source: str = "config", log=print) -> None:
+        self.data = build_data(dict(data_cfg), source=source, log=log)
+        self.codec = build_codec(self.data.input_size, self.data.sigma)
+        self.targets = KptTargets(self.data)
+
+    def _data(self) -> KptData:
+        if self.data is None:
+            raise RuntimeError("call build_data() first")
+        return self.data
+
+    def space_defaults(self) -> dict[str, Any]:
+        return {"num_classes": self._data().num_keypoints}
+
+    # ------------------------------------------------- candidate searches
+    def images(self, split: str) -> Tensor:
+        return self._data().train.images if split == "train" else self._data().val.images
+
+    def build_candidate(self, space: SearchSpace, arch: Arch, shapes: Mapping[str, ShapeSpec]) -> nn.Module:
+        return build_kpt_candidate(space, arch, shapes, self.codec, self._data().input_size)
+
+    def reward(self, metrics: Mapping[str, float]) -> float:
+        return keypoint_reward(dict(metrics))
+
+    # ------------------------------------------------------------ test time
+    def test_cost_model(self, model: nn.Module, cfg: Any) -> tuple[nn.Module, int, int, str]:
+        """Backbone + head up to the heatmaps (no decoding); the found head's aux heads excluded."""
+        from densenas.objectives import count_params
+        from densenas.task import TensorForward
+
+        aux = getattr(getattr(model.head, "decoder", None), "aux_heads", None)
+        params = count_params(model) - (count_params(aux) if aux is not None else 0)
+        return TensorForward(model, lambda m, x: m._forward(x)), params, 3, " (inference, aux heads excluded)"
+
+    def test_size(self, cfg: Any, runner: Any) -> tuple[int, int]:
+        """The crop size of the test pipeline's ``TopdownAffine`` (``input_size`` is ``(w, h)``)."""
+        for step in cfg.test_dataloader.dataset.pipeline:
+            if step.get("type") == "TopdownAffine":
+                w, h = step["input_size"]
+                return int(h), int(w)
+        return super().test_size(cfg, runner)
+
+    # ------------------------------------------------------------ export
+    def export(self, path: str | Path, *, arch: Arch | None = None, baseline: str | None = None,
+               search_cfg: Mapping[str, Any] | None = None, **options: Any) -> Path:
+        """An mmpose config (:func:`.export.keypoint_config`). Width and backbone are the searched ones
+        (``search_cfg``, which may be a segmentation search: its data section is never used); data comes
+        from ``options`` (default: the proxy keypoint set) or a keypoint search's ``data`` section."""
+        from .export import keypoint_config
+
+        search_cfg = dict(search_cfg or {})
+        task_type = dict(search_cfg.get("task") or {}).get("type")
+        data = dict(search_cfg.get("data") or {}) if task_type == self.name else {}
+        if options.get("dataset") is None and options.get("layout") is not None:
+            options["dataset"] = options.pop("layout")
+        options.pop("layout", None)
+        fill_defaults(options, dataset=data.get("layout", "proxy"), data_root=data.get("root", "data/proxy_kpt"),
+                      lr=1e-3, iters=2000, batch_size=16)
+        if data.get("input_size") is not None and options.get("input_size") is None:
+            options["input_size"] = tuple(data["input_size"])
+        if data.get("sigma") is not None and options.get("sigma") is None:
+            options["sigma"] = float(data["sigma"])
+        if arch is not None and options.get("width") is None:
+            options["width"] = dict(search_cfg.get("space") or {}).get("width", 48)
+        if search_cfg.get("backbone") and options.get("backbone") is None:
+            options["backbone"] = dict(search_cfg["backbone"])
+        return keypoint_config(path, arch=arch, baseline=baseline, **options)
