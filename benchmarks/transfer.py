@@ -12,7 +12,7 @@ interrupted table resumes where it stopped.
     python benchmarks/transfer.py --task depth \\
         --archs work_dirs/auxcell_proxy_newcomer/best_arch.json work_dirs/auxcell_proxy/best_arch.json \\
         --baselines fcn deeplabv3plus --seeds 0 1 --iters 300 --out work_dirs/transfer_depth
-    python benchmarks/transfer.py --task keypoints --archs ... --baselines heatmap --seeds 0 1 --iters 300 \\
+    python benchmarks/transfer.py --task keypoints --archs ... --baselines heatmap@48 heatmap@256 \\
         --out work_dirs/transfer_keypoints
 
 Prints (and writes ``table.md`` / ``table.json`` in ``--out``) one row per model: the mean over seeds of
@@ -37,8 +37,8 @@ COLUMNS = {
     "depth": [("RMSE lin", r"(^|/)rmse$", True), ("RMSE log", r"(^|/)rmse_log$", True),
               ("abs rel", r"(^|/)abs_rel$", True), ("sq rel", r"(^|/)sq_rel$", True),
               ("δ1", r"(^|/)(d1|a1)$", False), ("δ2", r"(^|/)(d2|a2)$", False), ("δ3", r"(^|/)(d3|a3)$", False)],
-    "keypoints": [("PCKh@0.5", r"pckh.*0?\.?5\b|pckh@0\.5|pckh$", False),
-                  ("PCKh@0.1", r"pckh.*0?\.?1\b|pckh@0\.1", False),
+    # proxy / COCO: PCKAccuracy(prefix="pckh@0.5") -> "pckh@0.5/PCKh"; MPII: MpiiPCKAccuracy's PCKh, PCKh@0.1
+    "keypoints": [("PCKh@0.5", r"^pckh$|pckh@0\.5", False), ("PCKh@0.1", r"pckh@0\.1", False),
                   ("AP", r"(^|/)ap$", False), ("AR", r"(^|/)ar$", False)],
 }
 
@@ -62,7 +62,10 @@ def models(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         cid = res.get("candidate")
         name = f"found #{cid} ({Path(a).parent.name})" if cid is not None else f"found ({Path(a).stem})"
         out.append((name, [a]))
-    out += [(b, ["--baseline", b]) for b in args.baselines]
+    for b in args.baselines:  # NAME or NAME@WIDTH (e.g. heatmap@256: mmpose's default deconv width)
+        name, _, width = b.partition("@")
+        out.append((f"{name} ({width} ch)" if width else name,
+                    ["--baseline", name, *(["--width", width] if width else [])]))
     return out
 
 
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, choices=sorted(COLUMNS))
     p.add_argument("--archs", nargs="*", default=[], help="found arch JSONs (best_arch.json of searches)")
-    p.add_argument("--baselines", nargs="*", default=[], help="the task's hand-designed heads")
+    p.add_argument("--baselines", nargs="*", default=[],
+                   help="the task's hand-designed heads, NAME or NAME@WIDTH (channels; default: the exporter's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--iters", type=int, default=300, help="fine-tuning iterations of every model")
     p.add_argument("--out", required=True, help="directory of configs, runs and the table")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write an ordinary OpenMMLab config (mmseg / mmdet / mmengine) for a found architecture or a baseline.
+"""Write an ordinary OpenMMLab config (mmseg / mmdet / mmpose / mmengine) for a found architecture or a baseline.
 
     python tools/export.py work_dirs/auxcell_proxy/best_arch.json --out configs/finetune/found_proxy.py
     python tools/export.py --baseline aspp --out configs/finetune/baseline_aspp_proxy.py
@@ -11,6 +11,11 @@
     python tools/export.py --baseline fpn_fcos --width 32 --out fpn_fcos.py
     python tools/export.py work_dirs/auxcell_proxy/history.sqlite --candidate 17 --out c17.py  # any candidate,
         # e.g. one of the Pareto front marked in leaderboard.md
+    # a found segmentation decoder transferred to depth (mmseg DepthEstimator) or keypoints (mmpose top-down)
+    python tools/export.py work_dirs/auxcell_proxy/best_arch.json --task depth --out depth_found.py
+    python tools/export.py --baseline deeplabv3plus --task depth --out depth_dlv3p.py
+    python tools/export.py work_dirs/auxcell_proxy/best_arch.json --task keypoints --out kpt_found.py
+    python tools/export.py --baseline heatmap --width 48 --out kpt_heatmap.py
 
 The task (and the space settings, classes and backbone the arch was searched with) come from the search's
 ``config.py`` next to the arch JSON; ``--task`` names it otherwise. Found model and baseline of one task
@@ -40,17 +45,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                  "leaderboard, e.g. a point of the Pareto front)")
     p.add_argument("--baseline", help="a hand-designed model of the task: aspp, deeplabv3plus, lraspp, fcn "
                                       "(heads on the backbone), cgnet, fastscnn, erfnet (compact whole networks) "
-                                      "(segmentation), fpn_fcos, fpn_retinanet (detection), dncnn (restoration; "
-                                      "with an IR-NAS arch: at least its parameter count)")
+                                      "(segmentation; fcn and deeplabv3plus also regress depth with --task depth), "
+                                      "fpn_fcos, fpn_retinanet (detection), dncnn (restoration; with an IR-NAS "
+                                      "arch: at least its parameter count), heatmap (keypoints: mmpose's "
+                                      "SimpleBaseline HeatmapHead, --width deconv channels, default 256)")
     p.add_argument("--out", required=True, help="config file to write")
     p.add_argument("--task", help="task plugin (default: the search's task, from config.py next to the arch)")
-    p.add_argument("--dataset", help="segmentation: proxy (default), voc or cityscapes")
-    p.add_argument("--data-root", help="default: the task's proxy set (data/proxy_voc, data/proxy_coco, ...)")
+    p.add_argument("--dataset", help="segmentation: proxy (default), voc or cityscapes; depth: proxy or nyu; "
+                                     "keypoints: proxy, coco or mpii")
+    p.add_argument("--data-root", help="default: the task's proxy set (data/proxy_voc, data/proxy_coco, "
+                                       "data/proxy_nyu, data/proxy_kpt, ...)")
     p.add_argument("--layout", help="detection: coco (default) or voc; restoration: bsd or rain100")
     p.add_argument("--optimizer", help="detection: adamw (default) or sgd")
-    p.add_argument("--crop", type=int, help="training crop in pixels (default 128; 48 for restoration)")
+    p.add_argument("--crop", type=int, help="training crop in pixels (default 128; 48 for restoration, 96 for "
+                                            "proxy depth; keypoints: crop height, width 3/4 of it)")
     p.add_argument("--kind", help="restoration: denoise or derain (default: as searched)")
-    p.add_argument("--sigma", type=float, help="denoising noise level on the 0..255 scale (default: as searched)")
+    p.add_argument("--sigma", type=float, help="denoising noise level on the 0..255 scale (default: as searched); "
+                                             "keypoints: the heatmap Gaussian's sigma")
     p.add_argument("--width", type=int, help="decoder / pyramid channels (default: as searched)")
     p.add_argument("--iters", type=int, help="training iterations (default 2000)")
     p.add_argument("--lr", type=float, help="default 3e-3 (segmentation), 1e-3 (detection, restoration)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune an exported mmseg/mmdet config with the ordinary mmengine Runner.
+"""Fine-tune an exported mmseg / mmdet / mmpose config with the ordinary mmengine Runner.
 
     python tools/train.py configs/finetune/found_proxy.py [--work-dir DIR] [--resume]
         [--cfg-options train_cfg.max_iters=500 ...] [--launcher none|pytorch|slurm]
