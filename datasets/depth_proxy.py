@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from .nyu import depth_to_png, write_nyu_pair
-from .proxy import load_source_images
+from .proxy import load_source_images, shape_mask
 
 __all__ = ["build_proxy_nyu", "render_scene", "DEPTH_MANIFEST_NAME", "GROUND", "WALL", "scene_sources"]
 
@@ -106,24 +106,6 @@ def _sample_texture(levels: list[np.ndarray], a: np.ndarray, b: np.ndarray, foot
     return out
 
 
-def _shape_mask(rng: np.random.Generator, h: int, w: int, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
-    """A filled ellipse, star-convex polygon or rectangle centred at ``(cx, cy)`` with radii ``(rx, ry)``."""
-    mask = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(mask)
-    kind = int(rng.integers(0, 3))
-    if kind == 0:
-        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=1)
-    elif kind == 1:
-        n = int(rng.integers(5, 10))
-        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
-        radii = rng.uniform(0.6, 1.0, n)
-        draw.polygon([(float(cx + rx * r * np.cos(t)), float(cy + ry * r * np.sin(t)))
-                      for t, r in zip(angles, radii)], fill=1)
-    else:
-        draw.rectangle([cx - rx, cy - ry, cx + rx, cy + ry], fill=1)
-    return np.asarray(mask, dtype=bool)
-
-
 def render_scene(rng: np.random.Generator, height: int = 96, width: int = 128, max_depth: float = 10.0
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Render one scene (see the module docstring).
@@ -173,7 +155,7 @@ def render_scene(rng: np.random.Generator, height: int = 96, width: int = 128, m
         # stands on the floor: its bottom is the row where the floor is at depth z
         floor_row = cy + f * (cam_h / z - math.sin(pitch)) / math.cos(pitch)
         ccx, ccy = rng.uniform(0.1, 0.9) * width, min(floor_row, height + ry) - ry
-        mask = _shape_mask(rng, height, width, ccx, ccy, rx, ry) & (z < depth)  # the depth test
+        mask = shape_mask(rng, height, width, ccx, ccy, rx, ry, int(rng.integers(0, 3))) & (z < depth)  # depth test
         o_key = src["object"][int(rng.integers(len(src["object"])))]
         photo = load_source_images((o_key,))[o_key]
         side = max(2, round(2 * max(radius_m) * OBJECT_TEXELS_PER_M))  # fixed physical texel density

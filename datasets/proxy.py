@@ -190,24 +190,32 @@ def background_mosaic(rng: np.random.Generator, bgs: list[Image.Image], size: in
     return img
 
 
-def _shape_mask(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A random filled ellipse, star-convex polygon or rectangle as an HxW bool mask."""
-    mask = Image.new("L", (size, size), 0)
+def shape_mask(rng: np.random.Generator, h: int, w: int, cx: float, cy: float, rx: float, ry: float, kind: int,
+               min_radius: float = 0.6, inclusive: bool = True) -> np.ndarray:
+    """An ``h x w`` bool mask of a filled shape centred at ``(cx, cy)`` with radii ``(rx, ry)``: ``kind`` 0 an
+    ellipse, 1 a star-convex polygon of 5-9 vertices at ``min_radius..1`` of the radii (drawn from ``rng``),
+    2 a rectangle (``inclusive=False``: its right and bottom edges one pixel in). Every proxy set's shapes."""
+    mask = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(mask)
-    rh, rw = rng.uniform(0.12, 0.32, 2) * size
-    cy, cx = rng.uniform(0.15, 0.85, 2) * size
-    kind = int(rng.integers(0, 3))
     if kind == 0:
-        draw.ellipse([cx - rw, cy - rh, cx + rw, cy + rh], fill=1)
+        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=1)
     elif kind == 1:
         n = int(rng.integers(5, 10))
         angles = np.sort(rng.uniform(0, 2 * np.pi, n))
-        radii = rng.uniform(0.5, 1.0, n)
-        pts = [(float(cx + rw * r * np.cos(a)), float(cy + rh * r * np.sin(a))) for a, r in zip(angles, radii)]
-        draw.polygon(pts, fill=1)
+        radii = rng.uniform(min_radius, 1.0, n)
+        draw.polygon([(float(cx + rx * r * np.cos(a)), float(cy + ry * r * np.sin(a)))
+                      for a, r in zip(angles, radii)], fill=1)
     else:
-        draw.rectangle([cx - rw, cy - rh, cx + rw, cy + rh], fill=1)
+        e = 0 if inclusive else 1
+        draw.rectangle([cx - rx, cy - ry, cx + rx - e, cy + ry - e], fill=1)
     return np.asarray(mask, dtype=bool)
+
+
+def _shape_mask(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A random filled ellipse, star-convex polygon or rectangle as an HxW bool mask."""
+    rh, rw = rng.uniform(0.12, 0.32, 2) * size
+    cy, cx = rng.uniform(0.15, 0.85, 2) * size
+    return shape_mask(rng, size, size, cx, cy, rw, rh, int(rng.integers(0, 3)), min_radius=0.5)
 
 
 def _boundary(label: np.ndarray, width: int) -> np.ndarray:

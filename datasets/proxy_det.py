@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from pycocotools import mask as mask_utils
 
-from .proxy import ID_PREFIX, background_mosaic, prepare_source, random_crop, select_sources
+from .proxy import ID_PREFIX, background_mosaic, prepare_source, random_crop, select_sources, shape_mask
 
 __all__ = ["build_proxy_coco", "coco_classes", "proxy_det_scenes", "ProxyScene", "area_bin",
            "DET_MANIFEST_NAME", "MIN_VISIBILITY", "COCO_SMALL_AREA", "COCO_LARGE_AREA"]
@@ -93,19 +93,7 @@ def _object_mask(rng: np.random.Generator, size: int, area: float) -> np.ndarray
     rh = min(aspect * rw, size / 2 - 1)
     rw = min(rw, size / 2 - 1)
     cx, cy = rng.uniform(rw, size - rw), rng.uniform(rh, size - rh)
-    canvas = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(canvas)
-    if kind == 0:
-        draw.ellipse([cx - rw, cy - rh, cx + rw, cy + rh], fill=1)
-    elif kind == 1:
-        n = int(rng.integers(5, 10))
-        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
-        radii = rng.uniform(0.6, 1.0, n)
-        draw.polygon([(float(cx + rw * r * np.cos(a)), float(cy + rh * r * np.sin(a)))
-                      for a, r in zip(angles, radii)], fill=1)
-    else:
-        draw.rectangle([cx - rw, cy - rh, cx + rw - 1, cy + rh - 1], fill=1)
-    return np.asarray(canvas, dtype=bool)
+    return shape_mask(rng, size, size, cx, cy, rw, rh, kind, inclusive=False)
 
 
 def _extent(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -19,15 +19,9 @@ from torch import Tensor, nn
 from densenas.arch import Arch
 from densenas.evaluation.common import Diverged
 from densenas.space import SearchSpace, ShapeSpec
+from densenas.tasks.segmentation.candidate import split_outputs  # the decoders' (main, aux) outputs
 
 from .losses import depth_loss, depth_metrics, to_depth
-
-
-def split_outputs(out: Tensor | Sequence[Any]) -> tuple[Tensor, list[Tensor]]:
-    """``(output, [aux outputs])`` of a decoder output (a tensor, or ``(output, aux_list)``)."""
-    if isinstance(out, (tuple, list)):
-        return out[0], list(out[1])
-    return out, []
 
 
 class DepthCandidate(nn.Module):

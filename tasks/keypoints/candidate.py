@@ -19,15 +19,9 @@ from torch import Tensor, nn
 from densenas.arch import Arch
 from densenas.evaluation.common import Diverged
 from densenas.space import SearchSpace, ShapeSpec
+from densenas.tasks.segmentation.candidate import split_outputs  # the decoders' (main, aux) outputs
 
 from .metrics import decode_heatmaps, keypoint_metrics, keypoint_reward, to_image
-
-
-def split_outputs(out: Tensor | Sequence[Any]) -> tuple[Tensor, list[Tensor]]:
-    """``(heatmaps, [aux heatmaps])`` of a decoder output (a tensor, or ``(main, aux_list)``)."""
-    if isinstance(out, (tuple, list)):
-        return out[0], list(out[1])
-    return out, []
 
 
 def resize_heatmaps(x: Tensor, size: Sequence[int]) -> Tensor:
