@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from .nyu import depth_to_png, write_nyu_pair
-from .proxy import load_source_images, shape_mask
+from .proxy import load_source_images, read_manifest, shape_mask
 
 __all__ = ["build_proxy_nyu", "render_scene", "DEPTH_MANIFEST_NAME", "GROUND", "WALL", "scene_sources"]
 
@@ -174,14 +174,6 @@ def render_scene(rng: np.random.Generator, height: int = 96, width: int = 128, m
     return np.clip(img, 0, 255).astype(np.uint8), depth, surface, params
 
 
-def _read_manifest(root: Path) -> dict[str, Any] | None:
-    try:
-        manifest = json.loads((root / DEPTH_MANIFEST_NAME).read_text())
-    except (OSError, ValueError, RecursionError):
-        return None  # the builder's own record: damaged -> rebuilt
-    return manifest if isinstance(manifest, dict) else None
-
-
 def _complete(root: Path, manifest: dict[str, Any]) -> bool:
     for split, n in (manifest.get("splits") or {}).items():
         for i in manifest.get("ids", {}).get(split, []):
@@ -229,7 +221,7 @@ def build_proxy_nyu(root: str | Path, num_train: int = 64, num_test: int = 24, h
     manifest: dict[str, Any] = {"format": "densenas_proxy_nyu", "version": FORMAT_VERSION, "params": params,
                                 "sources": scene_sources(), "splits": {k: len(v) for k, v in ids.items()},
                                 "ids": ids, "layout": "nyu", "depth_unit": "mm (uint16 PNG), 0 = invalid"}
-    old = _read_manifest(root)
+    old = read_manifest(root, DEPTH_MANIFEST_NAME)
     if not force and old is not None and _complete(root, old) and all(
             old.get(k) == manifest[k] for k in ("format", "version", "params", "sources")):
         return old

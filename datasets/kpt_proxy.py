@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .proxy import BACKGROUND_SOURCES, CLASS_SOURCES, background_mosaic, load_source_images, prepare_source, \
-    random_crop
+    random_crop, read_manifest
 
 __all__ = ["KEYPOINT_NAMES", "FLIP_PAIRS", "SKELETON", "SIGMAS", "JOINT_WEIGHTS", "MANIFEST_NAME",
            "build_proxy_kpt", "dataset_info", "render_scene", "iter_scenes", "head_size"]
@@ -226,14 +226,6 @@ def render_scene(rng: np.random.Generator, textures: list[Image.Image], bgs: lis
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _read_manifest(root: Path) -> dict[str, Any] | None:
-    try:
-        m = json.loads((root / MANIFEST_NAME).read_text())
-    except (OSError, ValueError, RecursionError):
-        return None
-    return m if isinstance(m, dict) else None
-
-
 def _complete(root: Path, manifest: dict[str, Any]) -> bool:
     """Whether the annotation files, metainfo and every image the manifest counts exist."""
     if not (root / METAINFO_NAME).is_file():
@@ -304,7 +296,7 @@ def build_proxy_kpt(root: str | Path = "data/proxy_kpt", num_train: int = 64, nu
                                     background_sources=bg_keys, splits={"train": num_train, "val": num_val},
                                     layout="coco", metainfo=METAINFO_NAME,
                                     head_size="0.6 * diagonal of the head ellipse's box (MPII SC_BIAS)")
-    old = _read_manifest(root)
+    old = read_manifest(root, MANIFEST_NAME)
     if not force and old is not None and _complete(root, old) and all(
             old.get(k) == manifest[k] for k in ("format", "version", "params", "keypoints", "texture_sources",
                                                 "background_sources")):

@@ -263,11 +263,11 @@ def _save_label(label: np.ndarray, path: Path, palette: list[int]) -> None:
     im.save(path, format="PNG", optimize=False)
 
 
-def _read_manifest(root: Path) -> dict[str, Any] | None:
-    """The manifest of an earlier build, or ``None`` when there is none or it is damaged (then the set is
-    rebuilt: the manifest is this builder's own record, not user data)."""
+def read_manifest(root: Path, name: str = MANIFEST_NAME) -> dict[str, Any] | None:
+    """The manifest ``name`` of an earlier build of a proxy set, or ``None`` when there is none or it is
+    damaged (then the set is rebuilt: the manifest is the builder's own record, not user data)."""
     try:
-        manifest = json.loads((root / MANIFEST_NAME).read_text())
+        manifest = json.loads((root / name).read_text())
     except (OSError, ValueError, RecursionError):
         return None
     return manifest if isinstance(manifest, dict) else None
@@ -335,7 +335,7 @@ def build_proxy_voc(root: str | Path, num_train: int = 64, num_val: int = 24, si
         "class_sources": {n: k for n, k in chosen}, "background_sources": bg_keys,
         "splits": {"train": num_train, "val": num_val}, "ignore_index": 255, "layout": "voc",
     }
-    old = _read_manifest(root)
+    old = read_manifest(root)
     if not force and old is not None and _complete(root, old) and all(
             old.get(k) == manifest[k] for k in ("format", "version", "params", "class_sources",
                                                 "background_sources")):
