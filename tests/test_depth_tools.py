@@ -3,12 +3,12 @@ fine-tuning and test; a segmentation-found decoder transferred to depth on the r
 the NYU layout; found and baseline configs share data, schedule and backbone."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
+from _tools import tool as _tool
 
 from densenas.decoders.auxcell import AuxCellSpace
 from densenas.history import History
@@ -16,13 +16,6 @@ from densenas.history import History
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ROOT / "configs/search/depth_proxy.py"
 NO_WEIGHTS = ["--cfg-options", "model.backbone.backbone.pretrained=False"]
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
 
 
 def _train_test(cfg: Path, work: Path) -> dict:

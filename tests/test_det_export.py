@@ -3,12 +3,12 @@
 found/baseline configs differ only in neck and head."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _tools import tool as _tool
 
 from densenas.arch import Arch
 
@@ -19,13 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 16
 CHEAP_FPN_OPS = ("sep_conv_3x3", "conv1x1", "skip")     # no DCN: keeps the CPU runs short
 CHEAP_HEAD_OPS = ("gn_conv1x1", "gn_conv3x3", "skip")
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,16 @@
 tools/export.py -> tools/train.py -> tools/test.py on the found decoder and the SimpleBaseline head."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _tools import tool as _tool
 
 from densenas.history import History
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ROOT / "configs/search/keypoints_proxy.py"
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_kpt_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
 
 
 def _tiny_proxy(root: Path) -> list[str]:

@@ -15,7 +15,6 @@ import os
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported: see the module docstring
 
-import importlib.util  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
@@ -31,6 +30,7 @@ ray = pytest.importorskip("ray")
 import ray.cloudpickle  # noqa: E402
 
 import toy  # noqa: E402
+from _tools import tool  # noqa: E402
 from densenas.evaluation.common import RunningMean  # noqa: E402
 from densenas.history import History  # noqa: E402
 from densenas.loop import run  # noqa: E402
@@ -230,10 +230,7 @@ def test_a_node_killed_mid_candidate_is_retried_elsewhere(tmp_path, monkeypatch)
 
 # ------------------------------------------------------------------------------------------- bad input
 def _search_tool():
-    spec = importlib.util.spec_from_file_location("tool_search_parallel", ROOT / "tools" / "search.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
+    return tool("search")
 
 
 def test_bad_workers_and_unreachable_address_fail_fast(tmp_path, capsys):

@@ -1,12 +1,12 @@
 """Tools: bad input gives a clear error and loses no history; one real search end to end (slow)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from _tools import tool as _tool
 
 from densenas.arch import Arch
 from densenas.result import Result
@@ -14,13 +14,6 @@ from densenas.history import History
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ROOT / "configs/search/auxcell_proxy.py"
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
 
 
 def tiny_opts(tmp: Path, root: Path | None = None, n: int = 3) -> list[str]:

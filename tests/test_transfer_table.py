@@ -1,19 +1,16 @@
 """benchmarks/transfer.py reads the right figure into each column of the transfer tables, from the metric
 keys mmseg's DepthMetric, mmpose's CocoMetric / PCKAccuracy(prefix=...) and MpiiPCKAccuracy report."""
-import importlib.util
 from pathlib import Path
 
 import pytest
+from _tools import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def transfer():
-    spec = importlib.util.spec_from_file_location("transfer", ROOT / "benchmarks" / "transfer.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/transfer.py")
 
 
 def _runs(metric_sets, params=2_000_000):
