@@ -14,6 +14,7 @@ are proposed first (:meth:`Strategy.seed_with`); the ranking goes to ``<work_dir
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
@@ -28,7 +29,7 @@ from torch import nn
 
 from .backbones import build_backbone
 from .config import ConfigError, build_dataclass, check_keys, section
-from .parallel import ParallelCfg
+from .parallel import ParallelCfg, auto_workers
 from .plugins import SPACES, PluginError, load
 from .space import SearchSpace, ShapeSpec
 from .strategies import STRATEGIES, Strategy, build_strategy
@@ -229,8 +230,26 @@ def plan_search(cfg) -> dict[str, Any]:
 
 
 def parallel_cfg(cfg) -> ParallelCfg:
-    """The checked ``parallel`` section (:class:`densenas.parallel.ParallelCfg`; defaults when absent)."""
-    return build_dataclass("parallel", ParallelCfg, section(cfg, "parallel", {}) or {}, cfg.filename or "config")
+    """The checked ``parallel`` section (:class:`densenas.parallel.ParallelCfg`; defaults when absent), with
+    ``workers="auto"`` resolved for this machine (:func:`densenas.parallel.auto_workers`; the reason is kept
+    in ``auto_reason`` for the log)."""
+    source = cfg.filename or "config"
+    pcfg = build_dataclass("parallel", ParallelCfg, section(cfg, "parallel", {}) or {}, source)
+    if pcfg.workers != "auto":
+        return pcfg
+    one_shot = (section(cfg, "evaluator", {}) or {}).get("type") == "supernet"
+    device = resolve_device(cfg.get("device", "auto"))
+    gpus = 0
+    if device.type == "cuda":
+        gpus = torch.cuda.device_count() if device.index is None else 1
+    try:
+        n, why = auto_workers(gpus, one_shot)
+    except ValueError as e:
+        raise ConfigError(f"{source}: parallel.workers='auto': {e}") from None
+    extra = {"gpus_per_worker": 1} if gpus > 1 and n > 1 and not pcfg.gpus_per_worker else {}
+    out = dataclasses.replace(pcfg, workers=n, **extra)
+    out.auto_reason = why
+    return out
 
 
 def check_warm_start(given: Any, strat_type: str, one_shot: bool, ev_type: str, ecls: Any, source: str

@@ -12,7 +12,10 @@ cost, wall time), like Optuna's ``trial.report(value, step)``: the candidate row
 final arch and reward when the last step is done.
 
 Stored states (strategy state, meta values) are ``torch.save`` bytes of plain data and tensors only, and
-are read back with ``torch.load(weights_only=True)``.
+are read back with ``torch.load(weights_only=True)``. The strategy state's long lists (Optuna's trials, the
+surrogate's observations) are stored element by element, by content, in ``state_blobs`` (JSON text), so
+saving the state after every candidate writes each element once and the file grows linearly with the
+search (:func:`~densenas.history_codec.split_state`).
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .arch import Arch, InvalidArch
-from .history_codec import _CORRUPT, HistoryError, _number, _numbers_json, _pack, _sqlite_errors, _unpack
+from .history_codec import (_CORRUPT, HistoryError, _number, _numbers_json, _pack, _sqlite_errors, _unpack,
+                            join_state, split_state)
 from .result import Result
 
 RUNNING = "running"
@@ -49,6 +53,7 @@ CREATE TABLE IF NOT EXISTS candidates (
 );
 CREATE INDEX IF NOT EXISTS candidates_key ON candidates(arch_key);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS state_blobs (hash TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS steps (
     candidate INTEGER NOT NULL REFERENCES candidates(id),
     step INTEGER NOT NULL,
@@ -231,11 +236,24 @@ class History:
             raise HistoryError(f"history file {self.path}: the stored strategy state is a "
                                f"{type(state).__name__}, not a dict (a damaged meta row): restore the file from a "
                                f"copy or start afresh")
-        return state
+        return None if state is None else join_state(state, self._blobs, f"history file {self.path}")
+
+    def _blobs(self, hashes: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        wanted = sorted(set(hashes))
+        for i in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+            part = wanted[i:i + 500]
+            out.update(self.db.execute(f"SELECT hash, value FROM state_blobs WHERE hash IN "
+                                       f"({','.join('?' * len(part))})", part).fetchall())
+        return out
 
     def _set_state(self, state: dict) -> None:
+        skeleton, blobs = split_state(state)
+        # elements already stored are an index look-up each, not a write (and no in-memory record of what
+        # is stored, which a rolled-back transaction would leave wrong)
+        self.db.executemany("INSERT OR IGNORE INTO state_blobs(hash, value) VALUES (?, ?)", blobs.items())
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('strategy_state', ?)",
-                        (_pack(state, "strategy state"),))
+                        (_pack(skeleton, "strategy state"),))
 
     def _tx(self):
         db = self.db

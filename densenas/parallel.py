@@ -37,6 +37,10 @@ class ParallelCfg:
 
     Attributes:
         workers: candidates in flight at once. ``1`` (without ``address``): the in-process path, no Ray.
+            ``"auto"`` (the default; :func:`auto_workers`): one one-thread candidate per CPU core this
+            process may use, at most one per 2 GiB of available memory, or one per GPU on a machine
+            with several; a one-shot (supernet) search always 1. ``DENSENAS_WORKERS=N`` in the
+            environment replaces ``"auto"`` by ``N`` (the test suite sets 1).
         mode: ``"batch"``: propose ``batch`` archs at once, wait for all, observe them in row order
             (deterministic given the seed, whatever the worker count or finish order); ``"async"``: keep
             ``workers`` in flight, proposing one arch as each finishes (the strategy sees the others pending).
@@ -49,7 +53,7 @@ class ParallelCfg:
             ``None``: start a local Ray instance (bound to 127.0.0.1) when ``workers > 1``.
     """
 
-    workers: int = 1
+    workers: int | str = "auto"
     mode: str = "batch"
     batch: int | None = None
     cpus_per_worker: int | None = None
@@ -62,7 +66,8 @@ class ParallelCfg:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"parallel.{name} must be an integer >= {low}, got {value!r}")
 
-        positive_int("workers", self.workers)
+        if self.workers != "auto":
+            positive_int("workers", self.workers)
         if self.mode not in MODES:
             raise ValueError(f"parallel.mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.batch is not None:
@@ -79,18 +84,68 @@ class ParallelCfg:
     @property
     def use_ray(self) -> bool:
         """Whether candidates run on Ray actors (``workers > 1`` or a cluster ``address``)."""
-        return self.workers > 1 or self.address is not None
+        return self._count() > 1 or self.address is not None
+
+    def _count(self) -> int:
+        if self.workers == "auto":  # resolved by densenas.build.parallel_cfg; a CPU machine's rule otherwise
+            return auto_workers()[0]
+        return int(self.workers)
 
     @property
     def batch_size(self) -> int:
         """Archs proposed at once in batch mode."""
-        return int(self.batch or self.workers)
+        return int(self.batch or self._count())
 
     def threads(self, cpu_count: int | None = None) -> int:
         """Torch threads (and Ray CPUs) of one worker."""
         if self.cpus_per_worker is not None:
             return int(self.cpus_per_worker)
-        return max(1, (cpu_count or os.cpu_count() or 1) // self.workers)
+        return max(1, (cpu_count or os.cpu_count() or 1) // self._count())
+
+
+AUTO_ENV = "DENSENAS_WORKERS"
+WORKER_MEMORY = 2 << 30
+"""Memory allowed per worker by ``workers="auto"``: a proxy-search worker peaked at 1.5-1.6 GB RSS
+(depth and keypoint searches, measured), the driver aside."""
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's or ``taskset``'s share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def auto_workers(cuda_devices: int = 0, one_shot: bool = False) -> tuple[int, str]:
+    """What ``workers="auto"`` means on this machine, and why (for the log).
+
+    Args:
+        cuda_devices: GPUs the search would train on (0: it trains on the CPU).
+        one_shot: a supernet search (one process trains it; it scales out with ``dist_search.sh``).
+
+    Returns:
+        ``(workers, reason)``.
+    """
+    env = os.environ.get(AUTO_ENV)
+    if env is not None:
+        if not env.strip().isdigit() or int(env) < 1:
+            raise ValueError(f"{AUTO_ENV}={env!r} in the environment: must be a positive integer")
+        return int(env), f"{AUTO_ENV}={env}"
+    if one_shot:
+        return 1, "a one-shot search trains one supernet"
+    if cuda_devices > 0:
+        return cuda_devices, f"{cuda_devices} GPU(s), one candidate each"
+    cores = usable_cores()
+    try:
+        import psutil  # a Ray dependency; without it the memory cap is skipped
+
+        by_memory = max(1, int(psutil.virtual_memory().available // WORKER_MEMORY))
+    except ImportError:
+        by_memory = cores
+    n = max(1, min(cores, by_memory))
+    why = f"{cores} CPU core(s)" + (f", memory for {by_memory}" if by_memory < cores else "")
+    return n, f"{why}, one one-thread candidate each"
 
 
 @dataclass

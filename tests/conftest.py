@@ -11,3 +11,8 @@ import torch  # noqa: E402  (after the OpenMP setting above)
 # Tests use tiny tensors: one intra-op thread is several times faster for them than two on this 2-core
 # machine, and keeps float results identical from run to run.
 torch.set_num_threads(1)
+
+# parallel.workers="auto" (the search default) would start Ray with one worker per core in every test that
+# runs tools/search.py; those tests are about other things, so auto means one in-process worker here.
+# tests/test_parallel.py checks the auto rule itself with the variable removed.
+os.environ.setdefault("DENSENAS_WORKERS", "1")

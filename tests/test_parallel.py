@@ -251,11 +251,41 @@ def test_bad_workers_and_unreachable_address_fail_fast(tmp_path, capsys):
 
 
 def test_parallel_cfg_defaults_and_checks():
-    assert ParallelCfg(workers=2).threads(2) == 1 and ParallelCfg().threads(2) == 2
+    assert ParallelCfg(workers=2).threads(2) == 1 and ParallelCfg(workers=1).threads(2) == 2
     assert ParallelCfg(workers=4).threads(2) == 1 and ParallelCfg(workers=2, cpus_per_worker=3).threads(2) == 3
     assert ParallelCfg(workers=3).batch_size == 3 and ParallelCfg(workers=3, batch=5).batch_size == 5
-    assert not ParallelCfg().use_ray and ParallelCfg(address="auto").use_ray and ParallelCfg(workers=2).use_ray
+    assert not ParallelCfg(workers=1).use_ray and ParallelCfg(address="auto").use_ray and ParallelCfg(workers=2).use_ray
     for bad in (dict(workers=0), dict(batch=0), dict(retries=-1), dict(gpus_per_worker=-1), dict(mode="x"),
-                dict(workers=True), dict(address="")):
+                dict(workers=True), dict(address=""), dict(workers="all")):
         with pytest.raises(ValueError, match="parallel\\."):
             ParallelCfg(**bad)
+
+
+def test_workers_auto_is_one_candidate_per_core(monkeypatch, tmp_path):
+    from densenas import parallel
+    from densenas.build import parallel_cfg
+    from densenas.config import ConfigError, load_config
+
+    monkeypatch.delenv(parallel.AUTO_ENV, raising=False)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 6)
+    assert parallel.auto_workers() == (6, "6 CPU core(s), one one-thread candidate each")
+    assert parallel.auto_workers(one_shot=True)[0] == 1 and parallel.auto_workers(cuda_devices=2)[0] == 2
+    assert ParallelCfg().workers == "auto" and ParallelCfg().batch_size == 6 and ParallelCfg().use_ray
+    # the shipped default search, as tools/search.py resolves it: every core, in batches of that size
+    cfg = load_config(str(ROOT / "configs/search/auxcell_proxy.py"), [])
+    pcfg = parallel_cfg(cfg)
+    assert (pcfg.workers, pcfg.batch_size, pcfg.threads(6), pcfg.use_ray) == (6, 6, 1, True)
+    assert "6 CPU core" in pcfg.auto_reason
+    # a one-shot search trains one supernet: auto is 1 there (no Ray)
+    one_shot = parallel_cfg(load_config(str(ROOT / "configs/search/irnas_denoise_proxy.py"), []))
+    assert one_shot.workers == 1 and not one_shot.use_ray
+    # too little memory for one worker per core
+    class Mem:
+        available = 5 * parallel.WORKER_MEMORY // 2
+    monkeypatch.setattr("psutil.virtual_memory", lambda: Mem)
+    assert parallel.auto_workers()[0] == 2
+    monkeypatch.setenv(parallel.AUTO_ENV, "3")
+    assert parallel.auto_workers() == (3, "DENSENAS_WORKERS=3") and parallel_cfg(cfg).workers == 3
+    monkeypatch.setenv(parallel.AUTO_ENV, "zero")
+    with pytest.raises(ConfigError, match="DENSENAS_WORKERS='zero'"):
+        parallel_cfg(cfg)

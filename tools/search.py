@@ -2,11 +2,13 @@
 """Run (or resume) an architecture search from a config.
 
     python tools/search.py configs/search/auxcell_proxy.py [--work-dir DIR] [--resume]
-        [--workers N] [--address auto|HOST:PORT]
+        [--workers N|auto] [--address auto|HOST:PORT]
         [--cfg-options search.num_candidates=50 strategy.lr=1e-3 parallel.mode=async ...]
 
 --workers N (N > 1) starts a local Ray instance (127.0.0.1 only) and keeps N candidates in flight on N
-workers, each with max(1, cores // N) torch threads; --address joins a cluster started with
+workers, each with max(1, cores // N) torch threads. The default, auto, is one one-thread candidate per
+CPU core (1 for a one-shot search; DENSENAS_WORKERS=N overrides it); --workers 1 trains in this process
+without Ray. --address joins a cluster started with
 `ray start --head` (the `parallel` config section sets the rest: mode, batch, cpus_per_worker,
 gpus_per_worker, retries; densenas/parallel.py).
 
@@ -33,6 +35,15 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {value!r}") from None
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="search config (python file)")
@@ -41,9 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="continue the search recorded in the work dir (default: refuse to mix runs)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. search.num_candidates=10")
-    p.add_argument("--workers", type=int, metavar="N",
-                   help="candidates trained in parallel on Ray workers (overrides parallel.workers; 1: in this "
-                        "process, no Ray)")
+    p.add_argument("--workers", type=_workers, metavar="N|auto",
+                   help="candidates trained in parallel on Ray workers (overrides parallel.workers; default auto: "
+                        "one per CPU core; 1: in this process, no Ray)")
     p.add_argument("--address", metavar="auto|HOST:PORT",
                    help="join this Ray cluster instead of starting a local instance (overrides parallel.address)")
     p.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none",
@@ -59,7 +70,7 @@ def main(argv=None) -> int:
     from densenas.config import ConfigError, load_config
     from densenas.parallel import check_address
 
-    if args.workers is not None and args.workers < 1:
+    if isinstance(args.workers, int) and args.workers < 1:
         print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
         return 2
     flags = {k: v for k, v in (("workers", args.workers), ("address", args.address)) if v is not None}
@@ -132,6 +143,8 @@ def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> 
             return 2
         cfg.dump(str(work_dir / "config.py"))
         log(f"{search.summary()}, work dir {work_dir}")
+        if getattr(pcfg, "auto_reason", None) and search.kind != "supernet":
+            log(f"workers: {pcfg.workers} ({pcfg.auto_reason}; --workers N sets it)")
         if dist.is_distributed():
             log(f"data-parallel: {dist.world_size()} processes ({dist.default_backend()}), the global batch of "
                 f"{search.strategy.cfg.batch_size} split over them; rank 0 writes the work dir")

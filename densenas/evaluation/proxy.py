@@ -45,7 +45,6 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..arch import Arch
 from ..objectives import count_madds, count_params
@@ -54,7 +53,8 @@ from ..space import SearchSpace
 from ..zerocost import SCORES as ZERO_COST_SCORES
 from ..zerocost import score as zero_cost_score
 from .cache import FeatureCache
-from .common import Diverged, RunningMean, StageCfg, failure_reason, set_norm_eval
+from .common import RunningMean, StageCfg, failure_reason, set_norm_eval
+from .device_loop import LossWatch, PolyakAverage, autocast, cudnn_benchmark
 from .proxy_cfg import MEMORY_FORMATS, SAMPLING, ProxyCfg, to_format
 
 __all__ = ["ProxyTrainer", "ProxyCfg", "MEMORY_FORMATS", "SAMPLING", "deploy_params", "to_format"]
@@ -162,7 +162,7 @@ class ProxyTrainer(RunningMean):
              ) -> tuple[float, nn.Module, dict[str, float]]:
         """Stage 1, the early-stopping test, stage 2; fills ``metrics``; returns (reward, candidate, final
         metrics)."""
-        with self._threads():
+        with self._threads(), cudnn_benchmark(self.device, self.cfg.cudnn_benchmark):
             return self._run_stages(arch, seed, iters1, iters2, metrics, progress, early_stop, record)
 
     @contextlib.contextmanager
@@ -183,7 +183,7 @@ class ProxyTrainer(RunningMean):
                     ) -> tuple[float, nn.Module, dict[str, float]]:
         self.space.check(arch)
         torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
+        gen = self._generator(seed)
         cand = self._place(self.task.build_candidate(self.space, arch, self.shapes))
         progress["stage"] = 1
         cand, trace = self._stage1(cand, gen, iters1)
@@ -199,8 +199,7 @@ class ProxyTrainer(RunningMean):
         if iters2 > 0 and not (early_stop and mean is not None and r1 < mean):
             progress["stage"] = 2
             model = self._stage2(cand, gen, iters2)
-            final = self._validate(model.candidate,
-                                   lambda idx: model.encoder(self.images["val"][idx].to(self.device)))
+            final = self._validate(model.candidate, lambda idx: model.encoder(self.images["val"][idx]))
             reward = float(self.task.reward(final))
             metrics.update({f"stage2_{n}": v for n, v in final.items()}, stage2_reward=reward)
             cand = model.candidate
@@ -231,7 +230,8 @@ class ProxyTrainer(RunningMean):
         cand = self.candidate(arch, seed)
         cache = self.caches["train"]
         idx = torch.randperm(len(cache), generator=torch.Generator().manual_seed(seed))[:batch_size]
-        return zero_cost_score(method, cand, cache.batch(idx.sort().values, self.device), seed=seed)
+        return zero_cost_score(method, cand, cache.batch(idx.sort().values.to(self.device), self.device),
+                               seed=seed)
 
     def candidate(self, arch: Arch, seed: int = 0) -> nn.Module:
         """The untrained candidate for ``arch`` as :meth:`evaluate` builds it with ``seed``; the global RNG
@@ -249,12 +249,19 @@ class ProxyTrainer(RunningMean):
         return torch.optim.AdamW(params, fused=self.cfg.fused_adamw or None, **kw)
 
     # ----------------------------------------------------------------- stages
+    def _generator(self, seed: int) -> torch.Generator:
+        """The batch-sampling generator, on the training device (CUDA draws indices on the GPU; on the CPU
+        the stream is the one of ``torch.Generator().manual_seed(seed)``)."""
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed)
+        return gen
+
     def _indices(self, n: int, batch_size: int, gen: torch.Generator) -> Tensor:
-        """One training batch of image indices, drawn by the ``sampling`` rule."""
+        """One training batch of image indices, drawn on the training device by the ``sampling`` rule."""
         k = min(batch_size, n)
         if self.cfg.sampling == "with_replacement":
-            return torch.randint(n, (k,), generator=gen)
-        return torch.randperm(n, generator=gen)[:k]
+            return torch.randint(n, (k,), generator=gen, device=self.device)
+        return torch.randperm(n, generator=gen, device=self.device)[:k]
 
     def _total(self, losses: Mapping[str, Tensor], stage: int) -> Tensor:
         """The weighted sum of a candidate's loss terms (see the module docstring)."""
@@ -273,34 +280,33 @@ class ProxyTrainer(RunningMean):
             raise ValueError(f"candidate loss gave no term to train on (keys {sorted(losses)})")
         return total
 
-    def _step(self, opt, sched, params: list[Tensor], loss: Tensor, stage: int, it: int) -> float:
-        if not torch.isfinite(loss):
-            raise Diverged(f"loss is {loss.item()} at stage {stage} iter {it}")
+    def _step(self, opt, sched, params: list[Tensor], loss: Tensor, watch: LossWatch) -> None:
+        """One optimiser step; no host read (``watch`` checks the losses in blocks)."""
+        watch.add(loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         opt.step()
         sched.step()
-        return float(loss.detach())
 
     def _stage1(self, cand: nn.Module, gen: torch.Generator, iters: int) -> tuple[nn.Module, list[float]]:
         c = self.cfg.stage1
-        decay = self.cfg.ema_decay(iters)
-        ema = AveragedModel(cand, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) \
-            if self.cfg.polyak > 0 else None
+        ema = PolyakAverage(cand, self.cfg.ema_decay(iters)) if self.cfg.polyak > 0 else None
         params = [p for p in cand.parameters() if p.requires_grad]
         opt = self._adamw(params, lr=c.lr, weight_decay=c.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
         cand.train()
-        cache, trace = self.caches["train"], []
-        for it in range(iters):
+        cache, watch = self.caches["train"], LossWatch(1, self.cfg.check_every)
+        for _ in range(iters):
             idx = self._indices(len(cache), c.batch_size, gen)
             feats = cache.batch(idx, self.device)
-            loss = self._total(cand.loss(feats, self.task.batch("train", idx, self.device)), 1)
-            trace.append(self._step(opt, sched, params, loss, 1, it))
+            with autocast(self.device, self.cfg.amp):
+                loss = self._total(cand.loss(feats, self.task.batch("train", idx, self.device)), 1)
+            self._step(opt, sched, params, loss, watch)
             if ema is not None:
-                ema.update_parameters(cand)
+                ema.update(cand)
+        trace = watch.values()  # the stage's one host read of its losses
         return (ema.module if ema is not None and iters > 0 else cand), trace
 
     def _stage2(self, cand: nn.Module, gen: torch.Generator, iters: int) -> _Joint:
@@ -314,12 +320,14 @@ class ProxyTrainer(RunningMean):
         model.train()
         set_norm_eval(model.encoder)
         params = [p for g in groups for p in g["params"]]
-        images = self.images["train"]
-        for it in range(iters):
+        images, watch = self.images["train"], LossWatch(2, self.cfg.check_every)
+        for _ in range(iters):
             idx = self._indices(len(images), c.batch_size, gen)
-            feats = model.encoder(images[idx].to(self.device))
-            loss = self._total(cand.loss(feats, self.task.batch("train", idx, self.device)), 2)
-            self._step(opt, sched, params, loss, 2, it)
+            with autocast(self.device, self.cfg.amp):
+                feats = model.encoder(images[idx])
+                loss = self._total(cand.loss(feats, self.task.batch("train", idx, self.device)), 2)
+            self._step(opt, sched, params, loss, watch)
+        watch.check()
         return model.eval()
 
     # -------------------------------------------------------------- validation
@@ -330,7 +338,7 @@ class ProxyTrainer(RunningMean):
         n, bs = len(self.images["val"]), int(self.cfg.eval_batch_size)
         preds = []
         for i in range(0, n, bs):
-            idx = torch.arange(i, min(i + bs, n))
+            idx = torch.arange(i, min(i + bs, n), device=self.device)
             preds.append(cand.predict(feats_of(idx), self.task.batch("val", idx, self.device)))
         cand.eval()
         return dict(self.task.metrics(preds, "val"))
@@ -344,11 +352,11 @@ class ProxyTrainer(RunningMean):
     def cost_of(self, cand: nn.Module) -> dict[str, float]:
         """Params (total, candidate without ``aux_heads``) and MAdds (total, candidate) at the proxy size."""
         cand.eval()
-        feats = self.caches["val"].batch(torch.tensor([0]), self.device)
+        feats = self.caches["val"].batch(torch.zeros(1, dtype=torch.long, device=self.device), self.device)
         dec_params, dec_madds = deploy_params(cand), count_madds(cand, *feats)
         if self._encoder_cost is None:
             self._encoder_cost = (count_params(self.encoder),
-                                  count_madds(self.encoder, self.images["val"][:1].to(self.device)))
+                                  count_madds(self.encoder, self.images["val"][:1]))
         enc_params, enc_madds = self._encoder_cost
         return {"params": float(enc_params + dec_params), "decoder_params": float(dec_params),
                 "madds": float(enc_madds + dec_madds), "decoder_madds": float(dec_madds)}

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .common import StageCfg
+from .device_loop import AMP
 
 SAMPLING = ("without_replacement", "with_replacement")
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -58,6 +59,14 @@ class ProxyCfg:
             15-18 s whether or not the other core was busy; 2 threads 23 s idle and 29 s with the other
             core busy (``OMP_WAIT_POLICY=PASSIVE``, as the tools set it) or 13 s idle and 40 s busy
             (spinning waits). Use the other cores with ``--workers N`` (one candidate each).
+        amp: mixed precision of the training steps (:func:`~.device_loop.autocast`): ``"auto"`` (default)
+            bf16 autocast on CUDA and none on the CPU (where bf16 convolutions are slower); ``"bf16"``
+            everywhere; ``"off"`` never. Weights, optimiser and validation stay fp32.
+        check_every: steps between two host reads of the losses' finiteness
+            (:class:`~.device_loop.LossWatch`): on CUDA each read waits for the GPU to drain. A diverging
+            candidate is reported with the step and value of its first non-finite loss, as with 1.
+        cudnn_benchmark: autotune cuDNN's convolution algorithms while a candidate trains on CUDA (the
+            proxy's shapes are fixed, so the choice is reused every step).
     """
 
     stage1: StageCfg = field(default_factory=StageCfg)
@@ -74,6 +83,9 @@ class ProxyCfg:
     memory_format: str = "channels_last"
     fused_adamw: bool = True
     cpu_threads: int | None = 1
+    amp: str = "auto"
+    check_every: int = 25
+    cudnn_benchmark: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.stage1, Mapping):
@@ -90,6 +102,10 @@ class ProxyCfg:
             raise ValueError(f"evaluator.eval_batch_size must be at least 1, got {self.eval_batch_size}")
         if self.cpu_threads is not None and (isinstance(self.cpu_threads, bool) or int(self.cpu_threads) < 1):
             raise ValueError(f"evaluator.cpu_threads must be a positive integer or None, got {self.cpu_threads!r}")
+        if self.amp not in AMP:
+            raise ValueError(f"evaluator.amp must be one of {list(AMP)}, got {self.amp!r}")
+        if isinstance(self.check_every, bool) or int(self.check_every) < 1:
+            raise ValueError(f"evaluator.check_every must be a positive integer, got {self.check_every!r}")
         if self.memory_format not in MEMORY_FORMATS:
             raise ValueError(f"evaluator.memory_format must be one of {list(MEMORY_FORMATS)}, "
                              f"got {self.memory_format!r}")

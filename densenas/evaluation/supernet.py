@@ -133,7 +133,7 @@ class SupernetTrainer:
         while total < steps * bs:
             order.append(torch.randperm(n, generator=self.generator))
             total += n
-        flat = torch.cat(order)
+        flat = torch.cat(order).to(split[0].device)  # one copy per epoch, not one per step
         return [flat[k * bs:(k + 1) * bs] for k in range(steps)]
 
     def _check(self, loss: float, phase: str, step: int) -> None:
@@ -267,13 +267,19 @@ class SupernetTrainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
+def _on_device(split: Split, device: torch.device) -> Split:
+    """``(inputs, targets)`` on ``device`` (tensors; anything else as it is)."""
+    return tuple(t.to(device) if isinstance(t, Tensor) else t for t in split)  # type: ignore[return-value]
+
+
 def build_supernet_trainer(space: DifferentiableSpace, train: Split, val: Split, loss_fn: LossFn,
                            score_fn: ScoreFn, *, epochs: int, cfg: DartsCfg | Mapping[str, Any] | None = None,
                            seed: int = 0, device: str | torch.device = "cpu") -> SupernetTrainer:
     """The evaluator of a whole one-shot search, whatever the task.
 
     Splits ``train`` into two disjoint halves (weights / architecture), builds the supernet under
-    ``torch.manual_seed(seed)`` on ``device`` (the data stays on the CPU; batches move) and the trainer
+    ``torch.manual_seed(seed)`` on ``device``, moves the data there once (batches are then gathered on the
+    device, and the score function reads the val split where the supernet is) and builds the trainer
     (cosine schedule over ``epochs`` unless ``cfg`` sets ``total_epochs``), with the derived arch's
     parameter count as cost.
 
@@ -291,6 +297,8 @@ def build_supernet_trainer(space: DifferentiableSpace, train: Split, val: Split,
     cfg = cfg if isinstance(cfg, DartsCfg) else DartsCfg(**dict(cfg or {}))
     if cfg.total_epochs is None:
         cfg = DartsCfg(**{**cfg.__dict__, "total_epochs": int(epochs)})
+    dev = torch.device(device)
+    train, val = _on_device(train, dev), _on_device(val, dev)
     split_a, split_b = split_halves(train, seed)
     torch.manual_seed(seed)
     supernet = space.build_supernet().to(device)

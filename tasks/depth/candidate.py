@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from densenas.arch import Arch
 from densenas.evaluation.common import Diverged
+from densenas.evaluation.device_loop import DeviceCopies
 from densenas.space import SearchSpace, ShapeSpec
 from densenas.tasks.segmentation.candidate import split_outputs  # the decoders' (main, aux) outputs
 
@@ -89,6 +90,7 @@ class DepthTargets:
     def __init__(self, train_d: Tensor, val_d: Tensor, min_depth: float = 1e-3, max_depth: float = 10.0):
         self.depth = {"train": train_d, "val": val_d}
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
+        self._on = DeviceCopies()  # depth maps moved to the training device once
 
     def _depth(self, split: str) -> Tensor:
         if split not in self.depth:
@@ -97,7 +99,7 @@ class DepthTargets:
 
     def batch(self, split: str, idx: Tensor, device: Any) -> dict[str, Tensor]:
         """``{"depth": N x 1 x H x W}`` of images ``idx``."""
-        return {"depth": self._depth(split)[idx].to(device)}
+        return {"depth": self._on(self._depth(split), device)[idx]}
 
     def metrics(self, preds: list[Tensor], split: str) -> dict[str, float]:
         """mmseg ``DepthMetric``'s figures from the predicted depth maps of consecutive batches."""

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from densenas.arch import Arch
 from densenas.evaluation.common import Diverged
+from densenas.evaluation.device_loop import DeviceCopies
 from densenas.space import SearchSpace, ShapeSpec
 from densenas.tasks.segmentation.candidate import split_outputs  # the decoders' (main, aux) outputs
 
@@ -92,6 +93,7 @@ class KptTargets:
     def __init__(self, data: Any):
         self.data = data
         self.splits = {"train": data.train, "val": data.val}
+        self._on = DeviceCopies()  # heatmaps and weights moved to the training device once
 
     def _split(self, split: str) -> Any:
         if split not in self.splits:
@@ -99,10 +101,14 @@ class KptTargets:
         return self.splits[split]
 
     def batch(self, split: str, idx: Tensor, device: Any) -> dict[str, Any]:
-        """``heatmaps``, ``weights`` (on ``device``) and the crop ``centers`` / ``scales`` of persons ``idx``."""
-        s, i = self._split(split), idx.cpu()
-        return {"heatmaps": s.heatmaps[i].to(device), "weights": s.weights[i].to(device),
-                "centers": s.centers[i.numpy()].astype(np.float64), "scales": s.scales[i.numpy()].astype(np.float64)}
+        """``heatmaps``, ``weights`` (on ``device``) of persons ``idx`` and, outside ``"train"`` (where only the
+        loss needs the batch, so the indices are not read on the host), their crop ``centers`` / ``scales``."""
+        s = self._split(split)
+        out = {"heatmaps": self._on(s.heatmaps, device)[idx], "weights": self._on(s.weights, device)[idx]}
+        if split != "train":
+            i = idx.cpu().numpy()
+            out.update(centers=s.centers[i].astype(np.float64), scales=s.scales[i].astype(np.float64))
+        return out
 
     def metrics(self, preds: list[tuple[np.ndarray, np.ndarray]], split: str) -> dict[str, float]:
         """PCKh@0.5/0.1 and COCO AP/AR (:func:`.metrics.keypoint_metrics`) of consecutive batches' predictions."""

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from densenas.arch import Arch
 from densenas.evaluation.common import Diverged
+from densenas.evaluation.device_loop import DeviceCopies
 from densenas.space import SearchSpace, ShapeSpec
 
 from .losses import confusion_matrix, kd_loss, resize_logits, seg_loss, seg_metrics, seg_reward
@@ -103,6 +104,7 @@ class SegTargets:
         self.labels = {"train": train_y, "val": val_y}
         self.num_classes = int(num_classes)
         self.teacher_logits = teacher_logits
+        self._on = DeviceCopies()  # labels and teacher logits moved to the training device once
 
     def _labels(self, split: str) -> Tensor:
         if split not in self.labels:
@@ -111,9 +113,9 @@ class SegTargets:
 
     def batch(self, split: str, idx: Tensor, device: Any) -> SegBatch:
         """``{"labels"}`` of images ``idx``, plus ``"teacher"`` logits on the training split when cached."""
-        out = {"labels": self._labels(split)[idx].to(device)}
+        out = {"labels": self._on(self._labels(split), device)[idx]}
         if split == "train" and self.teacher_logits is not None:
-            out["teacher"] = self.teacher_logits[idx].to(device)
+            out["teacher"] = self._on(self.teacher_logits, device)[idx]
         return out
 
     def metrics(self, preds: list[Tensor], split: str) -> dict[str, float]:

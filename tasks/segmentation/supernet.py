@@ -27,16 +27,16 @@ def seg_score_fn(num_classes: int, batch_size: int = 8) -> ScoreFn:
         was_training = supernet.training
         supernet.eval()
         device = next(supernet.parameters()).device
-        conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
         try:
-            with torch.no_grad():
+            with torch.no_grad():  # the confusion matrix is summed where the supernet is, read once
                 for i in range(0, len(val[0]), batch_size):
-                    x, y = val[0][i:i + batch_size].to(device), val[1][i:i + batch_size]
-                    pred = resize_logits(supernet(x), y.shape[-2:]).argmax(1).cpu()
+                    x, y = val[0][i:i + batch_size].to(device), val[1][i:i + batch_size].to(device)
+                    pred = resize_logits(supernet(x), y.shape[-2:]).argmax(1)
                     conf += confusion_matrix(pred, y, num_classes)
         finally:
             supernet.train(was_training)
-        metrics = seg_metrics(conf)
+        metrics = seg_metrics(conf.cpu())
         return seg_reward(metrics), metrics
 
     return score
