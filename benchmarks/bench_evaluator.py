@@ -8,9 +8,13 @@
    with the settings of before (NCHW tensors, a for-loop AdamW, torch's threads) vs channels-last, vs
    channels-last with the fused AdamW, vs both with 1 thread (the evaluator's defaults), same archs and
    seeds, taking turns arch by arch; prints seconds per candidate, the ratio and the largest reward
-   difference.
+   difference;
+4. the host reads of a training loop (issue #23): the losses' finiteness read every step
+   (``evaluator.check_every=1``, as the loop did before) vs once every 25 steps (the default), same archs
+   and seeds; the rewards must be equal (reading less often changes no arithmetic). On the CPU a read is
+   cheap; on CUDA each one waits for the GPU (``benchmarks/gpu_check.py --parts profile`` counts them).
 
-    python benchmarks/bench_evaluator.py [--config configs/search/auxcell_proxy.py] [--archs 8] [--parts 1,2,3]
+    python benchmarks/bench_evaluator.py [--config configs/search/auxcell_proxy.py] [--archs 8] [--parts 1,2,3,4]
 """
 from __future__ import annotations
 
@@ -62,7 +66,7 @@ def main() -> None:
     p.add_argument("--config", default=str(ROOT / "configs/search/auxcell_proxy.py"))
     p.add_argument("--archs", type=int, default=8, help="sampled archs for the early-stopping comparison")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--parts", default="1,2,3", help="which comparisons to run")
+    p.add_argument("--parts", default="1,2,3,4", help="which comparisons to run")
     p.add_argument("--speed-archs", type=int, default=6, help="sampled archs for comparison 3")
     args = p.parse_args()
     parts = {int(x) for x in args.parts.split(",")}
@@ -80,6 +84,9 @@ def main() -> None:
 
     if 3 in parts:
         speedups(search, args.speed_archs)
+    if 4 in parts:
+        compare(search, {"host read every step (check_every=1)": dict(check_every=1),
+                         "every 25 steps (the default)": dict(check_every=25)}, args.speed_archs)
     if 1 not in parts and 2 not in parts:
         return
     # 1. cached features vs recomputing the encoder
@@ -118,9 +125,6 @@ def main() -> None:
 
 def speedups(search, n_archs: int) -> None:
     """Comparison 3: whole candidates, the evaluator of before vs the faster settings, same archs/seeds."""
-    from densenas.evaluation.proxy import ProxyTrainer
-
-    ev = search.evaluator
     threads = torch.get_num_threads()
     variants = {f"before (NCHW, loop AdamW, {threads} thr)": dict(memory_format="contiguous", fused_adamw=False,
                                                                   cpu_threads=None),
@@ -129,6 +133,14 @@ def speedups(search, n_archs: int) -> None:
                 f"+ fused AdamW ({threads} thr)": dict(memory_format="channels_last", fused_adamw=True,
                                                        cpu_threads=None),
                 "+ 1 thread (the default)": dict(memory_format="channels_last", fused_adamw=True, cpu_threads=1)}
+    compare(search, variants, n_archs)
+
+
+def compare(search, variants: dict[str, dict], n_archs: int) -> None:
+    """Whole candidates (both stages) under each variant of the evaluator settings, same archs and seeds."""
+    from densenas.evaluation.proxy import ProxyTrainer
+
+    ev = search.evaluator
     # early stopping off: every candidate runs both stages, so each variant does the same work
     evs = {k: ProxyTrainer(search.task, search.space, search.encoder, search.shapes,
                            dataclasses.replace(ev.cfg, early_stop=False, **v), log=lambda s: None)
@@ -146,8 +158,8 @@ def speedups(search, n_archs: int) -> None:
     print(f"one worker, {n_archs} archs, both stages each (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}):")
     for k in evs:
         diff = max(abs(x - y) for x, y in zip(rewards[k], rewards[base]))
-        print(f"  {k:<34} {secs[k] / n_archs:6.1f} s/candidate  {secs[base] / secs[k]:.2f}x  "
-              f"max |reward - before| {diff:.1e}")
+        print(f"  {k:<38} {secs[k] / n_archs:6.1f} s/candidate  {secs[base] / secs[k]:.2f}x  "
+              f"max |reward - first| {diff:.1e}")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Runs the one search loop (:func:`densenas.loop.run`) with a strategy on TransNAS-Bench-101 micro
 segmentation (Duan et al., CVPR 2021; the table's measured ``val`` is the reward, so a candidate costs
 nothing) and prints, at a few candidate counts, the size of the history (database plus its WAL), the
-packed strategy state, the bytes the history wrote per candidate and the time spent recording. A history
-whose size grows linearly keeps its size per candidate flat down the table.
+packed strategy state, the bytes this process wrote (``wchar`` of ``/proc/self/io``: SQLite's writes, WAL
+and checkpoints) per candidate since the previous line, and the loop's time. A history that records a
+search in linear work keeps the bytes written per candidate flat down the table.
 
 Usage::
 
@@ -40,6 +41,14 @@ class TableEvaluator:
         return Result(reward=self.rows[arch.key]["val"], metrics={"val": self.rows[arch.key]["val"]})
 
 
+def written() -> int:
+    """Bytes this process has passed to write() so far (Linux)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
+
+
 def size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
@@ -53,13 +62,14 @@ def measure(strategy_type: str, checkpoints: list[int], table: Path) -> list[dic
         with History(path) as h:
             done, spent = 0, 0.0
             for n in checkpoints:
-                t0 = time.perf_counter()
+                t0, w0, before = time.perf_counter(), written(), h.count()
                 run(space, strategy, TableEvaluator(rows), h, num_candidates=n, seed=0, live=False,
                     tensorboard=False, log=lambda m: None)
                 spent += time.perf_counter() - t0
                 h.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 done = h.count()
                 rows_out.append({"candidates": done, "bytes": size(path),
+                                 "written": (written() - w0) / max(done - before, 1),
                                  "state": len(_pack(strategy.state_dict(), "state")), "seconds": spent})
     return rows_out
 
@@ -71,12 +81,13 @@ def main() -> None:
     p.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     a = p.parse_args()
     checkpoints = sorted({max(1, a.candidates // 4), a.candidates // 2, a.candidates})
-    print("| strategy | candidates | history.sqlite | per candidate | packed state | loop time |")
-    print("|---|---|---|---|---|---|")
+    print("| strategy | candidates | history.sqlite | per candidate | strategy state | written per candidate "
+          "| loop time |")
+    print("|---|---|---|---|---|---|---|")
     for name in a.strategies.split(","):
         for r in measure(name, checkpoints, a.table):
             print(f"| {name} | {r['candidates']} | {r['bytes'] / 1e6:.2f} MB | {r['bytes'] / r['candidates'] / 1e3:.1f} kB "
-                  f"| {r['state'] / 1e3:.0f} kB | {r['seconds']:.1f} s |")
+                  f"| {r['state'] / 1e3:.0f} kB | {r['written'] / 1e3:.0f} kB | {r['seconds']:.1f} s |")
 
 
 if __name__ == "__main__":

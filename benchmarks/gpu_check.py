@@ -10,9 +10,18 @@ floating-point noise:
 * ``irnas``: IR-NAS supernet epochs (Zhang et al.), first-order DARTS;
 * ``finetune``: the best ``seg`` arch exported to an mmseg config and fine-tuned by ``tools/train.py``
   (mmengine Runner) for ``--iters`` iterations; the CPU run trains ``--cpu-iters`` of them (same schedule
-  shape) and the per-iteration times are compared.
+  shape) and the per-iteration times are compared;
+* ``profile`` (issue #23): one both-stage ``seg`` candidate after a warm-up one, under ``torch.profiler``:
+  wall time, GPU-busy percent (CUDA kernel time over wall), host synchronisations and host-to-device copies
+  counted by the profiler, peak GPU memory;
+* ``inflight`` (issue #23): ``k`` processes on the first device at once (``--inflight 1,2,4,8``), each
+  training ``--inflight-candidates`` ``seg`` candidates (both stages); candidates per hour for each ``k``
+  over the span from the first candidate's start to the last one's end (start-up excluded). Ray's
+  fractional ``gpus_per_worker`` does the same inside a search; plain processes measure it where Ray is not
+  installed.
 
-    python benchmarks/gpu_check.py [--parts seg,det,irnas,finetune] [--devices cuda,cpu] [--out DIR]
+    python benchmarks/gpu_check.py [--parts seg,det,irnas,finetune,profile,inflight] [--devices cuda,cpu]
+        [--out DIR]
     bash benchmarks/gpu_check.sh          # the same, refusing to start without a GPU
 
 Prints one line per candidate / epoch as it finishes and a summary table (seconds per candidate on each
@@ -104,12 +113,93 @@ def finetune_part(device: str, iters: int, out: Path, log, tag: str) -> dict:
     return res
 
 
+def _seg_evaluator(device: str):
+    """The default search's evaluator on ``device`` (teacher off: the same work on every device) and its
+    space."""
+    from densenas.build import build_search
+    from densenas.config import load_config
+
+    cfg = load_config(str(ROOT / PARTS["seg"][0]), [*PARTS["seg"][1], f"device={device}", "task.teacher=None",
+                                                    "evaluator.early_stop=False"])
+    search = build_search(cfg, log=lambda s: None)
+    return search.evaluator, search.space
+
+
+def profile_part(device: str, log, tag: str) -> dict:
+    """One both-stage seg candidate (after a warm-up one) under torch.profiler."""
+    import numpy as np
+    from torch.profiler import ProfilerActivity, profile
+
+    ev, space = _seg_evaluator(device)
+    rng = np.random.default_rng(0)
+    warm, arch = space.sample(rng), space.sample(rng)
+    ev.evaluate(warm, seed=0)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    t0 = time.perf_counter()
+    with profile(activities=acts) as prof:
+        result = ev.evaluate(arch, seed=1)
+        if cuda:
+            torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    kernel_us = sum(e.self_device_time_total for e in events if getattr(e, "device_type", None)
+                    == torch.autograd.DeviceType.CUDA) if cuda else 0.0
+    count = {name: sum(e.count for e in events if e.key == name)
+             for name in ("cudaStreamSynchronize", "cudaMemcpyAsync", "aten::item", "aten::_local_scalar_dense")}
+    res = {"wall_s": wall, "reward": result.reward, "gpu_busy_pct": 100 * kernel_us / 1e6 / wall if cuda else None,
+           "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None, **count}
+    log(f"[profile {device}] candidate {wall:.2f}s (with the profiler), reward {result.reward}, GPU busy "
+        f"{res['gpu_busy_pct']}%, syncs {count['cudaStreamSynchronize']}, memcpy {count['cudaMemcpyAsync']}, "
+        f"item {count['aten::item']}, peak {res['peak_mem_gb']} GB")
+    return res
+
+
+def inflight_worker(device: str, n: int, seed: int) -> None:
+    """One of k processes of the ``inflight`` part: ``n`` candidates, then one JSON line of timestamps."""
+    import numpy as np
+
+    ev, space = _seg_evaluator(device)
+    rng = np.random.default_rng(seed)
+    archs = [space.sample(rng) for _ in range(n)]
+    start = time.time()
+    rewards = [ev.evaluate(a, seed=seed + i).reward for i, a in enumerate(archs)]
+    print(json.dumps({"start": start, "end": time.time(), "rewards": rewards}), flush=True)
+
+
+def inflight_part(device: str, ks: list[int], n: int, log) -> dict:
+    """Candidates per hour with k candidate processes sharing ``device``."""
+    out = {}
+    for k in ks:
+        procs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--inflight-worker",
+                                   f"{device},{n},{100 * j}"], cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for j in range(k)]
+        rows = []
+        for pr in procs:
+            so, se = pr.communicate()
+            if pr.returncode != 0:
+                raise RuntimeError(f"inflight worker failed (rc {pr.returncode}): {se[-2000:]}")
+            rows.append(json.loads(so.strip().splitlines()[-1]))
+        span = max(r["end"] for r in rows) - min(r["start"] for r in rows)
+        out[k] = {"span_s": span, "candidates": k * n, "per_hour": 3600 * k * n / span}
+        log(f"[inflight {device}] k={k}: {k * n} candidates in {span:.1f}s -> {out[k]['per_hour']:.0f} / hour")
+    return out
+
+
 def summary(results: dict, devices: list[str]) -> str:
     """The side-by-side table; ``results[part]`` holds one dict per device, in ``devices`` order."""
     a, b = devices
     lines = [f"{'part':<9} {'rows':>4} {a + ' s/row':>12} {b + ' s/row':>12} {'ratio':>7} {'max |dreward|':>14}"
              f"  same archs"]
     for part, per in results.items():
+        if part in ("profile", "inflight"):
+            for r in per:
+                shown = {k: v for k, v in r.items() if k != "device"}
+                lines.append(f"{part:<9} {r['device']}: {json.dumps(shown, default=str)}")
+            continue
         if part == "finetune":
             x, y = per
             if x.get("s_per_iter") and y.get("s_per_iter"):
@@ -136,14 +226,22 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="work_dirs/gpu_check")
     p.add_argument("--smoke", action="store_true", help="tiny budgets (1 candidate / epoch, 10 iterations): "
                                                         "checks the script itself, e.g. on CPU")
+    p.add_argument("--inflight", default="1,2,4,8", help="k values of the inflight part")
+    p.add_argument("--inflight-candidates", type=int, default=4, help="candidates per process, inflight part")
+    p.add_argument("--inflight-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.inflight_worker:
+        dev, n, seed = args.inflight_worker.split(",")
+        inflight_worker(dev, int(n), int(seed))
+        return 0
     if args.smoke:
         for part, (config, opts) in PARTS.items():
             PARTS[part] = (config, [*opts, "search.epochs=1" if part == "irnas" else "search.num_candidates=1"])
         args.iters = args.cpu_iters = 10
+        args.inflight_candidates = 1
     devices = args.devices.split(",")
     parts = args.parts.split(",")
-    unknown = sorted(set(parts) - {*PARTS, "finetune"})
+    unknown = sorted(set(parts) - {*PARTS, "finetune", "profile", "inflight"})
     if len(devices) != 2 or unknown:
         p.error(f"--devices needs two devices; unknown parts {unknown}")
     if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
@@ -163,7 +261,14 @@ def main(argv=None) -> int:
         for i, dev in enumerate(devices):
             tag = f"d{i}"
             try:
-                if part == "finetune":
+                if part == "inflight":
+                    if i > 0:  # the device under test only
+                        continue
+                    res = inflight_part(dev, [int(k) for k in args.inflight.split(",")], args.inflight_candidates,
+                                        log)
+                elif part == "profile":
+                    res = profile_part(dev, log, tag)
+                elif part == "finetune":
                     res = finetune_part(dev, args.iters if i == 0 else args.cpu_iters, out, log, tag)
                 else:
                     res = search_part(part, dev, out, log, tag)

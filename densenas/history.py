@@ -13,9 +13,9 @@ final arch and reward when the last step is done.
 
 Stored states (strategy state, meta values) are ``torch.save`` bytes of plain data and tensors only, and
 are read back with ``torch.load(weights_only=True)``. The strategy state's long lists (Optuna's trials, the
-surrogate's observations) are stored element by element, by content, in ``state_blobs`` (JSON text), so
-saving the state after every candidate writes each element once and the file grows linearly with the
-search (:func:`~densenas.history_codec.split_state`).
+surrogate's observations) are stored by parts: each element once, by content, in ``state_blobs`` (JSON
+text), and its position in ``state_lists``, so saving the state after a candidate writes what changed, not
+the whole state again (:func:`~densenas.history_codec.split_state`).
 """
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS candidates (
 CREATE INDEX IF NOT EXISTS candidates_key ON candidates(arch_key);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS state_blobs (hash TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS state_lists (key TEXT NOT NULL, idx INTEGER NOT NULL, hash TEXT NOT NULL,
+                                        PRIMARY KEY (key, idx));
 CREATE TABLE IF NOT EXISTS steps (
     candidate INTEGER NOT NULL REFERENCES candidates(id),
     step INTEGER NOT NULL,
@@ -236,7 +238,10 @@ class History:
             raise HistoryError(f"history file {self.path}: the stored strategy state is a "
                                f"{type(state).__name__}, not a dict (a damaged meta row): restore the file from a "
                                f"copy or start afresh")
-        return None if state is None else join_state(state, self._blobs, f"history file {self.path}")
+        return None if state is None else join_state(state, self._list, self._blobs, f"history file {self.path}")
+
+    def _list(self, key: str) -> list[str]:
+        return [h for (h,) in self.db.execute("SELECT hash FROM state_lists WHERE key=? ORDER BY idx", (key,))]
 
     def _blobs(self, hashes: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -248,10 +253,17 @@ class History:
         return out
 
     def _set_state(self, state: dict) -> None:
-        skeleton, blobs = split_state(state)
-        # elements already stored are an index look-up each, not a write (and no in-memory record of what
-        # is stored, which a rolled-back transaction would leave wrong)
+        skeleton, lists, blobs = split_state(state)
+        # what is already stored is read, not written again (read from the file rather than remembered:
+        # a rolled-back transaction would leave a memory of it wrong)
         self.db.executemany("INSERT OR IGNORE INTO state_blobs(hash, value) VALUES (?, ?)", blobs.items())
+        for key, hashes in lists.items():
+            stored = dict(self.db.execute("SELECT idx, hash FROM state_lists WHERE key=?", (key,)))
+            self.db.executemany("INSERT OR REPLACE INTO state_lists(key, idx, hash) VALUES (?, ?, ?)",
+                                [(key, i, h) for i, h in enumerate(hashes) if stored.get(i) != h])
+            if len(stored) > len(hashes):
+                self.db.execute("DELETE FROM state_lists WHERE key=? AND idx>=?", (key, len(hashes)))
+        self.db.execute(f"DELETE FROM state_lists WHERE key NOT IN ({','.join('?' * len(lists))})", list(lists))
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('strategy_state', ?)",
                         (_pack(skeleton, "strategy state"),))
 

@@ -112,8 +112,9 @@ def _unpack(blob: bytes, where: str = "history value") -> Any:
 
 
 # ------------------------------------------------------------------------ strategy state, stored by parts
-BLOBS = "__densenas_blobs__"
-"""The key of the stand-in for a list whose elements are stored once each, by content (``state_blobs``)."""
+BLOBS = "__densenas_list__"
+"""The key of the stand-in for a list stored by parts: its element hashes in ``state_lists`` (one row per
+position), each element once in ``state_blobs``; the stand-in holds the length."""
 MIN_SPLIT = 8  # lists shorter than this stay in the packed state
 MIN_ELEMENT = 64  # lists of smaller elements (ints, arch keys) too: a hash would not be shorter
 
@@ -138,16 +139,21 @@ def _same_types(a: Any, b: Any) -> bool:
     return True
 
 
-def split_state(state: dict) -> tuple[dict, dict[str, str]]:
-    """A strategy state with each long top-level list of JSON-exact elements replaced by the elements'
-    content hashes, and ``{hash: JSON text}`` of those elements.
+def split_state(state: dict) -> tuple[dict, dict[str, list[str]], dict[str, str]]:
+    """A strategy state split for storage by parts.
 
     A state grows by its lists (trials, observations, population); stored whole after every candidate,
-    a search of n candidates writes O(n^2) bytes (170 kB per row for Optuna at 100 trials). Stored by
-    content, an element is written once, however often the state is saved, and the packed remainder
-    holds 20 hex digits per element.
+    a search of n candidates writes O(n^2) bytes (265 kB per save for Optuna at 200 candidates). Split,
+    each long top-level list of JSON-exact elements is replaced by a stand-in holding its length; the
+    caller stores each position's content hash (a row per position, rewritten only where it changed) and
+    each element's JSON text once, so saving the state after a candidate writes what changed.
+
+    Returns:
+        The skeleton (the state with stand-ins), ``{key: [element hash per position]}`` and
+        ``{hash: JSON text}``.
     """
     skeleton: dict = {}
+    lists: dict[str, list[str]] = {}
     blobs: dict[str, str] = {}
     for key, value in state.items():
         if type(value) is list and len(value) >= MIN_SPLIT:
@@ -155,19 +161,25 @@ def split_state(state: dict) -> tuple[dict, dict[str, str]]:
             if all(t is not None for t in texts) and sum(map(len, texts)) >= MIN_ELEMENT * len(texts):  # type: ignore[arg-type]
                 hashes = [hashlib.sha1(t.encode()).hexdigest()[:20] for t in texts]  # type: ignore[union-attr]
                 blobs.update(zip(hashes, texts))  # type: ignore[arg-type]
-                skeleton[key] = {BLOBS: hashes}
+                lists[key] = hashes
+                skeleton[key] = {BLOBS: len(hashes)}
                 continue
         skeleton[key] = value
-    return skeleton, blobs
+    return skeleton, lists, blobs
 
 
-def join_state(skeleton: dict, lookup: Any, where: str) -> dict:
-    """The state :func:`split_state` split, its lists read back through ``lookup(hashes) -> {hash: text}``."""
+def join_state(skeleton: dict, read_list: Callable[[str], list[str]],
+               read_blobs: Callable[[list[str]], dict[str, str]], where: str) -> dict:
+    """The state :func:`split_state` split: ``read_list(key)`` gives a list's hashes by position,
+    ``read_blobs(hashes)`` their JSON texts."""
     out: dict = {}
     for key, value in skeleton.items():
         if isinstance(value, dict) and set(value) == {BLOBS}:
-            hashes = value[BLOBS]
-            found = lookup(hashes)
+            hashes = read_list(key)
+            if len(hashes) != value[BLOBS]:
+                raise HistoryError(f"{where}: strategy state list {key!r} should have {value[BLOBS]} element(s), "
+                                   f"the state_lists table holds {len(hashes)} ({_CORRUPT})")
+            found = read_blobs(hashes)
             missing = [h for h in hashes if h not in found]
             if missing:
                 raise HistoryError(f"{where}: strategy state list {key!r} names {len(missing)} stored element(s) "

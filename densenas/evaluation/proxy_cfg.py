@@ -58,7 +58,7 @@ class ProxyCfg:
             costs more than it saves. Measured on 2 cores, whole candidates (both stages): 1 thread took
             15-18 s whether or not the other core was busy; 2 threads 23 s idle and 29 s with the other
             core busy (``OMP_WAIT_POLICY=PASSIVE``, as the tools set it) or 13 s idle and 40 s busy
-            (spinning waits). Use the other cores with ``--workers N`` (one candidate each).
+            (spinning waits). The other cores each train a candidate of their own (``parallel.workers="auto"``).
         amp: mixed precision of the training steps (:func:`~.device_loop.autocast`): ``"auto"`` (default)
             bf16 autocast on CUDA and none on the CPU (where bf16 convolutions are slower); ``"bf16"``
             everywhere; ``"off"`` never. Weights, optimiser and validation stay fp32.
