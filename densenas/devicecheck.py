@@ -87,13 +87,14 @@ def _is_emulated(device: Any) -> bool | None:
     return d.index is not None
 
 
-def _target_of_to(args: tuple, kwargs: dict) -> bool | None:
-    """Where ``Tensor.to(*args, **kwargs)`` sends its tensor: True device, False host, None unchanged."""
+def _target_of_to(args: tuple, kwargs: dict) -> bool | str | None:
+    """Where ``Tensor.to(*args, **kwargs)`` sends its tensor: True device, False host, None unchanged,
+    ``"other"`` the side of the tensor given (``x.to(y)``)."""
     if "device" in kwargs:
         return _is_emulated(kwargs["device"])
     for a in args[1:]:
         if isinstance(a, torch.Tensor):
-            return "other"  # type: ignore[return-value]  # to(other): the other tensor's side
+            return "other"
         if isinstance(a, (str, torch.device, int)) and not isinstance(a, bool):
             return _is_emulated(a)
     return None
