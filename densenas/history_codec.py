@@ -126,7 +126,8 @@ def _json_exact(obj: Any) -> str | None:
         text = json.dumps(obj, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError):
         return None
-    return text if json.loads(text) == obj and _same_types(json.loads(text), obj) else None
+    back = json.loads(text)
+    return text if back == obj and _same_types(back, obj) else None
 
 
 def _same_types(a: Any, b: Any) -> bool:

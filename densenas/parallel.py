@@ -84,23 +84,26 @@ class ParallelCfg:
     @property
     def use_ray(self) -> bool:
         """Whether candidates run on Ray actors (``workers > 1`` or a cluster ``address``)."""
-        return self._count() > 1 or self.address is not None
+        return self.count > 1 or self.address is not None
 
-    def _count(self) -> int:
-        if self.workers == "auto":  # resolved by densenas.build.parallel_cfg; a CPU machine's rule otherwise
+    @property
+    def count(self) -> int:
+        """``workers`` as a number: ``"auto"`` is resolved by :func:`densenas.build.parallel_cfg` (which knows
+        the device and the search kind); a config built here directly gets a CPU machine's rule."""
+        if self.workers == "auto":
             return auto_workers()[0]
         return int(self.workers)
 
     @property
     def batch_size(self) -> int:
         """Archs proposed at once in batch mode."""
-        return int(self.batch or self._count())
+        return int(self.batch or self.count)
 
     def threads(self, cpu_count: int | None = None) -> int:
         """Torch threads (and Ray CPUs) of one worker."""
         if self.cpus_per_worker is not None:
             return int(self.cpus_per_worker)
-        return max(1, (cpu_count or os.cpu_count() or 1) // self._count())
+        return max(1, (cpu_count or os.cpu_count() or 1) // self.count)
 
 
 AUTO_ENV = "DENSENAS_WORKERS"

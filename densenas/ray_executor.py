@@ -60,7 +60,7 @@ def start_ray(cfg: ParallelCfg, log: Callable[[str], None] = print) -> tuple[boo
         log(f"ray: joined in {time.perf_counter() - t0:.1f}s: {len(ray.nodes())} node(s), "
             f"{res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs")
         return True, None
-    cpus = max(os.cpu_count() or 1, cfg.workers * cfg.threads())  # Ray CPUs are bookkeeping, not cores
+    cpus = max(os.cpu_count() or 1, cfg.count * cfg.threads())  # Ray CPUs are bookkeeping, not cores
     # a short path: Ray's unix sockets live under it (at most 107 characters)
     tmp = tempfile.mkdtemp(prefix="densenas_ray_", dir="/tmp")
     log(f"ray: starting a local instance ({cpus} CPUs, 127.0.0.1 only, temp dir {tmp}) ...")
@@ -141,7 +141,7 @@ class EvalWorker:
 
 
 class RayExecutor:
-    """``cfg.workers`` actors, each evaluating one candidate at a time; jobs beyond them wait here.
+    """``cfg.count`` actors, each evaluating one candidate at a time; jobs beyond them wait here.
 
     Args:
         evaluator: the driver's built evaluator (moved to the CPU before shipping; unused here afterwards).
@@ -155,7 +155,7 @@ class RayExecutor:
                  connection: tuple[bool, str | None] | None = None):
         import ray
 
-        self.cfg, self.log, self.workers = cfg, log, cfg.workers
+        self.cfg, self.log, self.workers = cfg, log, cfg.count
         self.owned, self.temp_dir = connection if connection is not None else start_ray(cfg, log)
         self.ray = ray
         self.actors: dict[int, Any] = {}
@@ -191,11 +191,11 @@ class RayExecutor:
             f"{time.perf_counter() - t0:.1f}s")
         self.actor_cls = ray.remote(EvalWorker)
         t0 = time.perf_counter()
-        for _ in range(cfg.workers):
+        for _ in range(cfg.count):
             self._spawn()
         for i, (name, node) in zip(list(self.actors), ray.get([a.describe.remote() for a in self.actors.values()])):
             self.names[i], self.nodes[i] = name, node
-        log(f"ray: {cfg.workers} workers ready in {time.perf_counter() - t0:.1f}s: "
+        log(f"ray: {cfg.count} workers ready in {time.perf_counter() - t0:.1f}s: "
             + ", ".join(self.names.values()))
 
     @staticmethod

@@ -270,7 +270,7 @@ def test_workers_auto_is_one_candidate_per_core(monkeypatch, tmp_path):
     monkeypatch.setattr(parallel, "usable_cores", lambda: 6)
     assert parallel.auto_workers() == (6, "6 CPU core(s), one one-thread candidate each")
     assert parallel.auto_workers(one_shot=True)[0] == 1 and parallel.auto_workers(cuda_devices=2)[0] == 2
-    assert ParallelCfg().workers == "auto" and ParallelCfg().batch_size == 6 and ParallelCfg().use_ray
+    assert ParallelCfg().workers == "auto" and ParallelCfg().count == 6 and ParallelCfg().batch_size == 6 and ParallelCfg().use_ray
     # the shipped default search, as tools/search.py resolves it: every core, in batches of that size
     cfg = load_config(str(ROOT / "configs/search/auxcell_proxy.py"), [])
     pcfg = parallel_cfg(cfg)
