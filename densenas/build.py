@@ -31,6 +31,7 @@ from .backbones import build_backbone
 from .config import ConfigError, build_dataclass, check_keys, section
 from .parallel import ParallelCfg, auto_workers
 from .plugins import SPACES, PluginError, load
+from .promotion import PromotionCfg
 from .space import SearchSpace, ShapeSpec
 from .strategies import STRATEGIES, Strategy, build_strategy
 from .supernet import DifferentiableSpace
@@ -39,7 +40,7 @@ from .zerocost import SCORES as ZERO_COST_SCORES
 from .zerocost import rank_pool
 
 EVALUATORS = ("proxy", "supernet")
-SEARCH_KEYS = {"proxy": {"num_candidates", "time_budget_s", "max_duplicates"},
+SEARCH_KEYS = {"proxy": {"num_candidates", "time_budget_s", "max_duplicates", "promote", "baselines"},
                "supernet": {"epochs", "time_budget_s"}}
 WARM_START = {"proxy": "naswot", "pool": 64, "take": 8}  # strategy.warm_start keys and defaults
 WARM_START_STREAM = 14  # the pool's RNG is default_rng([seed, this]): not the strategy's default_rng(seed)
@@ -62,6 +63,8 @@ class Search:
     warm_start: dict[str, Any] | None = None
     objective: Any = None  # densenas.evaluation.objective.ObjectiveCfg of a multi-objective search
     parallel: ParallelCfg = field(default_factory=ParallelCfg)  # densenas.parallel: workers, mode, batch
+    promotion: PromotionCfg | None = None  # search.promote: longer budgets and seeds for the best
+    baselines: tuple[str, ...] = ()  # search.baselines: the space's baseline archs, proposed first
 
     @property
     def front(self) -> tuple[str, str]:
@@ -92,9 +95,15 @@ class Search:
             budget = dict(num_candidates=int(b.get("num_candidates", 30)),
                           max_duplicates=int(b.get("max_duplicates", 200)), executor=executor,
                           mode=self.parallel.mode, batch=self.parallel.batch_size)
+            if self.promotion is not None:
+                budget["promotion"] = self.promotion
         try:
-            if self.warm_start and not history.count(finished_only=False) and history.strategy_state() is None:
-                self.seed_warm_start(work_dir, log)  # fresh search only: on resume the queue is in the state
+            if not history.count(finished_only=False) and history.strategy_state() is None:
+                # fresh search only: on resume the queue is in the strategy state
+                if self.baselines:
+                    self.seed_baselines(log)
+                if self.warm_start:
+                    self.seed_warm_start(work_dir, log)
             return run(self.space, self.strategy, self.evaluator, history, seed=self.seed, work_dir=work_dir,
                        log=log, time_budget_s=b.get("time_budget_s"), **budget)
         finally:
@@ -102,7 +111,16 @@ class Search:
                 write_reports(history, work_dir, metrics=self.task.report_metrics,
                               reward_label=self.task.reward_label,
                               front=self.front if self.kind == "proxy" else None,
-                              limit=None if self.objective is None else self.objective.limit)
+                              limit=None if self.objective is None else self.objective.limit,
+                              promotion=self.promotion)
+
+    def seed_baselines(self, log: Callable[[str], None] = print) -> list[Any]:
+        """Queue the space's own expression of the named hand-designed baselines (``space.baseline_archs()``)
+        to be proposed first, so the search starts from them and can only improve on them."""
+        archs = baseline_archs(self.space, self.baselines, "search.baselines")
+        self.strategy.seed_with(list(archs.values()))
+        log(f"baselines: {', '.join(archs)} (as the space expresses them) are proposed first")
+        return list(archs.values())
 
     def seed_warm_start(self, work_dir: str | Path, log: Callable[[str], None] = print) -> list[tuple[Any, float]]:
         """Rank ``warm_start.pool`` random archs by ``evaluator.zero_cost`` and queue the best ``take`` on the
@@ -206,6 +224,12 @@ def plan_search(cfg) -> dict[str, Any]:
     warm_start = check_warm_start(warm_start, strat_type, one_shot, ev_type, ecls, source)
     budget = dict(section(cfg, "search", {}) or {})
     check_keys("search", budget, lambda **kw: None, extra=SEARCH_KEYS[ev_type], source=source)
+    promotion, baselines = budget.pop("promote", None), _baseline_names(budget.pop("baselines", None), source)
+    if promotion is not None:
+        if not isinstance(promotion, Mapping):
+            raise ConfigError(f"{source}: 'search.promote' must be a dict like dict(rungs=1, top=4, scale=3, "
+                              f"seeds=2), got {promotion!r}")
+        promotion = build_dataclass("search.promote", PromotionCfg, dict(promotion), source)
     if ev_type == "supernet" and "epochs" not in budget:
         raise ConfigError(f"{source}: 'search.epochs' is required with evaluator.type='supernet'")
     backbone = section(cfg, "backbone", None)
@@ -220,13 +244,16 @@ def plan_search(cfg) -> dict[str, Any]:
         from .evaluation.objective import ObjectiveCfg
 
         objective = build_dataclass("objective", ObjectiveCfg, objective, source)
+    if promotion is not None and promotion.cost is None and objective is not None:
+        promotion.cost = objective.cost  # ties are broken by what the search minimises
     parallel = parallel_cfg(cfg)
     if parallel.use_ray and one_shot:
         raise ConfigError(f"{source}: 'parallel' with workers > 1 or an address needs a sampling strategy; "
                           f"strategy.type={strat_type!r} trains one supernet (set parallel.workers=1)")
     return dict(source=source, task=(tcls, task_opts), space=(scls, space_opts), strategy=(strat_type, strat_opts),
                 evaluator=(ev_type, ecls, ecfg), budget=budget, backbone=backbone or {"type": "mobilenet_v2"},
-                one_shot=one_shot, warm_start=warm_start, objective=objective, parallel=parallel)
+                one_shot=one_shot, warm_start=warm_start, objective=objective, parallel=parallel,
+                promotion=promotion, baselines=baselines)
 
 
 def parallel_cfg(cfg) -> ParallelCfg:
@@ -284,6 +311,39 @@ def check_warm_start(given: Any, strat_type: str, one_shot: bool, ev_type: str, 
     return ws
 
 
+def baseline_archs(space: SearchSpace, names: Any, key: str = "search.baselines") -> dict[str, Any]:
+    """The archs of ``space`` that express the named baselines (``names``: a tuple of names, or ``("all",)``
+    for every baseline the space declares).
+
+    Raises:
+        ConfigError: the space declares no baselines, or not one of the names (the message lists them).
+    """
+    declared = getattr(space, "baseline_archs", None)
+    have = dict(declared()) if callable(declared) else {}
+    if not have:
+        raise ConfigError(f"'{key}': space {space.name!r} cannot express a hand-designed baseline (its "
+                          f"op set has none; see the space's docs for an extended variant)")
+    if tuple(names) == ("all",):
+        return have
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise ConfigError(f"'{key}': space {space.name!r} cannot express {missing}; it can express {sorted(have)}")
+    return {n: have[n] for n in names}
+
+
+def _baseline_names(value: Any, source: str) -> tuple[str, ...]:
+    if value is None or value is False:
+        return ()
+    if value is True:
+        return ("all",)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{source}: 'search.baselines' must be True (every baseline the space expresses) or a "
+                          f"list of baseline names, got {value!r}")
+    return tuple(value)
+
+
 def make_space(scls: type[SearchSpace], opts: dict[str, Any], task: Task, source: str) -> SearchSpace:
     """The space with the arguments the task's data implies (``num_classes`` ...) filled in."""
     params = inspect.signature(scls).parameters
@@ -321,7 +381,10 @@ def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], N
         raise ConfigError(f"{source}: strategy ({strat_type}): {e}") from None
     ev_type, ecls, ecfg = plan["evaluator"]
     search = Search(task, space, strategy, None, device, seed, plan["budget"], ev_type,
-                    warm_start=plan["warm_start"], objective=plan["objective"], parallel=plan["parallel"])
+                    warm_start=plan["warm_start"], objective=plan["objective"], parallel=plan["parallel"],
+                    promotion=plan["promotion"], baselines=plan["baselines"])
+    if search.baselines:  # refused now, before any data or feature is computed for the search
+        baseline_archs(space, search.baselines, f"{source}: search.baselines")
     if not build_evaluator:
         return search
     cache = None if work_dir is None else Path(work_dir) / "cache"

@@ -33,7 +33,7 @@ from .result import Result
 
 RUNNING = "running"
 STATUSES = (RUNNING, "ok", "failed")
-__all__ = ["History", "HistoryError", "Candidate", "Step", "RUNNING", "STATUSES"]
+__all__ = ["History", "HistoryError", "Candidate", "Step", "RungRun", "RUNNING", "STATUSES"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
@@ -66,6 +66,21 @@ CREATE TABLE IF NOT EXISTS steps (
     wall_time REAL NOT NULL DEFAULT 0,
     finished REAL NOT NULL,
     PRIMARY KEY (candidate, step)
+);
+CREATE TABLE IF NOT EXISTS rungs (
+    candidate INTEGER NOT NULL REFERENCES candidates(id),
+    rung INTEGER NOT NULL,
+    repeat INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reward REAL,
+    metrics_json TEXT NOT NULL DEFAULT '{}',
+    cost_json TEXT NOT NULL DEFAULT '{}',
+    stage INTEGER NOT NULL DEFAULT 0,
+    wall_time REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    finished REAL NOT NULL,
+    PRIMARY KEY (candidate, rung, repeat)
 );
 """
 _COLS = ("id, arch_json, status, reward, metrics_json, cost_json, stage, wall_time, seed, error, started, "
@@ -100,6 +115,27 @@ class Step:
     candidate: int
     step: int
     arch: Arch
+    result: Result
+    finished: float
+
+
+@dataclass
+class RungRun:
+    """One training of a promoted candidate at a longer budget (:mod:`densenas.promotion`).
+
+    Attributes:
+        candidate: id of the candidate row.
+        rung: the promotion rung (1 = the first budget above the search's own).
+        repeat: 0-based index of the seed at this rung.
+        seed: its training seed.
+        result: reward, metrics, cost, stage and wall time (failed: ``reward`` None and ``error``).
+        finished: when it was recorded (seconds since the epoch).
+    """
+
+    candidate: int
+    rung: int
+    repeat: int
+    seed: int
     result: Result
     finished: float
 
@@ -226,6 +262,47 @@ class History:
         ok = [s for s in self.steps(cid) if s.result.ok]
         return max(ok, key=lambda s: (s.result.reward, -s.candidate, -s.step)) if ok else None
 
+    # ----------------------------------------------------------------- rungs
+    @_sqlite_errors("record a promoted training")
+    def add_rung(self, cid: int, rung: int, repeat: int, seed: int, result: Result) -> bool:
+        """Record the training of candidate ``cid`` at promotion ``rung`` with seed number ``repeat``
+        (idempotent: one already there is kept as is). Returns whether it was new."""
+        reward = result.reward if result.ok else None
+        status = "ok" if result.ok else "failed"
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO rungs(candidate, rung, repeat, seed, status, reward, metrics_json, cost_json, "
+            "stage, wall_time, error, finished) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (cid, int(rung), int(repeat), int(seed), status, reward, json.dumps(result.metrics),
+             json.dumps(result.cost), int(result.stage), result.wall_time, result.error, time.time()))
+        return bool(cur.rowcount)
+
+    @_sqlite_errors("read the promoted trainings")
+    def rung_runs(self, cid: int | None = None) -> list[RungRun]:
+        """Recorded promoted trainings (of candidate ``cid``, or all), by candidate, rung and repeat."""
+        q = ("SELECT candidate, rung, repeat, seed, status, reward, metrics_json, cost_json, stage, wall_time, "
+             "error, finished FROM rungs")
+        args: tuple = ()
+        if cid is not None:
+            q += " WHERE candidate = ?"
+            args = (cid,)
+        out = []
+        for (c, rung, rep, seed, status, reward, metrics, cost, stage, wall, error,
+             finished) in self.db.execute(q + " ORDER BY candidate, rung, repeat", args).fetchall():
+            where = f"history file {self.path}, candidate {c} rung {rung} repeat {rep}"
+            if status not in ("ok", "failed"):
+                raise HistoryError(f"{where}: column status holds {status!r:.60}, not 'ok' or 'failed'")
+            if error is not None and not isinstance(error, str):
+                raise HistoryError(f"{where}: column error holds {error!r:.60}, not text or NULL")
+            result = Result(status=status, reward=_number(reward, where, "reward", optional=True),
+                            metrics=_numbers_json(metrics, where, "metrics_json"),
+                            stage=_number(stage, where, "stage", integer=True),
+                            cost=_numbers_json(cost, where, "cost_json"),
+                            wall_time=_number(wall, where, "wall_time"), error=error)
+            out.append(RungRun(_number(c, where, "candidate", integer=True), _number(rung, where, "rung", integer=True),
+                               _number(rep, where, "repeat", integer=True), _number(seed, where, "seed", integer=True),
+                               result, _number(finished, where, "finished")))
+        return out
+
     @_sqlite_errors("record the strategy state")
     def save_state(self, strategy_state: dict) -> None:
         with self._tx():
@@ -333,6 +410,7 @@ class History:
         """
         n = len(self.candidates())
         self.steps()
+        self.rung_runs()
         return n
 
     def __iter__(self) -> Iterator[Candidate]:

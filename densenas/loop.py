@@ -86,8 +86,9 @@ import torch
 from . import distributed as dist
 from .arch import Arch
 from .history import RUNNING, History
-from .parallel import MODES
+from .parallel import MODES, InProcessExecutor
 from .progress import Log, Progress, Reporter, progress_line
+from .promotion import pick, promote, standings
 from .result import Result
 from .space import SearchSpace
 from .sampling import Outcome, eta, run_sampling
@@ -112,7 +113,7 @@ def run(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History
         seed: int = 0, max_duplicates: int = 200, work_dir: str | Path | None = None,
         log: Log | None = None, on_progress: Callable[[Progress], None] | None = None,
         live: bool | None = None, tensorboard: bool = True, executor: Any = None, mode: str = "batch",
-        batch: int | None = None) -> Outcome:
+        batch: int | None = None, promotion: Any = None) -> Outcome:
     """Run (or resume) a search until its budget is done or time runs out.
 
     Args:
@@ -138,6 +139,9 @@ def run(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History
         mode: sampling: ``"batch"`` (propose ``batch`` archs, train them, observe them in row order:
             deterministic given the seed) or ``"async"`` (keep ``executor.workers`` in flight).
         batch: sampling, batch mode: archs proposed at once (default: the executor's worker count, else 1).
+        promotion: sampling: a :class:`~densenas.promotion.PromotionCfg`: once the candidates are done (not
+            when the time budget ran out first), the best are trained again at longer budgets with several
+            seeds on the same executor, and the pick is made on the top rung (:mod:`densenas.promotion`).
 
     Raises:
         ValueError: the budget key does not fit the strategy kind, or the history holds the other kind.
@@ -173,9 +177,24 @@ def run(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History
         if one_shot:
             return _run_one_shot(strategy, evaluator, history, rep, epochs=total, time_budget_s=time_budget_s,
                                  seed=seed, work_dir=Path(work_dir))
-        return run_sampling(space, strategy, evaluator, history, rep, num_candidates=total,
-                             time_budget_s=time_budget_s, seed=seed, max_duplicates=max_duplicates,
-                             executor=executor, mode=mode, batch=batch)
+        t0 = time.perf_counter()
+        if executor is None:
+            executor = InProcessExecutor(evaluator, space)
+        out = run_sampling(space, strategy, evaluator, history, rep, num_candidates=total,
+                           time_budget_s=time_budget_s, seed=seed, max_duplicates=max_duplicates,
+                           executor=executor, mode=mode, batch=batch)
+        if promotion is None or not promotion.rungs:
+            return out
+        if out.stopped == "time_budget":
+            rep.note("promotion not started: the time budget ran out during the search (--resume with more "
+                     "time trains the rungs)")
+            return out
+        promote(history, executor, promotion, rep.note,
+                time_left=lambda: time_budget_s is None or time.perf_counter() - t0 < time_budget_s)
+        final = pick(standings(history, promotion.tie_z), promotion.cost)
+        if final is None:
+            return out
+        return Outcome(out.done, out.total, out.stopped, final.candidate.arch, final.candidate, final)
 
 
 # ------------------------------------------------------------------------------------------ one-shot

@@ -161,12 +161,15 @@ class Job:
         seed: its training seed.
         snapshot: finished results (row order) to ``evaluator.restore`` before training, so the early-stopping
             running mean is the driver's; ``None``: the evaluator keeps its own (the sequential path).
+        scale: ``None``: the search's own budget (``evaluator.evaluate``); a number: a promoted budget of
+            that many times the iterations (``evaluator.evaluate_at``, :mod:`densenas.promotion`).
     """
 
     cid: int
     arch: Arch
     seed: int
     snapshot: list[Result] | None = None
+    scale: float | None = None
 
 
 @dataclass
@@ -194,17 +197,20 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def evaluate_one(evaluator: Any, space: Any, arch: Arch, seed: int, snapshot: list[Result] | None) -> Result:
+def evaluate_one(evaluator: Any, space: Any, arch: Arch, seed: int, snapshot: list[Result] | None,
+                 scale: float | None = None) -> Result:
     """Check and train one arch; an exception inside the candidate becomes a failed :class:`Result`.
 
-    With ``snapshot`` the evaluator's running mean is rebuilt from it first (``evaluator.restore``).
+    With ``snapshot`` the evaluator's running mean is rebuilt from it first (``evaluator.restore``); with
+    ``scale`` it trains at that promoted budget (``evaluator.evaluate_at(arch, seed, scale)``).
     """
     started = time.perf_counter()
     try:
         if snapshot is not None and getattr(evaluator, "restore", None) is not None:
             evaluator.restore(snapshot)
         space.check(arch)
-        result = evaluator.evaluate(arch, seed=seed)
+        result = (evaluator.evaluate(arch, seed=seed) if scale is None else
+                  evaluator.evaluate_at(arch, seed=seed, scale=scale))
     except Exception as e:  # an evaluator bug must not lose the search
         result = Result.failed(f"{type(e).__name__}: {e}")
     if not result.wall_time:
@@ -240,7 +246,7 @@ class InProcessExecutor:
     def wait(self) -> Done:
         """Train the oldest submitted job and return it."""
         job = self.queue.popleft()
-        return Done(job, evaluate_one(self.evaluator, self.space, job.arch, job.seed, job.snapshot))
+        return Done(job, evaluate_one(self.evaluator, self.space, job.arch, job.seed, job.snapshot, job.scale))
 
     def running(self) -> list[tuple[int, str]]:
         return [(j.cid, "in-process") for j in self.queue]

@@ -136,8 +136,9 @@ class EvalWorker:
 
         return self.name, ray.get_runtime_context().get_node_id()
 
-    def evaluate(self, arch: Any, seed: int, snapshot: list[Result] | None) -> tuple[Result, str]:
-        return evaluate_one(self.evaluator, self.space, arch, seed, snapshot), self.name
+    def evaluate(self, arch: Any, seed: int, snapshot: list[Result] | None, scale: float | None = None
+                 ) -> tuple[Result, str]:
+        return evaluate_one(self.evaluator, self.space, arch, seed, snapshot, scale), self.name
 
 
 class RayExecutor:
@@ -232,7 +233,7 @@ class RayExecutor:
         while self.queue and self.idle:
             job, attempts, notes = self.queue.pop(0)
             i = self.idle.pop(0)
-            ref = self.actors[i].evaluate.remote(job.arch, job.seed, job.snapshot)
+            ref = self.actors[i].evaluate.remote(job.arch, job.seed, job.snapshot, job.scale)
             self.running_refs[ref] = (job, i, attempts, notes)
 
     def submit(self, job: Job) -> None:

@@ -35,6 +35,8 @@ class Outcome:
         stopped: ``"complete"``, ``"time_budget"`` or ``"duplicates"`` (a converged sampling strategy).
         arch: sampling: the best candidate's arch; one-shot: the arch derived after the last step.
         best: sampling: the best candidate; one-shot: the run's candidate row.
+        standing: sampling with promotion: the pick's :class:`~densenas.promotion.Standing` (its rung, mean
+            score over seeds, whether others are tied with it).
     """
 
     done: int
@@ -42,6 +44,7 @@ class Outcome:
     stopped: str
     arch: Arch | None
     best: Candidate | None
+    standing: Any = None
 
 
 def eta(elapsed: float, done_here: int, left: int, time_budget_s: float | None) -> float:

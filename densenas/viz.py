@@ -12,13 +12,17 @@ from pathlib import Path
 
 from . import pareto
 from .history import History
+from .promotion import PromotionCfg, noise_of, pick, standings
 
 REWARD = "reward"
 
 
 def _plot(points: list[tuple[int, float | None, str]], path: Path, title: str, xlabel: str, ylabel: str,
-          series: tuple[tuple[str, str, str], ...]) -> Path:
-    """Scatter of ``(x, reward or None for failed, series key)`` with the running best."""
+          series: tuple[tuple[str, str, str], ...],
+          rungs: dict[int, list[tuple[int, float, float]]] | None = None) -> Path:
+    """Scatter of ``(x, reward or None for failed, series key)`` with the running best; ``rungs``: promoted
+    rung -> ``(x, mean, s.d.)`` drawn as error bars (not part of the running best: longer budgets score on
+    another scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,6 +42,11 @@ def _plot(points: list[tuple[int, float | None, str]], path: Path, title: str, x
             ys_best.append(best)
     if xs_best:
         ax.step(xs_best, ys_best, where="post", c="k", lw=1, label="best so far")
+    for (rung, pts), colour in zip(sorted((rungs or {}).items()), ("tab:green", "tab:purple", "tab:brown",
+                                                                     "tab:pink")):
+        xs, ys, sds = zip(*pts)
+        ax.errorbar(xs, ys, yerr=sds, fmt="D", ms=5, c=colour, capsize=2,
+                    label=f"rung {rung}: mean of seeds (promoted)")
     fails = [x for x, y, _ in points if y is None]
     if fails:
         y0 = min(ys_best) if ys_best else 0.0
@@ -60,16 +69,28 @@ def plot_rewards(history: History, path: str | Path, title: str = "search", ylab
         points = [(s.step, s.result.reward if s.result.ok else None, "step") for s in steps]
         return _plot(points, Path(path), title, "epoch", ylabel,
                      (("step", "tab:blue", "supernet after epoch (val)"),))
+    finished = history.finished()
     points = [(i, c.result.reward if c.result.ok else None, f"stage{c.result.stage}")
-              for i, c in enumerate(history.finished(), 1)]
+              for i, c in enumerate(finished, 1)]
+    order = {c.id: i for i, c in enumerate(finished, 1)}
+    by: dict[tuple[int, int], list[float]] = {}
+    for r in history.rung_runs():
+        if r.result.ok and r.candidate in order:
+            by.setdefault((r.rung, r.candidate), []).append(float(r.result.reward))
+    rungs: dict[int, list[tuple[int, float, float]]] = {}
+    for (rung, cid), vals in sorted(by.items()):
+        m = sum(vals) / len(vals)
+        sd = (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
+        rungs.setdefault(rung, []).append((order[cid], m, sd))
     return _plot(points, Path(path), title, "candidate", ylabel,
-                 (("stage1", "tab:blue", "stopped after stage 1"), ("stage2", "tab:orange", "stopped after stage 2")))
+                 (("stage1", "tab:blue", "stopped after stage 1"), ("stage2", "tab:orange", "stopped after stage 2")),
+                 rungs=rungs)
 
 
 def write_reports(history: History, work_dir: str | Path, top: int = 10,
                   metrics: tuple[tuple[str, str], ...] = (), reward_label: str = REWARD,
-                  front: tuple[str, str] | None = ("reward", "params"), limit: float | None = None
-                  ) -> dict[str, Path]:
+                  front: tuple[str, str] | None = ("reward", "params"), limit: float | None = None,
+                  promotion: PromotionCfg | None = None) -> dict[str, Path]:
     """Write ``best_arch.json``, ``leaderboard.md``, ``leaderboard.csv``, ``rewards.png`` and ``pareto.png``.
 
     ``metrics`` are the ``(key, column title)`` pairs shown next to the reward and ``reward_label`` the
@@ -77,6 +98,11 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
     (maximised metric, minimised cost) pair whose Pareto front (:mod:`densenas.pareto`) the leaderboard
     marks (column ``front``, a ``*`` in the markdown) and ``pareto.png`` draws, with a hard cost ``limit``;
     ``None`` for no front. A history with steps (a supernet run) is reported per epoch, without a front.
+
+    A search with promoted rungs (:mod:`densenas.promotion`) is ranked by its standings: the highest rung
+    reached, then the mean reward over that rung's seeds; the leaderboard adds the rung, that score with
+    its seed s.d. and a ``=`` for the candidates tied with the best within the seed noise, and
+    ``best_arch.json`` is the final pick (the cheapest of the tied by ``promotion.cost``, else MAdds).
     """
     work_dir = Path(work_dir)
     out: dict[str, Path] = {}
@@ -93,10 +119,19 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
         n = len(steps)
     else:
         what, first_col = "candidates", "candidate"
-        rows = [(f"#{c.id}", c.id, c.result, c.arch) for c in history.leaderboard(top=len(history.finished()))]
+        runs = history.rung_runs()
+        promo = promotion if promotion is not None else PromotionCfg()
+        ranked = standings(history, promo.tie_z, runs)
+        standing_of = {s.id: s for s in ranked}
+        rows = [(f"#{s.id}", s.id, s.candidate.result, s.candidate.arch) for s in ranked]
         failed = [(f"#{c.id}", c.result) for c in history.finished() if not c.result.ok]
-        best = history.best()
-        best_info = None if best is None else {"candidate": best.id}
+        final = pick(ranked, promo.cost) if runs else (ranked[0] if ranked else None)
+        best = None if final is None else final.candidate
+        best_info = None if final is None else {"candidate": final.id}
+        if final is not None and runs:
+            best_info.update(rung=final.rung, score=final.score, score_sd=final.sd, seeds=final.runs,
+                             tied_with=[s.id for s in ranked if s.tied and s.id != final.id],
+                             rung_metrics=final.metrics)
         n = len(history.finished())
     if best is not None:
         out["best_arch"] = work_dir / "best_arch.json"
@@ -115,23 +150,50 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
     out["csv"] = work_dir / "leaderboard.csv"
     with open(out["csv"], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["rank", first_col, "reward", "stage", *(k for k, _ in metrics),
+        promoted = not steps and bool(runs)
+        rung_head = ["rung", "score", "score_sd", "seeds", "tied"] if promoted else []
+        w.writerow(["rank", first_col, *rung_head, "reward", "stage", *(k for k, _ in metrics),
                     "params_M", "madds_G", *(["latency_ms"] * has_latency), "front", "wall_s", "arch"])
         for rank, (_, ident, r, arch) in enumerate(rows, 1):
-            w.writerow([rank, ident, f"{r.reward:.4f}", r.stage, *(f"{r.metrics.get(k, 0):.4f}" for k, _ in
+            st = standing_of[ident] if promoted else None
+            rung_cols = [st.rung, f"{st.score:.4f}", "" if st.sd is None else f"{st.sd:.4f}", st.runs,
+                         int(st.tied)] if st is not None else []
+            shown = st.metrics if st is not None else r.metrics
+            w.writerow([rank, ident, *rung_cols, f"{r.reward:.4f}", r.stage, *(f"{shown.get(k, 0):.4f}" for k, _ in
                         metrics), f"{r.cost.get('params', 0) / 1e6:.3f}", f"{r.cost.get('madds', 0) / 1e9:.3f}",
                         *([f"{r.cost.get('latency_ms', 0):.2f}"] * has_latency), int(ident in on_front),
                         f"{r.wall_time:.1f}", arch.key])
     titles = " | ".join(t for _, t in metrics)
     head = "cand" if not steps else "epoch"
-    lines = [f"| rank | {head} | reward | stage | {titles} | params (M) | MAdds (G) |",
-             "|---|---|---|---|" + "---|" * len(metrics) + "---|---|"]
+    rung_titles = "rung | score ± s.d. (seeds) | " if promoted else ""
+    lines = [f"| rank | {head} | {rung_titles}reward | stage | {titles} | params (M) | MAdds (G) |",
+             "|---|---|" + "---|---|" * promoted + "---|---|" + "---|" * len(metrics) + "---|---|"]
     for rank, (label, ident, r, _) in enumerate(rows[:top], 1):
-        cols = " | ".join(f"{r.metrics.get(k, 0):.4f}" for k, _ in metrics)
+        st = standing_of[ident] if promoted else None
+        shown = st.metrics if st is not None else r.metrics
+        cols = " | ".join(f"{shown.get(k, 0):.4f}" for k, _ in metrics)
         label = f"{label} *" if ident in on_front else label
-        lines.append(f"| {rank} | {label} | {r.reward:.4f} | {r.stage} | {cols} | "
+        rung_cols = ""
+        if st is not None:
+            label += " =" * (st.tied and st.rung > 0 and len([s for s in ranked if s.tied]) > 1)
+            label += " (pick)" * (ident == best_info["candidate"])
+            sd = "" if st.sd is None else f" ± {st.sd:.4f}"
+            rung_cols = f"{st.rung} | {st.score:.4f}{sd} ({st.runs}{f', {st.failed_runs} failed' * bool(st.failed_runs)}) | "
+        lines.append(f"| {rank} | {label} | {rung_cols}{r.reward:.4f} | {r.stage} | {cols} | "
                      f"{r.cost.get('params', 0) / 1e6:.3f} | {r.cost.get('madds', 0) / 1e9:.3f} |")
     lines.append(f"\n{n} {what} finished, {len(failed)} failed.")
+    if promoted:
+        noise = noise_of(ranked)
+        tied = [s for s in ranked if s.tied]
+        lines.append(
+            f"Promoted (densenas.promotion): rung r trains the best again at {promo.scale:g}^r x the iterations, "
+            f"{promo.seeds} seed(s) each; `score` is the mean reward over the seeds of the highest rung reached "
+            f"(rung 0: the search's own reward), metrics are that rung's means. "
+            + (f"Seed s.d. at rung {ranked[0].rung}: {noise:.4f}; `=`: tied with the best (within "
+               f"{promo.tie_z:g} x s.d. x sqrt(1/n_best + 1/n)). " if noise is not None else
+               "No seed noise known (seeds < 2): nothing is marked tied. ")
+            + f"best_arch.json: #{best_info['candidate']}"
+            + (f", the cheapest of the {len(tied)} tied" if len(tied) > 1 else ", the best") + ".")
     if on_front:
         lines.append(f"* on the Pareto front of {front[0]} (max) and {front[1]} (min): "
                      f"{', '.join(f'#{i}' for i in sorted(on_front))} (pareto.png; export one with "

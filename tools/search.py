@@ -190,7 +190,13 @@ def report(search, outcome, work_dir: Path, hist_path: Path, log) -> None:
     if search.kind == "supernet" and outcome.arch is not None:
         log(f"derived after the last epoch: {outcome.arch} -> {work_dir / 'derived_arch.json'}")
     elif best is not None and best.result is not None:
-        log(f"best: #{best.id} reward {best.result.reward:.4f} -> {work_dir / 'best_arch.json'}")
+        st = getattr(outcome, "standing", None)
+        if st is not None and st.rung > 0:  # promoted: the pick of the top rung (densenas/promotion.py)
+            sd = "" if st.sd is None else f" ± {st.sd:.4f}"
+            log(f"pick: #{best.id} rung {st.rung} score {st.score:.4f}{sd} over {st.runs} seed(s) (search reward "
+                f"{best.result.reward:.4f}) -> {work_dir / 'best_arch.json'}")
+        else:
+            log(f"best: #{best.id} reward {best.result.reward:.4f} -> {work_dir / 'best_arch.json'}")
         log(f"arch: {best.arch}")
     log(f"{outcome.done} {'epochs' if search.kind == 'supernet' else 'candidates'} in {hist_path} "
         f"({outcome.stopped}); leaderboard {work_dir / 'leaderboard.md'}")

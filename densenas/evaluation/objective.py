@@ -122,6 +122,13 @@ class CostAware:
     def evaluate(self, arch: Arch, seed: int = 0) -> Result:
         """Reject ``arch`` above the hard limit (before training), else train it and scalarise its reward;
         the task's own reward is kept as the metric ``metric_reward``."""
+        return self._scored(arch, lambda: self.inner.evaluate(arch, seed))
+
+    def evaluate_at(self, arch: Arch, seed: int = 0, scale: float = 1.0) -> Result:
+        """:meth:`evaluate` at a promoted budget (the inner ``evaluate_at``, :mod:`densenas.promotion`)."""
+        return self._scored(arch, lambda: self.inner.evaluate_at(arch, seed, scale))
+
+    def _scored(self, arch: Arch, train: Any) -> Result:
         o = self.objective
         try:
             cost = self.cost(arch)
@@ -131,7 +138,7 @@ class CostAware:
         if o.limit is not None and value > o.limit:
             return Result(status=FAILED, reward=None, cost=cost, stage=0,
                           error=f"over the hard limit: {o.cost} {value:.4g} > {o.limit:.4g} (not trained)")
-        r = self.inner.evaluate(arch, seed)
+        r = train()
         r.cost = {**r.cost, **cost}
         if r.ok:
             r.metrics["metric_reward"] = r.reward

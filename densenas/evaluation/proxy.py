@@ -127,6 +127,32 @@ class ProxyTrainer(RunningMean):
             why = failure_reason(e)
         return Result.failed(why, stage=progress["stage"], wall_time=time.perf_counter() - t0, **metrics)
 
+    def evaluate_at(self, arch: Arch, seed: int = 0, scale: float = 1.0) -> Result:
+        """Train and score ``arch`` at a promoted budget (:mod:`densenas.promotion`): both stages with
+        ``scale`` times their configured iterations, no early stop, the running mean untouched; never raises
+        for a bad candidate (returns a failed Result).
+
+        Args:
+            arch: the architecture.
+            seed: training seed.
+            scale: budget multiplier (> 0) of both stages.
+        """
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale!r}")
+        t0 = time.perf_counter()
+        metrics: dict[str, float] = {}
+        progress = {"stage": 0}
+        try:
+            reward, cand, _ = self._run(arch, seed, max(1, round(self.cfg.stage1.iters * scale)),
+                                        round(self._stage2_iters() * scale), metrics, progress,
+                                        early_stop=False, record=False)
+            cost = self._cost_once(arch, cand) if self.cfg.measure_cost else {}
+            return Result(reward=reward, metrics=metrics, stage=progress["stage"], cost=cost,
+                          wall_time=time.perf_counter() - t0)
+        except Exception as e:  # one bad candidate must not end the promotion
+            why = failure_reason(e)
+        return Result.failed(why, stage=progress["stage"], wall_time=time.perf_counter() - t0, **metrics)
+
     def train_longer(self, arch: Arch, iters: int, seed: int = 0, stage2_iters: int | None = None
                      ) -> dict[str, float]:
         """Train ``arch`` on the same path with a longer budget, no early stop; the running mean is untouched.
