@@ -38,7 +38,9 @@ setup(
     },
     install_requires=[
         "torch==2.14.1", "torchvision==0.29.1", "mmengine==0.10.7", "mmcv==2.1.0",
-        "mmdet==3.3.0", "mmsegmentation==1.2.2", "mmpose==1.3.2", "timm==1.0.15", "pycocotools", "scikit-image", "scikit-learn==1.9.1", "scipy==1.17.1",
+        "mmdet==3.3.0", "mmsegmentation==1.2.2", "mmpose==1.3.2", "timm==1.0.15",
+        # 2.0.9 / 2.0.10 raise KeyError: 'info' in COCO.loadRes on annotation files without "info"
+        "pycocotools==2.0.11", "scikit-image", "scikit-learn==1.9.1", "scipy==1.17.1",
         "optuna==4.6.0", "rich", "matplotlib",
     ],
     # parallel: tools/search.py --workers N / --address (densenas/ray_executor.py); install.sh installs it

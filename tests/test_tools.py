@@ -124,7 +124,7 @@ def test_export_rejects_arch_invalid_for_space(tmp_path, capsys):
     p = tmp_path / "arch.json"
     p.write_text(json.dumps(d))
     rc = _tool("export")([str(p), "--out", str(tmp_path / "c.py"), "--dataset", "voc",
-                          "--data-root", str(tmp_path)])
+                          "--data-root", str(tmp_path), "--classes", "3"])  # no masks to count them from
     assert rc == 2
     err = capsys.readouterr().err
     assert str(p) in err and name in err and "conv9x9" in err
@@ -133,11 +133,11 @@ def test_export_rejects_arch_invalid_for_space(tmp_path, capsys):
 
 def test_export_refuses_lraspp_on_small_crops(tmp_path, capsys):
     rc = _tool("export")(["--baseline", "lraspp", "--out", str(tmp_path / "c.py"), "--dataset", "voc",
-                          "--data-root", str(tmp_path), "--crop", "512"])
+                          "--data-root", str(tmp_path), "--crop", "512", "--classes", "21"])
     assert rc == 2
     assert "crop 512" in capsys.readouterr().err and not (tmp_path / "c.py").exists()
     assert _tool("export")(["--baseline", "lraspp", "--out", str(tmp_path / "c.py"), "--dataset",
-                            "voc", "--data-root", str(tmp_path), "--crop", "1600"]) == 0
+                            "voc", "--data-root", str(tmp_path), "--crop", "1600", "--classes", "21"]) == 0
 
 
 @pytest.mark.slow

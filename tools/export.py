@@ -16,9 +16,14 @@
     python tools/export.py --baseline deeplabv3plus --task depth --out depth_dlv3p.py
     python tools/export.py work_dirs/auxcell_proxy/best_arch.json --task keypoints --out kpt_found.py
     python tools/export.py --baseline heatmap --width 48 --out kpt_heatmap.py
+    # the user's own VOC-layout set: the classes are counted from its label masks, or named
+    python tools/export.py --baseline deeplabv3plus --dataset voc --data-root my_set --out dlv3p.py
+    python tools/export.py --baseline deeplabv3plus --dataset voc --data-root my_set --classes bg,road,car --out x.py
 
 The task (and the space settings, classes and backbone the arch was searched with) come from the search's
-``config.py`` next to the arch JSON; ``--task`` names it otherwise. Found model and baseline of one task
+``config.py`` next to the arch JSON; ``--task`` names it otherwise. Segmentation classes: ``--classes``, else
+the search's (for the data it searched on), else the data's own (the proxy manifest; on a VOC layout the
+label values of the train/val masks, printed; Cityscapes: its 19). Found model and baseline of one task
 share the data pipeline and schedule, so ``tools/train.py`` fine-tunes them under the same budget.
 """
 from __future__ import annotations
@@ -34,7 +39,29 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: options passed on to the task's exporter when given (each task fills its own defaults)
 OPTIONS = ("dataset", "data_root", "layout", "optimizer", "crop", "kind", "sigma", "width", "iters", "lr",
-           "batch_size", "val_interval", "workers", "work_dir")
+           "batch_size", "val_interval", "workers", "work_dir", "classes")
+#: tasks whose exporter takes ``classes`` (names, or a count)
+CLASS_TASKS = ("segmentation", "detection")
+
+
+def parse_classes(text: str) -> int | list[str]:
+    """``--classes``: a count (``"3"``) or comma-separated class names (``"background,road,car"``).
+
+    Raises:
+        argparse.ArgumentTypeError: a count below 1, an empty name or a repeated one.
+    """
+    text = text.strip()
+    if text.isdigit():
+        if int(text) < 1:
+            raise argparse.ArgumentTypeError(f"--classes {text!r}: need at least 1 class")
+        return int(text)
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"--classes {text!r}: an empty class name (give a count or "
+                                         f"comma-separated names)")
+    if dup := sorted({n for n in names if names.count(n) > 1}):
+        raise argparse.ArgumentTypeError(f"--classes {text!r}: repeated class names {dup}")
+    return names
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,6 +82,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      "keypoints: proxy, coco or mpii")
     p.add_argument("--data-root", help="default: the task's proxy set (data/proxy_voc, data/proxy_coco, "
                                        "data/proxy_nyu, data/proxy_kpt, ...)")
+    p.add_argument("--classes", type=parse_classes,
+                   help="segmentation / detection: a class count (e.g. 3) or comma-separated class names "
+                        "(e.g. background,road,car: they name the classes in the dataset metainfo). Default: "
+                        "the search's classes, else the data's own (a VOC layout's label masks are read)")
     p.add_argument("--layout", help="detection: coco (default) or voc; restoration: bsd or rain100")
     p.add_argument("--optimizer", help="detection: adamw (default) or sgd")
     p.add_argument("--crop", type=int, help="training crop in pixels (default 128; 48 for restoration, 96 for "
@@ -92,6 +123,8 @@ def main(argv=None) -> int:
         search_cfg = _search_config(Path(args.arch)) if args.arch else {}
         task_cls = pick_task(args.task or dict(search_cfg.get("task") or {}).get("type"), arch, args.baseline)
         opts = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
+        if args.classes is not None and task_cls.name not in CLASS_TASKS:
+            raise ValueError(f"--classes: the {task_cls.name} task has no classes (only {', '.join(CLASS_TASKS)})")
         out = task_cls().export(args.out, arch=arch, baseline=args.baseline, search_cfg=search_cfg, **opts)
     except (InvalidArch, PluginError, ValueError, FileNotFoundError, TypeError) as e:
         print(f"error: {args.arch or args.baseline}: {e}", file=sys.stderr)

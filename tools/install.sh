@@ -46,7 +46,8 @@ else
 fi
 
 log "mmdet 3.3.0, mmsegmentation 1.2.2 and the rest"
-$PIP mmdet==3.3.0 mmsegmentation==1.2.2 timm==1.0.15 pycocotools==2.0.10 scikit-image==0.25.2 \
+# pycocotools 2.0.11: 2.0.9 / 2.0.10 crash (KeyError: 'info' in COCO.loadRes) on COCO files without "info"
+$PIP mmdet==3.3.0 mmsegmentation==1.2.2 timm==1.0.15 pycocotools==2.0.11 scikit-image==0.25.2 \
      scikit-learn==1.9.1 scipy==1.17.1 threadpoolctl==3.8.0 matplotlib==3.11.2 ftfy==6.3.1 regex==2026.5.9 \
      rich==15.0.0 tqdm==4.70.1 tensorboard==2.21.0 optuna==4.6.0 pytest==8.3.5 pytest-timeout==2.4.0 \
      hypothesis==6.155.2 sortedcontainers==2.4.0 ray==2.60.0

@@ -16,7 +16,7 @@ optimizer and evaluation (mmdet's ``CocoMetric``, COCO AP through pycocotools) a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from densenas.arch import Arch
 from densenas.export import dump_config, runtime_config
@@ -158,8 +158,14 @@ def found_model(arch: Arch, num_classes: int, *, space: Mapping[str, Any] | None
 
 def det_data_config(data_root: str | Path, layout: str, crop: int, classes: tuple[str, ...],
                     batch_size: int, workers: int, train_split: str = "train",
-                    val_split: str = "val") -> dict[str, Any]:
-    """Dataloaders and evaluators: mmdet's CocoDataset/VOCDataset, COCO AP (or VOC mAP) on ``val_split``."""
+                    val_split: str = "val", log: Callable[[str], Any] | None = print) -> dict[str, Any]:
+    """Dataloaders and evaluators: mmdet's CocoDataset/VOCDataset, COCO AP (or VOC mAP) on ``val_split``.
+
+    A COCO file without fields that pycocotools reads (top-level ``info``: 2.0.9 / 2.0.10 crash on it at the
+    first validation; an annotation's ``iscrowd``: every ``COCOeval``) is evaluated by ``DenseNASCocoMetric``,
+    which fills them in memory; ``log`` says so, with the fix for the file. Complete files get mmdet's plain
+    ``CocoMetric``.
+    """
     from densenas.datasets.detfolder import mmdet_dataset_cfg
 
     root = Path(data_root).resolve()
@@ -177,7 +183,13 @@ def det_data_config(data_root: str | Path, layout: str, crop: int, classes: tupl
         if not ann.is_file():
             raise FileNotFoundError(f"{ann} not found: build the proxy set first (tools/search.py does) "
                                     f"or pass --data-root")
-        evaluator = dict(type="CocoMetric", ann_file=str(ann), metric="bbox", format_only=False)
+        from .data import coco_file_gaps, coco_gaps_note
+
+        gaps = coco_file_gaps(ann)
+        if gaps and log is not None:
+            log(coco_gaps_note(ann, gaps))
+        evaluator = dict(type="DenseNASCocoMetric" if gaps else "CocoMetric", ann_file=str(ann),
+                         metric="bbox", format_only=False)
     else:
         evaluator = dict(type="VOCMetric", metric="mAP", eval_mode="11points")
     loader = dict(num_workers=workers, persistent_workers=workers > 0)
@@ -196,9 +208,9 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
                      width: int | None = None, head_width: int | None = None, iters: int = 2000,
                      lr: float = 1e-3, optimizer: str = "adamw", schedule: str = "cosine",
                      batch_size: int = 8, val_interval: int | None = None, workers: int = 2,
-                     work_dir: str | None = None, seed: int = 0, classes: tuple[str, ...] | None = None,
+                     work_dir: str | None = None, seed: int = 0, classes: tuple[str, ...] | int | None = None,
                      train_split: str = "train", val_split: str = "val",
-                     backbone: Mapping[str, Any] | None = None) -> Path:
+                     backbone: Mapping[str, Any] | None = None, log: Callable[[str], Any] | None = print) -> Path:
     """Write an mmdet config for a found detection ``arch`` or a ``baseline``; returns the path.
 
     Args:
@@ -221,10 +233,12 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
         workers: dataloader workers.
         work_dir: the config's ``work_dir``.
         seed: random seed.
-        classes: class names (default: the COCO file's categories / the VOC classes).
+        classes: class names, or a count: the first that many of the defaults (default: the COCO file's
+            categories by id / the 20 VOC classes).
         train_split: training split name.
         val_split: evaluation split name.
         backbone: the search's ``backbone`` section (default MobileNetV2 C3..C5, ImageNet weights).
+        log: notes about the data (a COCO file lacking ``info`` / ``iscrowd``); ``None``: silent.
 
     Raises:
         ValueError: bad arguments or an arch that does not fit its space.
@@ -238,14 +252,19 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
         raise ValueError(f"optimizer {optimizer!r} / schedule {schedule!r}: use adamw|sgd and cosine|step")
     if iters < 1 or crop < 32:
         raise ValueError(f"need iters >= 1 and crop >= 32, got {iters}, {crop}")
-    if classes is None:
+    if classes is None or isinstance(classes, int):
         if layout == "coco":
             from densenas.datasets.proxy_det import coco_classes
 
-            classes = coco_classes(data_root, train_split)
+            names = coco_classes(data_root, train_split)
         else:
             from densenas.datasets.detfolder import VOC_DET_CLASSES
-            classes = tuple(VOC_DET_CLASSES)
+            names = tuple(VOC_DET_CLASSES)
+        if isinstance(classes, int) and not 1 <= classes <= len(names):
+            where = f"{data_root} (instances_{train_split}.json)" if layout == "coco" else "the VOC layout"
+            raise ValueError(f"classes={classes}: {where} names {len(names)} classes {list(names)}; "
+                             f"give a count in 1..{len(names)} or the class names")
+        classes = names if classes is None else names[:classes]
     num_classes = len(classes)
     if arch is not None:
         model, module = found_model(arch, num_classes, space=space, task=task, width=width, backbone=backbone)
@@ -274,7 +293,8 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
         default_scope="mmdet",
         custom_imports=dict(imports=[module], allow_failed_imports=False),
         model=model,
-        **det_data_config(data_root, layout, crop, tuple(classes), batch_size, workers, train_split, val_split),
+        **det_data_config(data_root, layout, crop, tuple(classes), batch_size, workers, train_split, val_split,
+                          log),
         optim_wrapper=dict(type="OptimWrapper", optimizer=opt, clip_grad=dict(max_norm=35, norm_type=2),
                            # the pretrained encoder learns 10x slower than the new neck and head
                            paramwise_cfg=dict(custom_keys={"backbone": dict(lr_mult=0.1)})),

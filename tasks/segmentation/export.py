@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from densenas.arch import Arch
 from densenas.export import dump_config, runtime_config
@@ -32,9 +32,76 @@ def _palette(n: int) -> list[list[int]]:
     return [flat[3 * i:3 * i + 3] for i in range(n)]
 
 
+def _manifest_classes(data_root: str | Path) -> list[str] | None:
+    """The class names of the densenas proxy manifest under ``data_root``; ``None`` when there is none."""
+    manifest = Path(data_root) / "densenas_proxy.json"
+    return list(json.loads(manifest.read_text())["classes"]) if manifest.is_file() else None
+
+
+def default_class_names(dataset: str, num_classes: int, data_root: str | Path | None = None) -> list[str]:
+    """Names for ``num_classes`` classes given only by their count.
+
+    The proxy manifest's names when ``data_root`` holds one with that many classes; else the first
+    ``num_classes`` of the layout's own classes (VOC: background + 20, Cityscapes: 19), as a search's
+    ``data.num_classes`` names them; more classes than the layout has are ``class0``, ``class1``, ... (as
+    :class:`~densenas.datasets.segfolder.SegmentationFolder` names them).
+
+    Raises:
+        ValueError: ``num_classes < 1``.
+    """
+    from densenas.datasets.segfolder import CITYSCAPES_CLASSES
+
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    named = _manifest_classes(data_root) if data_root is not None and dataset != "cityscapes" else None
+    if named is not None and len(named) == num_classes:
+        return named
+    names = CITYSCAPES_CLASSES if dataset == "cityscapes" else VOC_CLASSES
+    return list(names[:num_classes]) if num_classes <= len(names) else [f"class{i}" for i in range(num_classes)]
+
+
+def data_classes(dataset: str, data_root: str | Path, log: Callable[[str], Any] | None = print) -> list[str]:
+    """The classes of the data at ``data_root`` when neither the user nor the search named them.
+
+    ``proxy``: the proxy manifest's names. ``voc``: a proxy manifest's names if ``data_root`` holds one, else
+    as many classes as the label masks of the train and val lists need (:func:`.data.scan_voc_labels`, said
+    through ``log``), named by :func:`default_class_names`. ``cityscapes``: its 19 train ids.
+
+    Raises:
+        FileNotFoundError: no proxy manifest (``proxy``); no labels to count (``voc``: names the path and
+            suggests ``--classes``).
+        ValueError: unreadable masks (names the file).
+    """
+    if dataset == "cityscapes":
+        return default_class_names(dataset, 19)
+    named = _manifest_classes(data_root)
+    if named is not None:  # the proxy set (also when named as a VOC layout)
+        return named
+    if dataset == "proxy":
+        raise FileNotFoundError(f"{Path(data_root) / 'densenas_proxy.json'} not found: build the proxy set "
+                                f"first (tools/search.py does) or pass --data-root")
+    from .data import scan_voc_labels
+
+    try:
+        scan = scan_voc_labels(data_root)
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"cannot count the classes of {data_root}: {e}; pass --classes (a count or "
+                      f"comma-separated names)") from None
+    if log is not None:
+        log(f"classes: {scan.describe()}")
+    return default_class_names(dataset, scan.num_classes)
+
+
 def data_config(dataset: str, root: str, crop: int, classes: list[str] | None = None,
                 batch_size: int = 8, workers: int = 2) -> dict[str, Any]:
-    """Dataloaders and evaluators for ``proxy`` / ``voc`` / ``cityscapes`` in their real layouts."""
+    """Dataloaders and evaluators for ``proxy`` / ``voc`` / ``cityscapes`` in their real layouts.
+
+    ``classes`` become the datasets' ``metainfo`` (with the VOC colour map as palette). The VOC layout is read
+    by mmseg's ``BaseSegDataset``, not ``PascalVOCDataset``: the latter's fixed 21 classes would turn other
+    names into a label map (or refuse names that are not VOC's). Cityscapes keeps ``CityscapesDataset`` for
+    its own 19 classes (``classes=None`` or those names); other classes read its layout with
+    ``BaseSegDataset`` likewise.
+    """
     root = str(Path(root).resolve())
     crop_size = (crop, crop) if dataset != "cityscapes" else (crop, crop * 2)
     scale = (crop * 2, crop) if dataset != "cityscapes" else (crop * 4, crop * 2)
@@ -56,7 +123,13 @@ def data_config(dataset: str, root: str, crop: int, classes: list[str] | None = 
         train_ds = dict(base, ann_file="ImageSets/Segmentation/train.txt", pipeline=train_pipeline)
         val_ds = dict(base, ann_file="ImageSets/Segmentation/val.txt", pipeline=test_pipeline)
     elif dataset == "cityscapes":
+        from densenas.datasets.segfolder import CITYSCAPES_CLASSES
+
         base = dict(type="CityscapesDataset", data_root=root)
+        if classes is not None and tuple(classes) != CITYSCAPES_CLASSES:
+            base = dict(type="BaseSegDataset", data_root=root, img_suffix="_leftImg8bit.png",
+                        seg_map_suffix="_gtFine_labelTrainIds.png",
+                        metainfo=dict(classes=list(classes), palette=_palette(len(classes))))
         train_ds = dict(base, data_prefix=dict(img_path="leftImg8bit/train", seg_map_path="gtFine/train"),
                         pipeline=train_pipeline)
         val_ds = dict(base, data_prefix=dict(img_path="leftImg8bit/val", seg_map_path="gtFine/val"),
@@ -112,23 +185,38 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
                   in_channels: list[int] | None = None, iters: int = 2000, lr: float = 3e-3,
                   batch_size: int = 8, val_interval: int | None = None, work_dir: str | None = None,
                   workers: int = 2, seed: int = 0, filter_multiplier: int = 8,
-                  backbone: dict[str, Any] | None = None, widths: list[int] | None = None) -> Path:
+                  backbone: dict[str, Any] | None = None, widths: list[int] | None = None,
+                  log: Callable[[str], Any] | None = print) -> Path:
     """Write an mmseg config for the found ``arch`` or a ``baseline`` head; returns the path.
 
     An ``auxcell`` arch becomes an ``AuxCellHead`` on the pretrained backbone; an ``autodeeplab``
     arch becomes the whole decoded network (``AutoDeepLabBackbone``, ``filter_multiplier`` as searched)
     with mmseg's ``ASPPHead`` of ``width`` channels.
+
+    The classes are ``classes`` (names), else ``num_classes`` (a count, named by
+    :func:`default_class_names`), else the data's own (:func:`data_classes`: the proxy manifest, the labels
+    of a VOC-layout set, Cityscapes' 19); they go into the datasets' ``metainfo`` and the head's
+    ``num_classes``. ``log`` says what was read from the data (``None``: nothing).
+
+    Raises:
+        ValueError: bad arguments, or an arch that does not fit its space.
+        FileNotFoundError: no data to take the classes from (names the path).
     """
     if (arch is None) == (baseline is None):
         raise ValueError("give exactly one of arch= or baseline=")
-    if classes is None and dataset == "proxy":
-        manifest = Path(data_root) / "densenas_proxy.json"
-        if not manifest.is_file():
-            raise FileNotFoundError(f"{manifest} not found: build the proxy set first "
-                                    f"(tools/search.py does) or pass --data-root")
-        classes = list(json.loads(manifest.read_text())["classes"])
-    if num_classes is None:
-        num_classes = len(classes) if classes else (19 if dataset == "cityscapes" else 21)
+    if dataset not in ("proxy", "voc", "cityscapes"):
+        raise ValueError(f"dataset {dataset!r}: use 'proxy', 'voc' or 'cityscapes'")
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        if not classes or len(set(classes)) != len(classes):
+            raise ValueError(f"classes {classes}: need distinct class names")
+        if num_classes is not None and int(num_classes) != len(classes):
+            raise ValueError(f"num_classes={num_classes} but classes names {len(classes)}: {classes}")
+    elif num_classes is not None:
+        classes = default_class_names(dataset, int(num_classes), data_root)
+    else:  # neither given nor searched with: what the data holds (never a fixed 21 for the user's own set)
+        classes = data_classes(dataset, data_root, log)
+    num_classes = len(classes)
     backbone = {"type": "mobilenet_v2", **dict(backbone or {}), "pretrained": True}
     if in_channels is None:  # from the backbone's feature info, never hard-coded
         from densenas.backbones import backbone_shapes

@@ -44,6 +44,7 @@ class SegmentationTask(Task):
     reward_label = "reward (geo. mean of mIoU, fwIoU, pixel acc.)"
     default_scope = "mmseg"
     baselines = ("aspp", "deeplabv3plus", "lraspp", "fcn", "cgnet", "fastscnn", "erfnet")
+    test_metric = (r"(^|/)miou$", True)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
     export_default = spaces + baselines  # depth and keypoints take these too, as transfers (with --task)
 
     def __init__(self, teacher: Mapping[str, Any] | None = None, kd_temperature: float = 1.0):
@@ -118,14 +119,23 @@ class SegmentationTask(Task):
     def export(self, path: str | Path, *, arch: Arch | None = None, baseline: str | None = None,
                search_cfg: Mapping[str, Any] | None = None, **options: Any) -> Path:
         """An mmseg config (see :func:`.export.export_config`); the classes and the backbone are the ones
-        the arch was searched with (``search_cfg``) unless ``options`` set them."""
+        the arch was searched with (``search_cfg``) unless ``options`` set them (``classes``: names, or a
+        count as ``tools/export.py --classes N`` gives). A search's class count or proxy manifest holds only
+        for the root it read (its ``data.classes`` names always); otherwise, and for a baseline, the classes
+        are the exported data's own (:func:`.export.data_classes`)."""
         from .export import export_config
 
         search_cfg = dict(search_cfg or {})
         data = dict(search_cfg.get("data") or {})
         fill_defaults(options, data_root="data/proxy_voc", crop=128, lr=3e-3, iters=2000)
-        if options.get("classes") is None and options.get("dataset", "proxy") != "proxy" and data:
+        if isinstance(options.get("classes"), int):  # tools/export.py --classes N: a count
+            options["num_classes"] = options.pop("classes")
+        if options.get("classes") is None and options.get("num_classes") is None and \
+                options.get("dataset", "proxy") != "proxy" and data and \
+                (data.get("classes") or _same_root(data, options["data_root"])):
             options["classes"] = searched_classes(data)
+        # classes still unset: export_config takes them from the data itself (never a fixed 21 on a VOC layout,
+        # nor the proxy's classes for the real set an arch found on the proxy is fine-tuned on)
         if arch is not None and arch.space == "autodeeplab":
             sp = dict(search_cfg.get("space") or {})
             options.setdefault("filter_multiplier", sp.get("filter_multiplier", 8))
@@ -146,6 +156,13 @@ class SegmentationTask(Task):
         if search_cfg.get("backbone") and options.get("backbone") is None:
             options["backbone"] = dict(search_cfg["backbone"])
         return export_config(path, arch=arch, baseline=baseline, **options)
+
+
+def _same_root(data_cfg: Mapping[str, Any], data_root: str | Path) -> bool:
+    """Whether an export to ``data_root`` reads the data a search's ``data`` section read (a section naming no
+    root is taken to): only then do the search's class count or proxy manifest describe the exported data."""
+    root = data_cfg.get("root")
+    return root is None or Path(root).resolve() == Path(data_root).resolve()
 
 
 def searched_classes(data_cfg: Mapping[str, Any]) -> list[str] | None:
