@@ -15,6 +15,12 @@ After Wang, Gao, Chen, Wang, Tian, Shen, "NAS-FCOS: Fast Neural Architecture Sea
 
 This is the paper's progressive search: search ``part="fpn"``, then ``part="head"`` with
 ``fixed_fpn=<best fpn arch>``. :func:`fpn_part` / :func:`head_part` cut either part out of any arch.
+
+Variants (``variant=``): ``"paper"`` (default) searches the authors' op lists; ``"with_fpn"`` adds
+``conv3x3`` and ``zero`` to the FPN candidates (:data:`~densenas.decoders.nasfcos_ops.FPN_OPS_WITH_FPN`) so
+that the hand-designed FPN is in the space. The authors' head list already holds the FCOS head (four shared
+``gn_conv3x3``). :meth:`NASFCOSSpace.baseline_archs` gives these points (:func:`plain_fpn_arch`,
+:func:`fcos_head_arch`).
 The built modules (:class:`NASFCOSDecoder`: :class:`~densenas.decoders.nasfcos_ops.NASFCOSFPN` +
 :class:`NASFCOSHeadNet`) are described in :mod:`densenas.decoders.nasfcos_ops`; the mmdet neck and head are
 in :mod:`densenas.decoders.mmdet_adapters`.
@@ -29,13 +35,17 @@ import torch
 from torch import nn
 
 from densenas.arch import Arch, Decision, InvalidArch, as_arch
-from densenas.decoders.nasfcos_ops import (AGGREGATIONS, FPN_OPS, HEAD_OPS, NUM_BACKBONE_OUTS, OPS,
-                                           FPNCellSpec, HeadTower, NASFCOSFPN, collected_cells)
+from densenas.decoders.nasfcos_ops import (AGGREGATIONS, FPN_OPS, FPN_OPS_WITH_FPN, HEAD_OPS, NUM_BACKBONE_OUTS,
+                                           OPS, FPNCellSpec, HeadTower, NASFCOSFPN, collected_cells)
 from densenas.ops import check_ops
 from densenas.space import SearchSpace, ShapeSpec
 
 PARTS = {"fpn": "nasfcos_fpn", "head": "nasfcos_head", "joint": "nasfcos"}
 """``part`` -> space (and arch) name."""
+VARIANTS = {"paper": FPN_OPS, "with_fpn": FPN_OPS_WITH_FPN}
+"""``variant`` -> its default FPN candidates (both use the authors' head list)."""
+FPN_NUM_CELLS = 5
+"""Cells the plain FPN needs (:func:`plain_fpn_arch`): two top-down sums and three output convs."""
 
 ArchLike = Arch | Mapping[str, Any] | str | Path
 
@@ -164,6 +174,72 @@ def plain_head_arch(num_layers: int = 4) -> Arch:
                 + (("head.shared", num_layers),))
 
 
+def fcos_head_arch(num_layers: int = 6, num_convs: int = 4) -> Arch:
+    """The FCOS head (Tian et al., ICCV 2019; mmdet's ``FCOSHead`` with ``stacked_convs=num_convs``) in a head
+    of ``num_layers`` searched layers: ``num_convs`` ``gn_conv3x3`` then ``skip``, all shared.
+
+    Raises:
+        ValueError: ``num_layers < num_convs``.
+    """
+    if num_layers < num_convs:
+        raise ValueError(f"the FCOS head has {num_convs} conv layers; num_layers={num_layers} is too small")
+    ops = ["gn_conv3x3"] * num_convs + ["skip"] * (num_layers - num_convs)
+    return Arch(PARTS["head"], tuple((f"head.op{i}", o) for i, o in enumerate(ops)) + (("head.shared",
+                                                                                        num_layers),))
+
+
+def plain_fpn_arch(num_inputs: int = 3, num_cells: int = 7) -> Arch:
+    """The hand-designed FPN (Lin et al., CVPR 2017; mmdet's ``FPN`` on C3-C5) as NAS-FCOS FPN cells.
+
+    Needs the ``with_fpn`` op set (``conv3x3`` and ``zero``). With ``c3, c4, c5`` the last three backbone
+    levels: ``inner5`` is C5 (through ``num_cells - 5`` alias cells ``sum(skip(x), zero(x))``, per-channel
+    weights initialised to 1), ``inner4 = sum(skip(C4), skip(inner5))``, ``inner3 = sum(skip(C3),
+    skip(inner4))`` (top-down: the coarser input upsampled to the finer), then the output cells ``P5, P4, P3 =
+    sum(conv3x3(inner), zero(inner))`` in the order the FPN collects them (P5 first). P6 / P7 are the FPN's own
+    stride-2 convs on P5, as mmdet's ``add_extra_convs="on_output"``.
+
+    Raises:
+        ValueError: ``num_inputs < 3`` or ``num_cells < 5`` (:data:`FPN_NUM_CELLS`).
+    """
+    if num_inputs < NUM_BACKBONE_OUTS or num_cells < FPN_NUM_CELLS:
+        raise ValueError(f"the plain FPN needs num_inputs >= {NUM_BACKBONE_OUTS} and num_cells >= "
+                         f"{FPN_NUM_CELLS}, got {num_inputs}, {num_cells}")
+    c3, c4, c5 = num_inputs - 3, num_inputs - 2, num_inputs - 1
+    cells: list[tuple[int, int, str, str]] = []
+
+    def add(a: int, b: int, op0: str, op1: str) -> int:
+        cells.append((a, b, op0, op1))
+        return num_inputs + len(cells) - 1
+
+    inner5 = c5
+    for _ in range(num_cells - FPN_NUM_CELLS):
+        inner5 = add(inner5, inner5, "skip", "zero")
+    inner4 = add(c4, inner5, "skip", "skip")
+    inner3 = add(c3, inner4, "skip", "skip")
+    for inner in (inner5, inner4, inner3):  # collected as P5, P4, P3
+        add(inner, inner, "conv3x3", "zero")
+    choices = []
+    for k, (a, b, o0, o1) in enumerate(cells):
+        p = f"fpn.cell{k}"
+        choices += [(f"{p}.in0", a), (f"{p}.in1", b), (f"{p}.op0", o0), (f"{p}.op1", o1), (f"{p}.agg", "sum")]
+    return Arch(PARTS["fpn"], tuple(choices))
+
+
+def is_plain_fpn(arch: ArchLike, num_inputs: int = 3) -> bool:
+    """Whether the ``fpn.*`` decisions of ``arch`` are :func:`plain_fpn_arch` (with as many cells)."""
+    specs = fpn_specs(fpn_part(arch))
+    return len(specs) >= FPN_NUM_CELLS and specs == fpn_specs(plain_fpn_arch(num_inputs, len(specs)))
+
+
+def is_fcos_head(arch: ArchLike, shared_position: str = "last") -> bool:
+    """Whether the ``head.*`` decisions of ``arch`` build the FCOS head: four ``gn_conv3x3`` layers, all shared
+    across levels (with ``shared_position``), every other layer ``skip``."""
+    ops, k = head_spec(head_part(arch))
+    shared = range(len(ops) - k, len(ops)) if shared_position == "last" else range(k)
+    convs = [i for i, o in enumerate(ops) if o != "skip"]
+    return [ops[i] for i in convs] == ["gn_conv3x3"] * 4 and all(i in shared for i in convs)
+
+
 class NASFCOSHeadNet(nn.Module):
     """Plain-PyTorch FCOS head with searched towers (the mmdet head reuses :class:`HeadTower`).
 
@@ -250,6 +326,8 @@ class NASFCOSSpace(SearchSpace):
         shared_position: which head layers are shared (``"last"``, authors' code, or ``"first"``).
         fixed_fpn: FPN used when ``part="head"`` (default :func:`default_fpn_arch`).
         fixed_head: head used when ``part="fpn"`` (default :func:`plain_head_arch`, an FCOS head).
+        variant: ``"paper"`` or ``"with_fpn"``: the default of ``fpn_ops`` (:data:`VARIANTS`; an explicit
+            ``fpn_ops`` replaces it).
     """
 
     def __init__(self, num_classes: int = 80, part: str = "fpn", width: int = 64,
@@ -257,10 +335,13 @@ class NASFCOSSpace(SearchSpace):
                  num_head_layers: int = 6, num_outs: int = 5,
                  fpn_ops: Sequence[str] | None = None, head_ops: Sequence[str] | None = None,
                  shared_position: str = "last", fixed_fpn: ArchLike | None = None,
-                 fixed_head: ArchLike | None = None):
+                 fixed_head: ArchLike | None = None, variant: str = "paper"):
         if part not in PARTS:
             raise ValueError(f"part must be one of {list(PARTS)}, got {part!r}")
-        self.fpn_ops = check_ops(FPN_OPS if fpn_ops is None else fpn_ops, OPS, "fpn_ops")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+        self.variant = variant
+        self.fpn_ops = check_ops(VARIANTS[variant] if fpn_ops is None else fpn_ops, OPS, "fpn_ops")
         self.head_ops = check_ops(HEAD_OPS if head_ops is None else head_ops, OPS, "head_ops")
         if num_inputs < NUM_BACKBONE_OUTS or num_cells < NUM_BACKBONE_OUTS or num_outs < NUM_BACKBONE_OUTS:
             raise ValueError(f"num_inputs, num_cells and num_outs must be >= {NUM_BACKBONE_OUTS}, got "
@@ -308,6 +389,41 @@ class NASFCOSSpace(SearchSpace):
         arch = Arch(self.name, tuple(c for a in parts for c in a.choices))
         self.check(arch)
         return arch
+
+    def baseline_archs(self) -> dict[str, Arch]:
+        """The hand-designed baselines this space (its searched part, with its fixed part) expresses.
+
+        * ``"fpn_fcos"``: mmdet's FPN + ``FCOSHead`` (the ``--baseline fpn_fcos`` export): the searched part's
+          decisions of :func:`plain_fpn_arch` / :func:`fcos_head_arch`, when the fixed part is the other
+          one (``part="fpn"``: ``fixed_head`` is four shared ``gn_conv3x3``, the default; ``part="head"``:
+          ``fixed_fpn`` is :func:`plain_fpn_arch`) and the FPN ops include ``conv3x3`` and ``zero``
+          (``variant="with_fpn"``).
+        * ``"fcos_head"`` (``part="head"`` with any other fixed FPN): the FCOS head on the fixed FPN.
+
+        The paper's variant with ``part="fpn"`` or ``"joint"`` expresses neither (no plain 3x3 conv and no
+        way to output one op of one input): ``{}``.
+
+        How close (MobileNetV2 C3-C5, 32/96/320 channels, width 32, 4 classes, P3-P7; measured in
+        tests/test_space_baselines_det.py): the FPN has 61,312 parameters against 60,672 of mmdet's
+        ``FPN(in_channels=[32, 96, 320], out_channels=32, num_outs=5, add_extra_convs="on_output",
+        relu_before_extra_convs=True)`` (ratio 1.011); the head has exactly the parameters of mmdet's
+        ``FCOSHead(num_classes=4, in_channels=32, feat_channels=32, stacked_convs=4, GN 8 groups)``
+        (76,846; ratio 1.000). Differences of the FPN, all from this space's fixed structure: laterals are
+        conv1x1-BN-ReLU (mmdet: conv1x1 with bias), outputs conv3x3-BN-ReLU (mmdet: conv3x3 with bias),
+        upsampling is bilinear (mmdet: nearest) and the top-down sums are learnt per-channel weighted sums
+        initialised to 1 (the plain sum at initialisation).
+        """
+        out: dict[str, Arch] = {}
+        fpn = plain_fpn_arch(self.num_inputs, self.num_cells) if self.num_cells >= FPN_NUM_CELLS else None
+        head = fcos_head_arch(self.num_head_layers) if self.num_head_layers >= 4 else None
+        if self.part == "fpn" and fpn is not None and is_fcos_head(self.fixed_head, self.shared_position):
+            out["fpn_fcos"] = Arch(self.name, fpn.choices)
+        elif self.part == "head" and head is not None:
+            name = "fpn_fcos" if is_plain_fpn(self.fixed_fpn, self.num_inputs) else "fcos_head"
+            out[name] = Arch(self.name, head.choices)
+        elif self.part == "joint" and fpn is not None and head is not None:
+            out["fpn_fcos"] = Arch(self.name, fpn.choices + head.choices)
+        return {k: a for k, a in out.items() if self.is_valid(a)}
 
     def full_arch(self, arch: Arch) -> Arch:
         """The joint arch (``nasfcos``) of ``arch`` completed with the fixed part."""

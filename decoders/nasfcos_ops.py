@@ -11,6 +11,11 @@ operations defined here) and two candidate lists, both keys of it:
 * :data:`HEAD_OPS` (GroupNorm, as FCOS heads): ``gn_conv1x1``, ``gn_conv3x3``, ``gn_sep_conv_3x3``,
   ``gn_sep_conv_3x3_dil3``, ``gn_deform_conv3x3`` and skip -- the authors' head list.
 
+:data:`FPN_OPS_WITH_FPN` (the space's ``variant="with_fpn"``) is :data:`FPN_OPS` plus the two operations
+the hand-designed FPN (Lin et al., CVPR 2017) needs and the authors' list lacks: ``conv3x3`` (its output
+convolutions; conv-BN-ReLU like every FPN op here) and ``zero`` (a cell that outputs one op of one input:
+``agg(op0(a), zero(b))``).
+
 Built modules: :class:`FPNCell` (two ops on two pool features, aggregated by a learnt per-channel weighted
 ``sum`` or by ``concat`` + conv1x1-BN-ReLU; the coarser input is bilinearly upsampled to the finer one,
 so the output has the finer stride), :class:`NASFCOSFPN` (the searched neck, P3..P7) and
@@ -44,6 +49,9 @@ FPN_OPS: tuple[str, ...] = ("sep_conv_3x3", "sep_conv_5x5", "sep_conv_3x3_dil3",
 HEAD_OPS: tuple[str, ...] = ("gn_conv1x1", "gn_conv3x3", "gn_sep_conv_3x3", "gn_sep_conv_3x3_dil3",
                              "gn_deform_conv3x3", "skip")
 """Default candidate operations of the head layers (the authors' list, GroupNorm)."""
+
+FPN_OPS_WITH_FPN: tuple[str, ...] = FPN_OPS + ("conv3x3", "zero")
+"""FPN candidates of the ``with_fpn`` variant: the authors' list plus what the plain FPN needs."""
 
 NUM_BACKBONE_OUTS = 3
 """Pyramid levels taken from FPN cells (P3..P5, at the sizes of the last three backbone levels)."""
@@ -105,8 +113,16 @@ class GNDeformConv(nn.Sequential):
                          nn.GroupNorm(gn_groups(channels), channels), nn.ReLU(inplace=True))
 
 
+class Zero(nn.Module):
+    """The ``zero`` operation: a zero map of the input's shape (DARTS's ``none``); no parameters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
 OPS: dict[str, OpFactory] = {
     **CORE_OPS,
+    "zero": lambda C: Zero(),
     "conv3x3_dil2": lambda C: ConvBNReLU(C, C, 3, dilation=2),
     "deform_conv3x3": lambda C: DeformConvBNReLU(C),
     "gn_conv1x1": lambda C: ConvGNReLU(C, C, 1),
@@ -115,7 +131,8 @@ OPS: dict[str, OpFactory] = {
     "gn_sep_conv_3x3_dil3": lambda C: GNSepConv(C, 3, dilation=3),
     "gn_deform_conv3x3": lambda C: GNDeformConv(C),
 }
-"""The NAS-FCOS operation table: core operations, ``conv3x3_dil2``, ``deform_conv3x3`` and the GN ops."""
+"""The NAS-FCOS operation table: core operations, ``zero``, ``conv3x3_dil2``, ``deform_conv3x3`` and the GN
+ops."""
 
 PRIMITIVES: tuple[str, ...] = FPN_OPS + tuple(o for o in HEAD_OPS if o not in FPN_OPS)
 """Every default candidate of the space (FPN then head lists)."""

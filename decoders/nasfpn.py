@@ -16,6 +16,14 @@ P3..P7 (pool indices ``0..4``; for other ``levels`` the pool holds one entry per
   permutation and ``mutate`` swaps two output levels);
 * ``cell{i}.op``: ``sum`` or ``gp_attention`` (global-pooling attention).
 
+Variants (``NASFPNSpace(variant=...)``): ``"paper"`` (the default) is the space above, decision for
+decision. ``"with_fpn"`` extends it so that it contains the hand-designed FPN (Lin et al., CVPR 2017) it is
+compared with (:meth:`NASFPNSpace.baseline_archs`): a third binary op ``first`` (``in0`` alone; ``in1`` is
+still wired, so it counts as consumed for the output sums below, but is not read) and a fifth decision per
+cell, ``cell{i}.post`` (:data:`POST_OPS`): the paper's ``relu_conv_bn``, FPN's plain output ``conv`` (3x3
+with bias, no norm or activation) or ``none`` (the merged map itself, e.g. FPN's top-down sum before its
+output conv). The paper's archs are in it (every ``post`` = ``relu_conv_bn``).
+
 Each input is resampled to the output resolution (nearest upsampling, or max pooling with "same"
 padding), the binary op merges them, and for output cells every earlier pool entry of the same level that
 no cell has consumed yet (backbone levels included) is summed in; the result goes through ReLU -> conv3x3
@@ -43,18 +51,30 @@ from densenas.arch import Arch, Decision, InvalidArch
 from densenas.space import SearchSpace, ShapeSpec, describe_shapes
 
 BINARY_OPS = ("sum", "gp_attention")
+"""The paper's binary ops."""
+FPN_BINARY_OPS = BINARY_OPS + ("first",)
+"""Binary ops of the ``with_fpn`` variant: the paper's and ``first`` (``in0`` alone)."""
+POST_OPS = ("relu_conv_bn", "conv", "none")
+"""What a ``with_fpn`` cell does after merging: the paper's ReLU-conv3x3-BN, a plain conv3x3 with bias (FPN's
+output conv) or nothing."""
+VARIANTS = ("paper", "with_fpn")
+"""Named variants of :class:`NASFPNSpace` (module docstring)."""
+FPN_BACKBONE_LEVELS = 3
+"""Levels the FPN baseline takes from the backbone (C3..C5, as mmdet's FPN on ``out_indices`` C3-C5); the
+coarser levels are its extra convolutions on the outputs (``add_extra_convs="on_output"``)."""
 #: The published NAS-FPN (authors' ``NASFPN_BLOCK_SPECS``): ``(level, op, in0, in1)`` per cell.
 PAPER_CELLS = ((4, "gp_attention", 1, 3), (4, "sum", 1, 5), (3, "sum", 0, 6), (4, "sum", 6, 7),
                (5, "gp_attention", 7, 8), (7, "gp_attention", 6, 9), (6, "gp_attention", 9, 10))
 
 
 class CellSpec(NamedTuple):
-    """One merging cell: ``op(pool[in0], pool[in1])`` at pyramid level ``level``."""
+    """One merging cell: ``post(op(pool[in0], pool[in1]))`` at pyramid level ``level``."""
 
     in0: int
     in1: int
     level: int
     op: str
+    post: str = "relu_conv_bn"
 
 
 def resample(x: torch.Tensor, size: Sequence[int], factor: int = 1) -> torch.Tensor:
@@ -82,26 +102,39 @@ def global_attention(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
 
 
 class MergingCell(nn.Module):
-    """Binary op on two resampled inputs, plus the unconsumed same-level entries, then ReLU-conv3x3-BN.
+    """Binary op on two resampled inputs, plus the unconsumed same-level entries, then ``spec.post``
+    (the paper: ReLU-conv3x3-BN).
 
     Args:
         spec: the cell's choices.
         in_levels: pyramid levels of ``in0`` and ``in1``.
         channels: feature channels (in and out).
-        extras: pool indices summed into the output before the ReLU (output cells only).
+        extras: pool indices summed into the output before ``post`` (output cells only).
+
+    Raises:
+        ValueError: an unknown ``spec.op`` or ``spec.post``.
     """
 
     def __init__(self, spec: CellSpec, in_levels: tuple[int, int], channels: int,
                  extras: Sequence[int] = ()):
         super().__init__()
+        if spec.op not in FPN_BINARY_OPS or spec.post not in POST_OPS:
+            raise ValueError(f"cell op={spec.op!r} / post={spec.post!r}: use one of {list(FPN_BINARY_OPS)} / "
+                             f"{list(POST_OPS)}")
         self.spec, self.in_levels, self.extras = spec, tuple(in_levels), list(extras)
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(channels)
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        self.conv: nn.Conv2d | None = None
+        if spec.post == "relu_conv_bn":  # the paper's cell (same modules, names and order as ever)
+            self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+            nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        elif spec.post == "conv":  # FPN's output conv (Lin et al., CVPR 2017; mmdet's fpn_convs)
+            self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn: nn.Module = nn.BatchNorm2d(channels) if spec.post == "relu_conv_bn" else nn.Identity()
 
     def merge(self, a: torch.Tensor, b: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """The binary op alone on inputs ``a`` (``in0``) and ``b`` (``in1``), at spatial ``size``."""
         down = [2 ** max(self.spec.level - lv, 0) for lv in self.in_levels]
+        if self.spec.op == "first":
+            return resample(a, size, down[0])
         a, b = resample(a, size, down[0]), resample(b, size, down[1])
         if self.spec.op == "sum":
             return a + b
@@ -113,7 +146,9 @@ class MergingCell(nn.Module):
         x = self.merge(pool[self.spec.in0], pool[self.spec.in1], size)
         for j in self.extras:
             x = x + resample(pool[j], size)
-        return self.bn(self.conv(F.relu(x)))
+        if self.spec.post == "relu_conv_bn":
+            return self.bn(self.conv(F.relu(x)))
+        return x if self.conv is None else self.conv(x)
 
 
 def plan_extras(cells: Sequence[CellSpec], levels: Sequence[int]) -> list[list[int]]:
@@ -213,12 +248,24 @@ class NASFPNSpace(SearchSpace):
         stack: how many copies of the found block the built neck stacks.
         levels: output pyramid levels, contiguous and finest first (the paper: P3..P7).
         finest_intermediate: let intermediate cells output the finest level too (the paper: no).
+        variant: ``"paper"`` (the paper's decisions) or ``"with_fpn"`` (adds the ``first`` op and the
+            ``cell{i}.post`` decisions, so that the plain FPN is in the space; module docstring).
+
+    Raises:
+        ValueError: names the bad argument (``variant='x'``, ``levels``, ``num_cells``, ...).
     """
 
     name = "nasfpn"
 
     def __init__(self, num_cells: int = 7, out_channels: int = 64, stack: int = 1,
-                 levels: Sequence[int] = (3, 4, 5, 6, 7), finest_intermediate: bool = False):
+                 levels: Sequence[int] = (3, 4, 5, 6, 7), finest_intermediate: bool = False,
+                 variant: str = "paper"):
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+        self.variant = variant
+        #: the binary ops and the post-merge choices of this variant (``post`` is no decision in the paper's)
+        self.ops = BINARY_OPS if variant == "paper" else FPN_BINARY_OPS
+        self.post_ops = POST_OPS if variant == "with_fpn" else ()
         self.levels = tuple(int(lv) for lv in levels)
         if not self.levels or self.levels != tuple(range(self.levels[0], self.levels[0] + len(self.levels))):
             raise ValueError(f"levels must be contiguous increasing integers, got {list(levels)}")
@@ -241,7 +288,9 @@ class NASFPNSpace(SearchSpace):
             pool = tuple(range(len(self.levels) + i))
             decs += [Decision(f"cell{i}.in0", pool), Decision(f"cell{i}.in1", pool),
                      Decision(f"cell{i}.level", self.levels if i >= self.first_output else inner),
-                     Decision(f"cell{i}.op", BINARY_OPS)]
+                     Decision(f"cell{i}.op", self.ops)]
+            if self.post_ops:
+                decs.append(Decision(f"cell{i}.post", self.post_ops))
         return decs
 
     def check(self, arch: Arch) -> None:
@@ -258,7 +307,10 @@ class NASFPNSpace(SearchSpace):
                 why = " (intermediate cells may not output the finest level)" if v in self.levels else ""
                 raise InvalidArch(f"{d.name}={v} is not an allowed level {list(d.options)}{why}")
             if field == "op" and v not in d.options:
-                raise InvalidArch(f"{d.name}={v!r} is not a binary op (choices: {list(BINARY_OPS)})")
+                raise InvalidArch(f"{d.name}={v!r} is not a binary op of variant {self.variant!r} (choices: "
+                                  f"{list(d.options)})")
+            if field == "post" and v not in d.options:
+                raise InvalidArch(f"{d.name}={v!r} is not a post-merge op (choices: {list(d.options)})")
         super().check(arch)  # unknown extra decisions
         seen: dict[int, int] = {}
         for i in range(self.num_cells):
@@ -287,7 +339,7 @@ class NASFPNSpace(SearchSpace):
                 choices[d.name] = out_levels[i - self.first_output]
             else:
                 v = d.options[rng.integers(len(d))]
-                choices[d.name] = int(v) if field != "op" else v
+                choices[d.name] = v if field in ("op", "post") else int(v)
         arch = Arch(self.name, tuple(choices.items()))
         self.check(arch)
         return arch
@@ -317,7 +369,8 @@ class NASFPNSpace(SearchSpace):
     def size(self) -> int:
         """Exact number of valid archs."""
         n, inner = len(self.levels), len(self.decisions()[2].options)
-        count = math.factorial(n) * inner ** self.first_output * len(BINARY_OPS) ** self.num_cells
+        count = math.factorial(n) * inner ** self.first_output * len(self.ops) ** self.num_cells
+        count *= max(len(self.post_ops), 1) ** self.num_cells
         for i in range(self.num_cells):
             count *= (n + i) * (n + i - 1)
         return count
@@ -326,7 +379,8 @@ class NASFPNSpace(SearchSpace):
     def cells(self, arch: Arch) -> list[CellSpec]:
         """The merging cells of ``arch``, in order."""
         self.check(arch)
-        return [CellSpec(*(arch[f"cell{i}.{f}"] for f in CellSpec._fields)) for i in range(self.num_cells)]
+        return [CellSpec(*(arch[f"cell{i}.{f}"] for f in CellSpec._fields[:4]),
+                         post=arch.get(f"cell{i}.post", "relu_conv_bn")) for i in range(self.num_cells)]
 
     def paper_arch(self) -> Arch:
         """The published NAS-FPN (7 cells on P3..P7) as an arch of this space."""
@@ -337,9 +391,75 @@ class NASFPNSpace(SearchSpace):
         for i, (level, op, a, b) in enumerate(PAPER_CELLS):
             choices += [(f"cell{i}.in0", a), (f"cell{i}.in1", b), (f"cell{i}.level", level),
                         (f"cell{i}.op", op)]
+            if self.post_ops:
+                choices.append((f"cell{i}.post", "relu_conv_bn"))
         arch = Arch(self.name, tuple(choices))
         self.check(arch)
         return arch
+
+    def _arch_of(self, cells: Sequence[CellSpec]) -> Arch:
+        """The arch of ``cells`` (all ``num_cells`` of them), checked."""
+        choices = []
+        for i, c in enumerate(cells):
+            choices += [(f"cell{i}.in0", int(c.in0)), (f"cell{i}.in1", int(c.in1)),
+                        (f"cell{i}.level", int(c.level)), (f"cell{i}.op", c.op)]
+            if self.post_ops:
+                choices.append((f"cell{i}.post", c.post))
+        arch = Arch(self.name, tuple(choices))
+        self.check(arch)
+        return arch
+
+    def fpn_cells(self) -> list[CellSpec] | None:
+        """The plain FPN (Lin et al., CVPR 2017, as mmdet's ``FPN``) as merging cells, or ``None`` when this
+        space cannot express it (variant ``"paper"``, ``stack > 1``, a single level, or too few cells).
+
+        The first ``min(3, L)`` levels are the backbone's (:data:`FPN_BACKBONE_LEVELS`): the top-down path
+        ``inner_j = lateral_j + up(inner_{j+1})`` is made of ``sum`` cells with ``post="none"`` (the finest
+        sum is the input of its output cell), every output cell is ``conv`` (3x3 with bias) of its level's
+        inner map (``first``), and each coarser level is ``conv`` of the previous output, resampled down
+        (mmdet's ``add_extra_convs="on_output"``; from the second one on ``relu_conv_bn``, mmdet's
+        ``relu_before_extra_convs=True``). The pooled P6/P7 inputs are the ``in1`` of those cells, so they
+        are consumed and not summed in. Cells beyond what FPN needs are ``first`` aliases (``post="none"``,
+        no parameters) of the coarsest backbone level at the head of the top-down path.
+        """
+        L, n = len(self.levels), self.num_cells
+        B = min(FPN_BACKBONE_LEVELS, L)
+        pad = n - L - max(B - 2, 0)
+        if self.variant != "with_fpn" or self.stack != 1 or L < 2 or pad < 0:
+            return None
+        lv, cells = self.levels, []
+
+        def add(in0: int, in1: int, level: int, op: str, post: str) -> int:
+            cells.append(CellSpec(in0, in1, level, op, post))
+            return L + len(cells) - 1
+
+        top = [0] * B  # pool index of each backbone level's inner (top-down) map
+        top[B - 1] = B - 1
+        for _ in range(pad):  # parameter-free aliases of the coarsest backbone level (level > finest)
+            top[B - 1] = add(top[B - 1], 0, lv[B - 1], "first", "none")
+        for j in range(B - 2, 0, -1):  # the top-down path: inner_j = lateral_j + up(inner_{j+1})
+            top[j] = add(j, top[j + 1], lv[j], "sum", "none")
+        out = add(0, top[1], lv[0], "sum", "conv")  # P_finest = conv(lateral_0 + up(inner_1))
+        for j in range(1, B):
+            out = add(top[j], 0, lv[j], "first", "conv")
+        for e, j in enumerate(range(B, L)):  # extra levels from the previous output
+            out = add(out, j, lv[j], "first", "conv" if e == 0 else "relu_conv_bn")
+        return cells
+
+    def baseline_archs(self) -> dict[str, Arch]:
+        """The hand-designed baselines this space expresses: ``{"fpn": arch}`` (:meth:`fpn_cells`) in the
+        ``with_fpn`` variant, ``{}`` in the paper's (it has neither ``first`` nor a plain output conv).
+
+        How close: on MobileNetV2 C3-C5 (32/96/320 channels) at ``out_channels=32``, P3-P7 and 7 cells, the
+        built neck has 59,712 parameters against 60,672 of mmdet's ``FPN(in_channels=[32, 96, 320],
+        out_channels=32, num_outs=5, add_extra_convs="on_output", relu_before_extra_convs=True)`` (ratio
+        0.984; tests/test_space_baselines_det.py). The differences are this space's, not the arch's: the
+        laterals are conv1x1-BN without bias and are skipped where the backbone already has ``C`` channels
+        (C3 here), P6/P7 are conv3x3 on max-pooled maps instead of stride-2 conv3x3, and P7's conv has BN.
+        Top-down nearest upsampling + sum and the 3x3 output convs are exactly FPN's.
+        """
+        cells = self.fpn_cells()
+        return {} if cells is None else {"fpn": self._arch_of(cells)}
 
     def default_arch(self) -> Arch:
         """The baseline arch: :meth:`paper_arch` when the space has the paper's shape, otherwise a fixed
@@ -353,11 +473,15 @@ class NASFPNSpace(SearchSpace):
         """Multi-line human-readable summary of ``arch``."""
         cells = self.cells(arch)
         names = [f"P{lv}" for lv in self.levels] + [f"c{i}" for i in range(self.num_cells)]
-        lines = [f"NAS-FPN: {self.num_cells} merging cells, C={self.out_channels}, stack {self.stack}"]
+        lines = [f"NAS-FPN: {self.num_cells} merging cells, C={self.out_channels}, stack {self.stack}"
+                 + (f", variant {self.variant}" if self.variant != "paper" else "")]
         for i, (c, ex) in enumerate(zip(cells, plan_extras(cells, self.levels))):
             tail = "".join(f" + {names[j]}" for j in ex)
             out = f"  -> output P{c.level}" if i >= self.first_output else ""
-            lines.append(f"  c{i} (P{c.level}) = {c.op}({names[c.in0]}, {names[c.in1]}){tail}{out}")
+            merged = f"{c.op}({names[c.in0]}, {names[c.in1]}){tail}"
+            if self.post_ops:
+                merged = f"{c.post}[{merged}]"
+            lines.append(f"  c{i} (P{c.level}) = {merged}{out}")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ build
@@ -390,8 +514,10 @@ class NASFPNSpace(SearchSpace):
 
 def space_for_arch(arch: Arch, out_channels: int = 64, stack: int = 1,
                    levels: Sequence[int] = (3, 4, 5, 6, 7)) -> NASFPNSpace:
-    """The space an exported ``arch`` belongs to (the cell count is read off its decision names)."""
+    """The space an exported ``arch`` belongs to (the cell count and the variant are read off its decision
+    names: ``cell{i}.post`` decisions mean ``variant="with_fpn"``)."""
     names = [k for k, _ in arch.choices]
     num_cells = sum(n.startswith("cell") and n.endswith(".in0") for n in names)
     finest = any(arch.get(f"cell{i}.level") == levels[0] for i in range(num_cells - len(levels)))
-    return NASFPNSpace(num_cells, out_channels, stack, levels, finest_intermediate=finest)
+    variant = "with_fpn" if any(n.endswith(".post") for n in names) else "paper"
+    return NASFPNSpace(num_cells, out_channels, stack, levels, finest_intermediate=finest, variant=variant)

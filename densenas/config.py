@@ -61,6 +61,10 @@ def load_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] |
                 ns = type("NS", (), {})()
                 DictAction(option_strings=[], dest="o")(None, ns, overrides)
                 overrides = ns.o
+            keys = [str(k) for k in overrides]
+            nested = [(k, j) for k in keys for j in keys if j.startswith(k + ".")]
+            if nested:  # mmengine would set the section to a scalar, then fail to go below it
+                raise ValueError(f"it sets {nested[0][0]!r} and also {nested[0][1]!r} below it; give one of them")
             cfg.merge_from_dict(dict(overrides))
         except (AssertionError, AttributeError, KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{path}: cannot apply --cfg-options {overrides}: {e}") from None
