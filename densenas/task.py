@@ -37,6 +37,9 @@ class Task:
         export_default: spaces and baselines for which an export that names no task (no ``--task``, no
             search config) picks this task although others hold them too (e.g. segmentation for ``auxcell``
             archs, which depth and keypoints also search and take as transfers).
+        test_metric: the headline metric of an exported model: a regular expression matched against the
+            lower-cased metric keys ``tools/test.py`` reports, and whether higher is better (``tools/fidelity.py
+            --final-iters`` ranks the fine-tuned archs by it).
     """
 
     name: ClassVar[str] = "task"
@@ -46,6 +49,7 @@ class Task:
     default_scope: ClassVar[str] = ""
     baselines: ClassVar[tuple[str, ...]] = ()
     export_default: ClassVar[tuple[str, ...]] = ()
+    test_metric: ClassVar[tuple[str, bool]] = ("", True)
 
     # ------------------------------------------------------------------ data
     def build_data(self, data_cfg: Mapping[str, Any], *, source: str = "config", log: Log = print) -> None:

@@ -154,3 +154,37 @@ def test_fidelity_tool_refuses_bad_input(tmp_path, capsys):
     assert main([str(ROOT / "configs/search/autodeeplab_proxy.py"), "--work-dir", str(tmp_path / "d"),
                  "--cfg-options", "search.epochs=1"]) == 2
     assert "evaluator.type='proxy'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fidelity_final_target_exports_and_fine_tunes_each_arch(tmp_path, capsys):
+    """--final-iters: every arch exported by tools/export.py, fine-tuned by tools/train.py with two seeds and
+    tested by tools/test.py; tau against that metric and its noise ceiling are reported; a rerun trains
+    nothing again and other final settings are refused."""
+    from densenas.fidelity_final import FINAL
+
+    cfg, work = str(ROOT / "configs/search/auxcell_proxy.py"), tmp_path / "fid"
+    final = ["--final-iters", "2", "--final-seeds", "2",
+             f"--final-args=--data-root {tmp_path / 'proxy'} --crop 64 --batch-size 2 --workers 0"]
+    args = [cfg, "--work-dir", str(work), "--archs", "3", "--long-mult", "1", "--bootstrap", "50", "--seeds", "1",
+            "--cfg-options", *_opts(tmp_path)]
+    main = _tool()
+    assert main(args + final) == 0
+    out = capsys.readouterr().out
+    assert "final target: mIoU" in out and "noise ceiling (fine-tune seed 1 vs seed 2)" in out
+    assert "long proxy    vs final: tau" in out
+    rows = [json.loads((work / FINAL / f"arch_{i:03d}.json").read_text()) for i in range(3)]
+    for row in rows:
+        assert "error" not in row, row
+        assert len(row["final"]) == 2 and all(0.0 <= x["target"] <= 100.0 for x in row["final"])
+        assert row["final"][0]["params"] > 0
+    tests = sorted((work / FINAL).glob("arch_*/seed*/test.json"))
+    assert len(tests) == 6 and not list((work / FINAL).glob("arch_*/seed*/*.pth"))
+    summary = json.loads((work / "fidelity.json").read_text())["final"]
+    assert summary["n"] == 3 and set(summary["tau"]) >= {"stage1 x1", "search x1", "long proxy"}
+    before = [p.stat().st_mtime_ns for p in tests]
+    assert main(args + final) == 0  # resumed: nothing trained again
+    assert [p.stat().st_mtime_ns for p in tests] == before
+    capsys.readouterr()
+    assert main(args + ["--final-iters", "3"]) == 2
+    assert "other settings" in capsys.readouterr().err

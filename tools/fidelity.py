@@ -12,10 +12,12 @@ killed run resumes with the same command, and ``--shard K/N`` splits the archs o
     python tools/fidelity.py configs/search/auxcell_proxy.py [--archs 16] [--long-mult 4] [--seeds 2]
         [--from-history work_dirs/auxcell_proxy/history.sqlite] [--cheap-scales 1 2] [--target miou]
         [--work-dir DIR] [--shard 0/2 --threads 1] [--cfg-options evaluator.stage1.iters=160 ...]
+        [--final-iters 600 --final-seeds 2]   # also rank against the exported model fine-tuned by tools/train.py
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -45,6 +47,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--shard", default="0/1", help="K/N: measure only archs i with i %% N == K")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--final-iters", type=int, default=0, metavar="N",
+                   help="also rank against the final model: each arch exported by tools/export.py and "
+                        "fine-tuned by tools/train.py for N iterations, --final-seeds times (default 0: off)")
+    p.add_argument("--final-seeds", type=int, default=2, help="fine-tunes per arch for the final target (default 2)")
+    p.add_argument("--final-args", default="", metavar="'ARGS'",
+                   help="more tools/export.py options for the final target, one quoted string: "
+                        "--final-args='--crop 128 --batch-size 8'")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config keys, as for tools/search.py")
     return p.parse_args(argv)
@@ -104,6 +113,8 @@ def run(args: argparse.Namespace, work_dir: Path, shard: tuple[int, int], log: C
             f"{plan['long_iters']}+{plan['long_stage2_iters']} x {plan['seeds']} seeds; target {target}; "
             f"work dir {work_dir}")
         run_rows(evaluator, plan, work_dir / ROWS, shard=shard, log=log)
+        if args.final_iters:
+            _final(args, cfg, search, plan, work_dir, shard, log)
         rows = load_rows(work_dir / ROWS, len(plan["archs"]))
         done = [r for r in rows if r is not None]
         label = dict(search.task.report_metrics).get(target, target)
@@ -115,13 +126,43 @@ def run(args: argparse.Namespace, work_dir: Path, shard: tuple[int, int], log: C
             text, _ = report(plan, done, work_dir, label, n_boot=args.bootstrap)
             log(f"\ninterim report on the {len(done)} archs measured so far:\n{text}")
             return 0
-        text, _ = report(plan, rows, work_dir, label, n_boot=args.bootstrap)
+        text, summary = report(plan, rows, work_dir, label, n_boot=args.bootstrap)
+        if args.final_iters:
+            from densenas.fidelity_final import final_report, load_final
+
+            lines, final = final_report({**plan, "final_iters": args.final_iters}, rows,
+                                        load_final(work_dir, len(rows)), label, n_boot=args.bootstrap)
+            text += "\n" + "\n".join(lines)
+            summary["final"] = final
+            (work_dir / "fidelity.json").write_text(json.dumps(summary, indent=1) + "\n")
     except (ConfigError, FileNotFoundError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     log("\n" + text)
     log(f"rows in {work_dir / ROWS}, plan {work_dir / PLAN}, summary {work_dir / 'fidelity.json'}")
     return 0
+
+
+def _final(args: argparse.Namespace, cfg, search, plan: dict, work_dir: Path, shard: tuple[int, int],
+           log: Callable[[str], None]) -> None:
+    """The "final" target (densenas/fidelity_final.py): export and fine-tune each arch the user's way."""
+    from densenas.fidelity_final import FINAL, final_rows
+
+    if args.final_seeds < 1:
+        raise ValueError(f"--final-seeds must be at least 1, got {args.final_seeds}")
+    import shlex
+
+    settings = {"iters": args.final_iters, "seeds": args.final_seeds, "args": shlex.split(args.final_args)}
+    path = work_dir / FINAL / "settings.json"
+    if path.is_file() and json.loads(path.read_text()) != settings:
+        raise ValueError(f"{path} holds final fine-tunes with other settings ({json.loads(path.read_text())}); "
+                         f"choose another --work-dir or remove {path.parent}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings) + "\n")
+    resolved = work_dir / "search_config.py"
+    cfg.dump(str(resolved))
+    final_rows(plan, work_dir, resolved, iters=args.final_iters, seeds=args.final_seeds,
+               metric=search.task.test_metric, export_args=settings["args"], shard=shard, log=log)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class DetectionTask(Task):
     report_metrics = (("ap", "AP"), ("ap50", "AP50"), ("neg_loss", "-loss"))
     default_scope = "mmdet"
     baselines = ("fpn_fcos", "fpn_retinanet")
+    test_metric = (r"bbox_map$", True)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
 
     def __init__(self, reward: str = "neg_loss", detector: str = "fcos", stacked_convs: int = 4,
                  feat_channels: int | None = None, score_thr: float | None = 0.001):

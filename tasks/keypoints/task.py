@@ -35,6 +35,7 @@ class KeypointTask(Task):
     reward_label = "reward (mean of PCKh@0.5 and PCKh@0.1)"
     default_scope = "mmpose"
     baselines = ("heatmap",)
+    test_metric = (r"^pckh$|pckh@0\.5", True)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
 
     def __init__(self) -> None:
         self.data: KptData | None = None

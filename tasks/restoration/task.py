@@ -36,6 +36,7 @@ class RestorationTask(Task):
     reward_label = "reward (val PSNR of the supernet)"
     default_scope = ""
     baselines = ("dncnn",)
+    test_metric = (r"psnr", True)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
 
     def __init__(self, kind: str = "denoise", sigma: float = 30.0, lam: float = 0.1, reward_metric: str = "psnr"):
         self.spec = RestorationSpec(kind=kind, sigma=sigma, lam=lam, reward_metric=reward_metric)

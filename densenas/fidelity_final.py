@@ -1,0 +1,179 @@
+"""The "final" target of ``tools/fidelity.py``: each arch exported and fine-tuned the way a user gets it.
+
+A proxy reward is only useful if it ranks the model the user will train. The long proxy training of
+:mod:`densenas.fidelity_run` is still the proxy; this target is the real thing: for every arch of the
+fidelity plan, ``tools/export.py`` writes its OpenMMLab config (from the search's own resolved config, so
+classes, backbone and width are as searched), ``tools/train.py`` fine-tunes it with the ordinary mmengine
+recipe once per seed (``randomness.seed``) and ``tools/test.py`` scores the last checkpoint. The headline
+metric is the task's :attr:`~densenas.task.Task.test_metric` (mIoU, bbox mAP, RMSE, ...), sign-flipped when
+lower is better so that higher always ranks first.
+
+The tools run as subprocesses, exactly the commands a user types (``tools/*.py`` are the interface; their
+output goes to a ``run.log`` per run). Every finished run leaves ``test.json``, so a killed measurement
+resumes with the same command and trains only what is missing.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .arch import Arch
+from .fidelity import early_stop_replay, rank_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+FINAL = "fidelity_final"
+FINAL_SEED = 20_000  # fine-tune j of arch i uses seed FINAL_SEED * (j + 1) + i (apart from the proxy's)
+
+__all__ = ["FINAL", "headline", "final_rows", "load_final", "final_report"]
+
+
+def headline(metrics: dict[str, Any], pattern: str, higher_better: bool) -> float | None:
+    """The first numeric metric whose lower-cased key matches ``pattern`` (negated when lower is better)."""
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and re.search(pattern, key.lower()):
+            return float(value) if higher_better else -float(value)
+    return None
+
+
+def _sh(cmd: Sequence[str], log: Path) -> None:
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.run(list(cmd), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-12:])
+        raise RuntimeError(f"{Path(cmd[1]).name} failed (exit {rc}); see {log}:\n{tail}")
+
+
+def _fine_tune(arch_dir: Path, iters: int, seed: int, export_args: Sequence[str]) -> dict[str, Any]:
+    """Export (once), fine-tune with ``seed`` and test; returns ``tools/test.py``'s JSON (+ seconds)."""
+    run = arch_dir / f"seed{seed}"
+    result = run / "test.json"
+    if result.is_file():
+        return json.loads(result.read_text())
+    run.mkdir(parents=True, exist_ok=True)
+    log, cfg, py = run / "run.log", arch_dir / "finetune.py", sys.executable
+    if not cfg.is_file():
+        _sh([py, "tools/export.py", str(arch_dir / "arch.json"), "--out", str(cfg), "--iters", str(iters),
+             *export_args], log)
+    t0 = time.perf_counter()
+    _sh([py, "tools/train.py", str(cfg), "--work-dir", str(run), "--cfg-options", f"randomness.seed={seed}"], log)
+    seconds = time.perf_counter() - t0
+    last = (run / "last_checkpoint").read_text().strip()  # mmengine's pointer to the newest checkpoint
+    tmp = run / "test.tmp.json"
+    _sh([py, "tools/test.py", str(cfg), last, "--work-dir", str(run), "--json", str(tmp)], log)
+    data = json.loads(tmp.read_text())
+    data["train_seconds"] = seconds
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(result)
+    for ckpt in run.glob("*.pth"):  # the metric is kept; checkpoints of a fidelity run are not needed
+        ckpt.unlink()
+    return data
+
+
+def final_rows(plan: dict[str, Any], work_dir: Path, search_config: Path, *, iters: int, seeds: int,
+               metric: tuple[str, bool], export_args: Sequence[str] = (), shard: tuple[int, int] = (0, 1),
+               log: Callable[[str], None] = print) -> None:
+    """Fine-tune every arch of this shard whose final row is missing; one row per arch, written at once.
+
+    Args:
+        plan: the fidelity plan (its ``archs``).
+        work_dir: the fidelity work dir (rows go to ``<work_dir>/fidelity_final/``).
+        search_config: the resolved search config, copied next to each arch as ``config.py`` (what
+            ``tools/export.py`` reads the task, classes, backbone and width from).
+        iters: fine-tuning iterations (``tools/export.py --iters``).
+        seeds: fine-tunes per arch.
+        metric: the task's ``test_metric``.
+        export_args: more ``tools/export.py`` options (e.g. ``--crop 128``).
+        shard: ``(k, n)``: only archs ``i`` with ``i % n == k``.
+        log: progress lines.
+    """
+    rows = work_dir / FINAL
+    rows.mkdir(parents=True, exist_ok=True)
+    k, n = shard
+    todo = [i for i in range(len(plan["archs"])) if i % n == k and not (rows / f"arch_{i:03d}.json").is_file()]
+    if not todo:
+        return
+    log(f"final target: {len(todo)} archs to export and fine-tune ({iters} iterations x {seeds} seed(s) each, "
+        f"tools/train.py; runs in {rows})")
+    t0 = time.perf_counter()
+    for done, i in enumerate(todo, 1):
+        arch = Arch.from_dict(plan["archs"][i], source=f"fidelity plan arch {i}")
+        arch_dir = rows / f"arch_{i:03d}"
+        arch_dir.mkdir(exist_ok=True)
+        arch.save(arch_dir / "arch.json")
+        (arch_dir / "config.py").write_text(Path(search_config).read_text())
+        row: dict[str, Any] = {"index": i, "arch": arch.to_dict(), "final": []}
+        try:
+            for j in range(seeds):
+                data = _fine_tune(arch_dir, iters, FINAL_SEED * (j + 1) + i, export_args)
+                value = headline(data["metrics"], *metric)
+                if value is None:
+                    raise ValueError(f"no metric matching {metric[0]!r} among {sorted(data['metrics'])} "
+                                     f"({arch_dir})")
+                row["final"].append({"target": value, "seconds": data.get("train_seconds", 0.0),
+                                     "params": data.get("params"), "madds": data.get("madds")})
+        except RuntimeError as e:  # a config that cannot be exported or trained: that arch is left out
+            row["error"] = str(e).splitlines()[0]
+        path = rows / f"arch_{i:03d}.json"
+        path.with_suffix(".tmp").write_text(json.dumps(row, indent=1) + "\n")
+        path.with_suffix(".tmp").replace(path)
+        took = time.perf_counter() - t0
+        what = row.get("error") or ", ".join(f"{x['target']:.4f}" for x in row["final"])
+        log(f"final arch {i} ({done}/{len(todo)}): {what} ({took:.0f}s, eta "
+            f"{took / done * (len(todo) - done) / 60:.0f} min)")
+
+
+def load_final(work_dir: Path, n: int) -> list[dict[str, Any] | None]:
+    """The final row of every arch (``None`` where not measured yet)."""
+    out = []
+    for i in range(n):
+        p = Path(work_dir) / FINAL / f"arch_{i:03d}.json"
+        try:
+            out.append(json.loads(p.read_text()) if p.is_file() else None)
+        except ValueError as e:
+            raise ValueError(f"{p}: unreadable row ({e}); delete it to fine-tune that arch again") from None
+    return out
+
+
+def final_report(plan: dict[str, Any], rows: Sequence[dict[str, Any] | None], finals: Sequence[dict[str, Any] | None],
+                 label: str, n_boot: int = 2000) -> tuple[list[str], dict[str, Any]]:
+    """Kendall tau (95 % bootstrap interval) of every cheap score and of the long proxy training against the
+    fine-tuned metric (mean over its seeds), and the final noise ceiling (fine-tune seed 1 against seed 2).
+
+    Only archs with a proxy row and a final row, neither failed, count (``None`` rows are still to measure).
+    """
+    pairs = [(r, f) for r, f in zip(rows, finals) if r is not None and f is not None and "error" not in r
+             and "error" not in f and f["final"]]
+    summary: dict[str, Any] = {"n": len(pairs)}
+    if len(pairs) < 3:
+        return [f"final target: {len(pairs)} archs measured; need at least 3 to compare rankings"], summary
+    y = [sum(x["target"] for x in f["final"]) / len(f["final"]) for _, f in pairs]
+    seeds = min(len(f["final"]) for _, f in pairs)
+    iters = plan.get("final_iters")
+    lines = [f"final target: {label} of the exported model fine-tuned by tools/train.py"
+             + (f" ({iters} iterations)" if iters else "") + f", mean of {seeds} seed(s), {len(pairs)} archs:"]
+    if seeds >= 2:
+        ceiling = rank_stats([f["final"][1]["target"] for _, f in pairs], [f["final"][0]["target"] for _, f in pairs],
+                             n_boot=n_boot)
+        summary["noise_ceiling"] = ceiling.tau
+        summary["noise_ceiling_ci"] = list(ceiling.tau_ci)
+        lines.append(f"  noise ceiling (fine-tune seed 1 vs seed 2): {ceiling.line()}")
+    key = f"{plan['cheap_scales'][0]:g}"
+    s1 = [r["cheap"][key]["stage1"] for r, _ in pairs]
+    s2 = [r["cheap"][key]["stage2"] for r, _ in pairs]
+    scores = {f"stage1 x{key}": s1, f"stage2 x{key}": s2, f"search x{key}": early_stop_replay(s1, s2)[0],
+              "long proxy": [sum(x["target"] for x in r["long"]) / len(r["long"]) for r, _ in pairs]}
+    summary["tau"] = {}
+    for name, xs in scores.items():
+        st = rank_stats(xs, y, n_boot=n_boot)
+        summary["tau"][name] = {"tau": st.tau, "tau_ci": list(st.tau_ci), "rho": st.rho}
+        lines.append(f"  {name:13s} vs final: {st.line()}")
+    summary["fine_tune_seconds"] = sum(x["seconds"] for _, f in pairs for x in f["final"]) / sum(
+        len(f["final"]) for _, f in pairs)
+    return lines, summary
