@@ -24,22 +24,60 @@ later block consumed. The outputs of cells no later cell consumed are resized to
 concatenated, fused by conv1x1-BN-ReLU and classified by a conv1x1. For training, each non-final cell also
 feeds an *auxiliary head*: a separately parameterised copy of the same cell template (its two inputs both
 the cell's output) followed by a classifier, giving over-parameterised intermediate supervision.
+
+Named variants. The *paper* variant (the default: ``ops=PRIMITIVES``, ``proj_ops=None``, ``fuse_ops=None``)
+has exactly the decisions above. It cannot express the heads it is compared with (mmseg's ``ASPPHead`` and
+DeepLabV3+'s ``DepthwiseSeparableASPPHead``): their ASPP reads the raw deepest level (320 channels on
+MobileNetV2) with parallel dilated 3x3 convolutions and a 3x3 projection, while every op here acts on the
+``width``-channel projection (ASPP's branches hold ``29 * 320 * width`` weights on the raw level, a cell op at
+most ``9 * width**2``), and DeepLabV3+'s two separable convolutions after the concatenation have no
+counterpart in the conv1x1 fuse. The
+*extended* variant (:data:`EXTENDED`: ``proj_ops=tuple(PROJ_OPS)``, ``fuse_ops=tuple(FUSE_OPS)``;
+``configs/search/auxcell_ext_proxy.py``) adds, after the paper's decisions,
+
+* ``enc{i}.proj`` per encoder level: how a level some cell reads is brought to ``width`` channels, one of
+  :data:`PROJ_OPS` (the paper's conv1x1, DeepLabV3's ``aspp``, DeepLabV3+'s ``sep_aspp``; ``proj_ops`` must
+  hold conv1x1). A level no cell reads is never projected, so its ``enc{i}.proj`` must be ``conv1x1`` (one
+  arch per network);
+* ``head.fuse``: what fuses the concatenated output cells, one of :data:`FUSE_OPS` (the paper's conv1x1 or
+  DeepLabV3+'s two 3x3 separable convolutions, ``sep_conv_3x3_x2``).
+
+:meth:`AuxCellSpace.baseline_archs` gives the points of the extended variant that express the two baselines
+(empty for the paper variant).
 """
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from densenas.arch import Arch, Decision, InvalidArch
-from densenas.ops import OPS, PRIMITIVES, ConvBNReLU, build_op, check_ops
+from densenas.ops import ASPP_OPS, OPS, PRIMITIVES, ConvBNReLU, DeepLabV3PlusRefine, build_op, check_ops
 from densenas.space import SearchSpace, ShapeSpec, as_shapes
 
 MERGES = ("sum", "concat")
 # The operation table of this space is the core one, :data:`densenas.ops.OPS` (default candidates
 # :data:`densenas.ops.PRIMITIVES`); both are re-exported here as ``OPS`` / ``PRIMITIVES``.
+
+PROJ_OPS: dict[str, Callable[[int, int], nn.Module]] = {
+    "conv1x1": lambda c_in, c_out: ConvBNReLU(c_in, c_out, 1),  # the paper's projection
+    **ASPP_OPS,  # "aspp" (DeepLabV3), "sep_aspp" (DeepLabV3+, Chen et al., ECCV 2018)
+}
+"""Projections ``(level channels, width) -> module`` of an encoder level (``enc{i}.proj``, extended variant)."""
+
+FUSE_OPS: dict[str, Callable[[int, int], nn.Module]] = {
+    "conv1x1": lambda c_in, c_out: ConvBNReLU(c_in, c_out, 1),  # the paper's fuse
+    # DeepLabV3+ (Chen et al., ECCV 2018): two 3x3 depthwise-separable convs after the concatenation
+    "sep_conv_3x3_x2": lambda c_in, c_out: DeepLabV3PlusRefine(c_in, c_out),
+}
+"""Fusions ``(k * width, width) -> module`` of the ``k`` concatenated output cells (``head.fuse``, extended
+variant)."""
+
+EXTENDED: dict[str, tuple[str, ...]] = {"proj_ops": tuple(PROJ_OPS), "fuse_ops": tuple(FUSE_OPS)}
+"""Keyword arguments of :class:`AuxCellSpace` for the extended variant (``AuxCellSpace(k, **EXTENDED)``), which
+can express the ASPP and DeepLabV3+ baselines; the paper's variant is the default (no such arguments)."""
 
 
 class BlockSpec(NamedTuple):
@@ -133,22 +171,28 @@ class AuxCellDecoder(nn.Module):
         num_classes: output channels.
         aux: build the auxiliary heads.
         arch: the arch this decoder was built from (kept for export / printing).
+        proj: per encoder level, the key of :data:`PROJ_OPS` that projects it (``None``: conv1x1 for all,
+            the paper's projection).
+        fuse: the key of :data:`FUSE_OPS` fusing the output cells (default the paper's conv1x1).
     """
 
     def __init__(self, cell_inputs: Sequence[tuple[int, int]], template: Sequence[BlockSpec],
                  in_shapes: Sequence[ShapeSpec], width: int, num_classes: int, aux: bool = True,
-                 arch: Arch | None = None):
+                 arch: Arch | None = None, proj: Sequence[str] | None = None, fuse: str = "conv1x1"):
         super().__init__()
         self.arch = arch
         self.num_inputs = n = len(in_shapes)
+        proj = ["conv1x1"] * n if proj is None else list(proj)
+        if len(proj) != n:
+            raise ValueError(f"proj names {len(proj)} projections for {n} encoder levels: {proj}")
         self.cell_inputs = [tuple(int(i) for i in c) for c in cell_inputs]
         self.used_levels = sorted({i for c in self.cell_inputs for i in c if i < n})
-        self.proj = nn.ModuleDict({str(i): ConvBNReLU(in_shapes[i].channels, width, 1)
+        self.proj = nn.ModuleDict({str(i): PROJ_OPS[proj[i]](in_shapes[i].channels, width)
                                    for i in self.used_levels})
         self.cells = nn.ModuleList(Cell(template, width) for _ in self.cell_inputs)
         consumed = {i for c in self.cell_inputs for i in c}
         self.out_cells = [k for k in range(len(self.cell_inputs)) if n + k not in consumed]
-        self.fuse = ConvBNReLU(len(self.out_cells) * width, width, 1)
+        self.fuse = FUSE_OPS[fuse](len(self.out_cells) * width, width)
         self.classifier = nn.Conv2d(width, num_classes, 1)
         self.aux_heads = nn.ModuleList(
             AuxHead(template, width, num_classes) for _ in range(len(self.cell_inputs) - 1)) if aux \
@@ -212,13 +256,24 @@ class AuxCellSpace(SearchSpace):
         num_inputs: encoder levels the decoder receives (finest first, by convention).
         ops: candidate operations (keys of :data:`OPS`); default :data:`PRIMITIVES`.
         aux: build auxiliary heads (training-time intermediate supervision).
+        proj_ops: candidate projections of the encoder levels (keys of :data:`PROJ_OPS`, conv1x1 among
+            them), one decision ``enc{i}.proj`` per level; ``None`` (the paper's variant): conv1x1, no
+            decision.
+        fuse_ops: candidate fusions of the output cells (keys of :data:`FUSE_OPS`), decision ``head.fuse``;
+            ``None`` (the paper's variant): conv1x1, no decision.
     """
 
     name = "auxcell"
 
     def __init__(self, num_classes: int, width: int = 48, num_cells: int = 3, blocks_per_cell: int = 2,
-                 num_inputs: int = 4, ops: Sequence[str] | None = None, aux: bool = True):
+                 num_inputs: int = 4, ops: Sequence[str] | None = None, aux: bool = True,
+                 proj_ops: Sequence[str] | None = None, fuse_ops: Sequence[str] | None = None):
         ops = check_ops(PRIMITIVES if ops is None else ops, OPS)
+        self.proj_ops = None if proj_ops is None else check_ops(proj_ops, PROJ_OPS, "proj_ops")
+        if self.proj_ops is not None and "conv1x1" not in self.proj_ops:
+            raise ValueError(f"proj_ops must include 'conv1x1' (the paper's projection, and the value of a "
+                             f"level no cell reads), got {list(self.proj_ops)}")
+        self.fuse_ops = None if fuse_ops is None else check_ops(fuse_ops, FUSE_OPS, "fuse_ops")
         for k, v in dict(num_classes=num_classes, width=width, num_cells=num_cells,
                          blocks_per_cell=blocks_per_cell, num_inputs=num_inputs).items():
             if int(v) < 1:
@@ -239,6 +294,10 @@ class AuxCellSpace(SearchSpace):
             decs += [Decision(f"{p}.in0", states), Decision(f"{p}.in1", states),
                      Decision(f"{p}.op0", self.ops), Decision(f"{p}.op1", self.ops),
                      Decision(f"{p}.merge", MERGES)]
+        if self.proj_ops is not None:  # extended variant: after the paper's decisions
+            decs += [Decision(f"enc{i}.proj", self.proj_ops) for i in range(self.num_inputs)]
+        if self.fuse_ops is not None:
+            decs.append(Decision("head.fuse", self.fuse_ops))
         return decs
 
     def check(self, arch: Arch) -> None:
@@ -254,12 +313,24 @@ class AuxCellSpace(SearchSpace):
                                   f"(choices: {list(d.options)})")
             elif d.name.endswith(".merge") and v not in d.options:
                 raise InvalidArch(f"{d.name}={v!r} is not a merge mode (choices: {list(MERGES)})")
+            elif d.name.endswith(".proj") and v not in d.options:
+                raise InvalidArch(f"{d.name}={v!r} is not a projection of this space "
+                                  f"(choices: {list(d.options)})")
+            elif d.name == "head.fuse" and v not in d.options:
+                raise InvalidArch(f"{d.name}={v!r} is not a fusion of this space (choices: {list(d.options)})")
         super().check(arch)  # unknown extra decisions
         used = {arch[f"tmpl.b{b}.{f}"] for b in range(self.blocks_per_cell) for f in ("in0", "in1")}
         for i in (0, 1):
             if i not in used:
                 raise InvalidArch(f"tmpl: cell input {i} is never read (no tmpl.b*.in0/in1 equals {i}); "
                                   f"the cell's choice of input {i} would be dead")
+        if self.proj_ops is not None:
+            read = {i for c in self.cell_inputs(arch) for i in c}
+            for i in range(self.num_inputs):
+                v = arch[f"enc{i}.proj"]
+                if i not in read and v != "conv1x1":
+                    raise InvalidArch(f"enc{i}.proj={v!r}: no cell reads encoder level {i}, so it is never "
+                                      f"projected; an unread level keeps 'conv1x1' (one arch per network)")
 
     # ---------------------------------------------------------------- reading
     def cell_inputs(self, arch: Arch) -> list[tuple[int, int]]:
@@ -271,12 +342,34 @@ class AuxCellSpace(SearchSpace):
         return [BlockSpec(*(arch[f"tmpl.b{b}.{f}"] for f in BlockSpec._fields))
                 for b in range(self.blocks_per_cell)]
 
+    def projections(self, arch: Arch) -> list[str]:
+        """Per encoder level, the :data:`PROJ_OPS` key projecting it (conv1x1 in the paper's variant)."""
+        if self.proj_ops is None:
+            return ["conv1x1"] * self.num_inputs
+        return [arch[f"enc{i}.proj"] for i in range(self.num_inputs)]
+
+    def fusion(self, arch: Arch) -> str:
+        """The :data:`FUSE_OPS` key fusing the output cells (conv1x1 in the paper's variant)."""
+        return "conv1x1" if self.fuse_ops is None else arch["head.fuse"]
+
+    def _extended_choices(self, choices: dict, proj: Mapping[int, str], fuse: str) -> dict:
+        """``choices`` plus the extended decisions: levels in ``proj`` get that projection, every other
+        level conv1x1 (the value of an unread level); ``fuse`` for ``head.fuse``."""
+        if self.proj_ops is not None:
+            for i in range(self.num_inputs):
+                choices[f"enc{i}.proj"] = proj.get(i, "conv1x1")
+        if self.fuse_ops is not None:
+            choices["head.fuse"] = fuse
+        return choices
+
     def default_arch(self) -> Arch:
         """A hand-picked baseline: a top-down (RefineNet-like) path with separable-conv cells.
 
         Cell 0 fuses the two coarsest levels, every later cell fuses the previous cell with the next finer
         level; block 0 sums ``sep_conv_3x3`` of both inputs, later blocks refine the previous block
         (``sep_conv_3x3_dil2`` + ``skip`` of input 0). Ops missing from ``ops`` fall back to the first op.
+        In the extended variant every level is projected by conv1x1 and ``head.fuse`` is conv1x1 when
+        offered, so the default network is the paper variant's.
         """
         def op(*prefs: str) -> str:
             return next((p for p in prefs if p in self.ops), self.ops[0])
@@ -292,9 +385,75 @@ class AuxCellSpace(SearchSpace):
                                                                              "sep_conv_3x3"),
                             f"{p}.op1": op("sep_conv_3x3") if b == 0 else op("skip"),
                             f"{p}.merge": "sum"})
+        # extended variant: the paper's conv1x1 projections (every level) and fuse where offered
+        self._extended_choices(choices, {}, "conv1x1" if self.fuse_ops is None or "conv1x1" in self.fuse_ops
+                               else self.fuse_ops[0])
         arch = Arch(self.name, tuple((d.name, choices[d.name]) for d in self.decisions()))
         self.check(arch)
         return arch
+
+    def baseline_archs(self) -> dict[str, Arch]:
+        """The hand-designed heads this space can express, built from its own decisions.
+
+        * ``"aspp"``: mmseg's ``ASPPHead`` (DeepLabV3), the baseline ``--baseline aspp`` exports: the deepest
+          level projected by ``enc{n-1}.proj='aspp'`` (branches at rates 1/6/12/18 and image pooling on the raw
+          level, concatenated, 3x3 projection to ``width``), cells that only pass it on (every template op
+          ``skip``, merges ``sum``: cell ``k`` reads the previous cell twice, so the output is the ASPP
+          features times a constant, which the BN of the next conv removes), the paper's conv1x1 fuse and the
+          classifier. Output stride 32, as mmseg's head on MobileNetV2. Needs ``"aspp"`` in ``proj_ops``,
+          ``"skip"`` in ``ops`` and conv1x1 for ``head.fuse`` (when that is a decision).
+        * ``"deeplabv3plus"``: mmseg's ``DepthwiseSeparableASPPHead`` (DeepLabV3+, Chen et al., ECCV 2018),
+          ``--baseline deeplabv3plus``: ``enc{n-1}.proj='sep_aspp'`` (separable ASPP) on the deepest level,
+          ``enc0.proj='conv1x1'`` (the 1x1 reduction of the stride-4 level; level 0 is the finest by
+          convention), cell 0 passing the ASPP features on, cell 1 the stride-4 features, later cells
+          continuing the ASPP path; the two output cells are upsampled to stride 4, concatenated and fused by
+          ``head.fuse='sep_conv_3x3_x2'`` (DeepLabV3+'s two 3x3 separable convs) before the classifier. Needs
+          ``"sep_aspp"`` in ``proj_ops``, ``"sep_conv_3x3_x2"`` in ``fuse_ops``, ``"skip"`` in ``ops``,
+          ``num_cells >= 2`` and ``num_inputs >= 2``.
+
+        How close (parameters without auxiliary heads, against the mmseg head built with the same channels:
+        ``channels=width``, ``c1_channels=max(width // 4, 8)`` as the exporter; MobileNetV2 levels of
+        24/32/96/320 channels, 6 classes; ``tests/test_space_baselines.py``): ``aspp`` 1.004 at width 48
+        and 1.009 at width 128 (the fuse conv1x1 added, the pooling branch's BN left out); ``deeplabv3plus``
+        1.015 at width 48 and 1.016 at width 128 (the stride-4 level is projected to ``width``, not to
+        ``max(width // 4, 8)``, so the first separable conv reads ``2 * width`` channels). The networks differ
+        from mmseg's only in those channel counts, in the constant factors above and in the pooling branch.
+
+        Returns:
+            ``{name: arch}`` of the baselines this configuration can express, each valid under
+            :meth:`check`; empty for the paper's variant (no ``proj_ops``: its ops act on the
+            ``width``-channel projection only and cannot hold an ASPP on the raw level).
+        """
+        n, out = self.num_inputs, {}
+        proj, fuse = self.proj_ops or (), self.fuse_ops
+        if "skip" not in self.ops:
+            return out
+        relay = {}  # a template that passes its inputs on: b0 = x0 + x1, b_j = b_{j-1} + x0
+        for b in range(self.blocks_per_cell):
+            relay.update({f"tmpl.b{b}.in0": 0 if b == 0 else b + 1, f"tmpl.b{b}.in1": 1 if b == 0 else 0,
+                          f"tmpl.b{b}.op0": "skip", f"tmpl.b{b}.op1": "skip", f"tmpl.b{b}.merge": "sum"})
+
+        def arch_of(cells: Sequence[tuple[int, int]], projs: Mapping[int, str], fusion: str) -> Arch:
+            choices = {f"cell{k}.in{j}": c[j] for k, c in enumerate(cells) for j in (0, 1)}
+            choices.update(relay)
+            self._extended_choices(choices, projs, fusion)
+            arch = Arch(self.name, tuple((d.name, choices[d.name]) for d in self.decisions()))
+            self.check(arch)
+            return arch
+
+        if "aspp" in proj and (fuse is None or "conv1x1" in fuse):
+            # ASPP on the deepest level, then a chain of relay cells, the paper's conv1x1 fuse
+            cells = [(n - 1, n - 1)] + [(n + k - 1, n + k - 1) for k in range(1, self.num_cells)]
+            out["aspp"] = arch_of(cells, {n - 1: "aspp"}, "conv1x1")
+        if "sep_aspp" in proj and fuse is not None and "sep_conv_3x3_x2" in fuse \
+                and self.num_cells >= 2 and n >= 2:
+            # DeepLabV3+ (Chen et al., ECCV 2018): separable ASPP on the deepest level (cell 0 and the chain of
+            # cells 2.. after it) and the 1x1-reduced stride-4 level (cell 1), concatenated by the decoder's
+            # fuse and refined by two 3x3 separable convs
+            cells = [(n - 1, n - 1), (0, 0)] + [(n, n) if k == 2 else (n + k - 1, n + k - 1)
+                                                for k in range(2, self.num_cells)]
+            out["deeplabv3plus"] = arch_of(cells, {n - 1: "sep_aspp", 0: "conv1x1"}, "sep_conv_3x3_x2")
+        return out
 
     # ------------------------------------------------------------------ build
     def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> AuxCellDecoder:
@@ -316,7 +475,8 @@ class AuxCellSpace(SearchSpace):
         self.check(arch)
         shapes = self.encoder_shapes(in_shapes, self.num_inputs)
         return AuxCellDecoder(self.cell_inputs(arch), self.template(arch), shapes, self.width,
-                              self.num_classes, aux=self.aux, arch=arch)
+                              self.num_classes, aux=self.aux, arch=arch, proj=self.projections(arch),
+                              fuse=self.fusion(arch))
 
     def output_stride(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec]) -> int:
         """Stride of the logits ``build(arch, in_shapes)`` would produce (without building it)."""
@@ -345,8 +505,13 @@ class AuxCellSpace(SearchSpace):
         for k, (a, b) in enumerate(self.cell_inputs(arch)):
             strides.append(min(strides[a], strides[b]) if strides[a] and strides[b] else None)
             lines.append(f"  cell{k} = cell({name(a)}, {name(b)})")
+        if self.proj_ops is not None:
+            projs = self.projections(arch)
+            used = sorted({i for c in self.cell_inputs(arch) for i in c if i < n})
+            lines.append("  projections: " + ", ".join(f"{name(i)}: {projs[i]}" for i in used))
         outs = [name(n + k) for k in range(self.num_cells) if n + k not in consumed]
-        lines.append(f"  output = classify(concat({', '.join(outs)}))")
+        fuse = "" if self.fuse_ops is None else f"{self.fusion(arch)} of "
+        lines.append(f"  output = classify({fuse}concat({', '.join(outs)}))")
         lines.append("  template (x0, x1 = cell inputs; bj = block j; output = sum of unused blocks):")
         for b, s in enumerate(self.template(arch)):
             ins = [f"x{i}" if i < 2 else f"b{i - 2}" for i in (s.in0, s.in1)]
@@ -357,10 +522,15 @@ class AuxCellSpace(SearchSpace):
 def space_for_arch(arch: Arch, num_classes: int, width: int = 48, num_inputs: int = 4,
                    ops: Sequence[str] | None = None, aux: bool = True) -> AuxCellSpace:
     """The aux-cell space an exported ``arch`` belongs to: cell and block counts are read off its
-    decision names, the op set defaults to every op of :data:`OPS` (so any searched op set fits)."""
+    decision names, the op set defaults to every op of :data:`OPS` (so any searched op set fits); an arch
+    with ``enc{i}.proj`` / ``head.fuse`` decisions gets the extended variant with every op of
+    :data:`PROJ_OPS` / :data:`FUSE_OPS`."""
     names = [k for k, _ in arch.choices]
+    extended = any(n.startswith("enc") and n.endswith(".proj") for n in names)
     return AuxCellSpace(
         num_classes, width=width,
         num_cells=sum(n.startswith("cell") and n.endswith(".in0") for n in names),
         blocks_per_cell=sum(n.startswith("tmpl.") and n.endswith(".in0") for n in names),
-        num_inputs=num_inputs, ops=tuple(OPS) if ops is None else ops, aux=aux)
+        num_inputs=num_inputs, ops=tuple(OPS) if ops is None else ops, aux=aux,
+        proj_ops=tuple(PROJ_OPS) if extended else None,
+        fuse_ops=tuple(FUSE_OPS) if "head.fuse" in names else None)

@@ -19,17 +19,32 @@ its template ``repeat`` times. The last layer's output is resized to the stride-
 level projected to the last width, refined by a separable 3x3 conv and classified by a conv1x1. For
 training, every layer but the last feeds an *auxiliary head* (conv1x1 classifier; "auxiliary
 over-parameterisation helps compact models to converge faster"), left out of the deployed model.
+
+Named variants. The *paper* variant (the default: ``context_ops=None``, ``fuse_ops=None``) has exactly the
+decisions above and cannot express the DeepLab heads the segmentation searches are compared with (its ops
+are single convolutions, with no parallel dilated branches and image pooling, and its final stage is fixed).
+The *extended* variant (:data:`EXTENDED`: ``context_ops=tuple(CONTEXTS)``, ``fuse_ops=FUSES``;
+``configs/search/template_ext_proxy.py``) adds, after the paper's decisions,
+
+* ``head.context``: a context module on the last layer's output, one of :data:`CONTEXTS` (``none``,
+  DeepLabV3's ``aspp``, DeepLabV3+'s ``sep_aspp``; ``widths[-1]`` channels in and out);
+* ``head.fuse``: the final stage, one of :data:`FUSES`: ``sum_sep`` (the paper's: sum with the projected
+  stride-4 level, one separable conv), ``concat_sep_x2`` (DeepLabV3+, Chen et al., ECCV 2018: concatenation
+  with the stride-4 level reduced by conv1x1 to ``max(widths[-1] // 4, 8)`` channels, two 3x3 separable
+  convs) or ``none`` (classify the last layer / context output, at its own stride, like mmseg's ASPPHead).
+
+:meth:`TemplateSpace.baseline_archs` gives the extended variant's points that express the two baselines.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from densenas.arch import Arch, Decision, InvalidArch
-from densenas.ops import ConvBNReLU, SepConv
+from densenas.ops import ASPP_OPS, ConvBNReLU, DeepLabV3PlusRefine, SepConv, check_ops
 from densenas.space import SearchSpace, ShapeSpec
 
 from .auxcell import BlockSpec  # the aux-cell space's block: merge(op0(state[in0]), op1(state[in1]))
@@ -60,6 +75,19 @@ OPS = {
     "skip": lambda c, s: nn.Identity() if s == 1 else nn.AvgPool2d(3, 2, 1),
 }
 
+CONTEXTS: dict[str, Callable[[int, int], nn.Module]] = {
+    "none": lambda c_in, c_out: nn.Identity(),  # the paper's: the last layer's output as it is
+    **ASPP_OPS,  # "aspp" (DeepLabV3), "sep_aspp" (DeepLabV3+, Chen et al., ECCV 2018)
+}
+"""Context modules after the last layer (``head.context``, extended variant), ``(c, c) -> module``."""
+
+FUSES: tuple[str, ...] = ("sum_sep", "concat_sep_x2", "none")
+"""Final stages (``head.fuse``, extended variant); ``sum_sep`` is the paper's (see the module docstring)."""
+
+EXTENDED: dict[str, tuple[str, ...]] = {"context_ops": tuple(CONTEXTS), "fuse_ops": FUSES}
+"""Keyword arguments of :class:`TemplateSpace` for the extended variant, which can express the ASPP and
+DeepLabV3+ heads; the paper's variant is the default (no such arguments)."""
+
 
 class Template(nn.Module):
     """One application of a template (own weights) at ``width`` channels; ops reading the input use
@@ -86,11 +114,18 @@ class Template(nn.Module):
 
 class TemplateDecoder(nn.Module):
     """The network of one arch of :class:`TemplateSpace` (forward contract of the aux-cell decoder:
-    logits in eval mode, ``(logits, aux_logits)`` in training mode, ``forward_with_aux`` always both)."""
+    logits in eval mode, ``(logits, aux_logits)`` in training mode, ``forward_with_aux`` always both).
+
+    ``context`` (a key of :data:`CONTEXTS`) and ``fuse`` (one of :data:`FUSES`) are the extended variant's
+    head; their defaults build the paper's network.
+    """
 
     def __init__(self, layers: Sequence[tuple[list[BlockSpec], int, int]], in_shapes: Sequence[ShapeSpec],
-                 widths: Sequence[int], num_classes: int, aux: bool = True, arch: Arch | None = None):
+                 widths: Sequence[int], num_classes: int, aux: bool = True, arch: Arch | None = None,
+                 context: str = "none", fuse: str = "sum_sep"):
         super().__init__()
+        if fuse not in FUSES:
+            raise ValueError(f"fuse={fuse!r} is not one of {list(FUSES)}")
         self.arch = arch
         fine, coarse = in_shapes
         self.layers = nn.ModuleList()
@@ -99,12 +134,21 @@ class TemplateDecoder(nn.Module):
             proj = ConvBNReLU(c_in, w, 1) if c_in != w else nn.Identity()
             self.layers.append(nn.Sequential(proj, *(Template(blocks, w, s if r == 0 else 1) for r in range(repeat))))
             c_in, stride = w, stride * s
-        self.skip = ConvBNReLU(fine.channels, c_in, 1)
-        self.refine = SepConv(c_in, 3)
+        self.context = None if context == "none" else CONTEXTS[context](c_in, c_in)
+        self.fuse_mode = fuse
+        if fuse == "sum_sep":  # the paper's final stage
+            self.skip = ConvBNReLU(fine.channels, c_in, 1)
+            self.refine = SepConv(c_in, 3)
+        elif fuse == "concat_sep_x2":  # DeepLabV3+ decoder (Chen et al., ECCV 2018); c1: the exporter's rule
+            c1 = max(c_in // 4, 8)
+            self.skip = ConvBNReLU(fine.channels, c1, 1)
+            self.refine = DeepLabV3PlusRefine(c_in + c1, c_in)
+        else:  # "none": no stride-4 path, logits at the last layer's stride
+            self.skip = self.refine = None
         self.classifier = nn.Conv2d(c_in, num_classes, 1)
         self.aux_heads = nn.ModuleList(nn.Conv2d(w, num_classes, 1) for w in widths[:-1]) if aux \
             else nn.ModuleList()
-        self.output_stride = fine.stride
+        self.output_stride = fine.stride if fuse != "none" else stride
 
     @property
     def has_aux(self) -> bool:
@@ -119,8 +163,15 @@ class TemplateDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x)
             outs.append(x)
-        x = F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False) + self.skip(fine)
-        logits = self.classifier(self.refine(x))
+        if self.context is not None:
+            x = self.context(x)
+        if self.fuse_mode == "sum_sep":
+            x = F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False) + self.skip(fine)
+            x = self.refine(x)
+        elif self.fuse_mode == "concat_sep_x2":
+            x = F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+            x = self.refine(torch.cat([x, self.skip(fine)], dim=1))
+        logits = self.classifier(x)
         aux = [head(o) for head, o in zip(self.aux_heads, outs)] if with_aux else []
         return logits, aux
 
@@ -140,12 +191,17 @@ class TemplateSpace(SearchSpace):
         widths: channels of every layer (their number is the number of layers).
         ops: candidate operations (keys of :data:`OPS`; default all).
         aux: build the training-only auxiliary heads.
+        context_ops: candidate context modules after the last layer (keys of :data:`CONTEXTS`), decision
+            ``head.context``; ``None`` (the paper's variant): none, no decision.
+        fuse_ops: candidate final stages (of :data:`FUSES`), decision ``head.fuse``; ``None`` (the paper's
+            variant): ``sum_sep``, no decision.
     """
 
     name = "template"
 
     def __init__(self, num_classes: int, num_templates: int = 2, blocks: int = 2,
-                 widths: Sequence[int] = WIDTHS, ops: Sequence[str] | None = None, aux: bool = True):
+                 widths: Sequence[int] = WIDTHS, ops: Sequence[str] | None = None, aux: bool = True,
+                 context_ops: Sequence[str] | None = None, fuse_ops: Sequence[str] | None = None):
         for k, v in dict(num_classes=num_classes, num_templates=num_templates, blocks=blocks).items():
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
@@ -157,6 +213,12 @@ class TemplateSpace(SearchSpace):
             raise ValueError(f"ops {unknown or ops} are not in the template table {list(OPS)}")
         self.num_classes, self.num_templates, self.blocks = num_classes, num_templates, blocks
         self.widths, self.ops, self.aux = tuple(widths), ops, bool(aux)
+        self.context_ops = None if context_ops is None else check_ops(context_ops, CONTEXTS, "context_ops")
+        if fuse_ops is not None:
+            fuse_ops = tuple(fuse_ops)
+            if not fuse_ops or len(set(fuse_ops)) != len(fuse_ops) or any(f not in FUSES for f in fuse_ops):
+                raise ValueError(f"fuse_ops must be distinct final stages of {list(FUSES)}, got {list(fuse_ops)}")
+        self.fuse_ops = fuse_ops
 
     def decisions(self) -> list[Decision]:
         decs = []
@@ -168,6 +230,10 @@ class TemplateSpace(SearchSpace):
         for n in range(len(self.widths)):
             decs += [Decision(f"layer{n}.template", tuple(range(self.num_templates))),
                      Decision(f"layer{n}.repeat", REPEATS), Decision(f"layer{n}.stride", STRIDES)]
+        if self.context_ops is not None:  # extended variant: after the paper's decisions
+            decs.append(Decision("head.context", self.context_ops))
+        if self.fuse_ops is not None:
+            decs.append(Decision("head.fuse", self.fuse_ops))
         return decs
 
     def check(self, arch: Arch) -> None:
@@ -188,11 +254,23 @@ class TemplateSpace(SearchSpace):
         return [(tmpl[arch[f"layer{n}.template"]], arch[f"layer{n}.repeat"], arch[f"layer{n}.stride"])
                 for n in range(len(self.widths))]
 
+    def head(self, arch: Arch) -> tuple[str, str]:
+        """``(context, fuse)`` of ``arch``: ``("none", "sum_sep")`` (the paper's) where not a decision."""
+        return (arch["head.context"] if self.context_ops is not None else "none",
+                arch["head.fuse"] if self.fuse_ops is not None else "sum_sep")
+
     def default_arch(self) -> Arch:
-        """Separable-conv templates, one repeat per layer, stride 1 (a plain compact baseline)."""
+        """Separable-conv templates, one repeat per layer, stride 1 (a plain compact baseline); in the
+        extended variant the paper's head (no context, ``sum_sep``) where offered."""
+        def pick(options: Sequence[str], want: str) -> str:
+            return want if want in options else options[0]
+
         choices = {}
         for d in self.decisions():
             f = d.name.rsplit(".", 1)[1]
+            if d.name.startswith("head."):
+                choices[d.name] = pick(d.options, {"context": "none", "fuse": "sum_sep"}[f])
+                continue
             choices[d.name] = {"in0": 0, "in1": 0, "op0": "sep_conv_3x3" if "sep_conv_3x3" in self.ops else
                                self.ops[0], "op1": "skip" if "skip" in self.ops else self.ops[0], "merge": "sum",
                                "template": 0, "repeat": 1, "stride": 1}[f]
@@ -200,11 +278,57 @@ class TemplateSpace(SearchSpace):
         self.check(arch)
         return arch
 
+    def baseline_archs(self) -> dict[str, Arch]:
+        """The DeepLab heads this space can express, on a trunk of its own decisions.
+
+        The trunk is :meth:`default_arch`'s (separable-conv template, one repeat per layer) with stride 2 in
+        layers ``0`` and ``L // 2`` (one layer when ``L == 1``), so with two or more layers the last one is at
+        stride 32, where mmseg's heads read MobileNetV2 in the exported baselines (``--baseline aspp`` /
+        ``deeplabv3plus``). On it:
+
+        * ``"aspp"``: ``head.context='aspp'`` (DeepLabV3's ASPP on the last layer: rates 1/6/12/18, image
+          pooling, concatenation, 3x3 projection), ``head.fuse='none'`` (classified at stride 32): mmseg's
+          ``ASPPHead``. Needs ``"aspp"`` in ``context_ops`` and ``"none"`` in ``fuse_ops``.
+        * ``"deeplabv3plus"``: ``head.context='sep_aspp'``, ``head.fuse='concat_sep_x2'``: mmseg's
+          ``DepthwiseSeparableASPPHead`` (DeepLabV3+, Chen et al., ECCV 2018): separable ASPP, upsampling
+          to stride 4, concatenation with the conv1x1-reduced stride-4 level, two 3x3 separable convs. Needs
+          ``"sep_aspp"`` in ``context_ops`` and ``"concat_sep_x2"`` in ``fuse_ops``.
+
+        How close: the head (context, final stage and classifier) against the mmseg head on the last layer
+        with the same channels (``in_channels=channels=widths[-1]``, ``c1_in_channels`` the stride-4 level's,
+        ``c1_channels=max(widths[-1] // 4, 8)``), 6 classes (``tests/test_space_baselines.py``): ``aspp``
+        0.9998 and ``deeplabv3plus`` 0.9997 at ``widths[-1]`` 64 or 96; the one difference is the image
+        pooling branch (conv1x1 with bias, no BN). The trunk is the template network's own, not MobileNetV2's
+        stride-8-to-32 layers. At ``widths[-1] = 96`` (``configs/search/template_proxy.py``) both points are
+        over that search's 500K parameter limit (the ASPP head alone has 684K parameters, the DeepLabV3+
+        network 540K without the encoder: the 3x3 projection over five branches has ``45 * 96**2``
+        weights); ``configs/search/template_ext_proxy.py`` ends at 64 channels, where both fit.
+
+        Returns:
+            ``{name: arch}`` of the baselines this configuration can express, each valid under
+            :meth:`check`; empty for the paper's variant.
+        """
+        context, fuse = self.context_ops or (), self.fuse_ops or ()
+        wanted = {"aspp": ("aspp", "none"), "deeplabv3plus": ("sep_aspp", "concat_sep_x2")}
+        wanted = {k: v for k, v in wanted.items() if v[0] in context and v[1] in fuse}
+        if not wanted:
+            return {}
+        n_layers = len(self.widths)
+        trunk = self.default_arch().replace(**{f"layer{n}.stride": 2 for n in {0, n_layers // 2}})
+        out = {}
+        for name, (ctx, fus) in wanted.items():
+            arch = trunk.replace(**{"head.context": ctx, "head.fuse": fus})
+            self.check(arch)
+            out[name] = arch
+        return out
+
     def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> TemplateDecoder:
         """The network for ``arch`` on the two encoder levels (strides 4 and 8) of ``in_shapes``."""
         self.check(arch)
         shapes = self.encoder_shapes(in_shapes, 2)
-        return TemplateDecoder(self.layers(arch), shapes, self.widths, self.num_classes, aux=self.aux, arch=arch)
+        context, fuse = self.head(arch)
+        return TemplateDecoder(self.layers(arch), shapes, self.widths, self.num_classes, aux=self.aux, arch=arch,
+                               context=context, fuse=fuse)
 
     def describe(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> str:
         self.check(arch)
@@ -217,15 +341,21 @@ class TemplateSpace(SearchSpace):
                 s = BlockSpec(*(arch[f"tmpl{t}.b{b}.{f}"] for f in BlockSpec._fields))
                 ins = ["x" if i == 0 else f"b{i - 1}" for i in (s.in0, s.in1)]
                 lines.append(f"  tmpl{t}.b{b} = {s.merge}({s.op0}({ins[0]}), {s.op1}({ins[1]}))")
+        if self.context_ops is not None or self.fuse_ops is not None:
+            context, fuse = self.head(arch)
+            lines.append(f"  head: context {context}, final stage {fuse}")
         return "\n".join(lines)
 
 
 def space_for_arch(arch: Arch, num_classes: int, widths: Sequence[int], ops: Sequence[str] | None = None,
                    aux: bool = True) -> TemplateSpace:
-    """The template space an exported ``arch`` belongs to (template and block counts read off its names)."""
+    """The template space an exported ``arch`` belongs to (template and block counts read off its names; an
+    arch with ``head.context`` / ``head.fuse`` decisions gets the extended variant with all their options)."""
     names = [k for k, _ in arch.choices]
     if arch.space != TemplateSpace.name:
         raise InvalidArch(f"arch is for space {arch.space!r}, not 'template'")
     return TemplateSpace(num_classes, num_templates=sum(n.endswith(".b0.in0") for n in names),
                          blocks=sum(n.startswith("tmpl0.") and n.endswith(".in0") for n in names),
-                         widths=widths, ops=ops, aux=aux)
+                         widths=widths, ops=ops, aux=aux,
+                         context_ops=tuple(CONTEXTS) if "head.context" in names else None,
+                         fuse_ops=FUSES if "head.fuse" in names else None)

@@ -15,6 +15,13 @@ operations owns its own table, written out in its module and starting from this 
 (``decoders/irnas_ops.py``, ``decoders/nasfcos_ops.py``), and passes that table to :func:`build_op`. The
 building blocks those tables share (:class:`ConvBNReLU`, :class:`SepConv`, :class:`GlobalPool`,
 :class:`DeformConvBNReLU`) live here.
+
+The context modules of the DeepLab heads the decoder spaces are compared with live here too, outside
+:data:`OPS` (they change the channel count, so they are not ``C -> C`` ops): :class:`ASPP` (DeepLabV3's atrous
+spatial pyramid pooling; with ``separable=True`` the depthwise-separable one of DeepLabV3+, Chen et al., ECCV
+2018), :class:`DSConvBNReLU` and :class:`DeepLabV3PlusRefine` (DeepLabV3+'s decoder convolutions), and the table
+:data:`ASPP_OPS` (``(c_in, c_out) -> module``) through which the aux-cell and template spaces offer them in
+their extended variants.
 """
 from __future__ import annotations
 
@@ -104,6 +111,95 @@ class DeformConvBNReLU(nn.Sequential):
     def __init__(self, channels: int, backend: str = "auto"):
         super().__init__(modulated_deform_conv(channels, channels, backend), nn.BatchNorm2d(channels),
                          nn.ReLU(inplace=True))
+
+
+class DSConvBNReLU(nn.Sequential):
+    """Depthwise-separable conv as in DeepLabV3+ (mmcv ``DepthwiseSeparableConvModule``): depthwise ``k x k``
+    (dilated) conv-BN-ReLU, then pointwise conv-BN-ReLU (``c_in -> c_out``, stride 1, same size).
+
+    Unlike :class:`SepConv` (the aux-cell paper's op: no ReLU after the depthwise conv, ``C -> C``) it changes
+    the channel count; the parameter count of both is the same for ``c_in == c_out``.
+
+    Args:
+        c_in: input channels.
+        c_out: output channels.
+        kernel_size: depthwise kernel size (odd).
+        dilation: depthwise dilation rate.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int = 3, dilation: int = 1):
+        super().__init__(ConvBNReLU(c_in, c_in, kernel_size, dilation=dilation, groups=c_in),
+                         ConvBNReLU(c_in, c_out, 1))
+
+
+ASPP_DILATIONS: tuple[int, ...] = (1, 6, 12, 18)
+"""Rates of the ASPP branches: those of mmseg's ``ASPPHead`` / ``DepthwiseSeparableASPPHead`` as
+``tasks/segmentation/export.py`` and ``configs/finetune/baseline_*_proxy.py`` build them (output stride 16
+rates of DeepLabV3, used there on the stride-32 level, as here)."""
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling, ``c_in -> c_out`` at stride 1.
+
+    DeepLabV3 (Chen et al., "Rethinking Atrous Convolution for Semantic Image Segmentation", 2017), laid out
+    as mmseg's ``ASPPHead`` (without its classifier): an image-pooling branch and one branch per rate (rate 1:
+    conv1x1-BN-ReLU; rate ``r > 1``: 3x3 conv-BN-ReLU of dilation ``r``, or with ``separable=True`` the
+    depthwise-separable :class:`DSConvBNReLU` of DeepLabV3+ (Chen et al., "Encoder-Decoder with Atrous
+    Separable Convolution for Semantic Image Segmentation", ECCV 2018; mmseg's
+    ``DepthwiseSeparableASPPHead``)), concatenated (pooling branch first) and projected by a 3x3
+    conv-BN-ReLU. The pooling branch is conv1x1 (+bias) -> ReLU without BN (as :class:`GlobalPool`: BN over
+    one value per channel fails at batch size 1); mmseg uses conv-BN-ReLU there, ``c_out`` parameters more.
+
+    Args:
+        c_in: input channels.
+        c_out: channels of every branch and of the output.
+        dilations: branch rates (default :data:`ASPP_DILATIONS`).
+        separable: depthwise-separable dilated branches (DeepLabV3+).
+
+    Raises:
+        ValueError: an empty ``dilations`` or a rate below 1 (the message names the value).
+    """
+
+    def __init__(self, c_in: int, c_out: int, dilations: Sequence[int] = ASPP_DILATIONS, separable: bool = False):
+        super().__init__()
+        dilations = tuple(int(d) for d in dilations)
+        if not dilations or min(dilations) < 1:
+            raise ValueError(f"ASPP dilations must be rates >= 1, got {dilations}")
+        self.dilations, self.separable = dilations, bool(separable)
+        self.image_pool = nn.Conv2d(c_in, c_out, 1, bias=True)
+        self.branches = nn.ModuleList(
+            ConvBNReLU(c_in, c_out, 1) if d == 1 else
+            DSConvBNReLU(c_in, c_out, 3, dilation=d) if separable else ConvBNReLU(c_in, c_out, 3, dilation=d)
+            for d in dilations)
+        self.project = ConvBNReLU((len(dilations) + 1) * c_out, c_out, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = F.relu(self.image_pool(F.adaptive_avg_pool2d(x, 1)))  # bilinear from 1x1 = broadcast
+        outs = [pooled.expand(-1, -1, *x.shape[-2:]), *(branch(x) for branch in self.branches)]
+        return self.project(torch.cat(outs, dim=1))
+
+
+class DeepLabV3PlusRefine(nn.Sequential):
+    """The DeepLabV3+ decoder's refinement (Chen et al., ECCV 2018; mmseg's ``sep_bottleneck``): two 3x3
+    :class:`DSConvBNReLU`, ``c_in -> c_out -> c_out``, on the concatenation of the upsampled context and the
+    reduced low-level features.
+
+    Args:
+        c_in: input channels (context plus low-level channels).
+        c_out: output channels.
+    """
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(DSConvBNReLU(c_in, c_out, 3), DSConvBNReLU(c_out, c_out, 3))
+
+
+ASPP_OPS: dict[str, Callable[[int, int], nn.Module]] = {
+    "aspp": lambda c_in, c_out: ASPP(c_in, c_out),
+    "sep_aspp": lambda c_in, c_out: ASPP(c_in, c_out, separable=True),
+}
+"""Context modules ``(c_in, c_out) -> module`` (stride 1): DeepLabV3's ASPP and DeepLabV3+'s separable ASPP.
+Not candidates of the paper's spaces: the aux-cell space offers them as encoder-level projections
+(``proj_ops``), the template space after its last layer (``context_ops``)."""
 
 
 OPS: dict[str, OpFactory] = {
