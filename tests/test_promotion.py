@@ -205,3 +205,20 @@ def test_config_checks(tmp_path):
         plan_search(load_config(base, ["search.baselines=3"]))
     plan = plan_search(load_config(base, ["search.promote.rungs=2"]))
     assert plan["promotion"].rungs == 2 and "promote" not in plan["budget"]
+
+
+def test_baselines_are_proposed_first_and_refused_where_the_space_has_none():
+    from densenas.build import build_search
+
+    quiet = lambda msg: None  # noqa: E731
+    ext = "configs/search/auxcell_ext_proxy.py"
+    search = build_search(load_config(ext), build_evaluator=False, log=quiet)
+    assert search.baselines == ("all",)
+    archs = search.seed_baselines(log=quiet)
+    assert [a.key for a in archs] == [a.key for a in search.space.baseline_archs().values()] and len(archs) == 2
+    assert [search.strategy.propose() for _ in archs] == archs
+    with pytest.raises(ConfigError, match="space 'auxcell' cannot express a hand-designed baseline"):
+        build_search(load_config("configs/search/auxcell_proxy.py", ["search.baselines=True"]),
+                     build_evaluator=False, log=quiet)
+    with pytest.raises(ConfigError, match=r"cannot express \['fpn'\]; it can express \['aspp', 'deeplabv3plus'\]"):
+        build_search(load_config(ext, ["search.baselines=[fpn]"]), build_evaluator=False, log=quiet)

@@ -9,3 +9,5 @@ _base_ = ["./auxcell_proxy.py"]
 work_dir = "work_dirs/auxcell_ext_proxy"
 space = dict(type="auxcell", width=48, num_cells=3, blocks_per_cell=2,
              proj_ops=["conv1x1", "aspp", "sep_aspp"], fuse_ops=["conv1x1", "sep_conv_3x3_x2"])
+# the baselines as this space expresses them are the first candidates (densenas/build.py: seed_baselines)
+search = dict(baselines=True)

@@ -7,3 +7,5 @@
 _base_ = ["./nasfcos_fpn_proxy.py"]
 work_dir = "work_dirs/nasfcos_fpn_with_fpn_proxy"
 space = dict(type="nasfcos", part="fpn", width=32, variant="with_fpn")
+# the baselines as this space expresses them are the first candidates (densenas/build.py: seed_baselines)
+search = dict(baselines=True)

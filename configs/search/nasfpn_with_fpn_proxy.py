@@ -7,3 +7,5 @@
 _base_ = ["./nasfpn_proxy.py"]
 work_dir = "work_dirs/nasfpn_with_fpn_proxy"
 space = dict(type="nasfpn", out_channels=32, stack=1, variant="with_fpn")
+# the baselines as this space expresses them are the first candidates (densenas/build.py: seed_baselines)
+search = dict(baselines=True)

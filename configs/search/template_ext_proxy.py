@@ -10,3 +10,5 @@ _base_ = ["./template_proxy.py"]
 work_dir = "work_dirs/template_ext_proxy"
 space = dict(type="template", num_templates=2, blocks=2, widths=(32, 48, 64, 64),
              context_ops=["none", "aspp", "sep_aspp"], fuse_ops=["sum_sep", "concat_sep_x2", "none"])
+# the baselines as this space expresses them are the first candidates (densenas/build.py: seed_baselines)
+search = dict(baselines=True)
