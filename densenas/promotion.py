@@ -256,22 +256,28 @@ def promote(history: History, executor: Any, cfg: PromotionCfg, log: Callable[[s
             f"{cfg.seeds} seed(s) at {scale:g}x the iterations: {len(jobs)} run(s) to train"
             + (f", {len(chosen) * cfg.seeds - len(jobs)} recorded already" if len(jobs) < len(chosen) * cfg.seeds
                else ""))
-        t0, waiting = time.perf_counter(), 0
-        for job in jobs:
-            if not time_left():
+        t0, queue, in_flight, out_of_time = time.perf_counter(), list(jobs), 0, False
+        slots = max(1, int(getattr(executor, "workers", 1)))
+        while queue or in_flight:
+            # at most one run per worker in flight, so the time budget is checked before each new run
+            while queue and in_flight < slots and not out_of_time:
+                if not time_left():
+                    out_of_time = True
+                    break
+                executor.submit(queue.pop(0))
+                in_flight += 1
+            if not in_flight:
                 break
-            executor.submit(job)
-            waiting += 1
-        for _ in range(waiting):
             done = executor.wait()
+            in_flight -= 1
             job, result = done.job, done.result
             history.add_rung(job.cid, rung, repeat[(job.cid, job.seed)], job.seed, result)
             trained += 1
             what = f"reward {result.reward:.4f}" if result.ok else f"failed: {result.error}"
             log(f"  rung {rung} #{job.cid} seed {job.seed}: {what} ({result.wall_time:.1f}s"
                 + (f" on {done.worker}" if done.worker != "in-process" else "") + ")")
-        if waiting < len(jobs):
-            log(f"promotion: the time budget ran out at rung {rung} ({len(jobs) - waiting} run(s) not started; "
+        if queue:
+            log(f"promotion: the time budget ran out at rung {rung} ({len(queue)} run(s) not started; "
                 f"--resume trains them)")
             return trained
         ranked = standings(history, cfg.tie_z)

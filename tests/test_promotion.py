@@ -222,3 +222,23 @@ def test_baselines_are_proposed_first_and_refused_where_the_space_has_none():
                      build_evaluator=False, log=quiet)
     with pytest.raises(ConfigError, match=r"cannot express \['fpn'\]; it can express \['aspp', 'deeplabv3plus'\]"):
         build_search(load_config(ext, ["search.baselines=[fpn]"]), build_evaluator=False, log=quiet)
+
+
+def test_time_budget_is_checked_before_each_promoted_run(tmp_path):
+    class Slow(Misleading):
+        def evaluate_at(self, arch, seed=0, scale=1.0):
+            import time
+
+            time.sleep(0.2)
+            return super().evaluate_at(arch, seed, scale)
+
+    lines: list[str] = []
+    with History(tmp_path / "h.sqlite") as h:
+        _search(h, Slow(), None)  # the search first, then its promotion under a budget (a resumed run)
+        out = _search(h, Slow(), PromotionCfg(rungs=1, top=6, seeds=2), time_budget_s=0.5, log=lines.append)
+        assert out.stopped == "complete" and h.count() == 24
+        n = len(h.rung_runs())
+        assert 1 <= n < 12  # started while time was left, not all twelve at once
+        assert any(f"({12 - n} run(s) not started; --resume trains them)" in line for line in lines)
+        out = _search(h, Slow(), PromotionCfg(rungs=1, top=6, seeds=2))  # resumed without a budget
+        assert len(h.rung_runs()) == 12 and out.standing.rung == 1
