@@ -140,6 +140,17 @@ class RungRun:
     finished: float
 
 
+def _result(where: str, status: str, reward: Any, metrics: Any, cost: Any, stage: Any, wall: Any, error: Any
+            ) -> Result:
+    """A finished row's :class:`Result`, every column checked (a corrupt one raises :class:`HistoryError`)."""
+    if error is not None and not isinstance(error, str):
+        raise HistoryError(f"{where}: column error holds {error!r:.60}, not text or NULL")
+    return Result(status=status, reward=_number(reward, where, "reward", optional=True),
+                  metrics=_numbers_json(metrics, where, "metrics_json"),
+                  stage=_number(stage, where, "stage", integer=True), cost=_numbers_json(cost, where, "cost_json"),
+                  wall_time=_number(wall, where, "wall_time"), error=error)
+
+
 class History:
     """SQLite-backed record of a search (``<work_dir>/history.sqlite``)."""
 
@@ -234,15 +245,10 @@ class History:
     @_sqlite_errors("read the steps")
     def steps(self, cid: int | None = None) -> list[Step]:
         """Recorded steps (of candidate ``cid``, or of all candidates), in order."""
-        q = ("SELECT candidate, step, arch_json, reward, metrics_json, cost_json, wall_time, finished "
-             "FROM steps")
-        args: tuple = ()
-        if cid is not None:
-            q += " WHERE candidate = ?"
-            args = (cid,)
         out = []
-        for c, n, arch_json, reward, metrics, cost, wall, finished in self.db.execute(
-                q + " ORDER BY candidate, step", args).fetchall():
+        for c, n, arch_json, reward, metrics, cost, wall, finished in self._of_candidate(
+                "SELECT candidate, step, arch_json, reward, metrics_json, cost_json, wall_time, finished FROM steps",
+                cid, "candidate, step"):
             where = f"history file {self.path}, candidate {c} step {n}"
             c = _number(c, where, "candidate", integer=True)
             try:
@@ -279,29 +285,25 @@ class History:
     @_sqlite_errors("read the promoted trainings")
     def rung_runs(self, cid: int | None = None) -> list[RungRun]:
         """Recorded promoted trainings (of candidate ``cid``, or all), by candidate, rung and repeat."""
-        q = ("SELECT candidate, rung, repeat, seed, status, reward, metrics_json, cost_json, stage, wall_time, "
-             "error, finished FROM rungs")
-        args: tuple = ()
-        if cid is not None:
-            q += " WHERE candidate = ?"
-            args = (cid,)
         out = []
         for (c, rung, rep, seed, status, reward, metrics, cost, stage, wall, error,
-             finished) in self.db.execute(q + " ORDER BY candidate, rung, repeat", args).fetchall():
+             finished) in self._of_candidate("SELECT candidate, rung, repeat, seed, status, reward, metrics_json, "
+                                             "cost_json, stage, wall_time, error, finished FROM rungs", cid,
+                                             "candidate, rung, repeat"):
             where = f"history file {self.path}, candidate {c} rung {rung} repeat {rep}"
             if status not in ("ok", "failed"):
                 raise HistoryError(f"{where}: column status holds {status!r:.60}, not 'ok' or 'failed'")
-            if error is not None and not isinstance(error, str):
-                raise HistoryError(f"{where}: column error holds {error!r:.60}, not text or NULL")
-            result = Result(status=status, reward=_number(reward, where, "reward", optional=True),
-                            metrics=_numbers_json(metrics, where, "metrics_json"),
-                            stage=_number(stage, where, "stage", integer=True),
-                            cost=_numbers_json(cost, where, "cost_json"),
-                            wall_time=_number(wall, where, "wall_time"), error=error)
+            result = _result(where, status, reward, metrics, cost, stage, wall, error)
             out.append(RungRun(_number(c, where, "candidate", integer=True), _number(rung, where, "rung", integer=True),
                                _number(rep, where, "repeat", integer=True), _number(seed, where, "seed", integer=True),
                                result, _number(finished, where, "finished")))
         return out
+
+    def _of_candidate(self, query: str, cid: int | None, order: str) -> list[tuple]:
+        """The rows of ``query`` (of candidate ``cid`` when given), ordered by ``order``."""
+        if cid is None:
+            return self.db.execute(f"{query} ORDER BY {order}").fetchall()
+        return self.db.execute(f"{query} WHERE candidate = ? ORDER BY {order}", (cid,)).fetchall()
 
     @_sqlite_errors("record the strategy state")
     def save_state(self, strategy_state: dict) -> None:
@@ -381,15 +383,7 @@ class History:
         seed = _number(seed, where, "seed", integer=True)
         started = _number(started, where, "started")
         finished = _number(finished, where, "finished", optional=True)
-        result = None
-        if status != RUNNING:
-            if error is not None and not isinstance(error, str):
-                raise HistoryError(f"{where}: column error holds {error!r:.60}, not text or NULL")
-            result = Result(status=status, reward=_number(reward, where, "reward", optional=True),
-                            metrics=_numbers_json(metrics, where, "metrics_json"),
-                            stage=_number(stage, where, "stage", integer=True),
-                            cost=_numbers_json(cost, where, "cost_json"),
-                            wall_time=_number(wall, where, "wall_time"), error=error)
+        result = None if status == RUNNING else _result(where, status, reward, metrics, cost, stage, wall, error)
         return Candidate(cid, arch, status, result, seed, started, finished)
 
     @_sqlite_errors("read the candidates")

@@ -58,6 +58,11 @@ depend on the seed and ``batch`` only); ``mode="async"`` keeps ``executor.worker
     finally:
         executor.close()
 
+With ``promotion=PromotionCfg(...)`` (``search.promote`` of a config), a sampling run whose candidates are
+done goes on with successive halving (:mod:`densenas.promotion`): the best are trained again at longer
+budgets with several seeds on the same executor, each run a row of the history's ``rungs`` table, and the
+outcome's pick is the cheapest candidate tied with the best of the top rung.
+
 ``loss_fn(output, target)`` and ``score_fn(supernet, (inputs, targets)) -> (reward, metrics)`` come from
 the task (e.g. ``tasks/segmentation/supernet.py: seg_score_fn``, ``tasks/restoration/functional.py:
 restoration_score_fn``); the core imports no task. With a task plugin,

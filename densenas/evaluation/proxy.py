@@ -114,18 +114,8 @@ class ProxyTrainer(RunningMean):
     # -------------------------------------------------------------- evaluate
     def evaluate(self, arch: Arch, seed: int = 0) -> Result:
         """Train and score ``arch``; never raises for a bad candidate (returns a failed Result)."""
-        t0 = time.perf_counter()
-        metrics: dict[str, float] = {}
-        progress = {"stage": 0}
-        try:
-            reward, cand, _ = self._run(arch, seed, self.cfg.stage1.iters, self._stage2_iters(), metrics,
-                                        progress, early_stop=self.cfg.early_stop, record=True)
-            cost = self._cost_once(arch, cand) if self.cfg.measure_cost else {}
-            return Result(reward=reward, metrics=metrics, stage=progress["stage"], cost=cost,
-                          wall_time=time.perf_counter() - t0)
-        except Exception as e:  # one bad candidate must not end the search
-            why = failure_reason(e)
-        return Result.failed(why, stage=progress["stage"], wall_time=time.perf_counter() - t0, **metrics)
+        return self._scored(arch, seed, self.cfg.stage1.iters, self._stage2_iters(), early_stop=self.cfg.early_stop,
+                            record=True)
 
     def evaluate_at(self, arch: Arch, seed: int = 0, scale: float = 1.0) -> Result:
         """Train and score ``arch`` at a promoted budget (:mod:`densenas.promotion`): both stages with
@@ -139,17 +129,21 @@ class ProxyTrainer(RunningMean):
         """
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale!r}")
+        return self._scored(arch, seed, max(1, round(self.cfg.stage1.iters * scale)),
+                            round(self._stage2_iters() * scale), early_stop=False, record=False)
+
+    def _scored(self, arch: Arch, seed: int, iters1: int, iters2: int, early_stop: bool, record: bool) -> Result:
+        """:meth:`_run` as a :class:`Result` with the cost; a failure is caught and named, never raised."""
         t0 = time.perf_counter()
         metrics: dict[str, float] = {}
         progress = {"stage": 0}
         try:
-            reward, cand, _ = self._run(arch, seed, max(1, round(self.cfg.stage1.iters * scale)),
-                                        round(self._stage2_iters() * scale), metrics, progress,
-                                        early_stop=False, record=False)
+            reward, cand, _ = self._run(arch, seed, iters1, iters2, metrics, progress, early_stop=early_stop,
+                                        record=record)
             cost = self._cost_once(arch, cand) if self.cfg.measure_cost else {}
             return Result(reward=reward, metrics=metrics, stage=progress["stage"], cost=cost,
                           wall_time=time.perf_counter() - t0)
-        except Exception as e:  # one bad candidate must not end the promotion
+        except Exception as e:  # one bad candidate must not end the search
             why = failure_reason(e)
         return Result.failed(why, stage=progress["stage"], wall_time=time.perf_counter() - t0, **metrics)
 
