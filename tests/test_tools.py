@@ -160,6 +160,12 @@ def test_search_end_to_end_resume_export_train(tmp_path):
         assert (work / f).is_file(), f
     best = json.loads((work / "best_arch.json").read_text())
     assert best["space"] == "auxcell" and 0 < best["result"]["reward"] <= 1
+    # the default config promotes the best 4 (of 5 after the resume) to twice the budget, 2 seeds each
+    with History(work / "history.sqlite") as h:
+        runs = h.rung_runs()
+    assert {r.rung for r in runs} == {1} and len({r.candidate for r in runs if r.result.ok}) == 4
+    assert best["result"]["rung"] == 1 and best["result"]["seeds"] == 2
+    assert "promotion: rung 1: the best 4" in (work / "search.log").read_text()
 
     cfg = tmp_path / "found.py"
     assert _tool("export")([str(work / "best_arch.json"), "--out", str(cfg), "--data-root",
