@@ -36,14 +36,16 @@ counterpart in the conv1x1 fuse. The
 ``configs/search/auxcell_ext_proxy.py``) adds, after the paper's decisions,
 
 * ``enc{i}.proj`` per encoder level: how a level some cell reads is brought to ``width`` channels, one of
-  :data:`PROJ_OPS` (the paper's conv1x1, DeepLabV3's ``aspp``, DeepLabV3+'s ``sep_aspp``; ``proj_ops`` must
-  hold conv1x1). A level no cell reads is never projected, so its ``enc{i}.proj`` must be ``conv1x1`` (one
-  arch per network);
+  :data:`PROJ_OPS` (the paper's conv1x1, DeepLabV3's ``aspp``, DeepLabV3+'s ``sep_aspp``, and on the deepest
+  level only SimpleBaseline's ``deconv``, Xiao et al., ECCV 2018: three 4x4 stride-2 deconvolutions taking it
+  to ``width`` channels at an 8x finer stride, e.g. stride 32 -> 4; ``proj_ops`` must hold conv1x1). A level
+  no cell reads is never projected, so its ``enc{i}.proj`` must be ``conv1x1`` (one arch per network);
 * ``head.fuse``: what fuses the concatenated output cells, one of :data:`FUSE_OPS` (the paper's conv1x1 or
   DeepLabV3+'s two 3x3 separable convolutions, ``sep_conv_3x3_x2``).
 
 :meth:`AuxCellSpace.baseline_archs` gives the points of the extended variant that express the two baselines
-(empty for the paper variant).
+(empty for the paper variant), and for the keypoint task (``task="keypoints"``) mmpose's ``HeatmapHead``
+(SimpleBaseline, Xiao et al., ECCV 2018) as a third, ``heatmap``.
 """
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from densenas.arch import Arch, Decision, InvalidArch
-from densenas.ops import ASPP_OPS, OPS, PRIMITIVES, ConvBNReLU, DeepLabV3PlusRefine, build_op, check_ops
+from densenas.ops import (ASPP_OPS, OPS, PRIMITIVES, ConvBNReLU, DeconvStack, DeepLabV3PlusRefine, build_op,
+                          check_ops)
 from densenas.space import SearchSpace, ShapeSpec, as_shapes
 
 MERGES = ("sum", "concat")
@@ -64,8 +67,14 @@ MERGES = ("sum", "concat")
 PROJ_OPS: dict[str, Callable[[int, int], nn.Module]] = {
     "conv1x1": lambda c_in, c_out: ConvBNReLU(c_in, c_out, 1),  # the paper's projection
     **ASPP_OPS,  # "aspp" (DeepLabV3), "sep_aspp" (DeepLabV3+, Chen et al., ECCV 2018)
+    # SimpleBaseline (Xiao et al., ECCV 2018; mmpose's HeatmapHead): 3 x (deconv 4x4 s2, BN, ReLU), 8x upsampling
+    "deconv": lambda c_in, c_out: DeconvStack(c_in, c_out, 3),
 }
 """Projections ``(level channels, width) -> module`` of an encoder level (``enc{i}.proj``, extended variant)."""
+
+PROJ_UPSAMPLE: dict[str, int] = {"deconv": 8}
+"""Projections that change the spatial size: output size / input size (the others keep it). Offered on the
+deepest encoder level only (``deconv`` on the stride-4 level would decode at stride 1/2)."""
 
 FUSE_OPS: dict[str, Callable[[int, int], nn.Module]] = {
     "conv1x1": lambda c_in, c_out: ConvBNReLU(c_in, c_out, 1),  # the paper's fuse
@@ -189,6 +198,8 @@ class AuxCellDecoder(nn.Module):
         self.used_levels = sorted({i for c in self.cell_inputs for i in c if i < n})
         self.proj = nn.ModuleDict({str(i): PROJ_OPS[proj[i]](in_shapes[i].channels, width)
                                    for i in self.used_levels})
+        # a projection's stride: the level's, divided by its upsampling (deconv: 8x)
+        strides = [max(1, s.stride // PROJ_UPSAMPLE.get(p, 1)) for s, p in zip(in_shapes, proj)]
         self.cells = nn.ModuleList(Cell(template, width) for _ in self.cell_inputs)
         consumed = {i for c in self.cell_inputs for i in c}
         self.out_cells = [k for k in range(len(self.cell_inputs)) if n + k not in consumed]
@@ -197,10 +208,9 @@ class AuxCellDecoder(nn.Module):
         self.aux_heads = nn.ModuleList(
             AuxHead(template, width, num_classes) for _ in range(len(self.cell_inputs) - 1)) if aux \
             else nn.ModuleList()
-        strides = [s.stride for s in in_shapes]
         for a, b in self.cell_inputs:
             strides.append(min(strides[a], strides[b]))
-        #: stride of every pool entry (encoder levels, then cell outputs)
+        #: stride of every pool entry (projected encoder levels, then cell outputs)
         self.pool_strides = strides
 
     @property
@@ -257,17 +267,20 @@ class AuxCellSpace(SearchSpace):
         ops: candidate operations (keys of :data:`OPS`); default :data:`PRIMITIVES`.
         aux: build auxiliary heads (training-time intermediate supervision).
         proj_ops: candidate projections of the encoder levels (keys of :data:`PROJ_OPS`, conv1x1 among
-            them), one decision ``enc{i}.proj`` per level; ``None`` (the paper's variant): conv1x1, no
-            decision.
+            them), one decision ``enc{i}.proj`` per level (those of :data:`PROJ_UPSAMPLE`, ``deconv``, on the
+            deepest level only); ``None`` (the paper's variant): conv1x1, no decision.
         fuse_ops: candidate fusions of the output cells (keys of :data:`FUSE_OPS`), decision ``head.fuse``;
             ``None`` (the paper's variant): conv1x1, no decision.
+        task: the task the decoder is searched for (the keypoint task passes ``"keypoints"``); it only adds
+            the task's own hand-designed heads to :meth:`baseline_archs` (``"heatmap"`` for keypoints).
     """
 
     name = "auxcell"
 
     def __init__(self, num_classes: int, width: int = 48, num_cells: int = 3, blocks_per_cell: int = 2,
                  num_inputs: int = 4, ops: Sequence[str] | None = None, aux: bool = True,
-                 proj_ops: Sequence[str] | None = None, fuse_ops: Sequence[str] | None = None):
+                 proj_ops: Sequence[str] | None = None, fuse_ops: Sequence[str] | None = None,
+                 task: str | None = None):
         ops = check_ops(PRIMITIVES if ops is None else ops, OPS)
         self.proj_ops = None if proj_ops is None else check_ops(proj_ops, PROJ_OPS, "proj_ops")
         if self.proj_ops is not None and "conv1x1" not in self.proj_ops:
@@ -281,6 +294,7 @@ class AuxCellSpace(SearchSpace):
         self.num_classes, self.width, self.num_cells = int(num_classes), int(width), int(num_cells)
         self.blocks_per_cell, self.num_inputs = int(blocks_per_cell), int(num_inputs)
         self.ops, self.aux = ops, bool(aux)
+        self.task = None if task is None else str(task)
 
     # ------------------------------------------------------------- decisions
     def decisions(self) -> list[Decision]:
@@ -295,10 +309,18 @@ class AuxCellSpace(SearchSpace):
                      Decision(f"{p}.op0", self.ops), Decision(f"{p}.op1", self.ops),
                      Decision(f"{p}.merge", MERGES)]
         if self.proj_ops is not None:  # extended variant: after the paper's decisions
-            decs += [Decision(f"enc{i}.proj", self.proj_ops) for i in range(self.num_inputs)]
+            decs += [Decision(f"enc{i}.proj", self._proj_options(i)) for i in range(self.num_inputs)]
         if self.fuse_ops is not None:
             decs.append(Decision("head.fuse", self.fuse_ops))
         return decs
+
+    def _proj_options(self, level: int) -> tuple[str, ...]:
+        """The ``enc{level}.proj`` options: ``proj_ops``, less the upsampling ones (``deconv``) below the deepest
+        level."""
+        assert self.proj_ops is not None
+        if level == self.num_inputs - 1:
+            return self.proj_ops
+        return tuple(o for o in self.proj_ops if o not in PROJ_UPSAMPLE)
 
     def check(self, arch: Arch) -> None:
         """Raise :class:`InvalidArch` naming the first bad field (``cell1.in0=9 out of range 0..4``)."""
@@ -313,6 +335,10 @@ class AuxCellSpace(SearchSpace):
                                   f"(choices: {list(d.options)})")
             elif d.name.endswith(".merge") and v not in d.options:
                 raise InvalidArch(f"{d.name}={v!r} is not a merge mode (choices: {list(MERGES)})")
+            elif d.name.endswith(".proj") and v in PROJ_UPSAMPLE and v in (self.proj_ops or ()) \
+                    and v not in d.options:
+                raise InvalidArch(f"{d.name}={v!r}: the deconvolution stack is offered on the deepest level "
+                                  f"only (enc{self.num_inputs - 1}.proj)")
             elif d.name.endswith(".proj") and v not in d.options:
                 raise InvalidArch(f"{d.name}={v!r} is not a projection of this space "
                                   f"(choices: {list(d.options)})")
@@ -410,6 +436,17 @@ class AuxCellSpace(SearchSpace):
           ``head.fuse='sep_conv_3x3_x2'`` (DeepLabV3+'s two 3x3 separable convs) before the classifier. Needs
           ``"sep_aspp"`` in ``proj_ops``, ``"sep_conv_3x3_x2"`` in ``fuse_ops``, ``"skip"`` in ``ops``,
           ``num_cells >= 2`` and ``num_inputs >= 2``.
+        * ``"heatmap"`` (only for ``task="keypoints"``): mmpose's ``HeatmapHead``, SimpleBaseline (Xiao et al.,
+          ECCV 2018), the keypoint task's ``--baseline heatmap``: ``enc{n-1}.proj='deconv'`` (three 4x4
+          stride-2 deconvolution-BN-ReLU layers taking the deepest level to ``width`` channels at stride 4),
+          relay cells as for ``aspp``, the conv1x1 fuse and the 1x1 classifier (the head's final layer). Needs
+          ``"deconv"`` in ``proj_ops``, ``"skip"`` in ``ops`` and conv1x1 for ``head.fuse``. Its parameters are
+          the head's plus the fuse's ``width**2 + 2 * width`` (``tests/test_kpt_resolution.py``: 1.007 x
+          mmpose's at width 48, 1.019 at width 256; MobileNetV2's 320-channel level, 14 keypoints). Its
+          auxiliary heads classify the deconvolution features times 9 and 27 (relay cells of ``skip`` ops, no
+          BN before their classifiers): with the proxy trainer's ``aux_weight=0.4`` they dominate its first
+          loss and the point trains poorly (``configs/search/keypoints_ext_proxy.py``, seed 0: PCKh@0.5 0.004
+          vs 0.296 with ``aux_weight=0``).
 
         How close (parameters without auxiliary heads, against the mmseg head built with the same channels:
         ``channels=width``, ``c1_channels=max(width // 4, 8)`` as the exporter; MobileNetV2 levels of
@@ -453,6 +490,10 @@ class AuxCellSpace(SearchSpace):
             cells = [(n - 1, n - 1), (0, 0)] + [(n, n) if k == 2 else (n + k - 1, n + k - 1)
                                                 for k in range(2, self.num_cells)]
             out["deeplabv3plus"] = arch_of(cells, {n - 1: "sep_aspp", 0: "conv1x1"}, "sep_conv_3x3_x2")
+        if "deconv" in proj and self.task == "keypoints" and (fuse is None or "conv1x1" in fuse):
+            # SimpleBaseline (Xiao et al., ECCV 2018): the deconvolution stack on the deepest level, relayed
+            out["heatmap"] = arch_of([(n - 1, n - 1)] + [(n + k - 1, n + k - 1) for k in range(1, self.num_cells)],
+                                     {n - 1: "deconv"}, "conv1x1")
         return out
 
     # ------------------------------------------------------------------ build
@@ -481,7 +522,8 @@ class AuxCellSpace(SearchSpace):
     def output_stride(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec]) -> int:
         """Stride of the logits ``build(arch, in_shapes)`` would produce (without building it)."""
         self.check(arch)
-        strides = [s.stride for s in self.encoder_shapes(in_shapes, self.num_inputs)]
+        strides = [max(1, s.stride // PROJ_UPSAMPLE.get(p, 1))  # deconv: the level's stride / 8
+                   for s, p in zip(self.encoder_shapes(in_shapes, self.num_inputs), self.projections(arch))]
         for a, b in self.cell_inputs(arch):
             strides.append(min(strides[a], strides[b]))
         consumed = {i for c in self.cell_inputs(arch) for i in c}
@@ -502,8 +544,15 @@ class AuxCellSpace(SearchSpace):
         lines = [f"auxcell decoder: {self.num_cells} cells x {self.blocks_per_cell} blocks, "
                  f"width {self.width}, {self.num_classes} classes, aux heads: {self.aux}"]
         consumed = {i for c in self.cell_inputs(arch) for i in c}
+        projected = self.projections(arch)
+
+        def after_proj(i: int) -> int | None:  # a level's stride once projected (deconv: 8x finer)
+            s = strides[i]
+            return max(1, s // PROJ_UPSAMPLE.get(projected[i], 1)) if s and i < n else s
+
         for k, (a, b) in enumerate(self.cell_inputs(arch)):
-            strides.append(min(strides[a], strides[b]) if strides[a] and strides[b] else None)
+            sa, sb = after_proj(a), after_proj(b)
+            strides.append(min(sa, sb) if sa and sb else None)
             lines.append(f"  cell{k} = cell({name(a)}, {name(b)})")
         if self.proj_ops is not None:
             projs = self.projections(arch)

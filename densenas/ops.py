@@ -21,7 +21,9 @@ The context modules of the DeepLab heads the decoder spaces are compared with li
 spatial pyramid pooling; with ``separable=True`` the depthwise-separable one of DeepLabV3+, Chen et al., ECCV
 2018), :class:`DSConvBNReLU` and :class:`DeepLabV3PlusRefine` (DeepLabV3+'s decoder convolutions), and the table
 :data:`ASPP_OPS` (``(c_in, c_out) -> module``) through which the aux-cell and template spaces offer them in
-their extended variants.
+their extended variants; and :class:`DeconvStack`, SimpleBaseline's three 4x4 stride-2 deconvolutions (Xiao et al.,
+ECCV 2018; mmpose's ``HeatmapHead``), which the aux-cell space's extended variant offers as a projection of the
+deepest level.
 """
 from __future__ import annotations
 
@@ -191,6 +193,32 @@ class DeepLabV3PlusRefine(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__(DSConvBNReLU(c_in, c_out, 3), DSConvBNReLU(c_out, c_out, 3))
+
+
+class DeconvStack(nn.Sequential):
+    """SimpleBaseline's upsampling stack (Xiao et al., "Simple Baselines for Human Pose Estimation and
+    Tracking", ECCV 2018; mmpose's ``HeatmapHead`` deconvolution layers): ``num_layers`` times
+    ``ConvTranspose2d(4x4, stride 2, padding 1, bias=False) -> BatchNorm2d -> ReLU``, ``c_in -> c_out`` and every
+    later layer ``c_out -> c_out``; each layer doubles the spatial size (three: stride 32 -> stride 4).
+
+    Args:
+        c_in: input channels.
+        c_out: channels of every layer.
+        num_layers: deconvolution layers (the paper's three).
+
+    Raises:
+        ValueError: ``num_layers`` below 1 (the message names the value).
+    """
+
+    def __init__(self, c_in: int, c_out: int, num_layers: int = 3):
+        if int(num_layers) < 1:
+            raise ValueError(f"DeconvStack num_layers must be >= 1, got {num_layers}")
+        layers: list[nn.Module] = []
+        for i in range(int(num_layers)):
+            layers += [nn.ConvTranspose2d(c_in if i == 0 else c_out, c_out, 4, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+        self.upsample = 2 ** int(num_layers)  #: output size / input size
 
 
 ASPP_OPS: dict[str, Callable[[int, int], nn.Module]] = {

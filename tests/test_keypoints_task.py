@@ -112,17 +112,17 @@ def test_candidate_contract_and_perfect_heatmaps_give_perfect_metrics(task):
 @pytest.mark.parametrize("name", ["keypoints_found_proxy.py", "keypoints_heatmap_proxy.py"])
 def test_shipped_config_builds_the_mmpose_model(name):
     from mmengine.config import Config
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
     from mmengine.utils import import_modules_from_strings
 
     cfg = Config.fromfile(str(ROOT / "configs" / "finetune" / name))
     import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope(cfg.default_scope)
     cfg.model.backbone.backbone.pretrained = False
     from mmpose.registry import MODELS
 
     assert cfg.densenas_task == "keypoints" and not Path(cfg.val_evaluator[0].ann_file).is_absolute()
-    model = MODELS.build(cfg.model).eval()
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):  # not left behind for later tests
+        model = MODELS.build(cfg.model).eval()
     with torch.no_grad():
         heat = model(torch.rand(2, 3, 128, 96), None, mode="tensor")
     assert heat.shape == (2, cfg.model.head.out_channels, 32, 24) and torch.isfinite(heat).all()

@@ -57,10 +57,13 @@ def _mm_head(baseline: str, in_channels: list[int], width: int) -> nn.Module:
 
     from densenas.tasks.segmentation.export import head_config
 
+    from mmengine.registry import DefaultScope
+
     register_all_modules(init_default_scope=False)
     cfg = head_config(None, baseline, NUM_CLASSES, in_channels, width)
     assert cfg["type"] == {"aspp": "ASPPHead", "deeplabv3plus": "DepthwiseSeparableASPPHead"}[baseline]
-    return MODELS.build(cfg).eval()
+    with DefaultScope.overwrite_default_scope("mmseg"):  # whatever scope an earlier test left behind
+        return MODELS.build(cfg).eval()
 
 
 @pytest.fixture(scope="module")

@@ -66,16 +66,18 @@ model = dict(
         aux_weight=0.4,
         channels=48,
         decoder=dict(
+            blur_kernel_size=11,
             heatmap_size=(
                 24,
                 32,
             ),
+            heatmap_type='gaussian',
             input_size=(
                 96,
                 128,
             ),
             sigma=2.0,
-            type='MSRAHeatmap'),
+            type='UDPHeatmap'),
         heatmap_size=(
             24,
             32,
@@ -95,7 +97,7 @@ model = dict(
         loss=dict(type='KeypointMSELoss', use_target_weight=True),
         out_channels=14,
         type='AuxCellHeatmapHead'),
-    test_cfg=dict(flip_mode='heatmap', flip_test=True, shift_heatmap=True),
+    test_cfg=dict(flip_mode='heatmap', flip_test=True, shift_heatmap=False),
     type='TopdownPoseEstimator')
 optim_wrapper = dict(
     optimizer=dict(lr=0.001, type='AdamW', weight_decay=0.0001),
@@ -127,7 +129,7 @@ test_dataloader = dict(
             dict(input_size=(
                 96,
                 128,
-            ), type='TopdownAffine'),
+            ), type='TopdownAffine', use_udp=True),
             dict(type='PackPoseInputs'),
         ],
         test_mode=True,
@@ -160,19 +162,21 @@ train_dataloader = dict(
             dict(input_size=(
                 96,
                 128,
-            ), type='TopdownAffine'),
+            ), type='TopdownAffine', use_udp=True),
             dict(
                 encoder=dict(
+                    blur_kernel_size=11,
                     heatmap_size=(
                         24,
                         32,
                     ),
+                    heatmap_type='gaussian',
                     input_size=(
                         96,
                         128,
                     ),
                     sigma=2.0,
-                    type='MSRAHeatmap'),
+                    type='UDPHeatmap'),
                 type='GenerateTarget'),
             dict(type='PackPoseInputs'),
         ],
@@ -195,7 +199,7 @@ val_dataloader = dict(
             dict(input_size=(
                 96,
                 128,
-            ), type='TopdownAffine'),
+            ), type='TopdownAffine', use_udp=True),
             dict(type='PackPoseInputs'),
         ],
         test_mode=True,

@@ -42,16 +42,18 @@ model = dict(
         type='PoseDataPreprocessor'),
     head=dict(
         decoder=dict(
+            blur_kernel_size=11,
             heatmap_size=(
                 24,
                 32,
             ),
+            heatmap_type='gaussian',
             input_size=(
                 96,
                 128,
             ),
             sigma=2.0,
-            type='MSRAHeatmap'),
+            type='UDPHeatmap'),
         deconv_kernel_sizes=(
             4,
             4,
@@ -66,7 +68,7 @@ model = dict(
         loss=dict(type='KeypointMSELoss', use_target_weight=True),
         out_channels=14,
         type='HeatmapHead'),
-    test_cfg=dict(flip_mode='heatmap', flip_test=True, shift_heatmap=True),
+    test_cfg=dict(flip_mode='heatmap', flip_test=True, shift_heatmap=False),
     type='TopdownPoseEstimator')
 optim_wrapper = dict(
     optimizer=dict(lr=0.001, type='AdamW', weight_decay=0.0001),
@@ -98,7 +100,7 @@ test_dataloader = dict(
             dict(input_size=(
                 96,
                 128,
-            ), type='TopdownAffine'),
+            ), type='TopdownAffine', use_udp=True),
             dict(type='PackPoseInputs'),
         ],
         test_mode=True,
@@ -131,19 +133,21 @@ train_dataloader = dict(
             dict(input_size=(
                 96,
                 128,
-            ), type='TopdownAffine'),
+            ), type='TopdownAffine', use_udp=True),
             dict(
                 encoder=dict(
+                    blur_kernel_size=11,
                     heatmap_size=(
                         24,
                         32,
                     ),
+                    heatmap_type='gaussian',
                     input_size=(
                         96,
                         128,
                     ),
                     sigma=2.0,
-                    type='MSRAHeatmap'),
+                    type='UDPHeatmap'),
                 type='GenerateTarget'),
             dict(type='PackPoseInputs'),
         ],
@@ -166,7 +170,7 @@ val_dataloader = dict(
             dict(input_size=(
                 96,
                 128,
-            ), type='TopdownAffine'),
+            ), type='TopdownAffine', use_udp=True),
             dict(type='PackPoseInputs'),
         ],
         test_mode=True,

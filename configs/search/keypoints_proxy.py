@@ -4,13 +4,18 @@ work_dir = "work_dirs/keypoints_proxy"
 seed = 0
 device = "auto"  # cuda when present
 
-# The task plugin (densenas/tasks/keypoints): top-down crops + MSRA heatmaps (mmpose codec, stride 4),
+# The task plugin (densenas/tasks/keypoints): top-down crops + heatmaps of an mmpose codec (stride 4),
 # KeypointMSELoss, PCKh / COCO AP metrics, reward = mean of PCKh@0.5 and PCKh@0.1. No distillation teacher.
-task = dict(type="keypoints")
+# flip_test: every val crop is also scored mirrored and the heatmaps averaged, as mmpose's
+# test_cfg=dict(flip_test=True, flip_mode='heatmap', shift_heatmap=...) (the export writes the same).
+task = dict(type="keypoints", flip_test=True)
 
 # Proxy set built deterministically from real photographs (articulated real-texture figures, 14 joints,
 # some occluded), COCO keypoint layout; person crops of 128x96 (h x w), heatmaps 32x24.
-data = dict(layout="proxy", root="data/proxy_kpt", input_size=(128, 96), sigma=2.0,
+# codec: "udp" (UDP, Huang et al., CVPR 2020: unbiased crops, sub-pixel targets and decoding, an exact flip),
+# "dark" (DARK, Zhang et al., CVPR 2020) or "msra" (SimpleBaseline's: targets on the heatmap grid, PCKh@0.1
+# capped at 0.370 here; python -m densenas.tasks.keypoints.ceiling). The export uses the same codec.
+data = dict(layout="proxy", root="data/proxy_kpt", input_size=(128, 96), sigma=2.0, codec="udp",
             proxy=dict(num_train=64, num_val=24, size=160, seed=0))
 
 backbone = dict(type="mobilenet_v2", pretrained=True)  # real ImageNet weights, offline

@@ -3,9 +3,26 @@
 The proxy keypoint set (:mod:`densenas.datasets.kpt_proxy`, COCO layout), COCO keypoints and MPII (readers in
 :mod:`densenas.datasets.cocokpt`) are cut into person crops at ``input_size`` as mmpose's top-down pipeline
 does (``GetBBoxCenterScale`` + ``TopdownAffine``, no augmentation), ImageNet-normalised, with heatmap targets
-and target weights from mmpose's ``MSRAHeatmap`` codec (Xiao et al., "Simple Baselines for Human Pose
-Estimation and Tracking", ECCV 2018) at stride 4, and what the metrics need (keypoints in image
-coordinates, visibility, box, area, head size, ids, the COCO annotations).
+and target weights from one of mmpose's heatmap codecs at stride 4, and what the metrics need (keypoints in
+image coordinates, visibility, box, area, head size, ids, the COCO annotations).
+
+The codec (``data.codec``, one of :data:`CODECS`; ``msra`` when the section names none, ``udp`` in the shipped
+search configs and in exports no keypoint search scored, :data:`DEFAULT_CODEC`) encodes the targets and decodes
+the predictions, in the search (:mod:`.metrics`) and in the exported mmpose config (:mod:`.export`) alike:
+
+* ``msra``: ``MSRAHeatmap`` (Xiao et al., "Simple Baselines for Human Pose Estimation and Tracking", ECCV
+  2018): a Gaussian at the keypoint rounded to the heatmap grid, decoded by arg-max plus a quarter-pixel
+  step towards the higher neighbour. On the ground truth's own heatmaps the step is zero, so a keypoint is
+  only known to the heatmap cell (4 input pixels): at 128x96 crops of the proxy set this caps PCKh@0.1 at
+  0.370 (:mod:`.ceiling`).
+* ``dark``: ``MSRAHeatmap(unbiased=True)``, DARK (Zhang et al., "Distribution-Aware Coordinate Representation
+  for Human Pose Estimation", CVPR 2020): a Gaussian at the exact sub-pixel position, decoded by a
+  second-order Taylor step at the maximum of the heatmap modulated by a Gaussian blur of kernel
+  :func:`blur_kernel_size` (``sigma``).
+* ``udp``: ``UDPHeatmap``, UDP (Huang et al., "The Devil Is in the Details: Delving into Unbiased Data
+  Processing for Human Pose Estimation", CVPR 2020): crops and heatmaps in unit-length pixel coordinates
+  (``TopdownAffine(use_udp=True)``, heatmap = input scaled by ``(heatmap - 1) / (input - 1)``), so that a
+  horizontal flip is exact, and the DARK step in those coordinates.
 """
 from __future__ import annotations
 
@@ -19,15 +36,24 @@ import torch
 from torch import Tensor
 
 from densenas.config import ConfigError, check_image_size, check_int, check_keys, check_sub_dict
-from densenas.datasets.cocokpt import (KeypointFormatError, PersonInstance, coco_paths, crop_persons, mpii_paths,
-                                       read_coco_keypoints, read_mpii)
+from densenas.datasets.cocokpt import (KeypointFormatError, PersonInstance, coco_paths, crop_persons,
+                                       fix_aspect_ratio, mpii_paths, read_coco_keypoints, read_mpii)
 from densenas.datasets.kpt_proxy import build_proxy_kpt
 
 DATA_KEYS = {"layout", "root", "train_split", "val_split", "input_size", "sigma", "max_train", "max_val",
-             "num_keypoints", "proxy"}
+             "num_keypoints", "proxy", "codec"}
 LAYOUTS = ("proxy", "coco", "mpii")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HEATMAP_STRIDE = 4
+CODECS = ("msra", "dark", "udp")
+DEFAULT_CODEC = "udp"
+"""The codec of the shipped keypoint search configs and of exports no keypoint search scored: the best PCKh@0.1
+of the search's candidates, flip-tested (10 trainings of ``configs/search/keypoints_proxy.py``'s proxy trainer,
+same archs and seeds: PCKh@0.1 0.0180 with ``udp``, 0.0138 ``dark``, 0.0120 ``msra``; 0.0093 ``msra`` without
+the flip test, the search's earlier scoring)."""
+DATA_DEFAULT_CODEC = "msra"
+"""What a data section without ``codec`` means: SimpleBaseline's codec, as before the option existed (a search
+config written then keeps its targets, and its export keeps matching it)."""
 
 
 @dataclass
@@ -36,7 +62,8 @@ class KptSplit:
 
     Attributes:
         images: ``N x 3 x h x w`` float32, ImageNet-normalised.
-        heatmaps: ``N x K x h/4 x w/4`` float32 MSRA targets; weights: ``N x K`` target weights.
+        heatmaps: ``N x K x h/4 x w/4`` float32 targets of the codec (``data.codec``); weights: ``N x K``
+            target weights.
         centers, scales: ``N x 2`` crop boxes (mmpose's ``input_center`` / ``input_scale``).
         keypoints: ``N x K x 2`` image coordinates; visible: ``N x K`` flags (0/1/2).
         head_size: ``N`` PCKh normalisers (NaN when unknown); bbox_size: ``N`` max side of the box.
@@ -71,21 +98,94 @@ class KptData:
     flip_indices: list[int]
     root: Path
     layout: str
+    codec: str = DATA_DEFAULT_CODEC  # a key of CODECS
 
 
-def codec_cfg(input_size: tuple[int, int], sigma: float) -> dict[str, Any]:
-    """mmpose's ``MSRAHeatmap`` codec at stride 4 for ``input_size = (w, h)``."""
+def check_codec(codec: Any, what: str = "data.codec") -> str:
+    """``codec`` if it names one of :data:`CODECS`.
+
+    Raises:
+        ValueError: any other value (the message names ``what`` and the choices).
+    """
+    if codec not in CODECS:
+        raise ValueError(f"{what}={codec!r}: use one of {list(CODECS)}")
+    return str(codec)
+
+
+def blur_kernel_size(sigma: float) -> int:
+    """The Gaussian blur kernel of DARK's heatmap modulation for targets of ``sigma`` (odd): mmpose's formula
+    ``sigma = 0.3 * ((ks - 1) * 0.5 - 1) + 0.8`` solved for ``ks`` (11 for sigma 2, 17 for sigma 3, as mmpose's
+    DARK and UDP configs)."""
+    return 2 * max(1, round((float(sigma) - 0.8) / 0.3 + 1)) + 1
+
+
+def uses_udp(codec: str) -> bool:
+    """Whether the crops are cut as UDP's (``TopdownAffine(use_udp=True)``)."""
+    return check_codec(codec) == "udp"
+
+
+def flip_shift(codec: str) -> bool:
+    """``shift_heatmap`` of the flip test for ``codec``, as mmpose's configs set it: ``True`` for ``msra`` and
+    ``dark`` (a flipped heatmap lands 0.75 cells left of the unflipped one in their coordinates; the one-cell
+    shift leaves 0.25), ``False`` for ``udp`` (its flip is exact)."""
+    return not uses_udp(codec)
+
+
+def codec_cfg(input_size: tuple[int, int], sigma: float, codec: str = DATA_DEFAULT_CODEC) -> dict[str, Any]:
+    """The mmpose codec config of ``codec`` (module docstring) at stride 4 for ``input_size = (w, h)``.
+
+    Raises:
+        ValueError: an unknown ``codec`` (names it).
+    """
     w, h = input_size
-    return dict(type="MSRAHeatmap", input_size=(w, h), heatmap_size=(w // HEATMAP_STRIDE, h // HEATMAP_STRIDE),
-                sigma=float(sigma))
+    base = dict(input_size=(w, h), heatmap_size=(w // HEATMAP_STRIDE, h // HEATMAP_STRIDE), sigma=float(sigma))
+    codec = check_codec(codec)
+    if codec == "msra":  # SimpleBaseline (Xiao et al., ECCV 2018)
+        return dict(type="MSRAHeatmap", **base)
+    if codec == "dark":  # DARK (Zhang et al., CVPR 2020)
+        return dict(type="MSRAHeatmap", **base, unbiased=True, blur_kernel_size=blur_kernel_size(sigma))
+    # UDP (Huang et al., CVPR 2020)
+    return dict(type="UDPHeatmap", **base, heatmap_type="gaussian", blur_kernel_size=blur_kernel_size(sigma))
 
 
-def build_codec(input_size: tuple[int, int], sigma: float) -> Any:
-    from mmpose.codecs import MSRAHeatmap
+def build_codec(input_size: tuple[int, int], sigma: float, codec: str = DATA_DEFAULT_CODEC) -> Any:
+    """mmpose's codec object of :func:`codec_cfg`, built by mmpose's ``KEYPOINT_CODECS`` registry."""
+    from mmpose.registry import KEYPOINT_CODECS
 
-    cfg = codec_cfg(input_size, sigma)
-    cfg.pop("type")
-    return MSRAHeatmap(**cfg)
+    return KEYPOINT_CODECS.build(codec_cfg(input_size, sigma, codec))
+
+
+def crop_persons_udp(persons: list[PersonInstance], input_size: tuple[int, int]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`densenas.datasets.cocokpt.crop_persons` with UDP's warp (Huang et al., CVPR 2020; mmpose's
+    ``TopdownAffine(use_udp=True)``: the box maps onto the pixel centres ``0 .. w - 1``, not ``-0.5 .. w - 0.5``).
+
+    Returns:
+        ``(images N x h x w x 3 uint8 RGB, centers N x 2, scales N x 2 (aspect fixed), keypoints N x K x 2
+        in crop coordinates)``.
+    """
+    import cv2
+    from mmpose.structures.bbox import get_udp_warp_matrix
+    from PIL import Image
+
+    w, h = int(input_size[0]), int(input_size[1])
+    image, path = None, None
+    imgs, centers, scales, kps = [], [], [], []
+    for p in persons:
+        if p.img_path != path:
+            if not p.img_path.is_file():
+                raise FileNotFoundError(f"image {p.img_path} (annotation id {p.ann_id}) not found")
+            image, path = np.asarray(Image.open(p.img_path).convert("RGB")), p.img_path
+        scale = fix_aspect_ratio(p.scale, w / h)
+        mat = get_udp_warp_matrix(np.asarray(p.center, np.float32), scale, 0.0, output_size=(w, h))
+        imgs.append(cv2.warpAffine(image, mat, (w, h), flags=cv2.INTER_LINEAR))
+        kps.append(cv2.transform(p.keypoints[None].astype(np.float32), mat)[0])
+        centers.append(p.center)
+        scales.append(scale)
+    k = persons[0].keypoints.shape[0] if persons else 0
+    return (np.stack(imgs) if imgs else np.zeros((0, h, w, 3), np.uint8),
+            np.asarray(centers, np.float32).reshape(-1, 2), np.asarray(scales, np.float32).reshape(-1, 2),
+            np.asarray(kps, np.float32).reshape(-1, k, 2))
 
 
 def metainfo(layout: str, root: Path, num_keypoints: int) -> dict[str, Any]:
@@ -113,10 +213,10 @@ def metainfo(layout: str, root: Path, num_keypoints: int) -> dict[str, Any]:
     return meta
 
 
-def _split(persons: list[PersonInstance], info: dict[str, Any], input_size: tuple[int, int], codec: Any
-           ) -> KptSplit:
+def _split(persons: list[PersonInstance], info: dict[str, Any], input_size: tuple[int, int], codec: Any,
+           udp: bool = False) -> KptSplit:
     persons = sorted(persons, key=lambda p: (str(p.img_path), p.ann_id))  # crop_persons keeps one image
-    crops, centers, scales, kp_in = crop_persons(persons, input_size)
+    crops, centers, scales, kp_in = (crop_persons_udp if udp else crop_persons)(persons, input_size)
     k = int(info["num_keypoints"])
     heat, weights = [], []
     for kp, p in zip(kp_in, persons):
@@ -169,6 +269,10 @@ def build_data(data_cfg: dict[str, Any], source: str = "config", log: Callable =
     sigma = data_cfg.get("sigma", 2.0)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma <= 0:
         raise ConfigError(f"{source}: 'data.sigma' must be a positive number, got {sigma!r}")
+    try:
+        codec_name = check_codec(data_cfg.get("codec", DATA_DEFAULT_CODEC))
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
     max_train, max_val, k = (check_int(data_cfg.get(key), f"data.{key}", source, optional=True)
                              for key in ("max_train", "max_val", "num_keypoints"))
     if layout == "proxy":
@@ -176,17 +280,17 @@ def build_data(data_cfg: dict[str, Any], source: str = "config", log: Callable =
         check_keys("data.proxy", proxy, build_proxy_kpt, source=source)
         build_proxy_kpt(root, **proxy)
     t0 = time.perf_counter()
-    codec = build_codec((w, h), float(sigma))
+    codec = build_codec((w, h), float(sigma), codec_name)
     splits = {}
     for name, split in (("train", data_cfg.get("train_split", "train")), ("val", data_cfg.get("val_split", "val"))):
         persons, info = read_split(layout, root, split, k, max_train if name == "train" else max_val)
         if not persons:
             raise KeypointFormatError(f"{root}: split {split!r} holds no annotated person")
         k = int(info["num_keypoints"])
-        splits[name] = _split(persons, info, (w, h), codec)
+        splits[name] = _split(persons, info, (w, h), codec, uses_udp(codec_name))
     meta = metainfo(layout, root, int(k))
     log(f"data: {layout} at {root}: {len(splits['train'])} train / {len(splits['val'])} val persons, {k} "
-        f"keypoints, crops {h}x{w}, heatmaps {h // HEATMAP_STRIDE}x{w // HEATMAP_STRIDE} "
+        f"keypoints, crops {h}x{w}, heatmaps {h // HEATMAP_STRIDE}x{w // HEATMAP_STRIDE}, codec {codec_name} "
         f"({time.perf_counter() - t0:.1f}s)")
     return KptData(splits["train"], splits["val"], int(k), (w, h), tuple(codec.heatmap_size), float(sigma),
-                   np.asarray(meta["sigmas"], np.float64), list(meta["flip_indices"]), root, layout)
+                   np.asarray(meta["sigmas"], np.float64), list(meta["flip_indices"]), root, layout, codec_name)

@@ -5,8 +5,11 @@ searched backbone, default MobileNetV2) with either the found decoder as ``AuxCe
 et al., CVPR 2019, transferred to keypoints as in their Sec. 5) or the baseline ``heatmap``: mmpose's
 ``HeatmapHead`` (Xiao et al., "Simple Baselines for Human Pose Estimation and Tracking", ECCV 2018: three
 4x4 stride-2 deconvolutions and a 1x1 conv) on the backbone's last level. Both share the data pipeline
-(mmpose's top-down ``GetBBoxCenterScale`` / ``TopdownAffine`` / ``GenerateTarget`` with the ``MSRAHeatmap``
-codec at stride 4), the schedule and the evaluators:
+(mmpose's top-down ``GetBBoxCenterScale`` / ``TopdownAffine`` / ``GenerateTarget`` with the search's codec at
+stride 4: ``MSRAHeatmap``, DARK's ``MSRAHeatmap(unbiased=True)`` (Zhang et al., CVPR 2020) or ``UDPHeatmap``
+with ``TopdownAffine(use_udp=True)`` (Huang et al., CVPR 2020); :mod:`.data`), the flip test
+(``test_cfg=dict(flip_test=..., flip_mode='heatmap', shift_heatmap=...)``, as the search's), the schedule and
+the evaluators:
 
 * ``proxy`` (default; the proxy keypoint set, COCO layout with head sizes): ``CocoHeadSizeDataset``,
   ``CocoMetric`` (AP, AR) and ``PCKAccuracy(norm_item='head')`` at 0.5 and 0.1 (PCKh);
@@ -23,7 +26,7 @@ from typing import Any, Mapping
 from densenas.arch import Arch
 from densenas.export import dump_config, runtime_config
 
-from .data import codec_cfg
+from .data import DATA_DEFAULT_CODEC, DEFAULT_CODEC, check_codec, codec_cfg, flip_shift, uses_udp
 
 BASELINES = ("heatmap",)
 DATASETS = ("proxy", "coco", "mpii")
@@ -43,18 +46,19 @@ def _num_keypoints(dataset: str, root: Path) -> int:
 
 
 def data_config(dataset: str, root: str | Path, input_size: tuple[int, int], sigma: float, batch_size: int,
-                workers: int) -> dict[str, Any]:
-    """Dataloaders and evaluators of ``dataset`` in its real layout (``input_size = (w, h)``)."""
+                workers: int, codec_name: str = DATA_DEFAULT_CODEC) -> dict[str, Any]:
+    """Dataloaders and evaluators of ``dataset`` in its real layout (``input_size = (w, h)``), targets of
+    ``codec_name`` (UDP's crops for ``udp``)."""
     root = Path(root)  # as given: a relative root keeps a shipped config valid on any checkout
-    codec = codec_cfg(input_size, sigma)
+    codec = codec_cfg(input_size, sigma, codec_name)
+    affine = dict(type="TopdownAffine", input_size=codec["input_size"],
+                  **({"use_udp": True} if uses_udp(codec_name) else {}))
     train_pipeline = [dict(type="LoadImage"), dict(type="GetBBoxCenterScale"),
                       dict(type="RandomFlip", direction="horizontal"),
                       *([dict(type="RandomHalfBody")] if dataset == "coco" else []),
                       dict(type="RandomBBoxTransform", **({"shift_prob": 0} if dataset == "mpii" else {})),
-                      dict(type="TopdownAffine", input_size=codec["input_size"]),
-                      dict(type="GenerateTarget", encoder=codec), dict(type="PackPoseInputs")]
-    val_pipeline = [dict(type="LoadImage"), dict(type="GetBBoxCenterScale"),
-                    dict(type="TopdownAffine", input_size=codec["input_size"]), dict(type="PackPoseInputs")]
+                      affine, dict(type="GenerateTarget", encoder=codec), dict(type="PackPoseInputs")]
+    val_pipeline = [dict(type="LoadImage"), dict(type="GetBBoxCenterScale"), affine, dict(type="PackPoseInputs")]
     if dataset == "mpii":
         base = dict(type="MpiiDataset", data_root=str(root), data_mode="topdown", data_prefix=dict(img="images/"))
         train = dict(base, ann_file="annotations/mpii_train.json")
@@ -107,7 +111,8 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
                     input_size: tuple[int, int] | None = None, sigma: float | None = None, width: int | None = None,
                     iters: int = 2000, lr: float = 1e-3, batch_size: int = 16, val_interval: int | None = None,
                     workers: int = 2, work_dir: str | None = None, seed: int = 0,
-                    backbone: Mapping[str, Any] | None = None) -> Path:
+                    backbone: Mapping[str, Any] | None = None, codec: str | None = None,
+                    flip_test: bool | None = None, shift_heatmap: bool | None = None) -> Path:
     """Write an mmpose config for the found ``arch`` (an aux-cell arch) or ``baseline="heatmap"``.
 
     Args:
@@ -120,10 +125,14 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
             (default 256, mmpose's SimpleBaseline).
         iters, lr, batch_size, val_interval, workers, work_dir, seed: schedule and runtime.
         backbone: a :mod:`densenas.backbones` config (default MobileNetV2, every level).
+        codec: ``msra``, ``dark`` or ``udp`` (default :data:`.data.DEFAULT_CODEC`, UDP): targets, decoding,
+            crops.
+        flip_test: flip-test at validation (default :data:`.task.DEFAULT_FLIP_TEST`); shift_heatmap: its
+            one-cell shift (default the codec's, :func:`.data.flip_shift`).
 
     Raises:
-        ValueError: neither or both of ``arch`` / ``baseline``, an unknown dataset or baseline, a crop that
-            is of the wrong multiple; InvalidArch: an arch of another space (names the field).
+        ValueError: neither or both of ``arch`` / ``baseline``, an unknown dataset, baseline or codec, a crop
+            that is of the wrong multiple; InvalidArch: an arch of another space (names the field).
     """
     if (arch is None) == (baseline is None):
         raise ValueError("give exactly one of arch= or baseline=")
@@ -137,7 +146,12 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
         raise ValueError(f"input size {h}x{w} (h x w): the heatmap baseline needs multiples of 32")
     if h % 4 or w % 4:  # the heatmaps are at stride 4
         raise ValueError(f"input size {h}x{w} (h x w): both sides must be multiples of 4")
-    codec = codec_cfg((w, h), 2.0 if sigma is None else float(sigma))
+    from .task import DEFAULT_FLIP_TEST
+
+    codec_name = check_codec(DEFAULT_CODEC if codec is None else codec, "codec")
+    codec = codec_cfg((w, h), 2.0 if sigma is None else float(sigma), codec_name)
+    flip = DEFAULT_FLIP_TEST if flip_test is None else bool(flip_test)
+    shift = flip_shift(codec_name) if shift_heatmap is None else bool(shift_heatmap)
     k = _num_keypoints(dataset, Path(data_root))
     bb = {"type": "mobilenet_v2", **dict(backbone or {}), "pretrained": True}
     from densenas.backbones import backbone_shapes
@@ -148,14 +162,14 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
     model = dict(type="TopdownPoseEstimator",
                  data_preprocessor=dict(type="PoseDataPreprocessor", mean=MEAN, std=STD, bgr_to_rgb=True),
                  backbone=dict(type="DenseNASBackbone", backbone=bb), head=head,
-                 test_cfg=dict(flip_test=True, flip_mode="heatmap", shift_heatmap=True))
+                 test_cfg=dict(flip_test=flip, flip_mode="heatmap", shift_heatmap=shift))
     best = "coco/AP" if dataset != "mpii" else "PCK"
     cfg = dict(
         densenas_task="keypoints",  # which densenas task plugin tools/test.py asks about this model
         default_scope="mmpose",
         custom_imports=dict(imports=["densenas.tasks.keypoints.mm"], allow_failed_imports=False),
         model=model,
-        **data_config(dataset, data_root, (w, h), codec["sigma"], batch_size, workers),
+        **data_config(dataset, data_root, (w, h), codec["sigma"], batch_size, workers, codec_name),
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=lr, weight_decay=1e-4),
                            # the pretrained encoder learns 10x slower than the new head
                            paramwise_cfg=dict(custom_keys={"backbone": dict(lr_mult=0.1)})),

@@ -7,8 +7,11 @@
   ``CocoMetric`` calls it (``score_mode='bbox_keypoint'`` with ground-truth boxes of score 1, keypoint
   score threshold 0.2, OKS NMS at 0.9, ``use_area=True``).
 
-Predictions come from the heatmaps through mmpose's ``MSRAHeatmap.decode`` (arg-max + quarter-pixel
-refinement) in crop coordinates, mapped back to the image as ``TopdownPoseEstimator`` does.
+Predictions come from the heatmaps through the ``decode`` of the search's mmpose codec (``data.codec``:
+``MSRAHeatmap``'s arg-max + quarter-pixel step, DARK's Taylor step, Zhang et al., CVPR 2020, or UDP's, Huang
+et al., CVPR 2020; :mod:`.data`) in crop coordinates, mapped back to the image as ``TopdownPoseEstimator``
+does. Under the flip test (:func:`flip_back`) the heatmaps are first averaged with the flipped image's,
+flipped back, as mmpose's ``HeatmapHead.predict`` does.
 """
 from __future__ import annotations
 
@@ -30,6 +33,16 @@ def decode_heatmaps(heatmaps: Tensor | np.ndarray, codec: Any) -> tuple[np.ndarr
     k = hm.shape[1]
     return (np.concatenate(kps).reshape(-1, k, 2).astype(np.float64),
             np.concatenate(scores).reshape(-1, k).astype(np.float64))
+
+
+def flip_back(heatmaps: Tensor, flip_indices: Sequence[int], shift_heatmap: bool) -> Tensor:
+    """The heatmaps of horizontally flipped crops in the unflipped crop's frame: mmpose's ``flip_heatmaps``
+    (``flip_mode='heatmap'``: mirror the columns, swap left/right keypoints by ``flip_indices``, and with
+    ``shift_heatmap`` move every column one cell right), the function ``HeatmapHead.predict`` flip-tests with."""
+    from mmpose.models.utils.tta import flip_heatmaps
+
+    return flip_heatmaps(heatmaps, flip_indices=list(flip_indices), flip_mode="heatmap",
+                         shift_heatmap=bool(shift_heatmap))
 
 
 def to_image(keypoints: np.ndarray, centers: np.ndarray, scales: np.ndarray, input_size: Sequence[int]
