@@ -21,6 +21,19 @@ search around the pool's best; archs already observed or pending are never propo
 before earlier ones are observed (:meth:`Strategy.propose_batch`, parallel workers) see the pending archs
 as fantasies at the surrogate's mean ("kriging believer", Ginsbourger et al. 2010), so a batch spreads out.
 
+Many decisions (``benchmarks/bench_transnas.py``, regret as a fraction of random search's at 10/25/50
+queries, 20 seeds): 0.98/0.81/0.68 on a 24-decision table (``--compose segmentsemantic,normal,
+autoencoder,room_layout``) and 1.15/1.08/0.96 on the 16-decision table of our own aux-cell searches
+(``--history``), against 0.78/0.46/0.38 on TransNAS-Bench-101 micro segmentsemantic (6 decisions): little
+edge before 25 queries. Tried there and not adopted: MAP hyper-parameters with a length-scale prior whose
+median grows with the square root of the number of decisions (Hvarfner, Hellsten & Nardi, ICML 2024)
+1.04/0.81/0.67, 1.50/1.79/1.95 and 0.95/0.54/0.48 on segmentsemantic (it holds the RBF at a near-linear
+length scale); such a prior at the typical distance between archs 0.88/0.79/0.68 and 1.04/1.19/1.08;
+restarts at every fit (the warm-started fit can stay at the length scale's lower bound, where its gradient
+is zero) 1.00/0.81/0.69; ``n_init`` 3 or 2: 1.13/0.89 and 1.10/0.89 at 10/25; UCB 0.96/0.83, the forest
+0.91/0.80. What helps at 10-25 queries is a zero-cost prior: the #params warm start
+(``strategy.warm_start=dict(proxy="params")``) reaches 0.83/0.73/0.67 and 0.52/0.32/0.53 on the two tables.
+
 Only ``space.decisions``, ``sample``, ``check`` and ``Arch.replace`` are used, so it works for every space.
 The state is the list of observations, the pending archs and the RNG: the surrogate is refit from them,
 so a resumed search proposes exactly what the original would have.
