@@ -334,9 +334,12 @@ def test_baseline_points_export_as_searched(kind, tmp_path):
                                     num_classes=NUM_CLASSES, crop=64,
                                     search_cfg={"space": space_cfg, "backbone": backbone})
     cfg = Config.fromfile(str(out))
-    register_all_modules(init_default_scope=True)
+    from mmengine.registry import DefaultScope
+
+    register_all_modules(init_default_scope=False)
     cfg.model.backbone.backbone.pretrained = False
-    model = MODELS.build(cfg.model).eval()
+    with DefaultScope.overwrite_default_scope("mmseg"):  # not left behind for later tests
+        model = MODELS.build(cfg.model).eval()
     _, params, _, _ = SegmentationTask().test_cost_model(model, cfg)
     assert params == searched
     with torch.no_grad():

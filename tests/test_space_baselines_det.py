@@ -36,6 +36,15 @@ def _params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _mmdet_scope():
+    """mmdet's registry scope for this module's builds, whatever scope an earlier test left behind."""
+    from mmengine.registry import DefaultScope
+
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        yield
+
+
 @pytest.fixture(scope="module")
 def shapes() -> dict[str, ShapeSpec]:
     """The proxy searches' backbone levels (MobileNetV2, ``out_indices=(6, 13, 17)``: C3-C5)."""
