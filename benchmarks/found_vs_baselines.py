@@ -24,11 +24,13 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import transfer  # noqa: E402  (same folder: the export / fine-tune / test runner of the transfer tables)
+
+from densenas.finetune import sh  # noqa: E402
+from densenas.promotion import mean_sd  # noqa: E402
 
 ROOT = transfer.ROOT
 #: (column label, regex matched against tools/test.py's metric keys, lower is better), per task
@@ -98,11 +100,6 @@ def matched_width(args: argparse.Namespace, name: str, target: int) -> tuple[int
     return best[1], best[2]
 
 
-def stats(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    return m, (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
-
-
 def table(task: str, rows: dict[str, list[dict]], found_params: int | None) -> tuple[str, list[dict]]:
     """Markdown (mean ± s.d. over seeds; params ratio to the found model) and the rows as dicts."""
     cols = COLUMNS[task]
@@ -118,7 +115,8 @@ def table(task: str, rows: dict[str, list[dict]], found_params: int | None) -> t
             if not vals:
                 cells.append("–")
                 continue
-            m, sd = stats(vals)
+            m, sd = mean_sd(vals)
+            sd = sd or 0.0
             rec[label], rec[f"{label}_sd"], rec[f"{label}_runs"] = m, sd, vals
             cells.append(f"{m:.2f} ± {sd:.2f}" if len(vals) > 1 else f"{m:.2f}")
         ratio = rec["params"] / found_params if found_params else math.nan
@@ -154,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (work / "best_arch.json").is_file():
             resume = ["--resume"] if (work / "history.sqlite").is_file() else []
             print(f"search: {args.search} -> {work}", flush=True)
-            transfer.sh([sys.executable, "tools/search.py", args.search, "--work-dir", str(work), *resume,
-                         *(["--cfg-options", *args.search_options] if args.search_options else [])], log)
+            sh([sys.executable, "tools/search.py", args.search, "--work-dir", str(work), *resume,
+                *(["--cfg-options", *args.search_options] if args.search_options else [])], log)
         archs.append(str(work / "best_arch.json"))
     missing = [a for a in archs if not Path(a).is_file()]
     if missing or not archs:
@@ -176,18 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: width {w}, {ratio:.2f}x the found model's params{flag}", flush=True)
             width = str(w)
         models.append((f"{name} ({width} ch)", ["--baseline", name, "--width", width]))
-    rows: dict[str, list[dict]] = {}
-    todo = [(m, s) for m in models for s in args.seeds]
-    t0 = time.perf_counter()
-    for i, ((name, export_args), seed) in enumerate(todo, 1):
-        t = time.perf_counter()
-        try:
-            rows.setdefault(name, []).append(transfer.run_one(name, export_args, seed, args))
-        except RuntimeError as e:
-            print(f"error: {name} seed {seed}: {e}", file=sys.stderr)
-            return 1
-        print(f"[{i}/{len(todo)}] {name} seed {seed}: {time.perf_counter() - t:.0f}s "
-              f"(total {time.perf_counter() - t0:.0f}s)", flush=True)
+    rows = transfer.run_all(models, args)
+    if rows is None:
+        return 1
     md, recs = table(args.task, rows, found_params)
     (out / "table.md").write_text(md + "\n")
     (out / "table.json").write_text(json.dumps(recs, indent=2) + "\n")

@@ -24,13 +24,13 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tools/search.py
-ROOT = Path(__file__).resolve().parents[1]
+from densenas.finetune import ROOT, fine_tune  # noqa: E402
+from densenas.finetune import headline as pick  # noqa: E402  (the first metric matching a pattern)
 
 #: (column label, regex matched against the metric keys tools/test.py reports, lower is better)
 COLUMNS = {
@@ -41,17 +41,6 @@ COLUMNS = {
     "keypoints": [("PCKh@0.5", r"^pckh$|pckh@0\.5", False), ("PCKh@0.1", r"pckh@0\.1", False),
                   ("AP", r"(^|/)ap$", False), ("AR", r"(^|/)ar$", False)],
 }
-
-
-def sh(cmd: list[str], log: Path) -> None:
-    """Run ``cmd`` from the repository root, its output appended to ``log``; raise naming the log on failure."""
-    with log.open("a") as f:
-        f.write(f"$ {' '.join(cmd)}\n")
-        f.flush()
-        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
-    if rc != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed (rc {rc}); see {log}:\n{tail}")
 
 
 def models(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -74,36 +63,11 @@ def slug(name: str) -> str:
 
 
 def run_one(name: str, export_args: list[str], seed: int, args: argparse.Namespace) -> dict:
-    """Export (once per model), fine-tune with ``seed`` and test; returns tools/test.py's JSON."""
+    """Export (once per model), fine-tune with ``seed`` and test; returns tools/test.py's JSON
+    (:func:`densenas.finetune.fine_tune`)."""
     out = Path(args.out)
-    cfg = out / f"{slug(name)}.py"
-    wd = out / f"{slug(name)}_s{seed}"
-    result = wd / "test.json"
-    if result.is_file():
-        return json.loads(result.read_text())
-    wd.mkdir(parents=True, exist_ok=True)
-    log = wd / "run.log"
-    py = sys.executable
-    if not cfg.is_file():
-        sh([py, "tools/export.py", *export_args, "--task", args.task, "--out", str(cfg), "--iters", str(args.iters),
-            *args.export_args], log)
-    t0 = time.perf_counter()
-    sh([py, "tools/train.py", str(cfg), "--work-dir", str(wd), "--cfg-options", f"randomness.seed={seed}"], log)
-    train_s = time.perf_counter() - t0
-    last = (wd / "last_checkpoint").read_text().strip()  # mmengine's pointer to the newest checkpoint
-    sh([py, "tools/test.py", str(cfg), last, "--work-dir", str(wd), "--json", str(result)], log)
-    data = json.loads(result.read_text())
-    data["train_seconds"] = train_s
-    result.write_text(json.dumps(data, indent=2) + "\n")
-    return data
-
-
-def pick(metrics: dict, pattern: str) -> float | None:
-    """The first numeric metric whose lower-cased key matches ``pattern``."""
-    for k, v in metrics.items():
-        if isinstance(v, (int, float)) and re.search(pattern, k.lower()):
-            return float(v)
-    return None
+    return fine_tune([*export_args, "--task", args.task, "--iters", str(args.iters), *args.export_args],
+                     out / f"{slug(name)}.py", out / f"{slug(name)}_s{seed}", seed)
 
 
 def table(task: str, rows: dict[str, list[dict]]) -> tuple[str, list[dict]]:
@@ -129,6 +93,25 @@ def table(task: str, rows: dict[str, list[dict]]) -> tuple[str, list[dict]]:
     return "\n".join(lines), out
 
 
+def run_all(todo_models: list[tuple[str, list[str]]], args: argparse.Namespace) -> dict[str, list[dict]] | None:
+    """Every model x ``args.seeds`` through :func:`run_one`, with a progress line each; ``None`` (the error
+    printed) when one fails."""
+    rows: dict[str, list[dict]] = {}
+    todo = [(m, s) for m in todo_models for s in args.seeds]
+    t0 = time.perf_counter()
+    for i, ((name, export_args), seed) in enumerate(todo, 1):
+        t = time.perf_counter()
+        try:
+            r = run_one(name, export_args, seed, args)
+        except RuntimeError as e:
+            print(f"error: {name} seed {seed}: {e}", file=sys.stderr)
+            return None
+        rows.setdefault(name, []).append(r)
+        print(f"[{i}/{len(todo)}] {name} seed {seed}: {time.perf_counter() - t:.0f}s "
+              f"(total {time.perf_counter() - t0:.0f}s)", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, choices=sorted(COLUMNS))
@@ -149,19 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give --archs and/or --baselines", file=sys.stderr)
         return 2
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    rows: dict[str, list[dict]] = {}
-    todo = [(m, s) for m in models(args) for s in args.seeds]
-    t0 = time.perf_counter()
-    for i, ((name, export_args), seed) in enumerate(todo, 1):
-        t = time.perf_counter()
-        try:
-            r = run_one(name, export_args, seed, args)
-        except RuntimeError as e:
-            print(f"error: {name} seed {seed}: {e}", file=sys.stderr)
-            return 1
-        rows.setdefault(name, []).append(r)
-        print(f"[{i}/{len(todo)}] {name} seed {seed}: {time.perf_counter() - t:.0f}s "
-              f"(total {time.perf_counter() - t0:.0f}s)", flush=True)
+    rows = run_all(models(args), args)
+    if rows is None:
+        return 1
     md, recs = table(args.task, rows)
     (Path(args.out) / "table.md").write_text(md + "\n")
     (Path(args.out) / "table.json").write_text(json.dumps(recs, indent=2) + "\n")

@@ -8,72 +8,25 @@ recipe once per seed (``randomness.seed``) and ``tools/test.py`` scores the last
 metric is the task's :attr:`~densenas.task.Task.test_metric` (mIoU, bbox mAP, RMSE, ...), sign-flipped when
 lower is better so that higher always ranks first.
 
-The tools run as subprocesses, exactly the commands a user types (``tools/*.py`` are the interface; their
-output goes to a ``run.log`` per run). Every finished run leaves ``test.json``, so a killed measurement
-resumes with the same command and trains only what is missing.
+The tools run as subprocesses through :func:`densenas.finetune.fine_tune`, exactly the commands a user types
+(a ``run.log`` per run); every finished run leaves ``test.json``, so a killed measurement resumes with the
+same command and trains only what is missing. Checkpoints are deleted once tested.
 """
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .arch import Arch
 from .fidelity import early_stop_replay, rank_stats
+from .finetune import fine_tune, headline
 
-ROOT = Path(__file__).resolve().parents[1]
 FINAL = "fidelity_final"
 FINAL_SEED = 20_000  # fine-tune j of arch i uses seed FINAL_SEED * (j + 1) + i (apart from the proxy's)
 
-__all__ = ["FINAL", "headline", "final_rows", "load_final", "final_report"]
-
-
-def headline(metrics: dict[str, Any], pattern: str, higher_better: bool) -> float | None:
-    """The first numeric metric whose lower-cased key matches ``pattern`` (negated when lower is better)."""
-    for key, value in metrics.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and re.search(pattern, key.lower()):
-            return float(value) if higher_better else -float(value)
-    return None
-
-
-def _sh(cmd: Sequence[str], log: Path) -> None:
-    with log.open("a") as f:
-        f.write(f"$ {' '.join(cmd)}\n")
-        f.flush()
-        rc = subprocess.run(list(cmd), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
-    if rc != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-12:])
-        raise RuntimeError(f"{Path(cmd[1]).name} failed (exit {rc}); see {log}:\n{tail}")
-
-
-def _fine_tune(arch_dir: Path, iters: int, seed: int, export_args: Sequence[str]) -> dict[str, Any]:
-    """Export (once), fine-tune with ``seed`` and test; returns ``tools/test.py``'s JSON (+ seconds)."""
-    run = arch_dir / f"seed{seed}"
-    result = run / "test.json"
-    if result.is_file():
-        return json.loads(result.read_text())
-    run.mkdir(parents=True, exist_ok=True)
-    log, cfg, py = run / "run.log", arch_dir / "finetune.py", sys.executable
-    if not cfg.is_file():
-        _sh([py, "tools/export.py", str(arch_dir / "arch.json"), "--out", str(cfg), "--iters", str(iters),
-             *export_args], log)
-    t0 = time.perf_counter()
-    _sh([py, "tools/train.py", str(cfg), "--work-dir", str(run), "--cfg-options", f"randomness.seed={seed}"], log)
-    seconds = time.perf_counter() - t0
-    last = (run / "last_checkpoint").read_text().strip()  # mmengine's pointer to the newest checkpoint
-    tmp = run / "test.tmp.json"
-    _sh([py, "tools/test.py", str(cfg), last, "--work-dir", str(run), "--json", str(tmp)], log)
-    data = json.loads(tmp.read_text())
-    data["train_seconds"] = seconds
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(result)
-    for ckpt in run.glob("*.pth"):  # the metric is kept; checkpoints of a fidelity run are not needed
-        ckpt.unlink()
-    return data
+__all__ = ["FINAL", "final_rows", "load_final", "final_report"]
 
 
 def final_rows(plan: dict[str, Any], work_dir: Path, search_config: Path, *, iters: int, seeds: int,
@@ -111,7 +64,9 @@ def final_rows(plan: dict[str, Any], work_dir: Path, search_config: Path, *, ite
         row: dict[str, Any] = {"index": i, "arch": arch.to_dict(), "final": []}
         try:
             for j in range(seeds):
-                data = _fine_tune(arch_dir, iters, FINAL_SEED * (j + 1) + i, export_args)
+                seed = FINAL_SEED * (j + 1) + i
+                data = fine_tune([str(arch_dir / "arch.json"), "--iters", str(iters), *export_args],
+                                 arch_dir / "finetune.py", arch_dir / f"seed{seed}", seed, keep_checkpoints=False)
                 value = headline(data["metrics"], *metric)
                 if value is None:
                     raise ValueError(f"no metric matching {metric[0]!r} among {sorted(data['metrics'])} "

@@ -100,12 +100,6 @@ def open_plan(work_dir: Path, plan: dict[str, Any]) -> dict[str, Any]:
     return plan
 
 
-def _scaled(cfg: Any, scale: float) -> Any:
-    s1 = dataclasses.replace(cfg.stage1, iters=max(1, round(cfg.stage1.iters * scale)))
-    s2 = None if cfg.stage2 is None else dataclasses.replace(cfg.stage2, iters=round(cfg.stage2.iters * scale))
-    return dataclasses.replace(cfg, stage1=s1, stage2=s2)
-
-
 def measure(evaluator: Any, arch: Arch, index: int, plan: dict[str, Any]) -> dict[str, Any]:
     """One arch's row: cheap rewards at every scale and the target after each long training.
 
@@ -114,9 +108,9 @@ def measure(evaluator: Any, arch: Arch, index: int, plan: dict[str, Any]) -> dic
     base = dataclasses.replace(evaluator.cfg, early_stop=False, measure_cost=False)
     row: dict[str, Any] = {"index": index, "arch": arch.to_dict(), "cheap": {}, "long": []}
     try:
+        evaluator.cfg = base
         for scale in plan["cheap_scales"]:
-            evaluator.cfg = _scaled(base, scale)
-            r = evaluator.evaluate(arch, seed=index)
+            r = evaluator.evaluate_at(arch, seed=index, scale=scale)  # both stages at scale x, no early stop
             if not r.ok:
                 row["error"] = f"cheap evaluation at x{scale:g} failed: {r.error}"
                 return row
@@ -124,7 +118,6 @@ def measure(evaluator: Any, arch: Arch, index: int, plan: dict[str, Any]) -> dic
             row["cheap"][f"{scale:g}"] = {
                 "stage1": m["stage1_reward"], "stage2": m.get("stage2_reward", m["stage1_reward"]),
                 "target_stage1": m.get(f"stage1_{target}"), "target": m.get(target), "seconds": r.wall_time}
-        evaluator.cfg = base
         for j in range(plan["seeds"]):
             out = evaluator.train_longer(arch, plan["long_iters"], seed=LONG_SEED * (j + 1) + index,
                                          stage2_iters=plan["long_stage2_iters"])

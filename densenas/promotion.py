@@ -40,7 +40,8 @@ from typing import Any, Callable
 from .history import Candidate, History, RungRun
 from .parallel import Job
 
-__all__ = ["PromotionCfg", "Standing", "standings", "noise_of", "pick", "promote", "rung_seed", "COST_KEYS"]
+__all__ = ["PromotionCfg", "Standing", "standings", "noise_of", "pick", "promote", "rung_seed", "mean_sd",
+           "COST_KEYS"]
 
 COST_KEYS = ("madds", "params")  # what "cheapest" falls back to, in order, without a cost objective
 SEED_STRIDE = 100_003  # repeat j of a candidate trains with seed + j * SEED_STRIDE (rung 1 repeat 0: its own)
@@ -140,15 +141,12 @@ class Standing:
         return None if v is None else float(v)
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
-def _sd(values: list[float]) -> float | None:
+def mean_sd(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (``None`` with fewer than two values) of ``values``."""
+    m = sum(values) / len(values)
     if len(values) < 2:
-        return None
-    m = _mean(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+        return m, None
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
 def standings(history: History, tie_z: float = 1.96, runs: list[RungRun] | None = None) -> list[Standing]:
@@ -171,8 +169,8 @@ def standings(history: History, tie_z: float = 1.96, runs: list[RungRun] | None 
         at = [r.result for r in mine if r.rung == rung and r.result.ok]
         rewards = [float(r.reward) for r in at]
         keys = set.intersection(*(set(r.metrics) for r in at))
-        metrics = {k: _mean([r.metrics[k] for r in at]) for k in sorted(keys)}
-        out.append(Standing(c, rung, _mean(rewards), _sd(rewards), len(rewards), failed, metrics))
+        metrics = {k: mean_sd([r.metrics[k] for r in at])[0] for k in sorted(keys)}
+        out.append(Standing(c, rung, *mean_sd(rewards), len(rewards), failed, metrics))
     out.sort(key=lambda s: (-s.rung, s.failed_runs > 0, -s.score, s.id))
     _mark_ties(out, tie_z)
     return out
@@ -241,9 +239,8 @@ def promote(history: History, executor: Any, cfg: PromotionCfg, log: Callable[[s
             for r in runs:
                 if r.rung == rung - 1 and r.result.ok:
                     below.setdefault(r.candidate, []).append(float(r.result.reward))
-            pool = sorted((s for s in ranked if s.id in below), key=lambda s: (-_mean(below[s.id]), s.id))
-        finished = sum(1 for _ in history.candidates("ok"))
-        chosen = [s.candidate for s in pool[:cfg.keep(rung, finished)]]
+            pool = sorted((s for s in ranked if s.id in below), key=lambda s: (-mean_sd(below[s.id])[0], s.id))
+        chosen = [s.candidate for s in pool[:cfg.keep(rung, len(ranked))]]  # of the search's ok candidates
         if not chosen:
             log(f"promotion: rung {rung} has no candidate to train (none finished the rung below)")
             return trained

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import pareto
 from .history import History
-from .promotion import PromotionCfg, noise_of, pick, standings
+from .promotion import PromotionCfg, mean_sd, noise_of, pick, standings
 
 REWARD = "reward"
 
@@ -79,9 +79,8 @@ def plot_rewards(history: History, path: str | Path, title: str = "search", ylab
             by.setdefault((r.rung, r.candidate), []).append(float(r.result.reward))
     rungs: dict[int, list[tuple[int, float, float]]] = {}
     for (rung, cid), vals in sorted(by.items()):
-        m = sum(vals) / len(vals)
-        sd = (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
-        rungs.setdefault(rung, []).append((order[cid], m, sd))
+        m, sd = mean_sd(vals)
+        rungs.setdefault(rung, []).append((order[cid], m, sd or 0.0))
     return _plot(points, Path(path), title, "candidate", ylabel,
                  (("stage1", "tab:blue", "stopped after stage 1"), ("stage2", "tab:orange", "stopped after stage 2")),
                  rungs=rungs)
@@ -168,6 +167,7 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
     rung_titles = "rung | score ± s.d. (seeds) | " if promoted else ""
     lines = [f"| rank | {head} | {rung_titles}reward | stage | {titles} | params (M) | MAdds (G) |",
              "|---|---|" + "---|---|" * promoted + "---|---|" + "---|" * len(metrics) + "---|---|"]
+    ties = promoted and sum(s.tied for s in ranked) > 1  # the best is always "tied": mark only real ties
     for rank, (label, ident, r, _) in enumerate(rows[:top], 1):
         st = standing_of[ident] if promoted else None
         shown = st.metrics if st is not None else r.metrics
@@ -175,7 +175,7 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
         label = f"{label} *" if ident in on_front else label
         rung_cols = ""
         if st is not None:
-            label += " =" * (st.tied and st.rung > 0 and len([s for s in ranked if s.tied]) > 1)
+            label += " =" * (st.tied and st.rung > 0 and ties)
             label += " (pick)" * (ident == best_info["candidate"])
             sd = "" if st.sd is None else f" ± {st.sd:.4f}"
             rung_cols = f"{st.rung} | {st.score:.4f}{sd} ({st.runs}{f', {st.failed_runs} failed' * bool(st.failed_runs)}) | "

@@ -1,0 +1,82 @@
+"""A model fine-tuned the way a user gets it: ``tools/export.py`` → ``tools/train.py`` → ``tools/test.py``.
+
+One runner for everything that compares exported models (``tools/fidelity.py --final-iters``,
+``benchmarks/transfer.py``, ``benchmarks/found_vs_baselines.py``). The tools run as subprocesses, exactly
+the commands a user types, each run's output appended to its ``run.log``; a finished run leaves
+``test.json`` (written atomically), so an interrupted comparison resumes and trains only what is missing.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+
+__all__ = ["ROOT", "sh", "fine_tune", "headline"]
+
+
+def sh(cmd: Sequence[str], log: Path) -> None:
+    """Run ``cmd`` from the repository root, its output appended to ``log``.
+
+    Raises:
+        RuntimeError: a non-zero exit, naming the command, the log and its last lines.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.run(list(cmd), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed (exit {rc}); see {log}:\n{tail}")
+
+
+def fine_tune(export_args: Sequence[str], config: Path, run: Path, seed: int, keep_checkpoints: bool = True
+              ) -> dict[str, Any]:
+    """Export (once, to ``config``), fine-tune with ``seed`` in ``run`` and test the last checkpoint.
+
+    Args:
+        export_args: ``tools/export.py`` arguments except ``--out`` (the arch JSON or ``--baseline``, ...).
+        config: the exported config (written unless it exists).
+        run: the work dir of this fine-tune; ``run/test.json`` holds the result.
+        seed: ``randomness.seed`` of the fine-tune.
+        keep_checkpoints: ``False`` deletes the run's ``*.pth`` once tested (only the figures are kept).
+
+    Returns:
+        ``tools/test.py``'s JSON (``metrics``, ``params``, ``madds``, ...) plus ``train_seconds``; read
+        from ``run/test.json`` when the run finished earlier.
+    """
+    result = run / "test.json"
+    if result.is_file():
+        return json.loads(result.read_text())
+    run.mkdir(parents=True, exist_ok=True)
+    log, py = run / "run.log", sys.executable
+    if not config.is_file():
+        sh([py, "tools/export.py", *export_args, "--out", str(config)], log)
+    t0 = time.perf_counter()
+    sh([py, "tools/train.py", str(config), "--work-dir", str(run), "--cfg-options", f"randomness.seed={seed}"], log)
+    seconds = time.perf_counter() - t0
+    last = (run / "last_checkpoint").read_text().strip()  # mmengine's pointer to the newest checkpoint
+    tmp = run / "test.tmp.json"
+    sh([py, "tools/test.py", str(config), last, "--work-dir", str(run), "--json", str(tmp)], log)
+    data = json.loads(tmp.read_text())
+    data["train_seconds"] = seconds
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(result)
+    if not keep_checkpoints:
+        for ckpt in run.glob("*.pth"):
+            ckpt.unlink()
+    return data
+
+
+def headline(metrics: dict[str, Any], pattern: str, higher_better: bool = True) -> float | None:
+    """The first numeric metric whose lower-cased key matches ``pattern`` (negated when lower is better)."""
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and re.search(pattern, key.lower()):
+            return float(value) if higher_better else -float(value)
+    return None
