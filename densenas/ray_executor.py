@@ -94,12 +94,15 @@ def move_to(obj: Any, device: Any, _seen: set[int] | None = None) -> Any:
     elif isinstance(obj, list):
         obj[:] = [move_to(v, device, seen) for v in obj]
     elif type(obj) is tuple:
-        return tuple(move_to(v, device, seen) for v in obj)
+        moved = tuple(move_to(v, device, seen) for v in obj)
+        # the same tuple when nothing in it moved: frozen values (an Arch's choices) stay untouched
+        return obj if all(m is v for m, v in zip(moved, obj)) else moved
     elif hasattr(obj, "__dict__") and type(obj).__module__.split(".")[0] == "densenas":
         for k, v in list(vars(obj).items()):
             moved = move_to(v, device, seen)
             if moved is not v:
-                setattr(obj, k, moved)
+                # object.__setattr__: a frozen dataclass holding a tensor is moved too (setattr would raise)
+                object.__setattr__(obj, k, moved)
     return obj
 
 

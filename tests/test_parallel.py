@@ -289,3 +289,24 @@ def test_workers_auto_is_one_candidate_per_core(monkeypatch, tmp_path):
     monkeypatch.setenv(parallel.AUTO_ENV, "zero")
     with pytest.raises(ConfigError, match="DENSENAS_WORKERS='zero'"):
         parallel_cfg(cfg)
+
+
+def test_move_to_leaves_frozen_archs_alone_and_moves_tensors_beside_them():
+    """An evaluator holding an Arch (frozen, tuple choices) next to tensors: the tensors move, the arch is the
+    same object (a rebuilt tuple assigned to a frozen field raised FrozenInstanceError on the Ray path)."""
+    import torch
+
+    from densenas.arch import Arch
+    from densenas.ray_executor import move_to
+    from densenas.strategies.base import RandomSearch  # any densenas class with a __dict__
+
+    arch = Arch("nasfcos", {"cell0.op": "conv3x3", "cell0.in0": 1})
+    holder = RandomSearch.__new__(RandomSearch)
+    holder.fixed = arch
+    holder.pair = (arch, torch.zeros(2, dtype=torch.float64))
+    holder.dev = torch.device("cpu")
+    moved = move_to(holder, "meta")
+    assert moved is holder and holder.fixed is arch and holder.pair[0] is arch
+    assert holder.pair[1].device.type == "meta" and holder.dev == torch.device("meta")
+    untouched = (arch, 1, "x")
+    assert move_to(untouched, "meta") is untouched
