@@ -132,6 +132,16 @@ class Task:
         """Why a val/test metric came back empty, if the task knows (printed by the tools)."""
         return ""
 
+    # ------------------------------------------------------------ deployment (tools/deploy.py)
+    def deploy_outputs(self, outputs: list[Tensor], cfg: Any) -> list[str]:
+        """ONNX names of the flattened outputs of :meth:`test_cost_model`'s module (default ``output`` /
+        ``output_<i>``)."""
+        return ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
+
+    def deploy_note(self, cfg: Any) -> str:
+        """What the deployed graph leaves to the caller after its outputs (stored in the ONNX metadata)."""
+        return "raw outputs of the model's tensor forward; post-processing is outside the graph"
+
     # ------------------------------------------------------------ export
     def export(self, path: str | Path, *, arch: Arch | None = None, baseline: str | None = None,
                search_cfg: Mapping[str, Any] | None = None, **options: Any) -> Path:

@@ -135,3 +135,65 @@ def test_latency_objective_scalarises_the_measured_reward(tmp_path):
     assert r.ok and r.cost["latency_ms"] > 0 and r.cost["params"] > 1e5
     assert r.reward == pytest.approx(search.objective.scalarise(r.metrics["metric_reward"], r.cost["latency_ms"]))
     assert ev.cfg is ev.inner.cfg  # the proxy trainer's settings stay reachable (tools/fidelity.py)
+
+
+def test_latency_on_onnxruntime_is_measured_once_per_arch_and_validated(tmp_path, monkeypatch):
+    """runtime='onnxruntime': the candidate is exported and timed by ONNX Runtime (CPU provider, threads as
+    configured), once per distinct arch; a runtime without latency as the cost, or an unknown one, is refused."""
+    import numpy as np
+
+    import densenas.evaluation.objective as objective
+    from densenas.build import build_search
+    from densenas.config import load_config
+
+    opts = tiny_opts(tmp_path) + ["objective.cost=latency_ms", "objective.limit=1e6", "objective.runtime=onnxruntime",
+                                  "objective.latency_size=[32,32]", "objective.latency_repeats=2",
+                                  "objective.latency_warmup=1", "objective.latency_threads=1"]
+    search = build_search(load_config(CFG, opts), work_dir=tmp_path / "w", log=lambda s: None)
+    ev = search.evaluator
+    calls = []
+    real = objective.measure
+
+    def spy(*a, **k):
+        lat = real(*a, **k)
+        calls.append(lat)
+        return lat
+
+    monkeypatch.setattr(objective, "measure", spy)
+    arch = search.space.sample(np.random.default_rng(1))
+    first = ev.cost(arch)
+    assert first["latency_ms"] > 0 and len(calls) == 1
+    assert calls[0].runtime == "onnxruntime" and calls[0].provider == "CPUExecutionProvider"
+    assert calls[0].threads == 1 and calls[0].shape == (1, 3, 32, 32)
+    assert ev.cost(arch)["latency_ms"] == first["latency_ms"] and len(calls) == 1  # cached
+    assert next(ev.inner.encoder.parameters()).device.type == "cpu"
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        ObjectiveCfg(cost="latency_ms", limit=1.0, runtime="tflite")
+    with pytest.raises(ValueError, match="is not latency_ms"):
+        ObjectiveCfg(cost="params", limit=1.0, runtime="onnxruntime")
+
+
+def test_latency_from_a_lookup_table(tmp_path):
+    """objective.latency_table: FBNet's estimate, the table file built on first use and reused."""
+    import numpy as np
+
+    from densenas.build import build_search
+    from densenas.config import load_config
+    from densenas.latency_table import LatencyTable
+
+    lut = tmp_path / "lut.json"
+    opts = tiny_opts(tmp_path) + ["objective.cost=latency_ms", "objective.limit=1e6", "objective.runtime=onnxruntime",
+                                  f"objective.latency_table={lut}", "objective.latency_size=[32,32]",
+                                  "objective.latency_repeats=2", "objective.latency_warmup=1"]
+    ev = build_search(load_config(CFG, opts), work_dir=tmp_path / "w", log=lambda s: None).evaluator
+    space = build_search(load_config(CFG, opts), work_dir=tmp_path / "w2", log=lambda s: None).space
+    arch = space.sample(np.random.default_rng(3))
+    est = ev.cost(arch)["latency_ms"]
+    table = LatencyTable(lut, runtime="onnxruntime", threads=1)
+    assert est > 0 and len(table.entries) > 3
+    from densenas.evaluation.objective import _Deployed
+
+    model = _Deployed(ev.inner.encoder, ev.inner.candidate(arch)).eval()
+    assert table.estimate(model, (1, 3, 32, 32)) == pytest.approx(est)  # every op looked up, none re-timed
+    with pytest.raises(ValueError, match="is not latency_ms"):
+        ObjectiveCfg(cost="params", limit=1.0, latency_table=str(lut))

@@ -51,6 +51,8 @@ $PIP mmdet==3.3.0 mmsegmentation==1.2.2 timm==1.0.15 pycocotools==2.0.11 scikit-
      scikit-learn==1.9.1 scipy==1.17.1 threadpoolctl==3.8.0 matplotlib==3.11.2 ftfy==6.3.1 regex==2026.5.9 \
      rich==15.0.0 tqdm==4.70.1 tensorboard==2.21.0 optuna==4.6.0 pytest==8.3.5 pytest-timeout==2.4.0 \
      hypothesis==6.155.2 sortedcontainers==2.4.0 ray==2.60.0
+# deployment (tools/deploy.py, objective.runtime="onnxruntime"): torch.onnx's dynamo exporter needs onnxscript
+$PIP onnx==1.23.2 onnxruntime==1.32.0 onnxscript==0.7.2 onnx-ir==1.1.0 ml_dtypes==0.7.0
 
 log "mmpose 1.3.2 (keypoint task) and xtcocotools built from source against the installed numpy"
 # --no-deps: mmpose's metadata asks for opencv-python (a second cv2 beside mmcv's opencv-python-headless,
@@ -74,7 +76,7 @@ $PIP --no-build-isolation --no-deps -e "$ROOT"
 
 (cd / && $PY -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmseg, mmpose, mmpose.apis, xtcocotools.coco, \
 mmengine, timm, pkg_resources, densenas, densenas.tasks, \
-densenas.decoders, densenas.datasets, optuna, sklearn, ray; from densenas.plugins import TASKS, SPACES, available; \
+densenas.decoders, densenas.datasets, optuna, sklearn, ray, onnx, onnxruntime, onnxscript; from densenas.plugins import TASKS, SPACES, available; \
 assert available(TASKS) and available(SPACES), 'densenas entry points missing: reinstall with pip install -e .'; \
 print('[install] ok: torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, \
 'mmseg', mmseg.__version__, 'mmpose', mmpose.__version__, 'densenas', densenas.__version__, 'tasks', available(TASKS))")

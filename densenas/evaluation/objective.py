@@ -4,8 +4,9 @@ MnasNet (Tan et al., "MnasNet: Platform-Aware Neural Architecture Search for Mob
 scalarises accuracy and a cost: ``reward = metric * (cost / target) ** w`` with ``w = alpha`` when the cost is
 within the target and ``w = beta`` above it (``alpha = beta = -0.07``: the soft constraint). Nekrasov et al.
 ("Template-Based Automatic Search of Compact Semantic Segmentation Architectures", WACV 2020) found that
-compact is not fast, so the cost here is the parameter count, the multiply-adds or the latency measured on
-the device the search runs on. A hard limit rejects a candidate before it is trained; it is recorded as a
+compact is not fast, so the cost here is the parameter count, the multiply-adds or the latency, measured on
+the device the search runs on by the runtime the model will be deployed with (``runtime``: eager PyTorch,
+ONNX Runtime, TensorRT through ONNX Runtime; :mod:`densenas.latency`). A hard limit rejects a candidate before it is trained; it is recorded as a
 failed row with its costs and the reason, so strategies learn to avoid the region.
 
 Configured by the search config's top-level ``objective`` section (:class:`ObjectiveCfg`); the proxy
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from ..arch import Arch
-from ..objectives import latency_ms
+from ..latency import RUNTIMES, measure
 from ..result import FAILED, Result
 from .common import failure_reason
 
@@ -43,6 +44,14 @@ class ObjectiveCfg:
         latency_size: ``(height, width)`` of the latency input (default: the proxy image size).
         latency_repeats: timed forward passes (their median is reported).
         latency_warmup: untimed passes first.
+        runtime: where the latency is measured: ``torch`` (eager, the search's device), ``onnxruntime``
+            (exported to ONNX, ONNX Runtime's CPU execution provider) or ``tensorrt`` (ONNX Runtime's TensorRT,
+            else CUDA, execution provider; needs onnxruntime-gpu and a GPU). Measured once per distinct arch.
+        latency_threads: ONNX Runtime intra-op threads (``onnxruntime``); ``torch`` uses the process's threads.
+        latency_table: a JSON file: the latency is FBNet's lookup-table estimate on ``runtime`` (the sum of
+            the candidate's ops, each timed once alone; :mod:`densenas.latency_table`) instead of a
+            measurement of the whole candidate. Built as the search meets new ops; several workers writing it
+            may each measure an op (the file is replaced atomically, never corrupted).
     """
 
     cost: str = "params"
@@ -53,6 +62,9 @@ class ObjectiveCfg:
     latency_size: tuple[int, int] | list[int] | None = None
     latency_repeats: int = 10
     latency_warmup: int = 3
+    runtime: str = "torch"
+    latency_threads: int = 1
+    latency_table: str | None = None
 
     def __post_init__(self) -> None:
         if self.cost not in COSTS:
@@ -71,6 +83,13 @@ class ObjectiveCfg:
             self.latency_size = tuple(self.latency_size)
         if self.latency_repeats < 1 or self.latency_warmup < 0:
             raise ValueError("latency_repeats must be >= 1 and latency_warmup >= 0")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {self.runtime!r}")
+        if (self.runtime != "torch" or self.latency_table) and self.cost != "latency_ms":
+            raise ValueError(f"runtime={self.runtime!r} / latency_table={self.latency_table!r} time the model, but "
+                             f"cost={self.cost!r} is not latency_ms")
+        if int(self.latency_threads) < 1:
+            raise ValueError(f"latency_threads must be >= 1, got {self.latency_threads!r}")
 
     def scalarise(self, metric: float, cost: float) -> float:
         """MnasNet's reward. The factor ``(cost / target) ** w`` shrinks a positive metric as the cost grows;
@@ -104,6 +123,8 @@ class CostAware:
     def __init__(self, inner: Any, objective: ObjectiveCfg, image_size: tuple[int, int]):
         self.inner, self.objective = inner, objective
         self.latency_size = tuple(objective.latency_size or image_size)
+        self._latency: dict[Arch, float] = {}  # per distinct arch: promoted re-runs are not timed again
+        self._table = None  # the FBNet lookup table (objective.latency_table), opened on first use
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -113,10 +134,25 @@ class CostAware:
         cand = self.inner.candidate(arch)
         out = self.inner.cost_of(cand)
         if self.objective.cost == "latency_ms":
-            model = _Deployed(self.inner.encoder, cand).eval()
-            x = torch.zeros(1, 3, *self.latency_size, device=self.inner.device)
-            out["latency_ms"] = latency_ms(model, x, warmup=self.objective.latency_warmup,
-                                           repeats=self.objective.latency_repeats)
+            if arch not in self._latency:
+                o = self.objective
+                model = _Deployed(self.inner.encoder, cand).eval()
+                shape = (1, 3, *self.latency_size)
+                try:
+                    if o.latency_table:
+                        if self._table is None:
+                            from ..latency_table import LatencyTable
+
+                            self._table = LatencyTable(o.latency_table, runtime=o.runtime, threads=o.latency_threads,
+                                                       warmup=o.latency_warmup, repeats=o.latency_repeats, log=None)
+                        self._latency[arch] = self._table.estimate(model.to("cpu"), shape)
+                    else:
+                        self._latency[arch] = measure(model, shape, runtime=o.runtime, threads=o.latency_threads,
+                                                      warmup=o.latency_warmup, repeats=o.latency_repeats,
+                                                      device=self.inner.device).ms
+                finally:
+                    model.to(self.inner.device)  # the shared encoder stays where the evaluator keeps it
+            out["latency_ms"] = self._latency[arch]
         return out
 
     def evaluate(self, arch: Arch, seed: int = 0) -> Result:
