@@ -265,7 +265,7 @@ def build_proxy_restoration(root: str | Path, num_train: int = 48, num_val: int 
     Writes ``root/images/{train,val}/proxy_<k>.png`` (BSD500 layout, lossless) from
     :data:`PROXY_TRAIN_SOURCES` / :data:`PROXY_VAL_SOURCES` (disjoint photographs), and with ``rain``
     also ``root/derain/{train,val}/{rain,norain}/proxy_<k>.png`` (Rain100 layout, synthetic streaks from
-    :func:`densenas.tasks.restoration.functional.add_rain`). Idempotent: when ``root/densenas_restoration.json``
+    :func:`densenas.datasets.degrade.add_rain`). Idempotent: when ``root/densenas_restoration.json``
     records the same parameters and sources and every listed file exists, nothing is written; otherwise
     earlier proxy files are removed and all is regenerated. The same arguments give byte-identical files.
 
@@ -315,7 +315,7 @@ def build_proxy_restoration(root: str | Path, num_train: int = 48, num_val: int 
             and all((root / f).is_file() for f in _manifest_files(old)):
         return old
 
-    from densenas.tasks.restoration.functional import add_rain
+    from .degrade import add_rain
 
     (root / RESTORATION_MANIFEST).unlink(missing_ok=True)  # written last: a crash leaves no valid manifest
     for split in ("train", "val"):

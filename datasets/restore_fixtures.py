@@ -4,7 +4,7 @@ They exercise :class:`densenas.datasets.imagefolder.CleanImageFolder` and
 :class:`densenas.datasets.imagefolder.RainPairFolder` (IR-NAS tasks: Zhang, Chen, Li, Shen,
 "Memory-Efficient Hierarchical Neural Architecture Search for Image Restoration"). Images are smooth
 random colour fields; rainy images are the clean ones with synthetic streaks
-(:func:`densenas.tasks.restoration.functional.add_rain`), so the formats are exact while the content is not.
+(:func:`densenas.datasets.degrade.add_rain`), so the formats are exact while the content is not.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def write_rain100_fixture(root: str | Path, n: int = 3, size: tuple[int, int] = 
     Returns:
         ``{"root", "layout", "split", "rain": [paths], "clean": [paths], "size"}``.
     """
-    from densenas.tasks.restoration.functional import add_rain
+    from .degrade import add_rain
 
     if layout not in ("subfolders", "prefixed"):
         raise ValueError(f"layout must be 'subfolders' or 'prefixed', got {layout!r}")

@@ -32,6 +32,15 @@ def test_core_sources_import_no_plugin_package():
         assert hit is None, f"{path.relative_to(ROOT)} imports {hit.group(0).strip()}"
 
 
+def test_data_and_spaces_import_no_task():
+    """Layers point one way: tasks import datasets and decoders, never the reverse (issue #25)."""
+    pattern = re.compile(r"^\s*(from|import)\s+densenas\.tasks\b", re.M)
+    for folder in ("datasets", "decoders"):
+        for path in (ROOT / folder).rglob("*.py"):
+            hit = pattern.search(path.read_text())
+            assert hit is None, f"{path.relative_to(ROOT)} imports {hit.group(0).strip()}"
+
+
 def test_entry_points_find_every_task_and_space():
     from densenas.plugins import SPACES, TASKS, available, load
     from densenas.space import SearchSpace
