@@ -135,6 +135,7 @@ class AutoDeepLabSpace(DifferentiableSpace):
     """
 
     name = "autodeeplab"
+    output_kind = "segmenter"
 
     def __init__(self, num_classes: int, layers: int = 4, blocks: int = 3, filter_multiplier: int = 8,
                  ops: Sequence[str] | None = None, aspp_rates: Sequence[int] = (24, 12, 6, 3),

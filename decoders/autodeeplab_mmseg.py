@@ -67,7 +67,7 @@ def aspp_dilations(out_stride: int) -> tuple[int, ...]:
 
 def autodeeplab_model_dict(arch: ArchLike, num_classes: int, filter_multiplier: int = 8,
                            channels: int = 64, dropout_ratio: float = 0.1,
-                           stem_channels: int | None = None) -> dict[str, Any]:
+                           stem_channels: int | None = None, *, loss_decode: Mapping[str, Any]) -> dict[str, Any]:
     """mmseg ``EncoderDecoder`` model config: ``AutoDeepLabBackbone`` + ``ASPPHead``.
 
     Args:
@@ -77,6 +77,7 @@ def autodeeplab_model_dict(arch: ArchLike, num_classes: int, filter_multiplier: 
         channels: ASPP width.
         dropout_ratio: dropout before the classifier.
         stem_channels: stem width of the backbone (default ``blocks * F``).
+        loss_decode: the head's loss config, from the segmentation task (the space holds no loss).
 
     Returns:
         The ``model`` dict (the config also needs :data:`CUSTOM_IMPORTS`).
@@ -96,6 +97,5 @@ def autodeeplab_model_dict(arch: ArchLike, num_classes: int, filter_multiplier: 
         decode_head=dict(type="ASPPHead", in_channels=out_channels, in_index=0, channels=channels,
                          dilations=aspp_dilations(level), dropout_ratio=dropout_ratio,
                          num_classes=num_classes, norm_cfg=dict(type="BN", requires_grad=True),
-                         align_corners=False,
-                         loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)),
+                         align_corners=False, loss_decode=dict(loss_decode)),
         train_cfg=dict(), test_cfg=dict(mode="whole"))

@@ -276,6 +276,7 @@ class AuxCellSpace(SearchSpace):
     """
 
     name = "auxcell"
+    output_kind = "dense_map"
 
     def __init__(self, num_classes: int, width: int = 48, num_cells: int = 3, blocks_per_cell: int = 2,
                  num_inputs: int = 4, ops: Sequence[str] | None = None, aux: bool = True,

@@ -231,6 +231,7 @@ class IRNASSpace(DifferentiableSpace):
     """
 
     name = "irnas"
+    output_kind = "restorer"
 
     def __init__(self, in_channels: int = 3, width: int = 8, layers: int = 4, blocks: int = 2,
                  ops: Sequence[str] | None = None, aspp: bool = True):

@@ -137,7 +137,8 @@ class NASFCOSSearchedHead(FCOSHead):
 def nasfcos_detector_cfg(fpn_arch: ArchLike, head_arch: ArchLike, num_classes: int, *,
                          out_indices: Sequence[int] = (6, 13, 17), in_channels: Sequence[int] | None = None,
                          width: int = 128, head_width: int | None = None, pretrained: bool = True,
-                         shared_position: str = "last", backbone: Mapping[str, Any] | None = None) -> ConfigDict:
+                         shared_position: str = "last", backbone: Mapping[str, Any] | None = None,
+                         losses: Mapping[str, Any]) -> ConfigDict:
     """The mmdet model dict of an FCOS detector: a densenas backbone, searched FPN, searched head.
 
     Args:
@@ -153,6 +154,8 @@ def nasfcos_detector_cfg(fpn_arch: ArchLike, head_arch: ArchLike, num_classes: i
         shared_position: see :class:`NASFCOSSearchedHead`.
         backbone: a :mod:`densenas.backbones` config (default: MobileNetV2 with ``out_indices`` and
             ``pretrained``); ``in_channels``, when given, must be its channels.
+        losses: the FCOS head's ``loss_cls`` / ``loss_bbox`` / ``loss_centerness``, from the task
+            (``densenas.tasks.detection.losses``): the adapters hold no loss.
 
     Returns:
         A model config for ``mmdet.registry.MODELS.build`` (a ``ConfigDict``, as mmdet's heads read
@@ -173,9 +176,6 @@ def nasfcos_detector_cfg(fpn_arch: ArchLike, head_arch: ArchLike, num_classes: i
                        num_classes=num_classes, in_channels=width,
                        feat_channels=width if head_width is None else head_width,
                        strides=[8, 16, 32, 64, 128], shared_position=shared_position,
-                       loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25,
-                                     loss_weight=1.0),
-                       loss_bbox=dict(type="IoULoss", loss_weight=1.0),
-                       loss_centerness=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0)),
+                       **{k: dict(v) for k, v in losses.items()}),
         test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.6),
                       max_per_img=100))

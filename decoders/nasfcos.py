@@ -330,6 +330,11 @@ class NASFCOSSpace(SearchSpace):
             ``fpn_ops`` replaces it).
     """
 
+    name = "nasfcos"
+    output_kind = "detector"
+    #: the detector family of the head this space builds (the task gives it that family's losses)
+    head_detector = "fcos"
+
     def __init__(self, num_classes: int = 80, part: str = "fpn", width: int = 64,
                  head_width: int | None = None, num_inputs: int = 3, num_cells: int = 7,
                  num_head_layers: int = 6, num_outs: int = 5,
@@ -424,6 +429,19 @@ class NASFCOSSpace(SearchSpace):
         elif self.part == "joint" and fpn is not None and head is not None:
             out["fpn_fcos"] = Arch(self.name, fpn.choices + head.choices)
         return {k: a for k, a in out.items() if self.is_valid(a)}
+
+    def mm_detector(self, arch: Arch, num_classes: int, *, losses: Mapping[str, Any], backbone: Mapping[str, Any],
+                    in_channels: Sequence[int] | None = None, **task_options: Any) -> Any:
+        """This space's OpenMMLab adapter: the mmdet FCOS ``model`` config (a ``ConfigDict``) of ``arch``,
+        completed with the fixed part, on ``backbone``, with the task's head ``losses``. ``task_options``
+        (NAS-FPN's ``detector``, ``stacked_convs``, ``feat_channels``) do not apply: NAS-FCOS searches its own
+        head tower."""
+        from densenas.decoders.mmdet_adapters import nasfcos_detector_cfg
+
+        full = self.full_arch(arch)  # checks the arch; completes it with the searched-with fixed part
+        return nasfcos_detector_cfg(full, full, int(num_classes), in_channels=in_channels, width=self.width,
+                                    head_width=self.head_width, shared_position=self.shared_position,
+                                    backbone=backbone, losses=losses)
 
     def full_arch(self, arch: Arch) -> Arch:
         """The joint arch (``nasfcos``) of ``arch`` completed with the fixed part."""

@@ -256,6 +256,7 @@ class NASFPNSpace(SearchSpace):
     """
 
     name = "nasfpn"
+    output_kind = "detector"
 
     def __init__(self, num_cells: int = 7, out_channels: int = 64, stack: int = 1,
                  levels: Sequence[int] = (3, 4, 5, 6, 7), finest_intermediate: bool = False,
@@ -275,6 +276,18 @@ class NASFPNSpace(SearchSpace):
             raise ValueError(f"out_channels and stack must be >= 1, got {out_channels}, {stack}")
         self.num_cells, self.out_channels, self.stack = int(num_cells), int(out_channels), int(stack)
         self.finest_intermediate = bool(finest_intermediate)
+
+    def mm_detector(self, arch: Arch, num_classes: int, *, losses: Mapping, backbone: Mapping,
+                    in_channels: Sequence[int] | None = None, detector: str = "retinanet",
+                    feat_channels: int | None = None, stacked_convs: int = 4, **_: object) -> dict:
+        """This space's OpenMMLab adapter: the mmdet ``model`` config of ``arch`` (the searched neck stacked
+        ``stack`` times) with a RetinaNet or FCOS head and the task's head ``losses``, on ``backbone``."""
+        from densenas.decoders.nasfpn_mmdet import nasfpn_model_dict
+
+        return nasfpn_model_dict(arch, int(num_classes), detector, in_channels=in_channels,
+                                 out_channels=self.out_channels, stack=self.stack, backbone=backbone,
+                                 feat_channels=feat_channels, stacked_convs=int(stacked_convs),
+                                 num_outs=len(self.levels), losses=losses)
 
     @property
     def first_output(self) -> int:

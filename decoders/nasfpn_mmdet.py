@@ -84,30 +84,27 @@ class NASFPNSearchedNeck(BaseModule):
 
 
 def _head(detector: str, num_classes: int, channels: int, feat_channels: int, stacked_convs: int,
-          strides: list[int]) -> dict[str, Any]:
-    focal = dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0)
+          strides: list[int], losses: Mapping[str, Any]) -> dict[str, Any]:
+    """A RetinaNet / FCOS head config; its ``loss_*`` come from the task (``losses``)."""
     common = dict(num_classes=num_classes, in_channels=channels, stacked_convs=stacked_convs,
-                  feat_channels=feat_channels, loss_cls=focal)
+                  feat_channels=feat_channels, **{k: dict(v) for k, v in losses.items()})
     if detector == "retinanet":
         return dict(type="RetinaHead", **common,
                     anchor_generator=dict(type="AnchorGenerator", octave_base_scale=4, scales_per_octave=3,
                                           ratios=[0.5, 1.0, 2.0], strides=strides),
-                    bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4),
-                    loss_bbox=dict(type="L1Loss", loss_weight=1.0))
+                    bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4))
     ranges = [(-1, 64)] + [(64 * 2 ** i, 128 * 2 ** i) for i in range(len(strides) - 2)]
     ranges.append((ranges[-1][1], 100000000))
     return dict(type="FCOSHead", **common, strides=strides, regress_ranges=tuple(ranges[:len(strides)]),
-                norm_cfg=dict(type="GN", num_groups=gn_groups(feat_channels), requires_grad=True),
-                loss_bbox=dict(type="IoULoss", loss_weight=1.0),
-                loss_centerness=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0))
+                norm_cfg=dict(type="GN", num_groups=gn_groups(feat_channels), requires_grad=True))
 
 
 def nasfpn_model_dict(arch: ArchLike, num_classes: int, detector: str = "retinanet", *,
                       in_channels: Sequence[int] | None = None, out_channels: int = 64, stack: int = 1,
                       pretrained: bool = True, out_indices: Sequence[int] = MOBILENET_C3_C5,
                       feat_channels: int | None = None, stacked_convs: int = 4, num_outs: int = 5,
-                      pad_size_divisor: int | None = None, backbone: Mapping[str, Any] | None = None
-                      ) -> dict[str, Any]:
+                      pad_size_divisor: int | None = None, backbone: Mapping[str, Any] | None = None,
+                      losses: Mapping[str, Any]) -> dict[str, Any]:
     """mmdet ``model`` config: ``DenseNASBackbone`` + ``NASFPNSearchedNeck`` + a RetinaNet/FCOS head.
 
     Args:
@@ -125,6 +122,7 @@ def nasfpn_model_dict(arch: ArchLike, num_classes: int, detector: str = "retinan
         pad_size_divisor: batch padding (default ``2**`` the coarsest level, so every level divides).
         backbone: a :mod:`densenas.backbones` config (default: MobileNetV2 with ``out_indices`` and
             ``pretrained``).
+        losses: the head's ``loss_*`` configs, from the task (``densenas.tasks.detection.losses``).
 
     Returns:
         The ``model`` dict, plain ``dict`` s for dumping into a config (the config also needs
@@ -155,7 +153,7 @@ def nasfpn_model_dict(arch: ArchLike, num_classes: int, detector: str = "retinan
         neck=dict(type="NASFPNSearchedNeck", arch=arch.to_dict(), in_channels=[int(c) for c in in_channels],
                   out_channels=out_channels, stack=stack, num_outs=num_outs),
         bbox_head=_head(detector, num_classes, out_channels, feat_channels or out_channels,
-                        stacked_convs, strides),
+                        stacked_convs, strides, losses),
         test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5),
                       max_per_img=100))
     if detector == "retinanet":

@@ -198,6 +198,7 @@ class TemplateSpace(SearchSpace):
     """
 
     name = "template"
+    output_kind = "dense_map"
 
     def __init__(self, num_classes: int, num_templates: int = 2, blocks: int = 2,
                  widths: Sequence[int] = WIDTHS, ops: Sequence[str] | None = None, aux: bool = True,

@@ -200,9 +200,11 @@ def plan_search(cfg) -> dict[str, Any]:
     space_type, space_opts = _typed(cfg, "space", source)
     scls = space_class(space_type, source)
     check_keys("space", space_opts, scls, source=source)
-    if space_type not in tcls.spaces:
-        raise ConfigError(f"{source}: task.type={task_type!r} cannot search space.type={space_type!r}; "
-                          f"its spaces are {list(tcls.spaces)}")
+    kind = getattr(scls, "output_kind", "")
+    if space_type not in tcls.spaces and kind not in tcls.accepts:
+        raise ConfigError(f"{source}: task.type={task_type!r} cannot search space.type={space_type!r}: the space "
+                          f"outputs {kind or 'an undeclared kind'!r} (output_kind), the task accepts "
+                          f"{list(tcls.accepts)} (its spaces: {list(tcls.spaces)})")
     strat_type, strat_opts = _typed(cfg, "strategy", source)
     warm_start = strat_opts.pop("warm_start", None)
     if strat_type not in STRATEGIES:

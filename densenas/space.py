@@ -71,6 +71,16 @@ def describe_shapes(shapes: Mapping[str, ShapeSpec]) -> str:
     return ", ".join(f"{k}({v.channels}ch, s{v.stride})" for k, v in shapes.items()) or "none"
 
 
+#: the output kinds of the spaces shipped with densenas (``SearchSpace.output_kind``):
+#: ``dense_map``: ``forward(*encoder levels)`` -> a map at a stride of the input (``(main, [aux maps])`` in
+#: training), its channels the task's outputs (classes, 1 depth channel, one heatmap per keypoint);
+#: ``segmenter``: a whole network image -> class map (its own backbone; Auto-DeepLab);
+#: ``detector``: a neck (and head) that the space turns into an mmdet detector with the task's losses
+#: (``mm_detector(arch, num_classes, *, losses, backbone, in_channels, ...)``);
+#: ``restorer``: a whole network image -> image of the same size (IR-NAS).
+OUTPUT_KINDS = ("dense_map", "segmenter", "detector", "restorer")
+
+
 class SearchSpace:
     """Base class: a space of categorical decisions.
 
@@ -81,6 +91,10 @@ class SearchSpace:
 
     name: str = "space"
     max_tries: int = 1000
+    #: what the built modules output, the contract with the tasks (docs/architecture.md, "Kinds"): a task
+    #: that accepts this kind (``Task.accepts``) can search the space without naming it. One of
+    #: :data:`OUTPUT_KINDS` (or a plugin's own kind, with a task plugin that accepts it).
+    output_kind: str = ""
 
     def decisions(self) -> list[Decision]:
         raise NotImplementedError

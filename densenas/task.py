@@ -29,7 +29,10 @@ class Task:
 
     Class attributes:
         name: the ``task.type`` of configs.
-        spaces: ``space.type`` values this task can search (the builder refuses others).
+        accepts: the space output kinds (``SearchSpace.output_kind``) this task can search: any space of such a
+            kind, a plugin's too, without naming it (docs/architecture.md).
+        spaces: the shipped spaces it searches (documentation, ``--task`` picking of exports, tests); the
+            builder also lets through a space named here whatever its kind.
         report_metrics: ``(metric key, column label)`` pairs for the leaderboard.
         reward_label: the y label of the reward plot.
         default_scope: the OpenMMLab scope of its exported configs (``mmseg``, ``mmdet``, ...).
@@ -43,6 +46,7 @@ class Task:
     """
 
     name: ClassVar[str] = "task"
+    accepts: ClassVar[tuple[str, ...]] = ()
     spaces: ClassVar[tuple[str, ...]] = ()
     report_metrics: ClassVar[tuple[tuple[str, str], ...]] = ()
     reward_label: ClassVar[str] = "reward"

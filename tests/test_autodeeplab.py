@@ -270,7 +270,9 @@ def test_mmseg_backbone_with_aspp_head_builds_and_runs(space):
 
     arch = space.arch_from([(0, 1, "sep_conv_3x3", "skip"), (1, 2, "sep_conv_3x3_dil2", "max_pool_3x3"),
                             (0, 3, "avg_pool_3x3", "sep_conv_5x5")], [4, 8, 16, 16])
-    cfg = autodeeplab_model_dict(arch, NUM_CLASSES, filter_multiplier=4, channels=8)
+    from densenas.tasks.segmentation.export import LOSS_DECODE
+
+    cfg = autodeeplab_model_dict(arch, NUM_CLASSES, filter_multiplier=4, channels=8, loss_decode=LOSS_DECODE)
     assert cfg["decode_head"]["dilations"] == (1, 6, 12, 18)
     torch.manual_seed(0)
     model = MODELS.build(ConfigDict(cfg))  # ConfigDict: the segmentor reads test_cfg.mode

@@ -245,9 +245,12 @@ def test_mmdet_fcos_detector_loss_and_predict(which):
         fpn = NASFCOSSpace(part="fpn").sample(rng)
         head = NASFCOSSpace(part="head", num_head_layers=3).sample(rng).replace(**{"head.shared": 1})
         position = "first"
+    from densenas.tasks.detection.losses import head_losses
+
     cfg = ad.nasfcos_detector_cfg(fpn, head, num_classes, width=W,
                                   head_width=2 * W if which == "sampled" else None,
-                                  pretrained=False, shared_position=position)
+                                  pretrained=False, shared_position=position,
+                                  losses=head_losses("fcos"))
     model = MODELS.build(cfg)
     assert type(model.backbone).__name__ == "DenseNASBackbone"
     assert isinstance(model.neck, ad.NASFCOSSearchedFPN)

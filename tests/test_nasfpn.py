@@ -207,8 +207,11 @@ def test_detector_builds_trains_and_predicts(mmdet_models, detector):
 
     from densenas.decoders.nasfpn_mmdet import nasfpn_model_dict
 
+    from densenas.tasks.detection.losses import head_losses
+
     cfg = nasfpn_model_dict(paper_arch().to_dict(), num_classes=3, detector=detector, out_channels=C,
-                            stack=2, pretrained=False, stacked_convs=1)
+                            stack=2, pretrained=False, stacked_convs=1, losses=head_losses(detector))
+    assert cfg["bbox_head"]["loss_cls"]["type"] == "FocalLoss"  # the task's losses, handed in
     assert cfg["backbone"]["type"] == "DenseNASBackbone" and cfg["neck"]["in_channels"] == [32, 96, 320]
     if detector == "fcos":  # GroupNorm keeps >= 4 channels per group (1x1 P7 maps at small widths)
         assert C // cfg["bbox_head"]["norm_cfg"]["num_groups"] >= 4
@@ -238,6 +241,6 @@ def test_model_dict_rejects_bad_arch_and_detector(mmdet_models):
 
     bad = paper_arch().replace(**{"cell5.level": 5})
     with pytest.raises(InvalidArch, match=r"cell5\.level=5 repeats cell4\.level"):
-        nasfpn_model_dict(bad, num_classes=3, pretrained=False, in_channels=[32, 96, 320])
+        nasfpn_model_dict(bad, num_classes=3, pretrained=False, in_channels=[32, 96, 320], losses={})
     with pytest.raises(ValueError, match="detector"):
-        nasfpn_model_dict(paper_arch(), num_classes=3, detector="yolo", in_channels=[32, 96, 320])
+        nasfpn_model_dict(paper_arch(), num_classes=3, detector="yolo", in_channels=[32, 96, 320], losses={})

@@ -41,6 +41,25 @@ def test_data_and_spaces_import_no_task():
             assert hit is None, f"{path.relative_to(ROOT)} imports {hit.group(0).strip()}"
 
 
+def test_decoders_hold_no_loss():
+    """Search spaces and their mm adapters get losses from the task (``tasks/*/losses.py``); no loss type is
+    written in ``decoders/``."""
+    pattern = re.compile(r"type=[\"'][A-Za-z]*Loss[\"']")
+    for path in (ROOT / "decoders").rglob("*.py"):
+        hit = pattern.search(path.read_text())
+        assert hit is None, f"{path.relative_to(ROOT)} configures a loss: {hit.group(0)}"
+
+
+def test_tasks_import_no_sibling_task():
+    """A task imports only itself and the shared modules of ``tasks/`` (dense.py, mmseg_backbone.py)."""
+    pattern = re.compile(r"^\s*(?:from|import)\s+densenas\.tasks\.(\w+)", re.M)
+    for task_dir in (p for p in (ROOT / "tasks").iterdir() if p.is_dir() and (p / "__init__.py").is_file()):
+        for path in task_dir.rglob("*.py"):
+            for name in pattern.findall(path.read_text()):
+                assert name in (task_dir.name, "dense", "mmseg_backbone"), \
+                    f"{path.relative_to(ROOT)} imports densenas.tasks.{name}"
+
+
 def test_entry_points_find_every_task_and_space():
     from densenas.plugins import SPACES, TASKS, available, load
     from densenas.space import SearchSpace

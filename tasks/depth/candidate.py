@@ -20,7 +20,7 @@ from densenas.arch import Arch
 from densenas.evaluation.common import Diverged
 from densenas.evaluation.device_loop import DeviceCopies
 from densenas.space import SearchSpace, ShapeSpec
-from densenas.tasks.segmentation.candidate import split_outputs  # the decoders' (main, aux) outputs
+from densenas.tasks.dense import split_outputs  # the decoders' (main, aux) outputs
 
 from .losses import depth_loss, depth_metrics, to_depth
 

@@ -153,7 +153,7 @@ def export_depth_config(path: str | Path, *, arch: Arch | None = None, baseline:
     cfg = dict(
         densenas_task="depth",  # which densenas task plugin tools/test.py asks about this model
         default_scope="mmseg",
-        custom_imports=dict(imports=["densenas.tasks.segmentation.mm", "densenas.tasks.depth.mm"],
+        custom_imports=dict(imports=["densenas.tasks.depth.mm"],
                             allow_failed_imports=False),
         model=model,
         **data_config(dataset, options["data_root"], int(options["crop"]), float(options["max_depth"]),

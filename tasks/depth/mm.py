@@ -1,5 +1,5 @@
-"""OpenMMLab registrations of the depth task: the one module exported depth configs import (after
-:mod:`densenas.tasks.segmentation.mm`, which registers ``DenseNASBackbone``).
+"""OpenMMLab registrations of the depth task: the one module exported depth configs import
+(``DenseNASBackbone`` comes from :mod:`densenas.tasks.mmseg_backbone`, shared with segmentation).
 
 mmseg 1.2.2 estimates depth with ``DepthEstimator`` and its depth heads (``VPDDepthHead``): ``forward``
 returns ``max_depth * sigmoid(out)``, ``loss_by_feat`` compares it (resized to the label) with
@@ -24,7 +24,7 @@ from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
-import densenas.tasks.segmentation.mm  # noqa: F401  (DenseNASBackbone: registered there, once)
+import densenas.tasks.mmseg_backbone  # noqa: F401  (DenseNASBackbone, shared with the segmentation task)
 from densenas.decoders.mmseg_adapters import AuxCellHead, TemplateHead
 
 from .losses import berhu_loss, l1_loss

@@ -35,6 +35,7 @@ class DepthTask(Task):
     """
 
     name = "depth"
+    accepts = ("dense_map",)
     spaces = ("auxcell", "template")
     report_metrics = (("d1", "δ1"), ("rmse", "RMSE"), ("rmse_log", "RMSE log"), ("abs_rel", "abs rel"))
     reward_label = "reward sqrt(δ1 / (1 + RMSE[m]))"
@@ -78,12 +79,16 @@ class DepthTask(Task):
 
     # ------------------------------------------------------------ test time
     def test_cost_model(self, model: nn.Module, cfg: Any) -> tuple[nn.Module, int, int, str]:
-        from densenas.objectives import count_params
-        from densenas.task import TensorForward
+        from densenas.tasks.dense import inference_cost
 
-        aux = getattr(getattr(model.decode_head, "decoder", None), "aux_heads", None)
-        params = count_params(model) - (count_params(aux) if aux is not None else 0)
-        return TensorForward(model, lambda m, x: m._forward(x)), params, 3, " (inference, aux heads excluded)"
+        return inference_cost(model, "decode_head")
+
+    def deploy_outputs(self, outputs: list[Tensor], cfg: Any) -> list[str]:
+        return ["depth"] if len(outputs) == 1 else super().deploy_outputs(outputs, cfg)
+
+    def deploy_note(self, cfg: Any) -> str:
+        return ("depth: (N, 1, H/s, W/s) metric depth at the decoder's output stride s; resize to the image "
+                "(bilinear) outside the graph, as mmseg's DepthEstimator does")
 
     def test_size(self, cfg: Any, runner: Any) -> tuple[int, int]:
         """The size of the first test image after the test pipeline (NYU images are not square)."""

@@ -69,43 +69,37 @@ def detector_model_fn(space: SearchSpace, num_classes: int | None = None, *, in_
                       out_indices: Sequence[int] = (6, 13, 17), detector: str = "fcos", stacked_convs: int = 4,
                       feat_channels: int | None = None, backbone: Mapping[str, Any] | None = None
                       ) -> Callable[[Arch], nn.Module]:
-    """``model_fn(arch) -> detector`` for a NAS-FCOS or NAS-FPN space (its backbone, unused by the proxy
-    trainer, is not pretrained).
+    """``model_fn(arch) -> detector`` for a space that carries an mmdet adapter (its ``mm_detector``: NAS-FCOS,
+    NAS-FPN or a plugin's); its backbone, unused by the proxy trainer, is not pretrained. The head losses are
+    the task's (:mod:`.losses`).
 
     Args:
-        space: a :class:`~densenas.decoders.nasfcos.NASFCOSSpace` (FCOS with its searched FPN and head;
-            the fixed part from the space) or a :class:`~densenas.decoders.nasfpn.NASFPNSpace`.
-        num_classes: classes (default the space's ``num_classes``; required for NAS-FPN).
+        space: a detection space (``mm_detector(arch, num_classes, *, losses, backbone, in_channels, ...)``).
+        num_classes: classes (default the space's ``num_classes``).
         in_channels: channels of the encoder levels the neck takes.
         out_indices: MobileNetV2 blocks of the detector's own (unused) default backbone.
-        detector: NAS-FPN only: ``"retinanet"`` or ``"fcos"`` head.
-        stacked_convs: NAS-FPN only: convs per head tower.
-        feat_channels: NAS-FPN only: head width (default the pyramid width).
+        detector: ``"retinanet"`` or ``"fcos"`` head, for spaces that search no head (NAS-FPN).
+        stacked_convs: convs per head tower, for those spaces.
+        feat_channels: head width (default the pyramid width), for those spaces.
         backbone: a :mod:`densenas.backbones` config for the detector's own backbone (default MobileNetV2).
     """
-    from densenas.decoders.mmdet_adapters import nasfcos_detector_cfg
-    from densenas.decoders.nasfcos import NASFCOSSpace
-    from densenas.decoders.nasfpn import NASFPNSpace
-    from densenas.decoders.nasfpn_mmdet import nasfpn_model_dict
+    from .losses import head_losses
 
+    if not callable(getattr(space, "mm_detector", None)):
+        raise TypeError(f"space {space.name!r} ({type(space).__name__}) carries no mmdet adapter: a detection space "
+                        "defines mm_detector(arch, num_classes, *, losses, backbone, in_channels, ...) (see "
+                        "docs/architecture.md)")
     k = getattr(space, "num_classes", None) if num_classes is None else num_classes
     if k is None:
         raise ValueError(f"num_classes is required for space {space.name!r}")
-    extra = {} if backbone is None else {"backbone": dict(backbone)}
-    if isinstance(space, NASFCOSSpace):
-        def model_fn(arch: Arch) -> nn.Module:
-            full = space.full_arch(arch)
-            return build_detector(nasfcos_detector_cfg(
-                full, full, int(k), out_indices=out_indices, in_channels=in_channels, width=space.width,
-                head_width=space.head_width, pretrained=False, shared_position=space.shared_position, **extra))
-    elif isinstance(space, NASFPNSpace):
-        def model_fn(arch: Arch) -> nn.Module:
-            return build_detector(nasfpn_model_dict(
-                arch, int(k), detector, in_channels=in_channels, out_channels=space.out_channels,
-                stack=space.stack, pretrained=False, out_indices=out_indices, feat_channels=feat_channels,
-                stacked_convs=stacked_convs, num_outs=len(space.levels), **extra))
-    else:
-        raise TypeError(f"no detector for space {type(space).__name__}; use NASFCOSSpace or NASFPNSpace")
+    bb = dict(backbone) if backbone is not None else dict(type="mobilenet_v2", out_indices=tuple(out_indices),
+                                                           pretrained=False)
+    head = getattr(space, "head_detector", None) or detector  # a space that builds its own head names it
+
+    def model_fn(arch: Arch) -> nn.Module:
+        return build_detector(space.mm_detector(arch, int(k), losses=head_losses(head), backbone=bb,
+                                                in_channels=in_channels, detector=detector,
+                                                stacked_convs=stacked_convs, feat_channels=feat_channels))
     return model_fn
 
 

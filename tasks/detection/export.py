@@ -21,6 +21,8 @@ from typing import Any, Callable, Mapping
 from densenas.arch import Arch
 from densenas.export import dump_config, runtime_config
 
+from .losses import head_losses
+
 BASELINES = ("fpn_fcos", "fpn_retinanet")
 DET_SPACES = ("nasfcos_fpn", "nasfcos_head", "nasfcos", "nasfpn")
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
@@ -52,9 +54,7 @@ def _fcos_head(num_classes: int, width: int, feat_channels: int) -> dict[str, An
     return dict(type="FCOSHead", num_classes=num_classes, in_channels=width, stacked_convs=4,
                 feat_channels=feat_channels, strides=[8, 16, 32, 64, 128],
                 norm_cfg=dict(type="GN", num_groups=gn_groups(feat_channels), requires_grad=True),
-                loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
-                loss_bbox=dict(type="IoULoss", loss_weight=1.0),
-                loss_centerness=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0))
+                **head_losses("fcos"))
 
 
 def baseline_model(baseline: str, num_classes: int, *, width: int = 64, head_width: int | None = None,
@@ -92,7 +92,8 @@ def baseline_model(baseline: str, num_classes: int, *, width: int = 64, head_wid
     if baseline == "fpn_fcos":  # the same head settings as the NAS-FCOS exports (they differ only in towers)
         model["bbox_head"] = _fcos_head(num_classes, int(width), feat)
     else:  # the same head and assigner as the NAS-FPN (RetinaNet) exports
-        model["bbox_head"] = _head("retinanet", num_classes, int(width), feat, 4, [8, 16, 32, 64, 128])
+        model["bbox_head"] = _head("retinanet", num_classes, int(width), feat, 4, [8, 16, 32, 64, 128],
+                                   head_losses("retinanet"))
         model["train_cfg"] = dict(
             assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0,
                           ignore_iof_thr=-1),
@@ -124,8 +125,6 @@ def found_model(arch: Arch, num_classes: int, *, space: Mapping[str, Any] | None
     in_channels = _in_channels(bb)
     sp = dict(space or {})
     if arch.space in _NASFCOS_PART:
-        from densenas.decoders.mmdet_adapters import nasfcos_detector_cfg  # noqa: I001
-
         if sp.get("type", "nasfcos") != "nasfcos":
             raise ValueError(f"arch space {arch.space!r} but search space type {sp.get('type')!r}")
         sp.setdefault("type", "nasfcos")
@@ -137,10 +136,8 @@ def found_model(arch: Arch, num_classes: int, *, space: Mapping[str, Any] | None
             s = NASFCOSSpace(**{"num_classes": num_classes, **sp})
         except TypeError as e:
             raise ValueError(f"search space settings {sp}: {e}") from None
-        full = s.full_arch(arch)  # checks the arch; completes it with the searched-with fixed part
-        model = nasfcos_detector_cfg(full, full, num_classes, in_channels=in_channels, width=s.width,
-                                     head_width=s.head_width, shared_position=s.shared_position,
-                                     backbone=bb).to_dict()
+        model = s.mm_detector(arch, num_classes, losses=head_losses("fcos"), backbone=bb,
+                              in_channels=in_channels).to_dict()
         return model, "densenas.tasks.detection.mm"
     if arch.space == "nasfpn":
         from densenas.decoders.nasfpn_mmdet import nasfpn_model_dict
@@ -151,7 +148,8 @@ def found_model(arch: Arch, num_classes: int, *, space: Mapping[str, Any] | None
         model = nasfpn_model_dict(arch, num_classes, t.get("detector", "retinanet"), in_channels=in_channels,
                                   out_channels=int(width or sp.get("out_channels", 64)),
                                   stack=int(sp.get("stack", 1)), backbone=bb, feat_channels=t.get("feat_channels"),
-                                  stacked_convs=int(t.get("stacked_convs", 4)))
+                                  stacked_convs=int(t.get("stacked_convs", 4)),
+                                  losses=head_losses(t.get("detector", "retinanet")))
         return model, "densenas.tasks.detection.mm"
     raise ValueError(f"arch space {arch.space!r} is not a detection space; use one of {list(DET_SPACES)}")
 

@@ -37,6 +37,7 @@ class DetectionTask(Task):
     """
 
     name = "detection"
+    accepts = ("detector",)
     spaces = ("nasfcos", "nasfpn")
     report_metrics = (("ap", "AP"), ("ap50", "AP50"), ("neg_loss", "-loss"))
     default_scope = "mmdet"
@@ -92,6 +93,22 @@ class DetectionTask(Task):
                          if isinstance(t, Tensor))
 
         return TensorForward(model, flat), count_params(model), 3, " (whole detector)"
+
+    def deploy_outputs(self, outputs: list[Tensor], cfg: Any) -> list[str]:
+        """``cls_score_p3`` ... per level: the head's outputs in the order ``_forward`` returns them
+        (FCOS: class scores, box distances, centerness; RetinaNet: class scores, box deltas)."""
+        head = str(cfg.model.get("bbox_head", {}).get("type", ""))
+        parts = ["cls_score", "bbox_pred", "centerness"] if "FCOS" in head else ["cls_score", "bbox_pred"]
+        if len(outputs) % len(parts):
+            return super().deploy_outputs(outputs, cfg)
+        levels = len(outputs) // len(parts)
+        return [f"{p}_p{3 + i}" for p in parts for i in range(levels)]
+
+    def deploy_note(self, cfg: Any) -> str:
+        head = cfg.model.get("bbox_head", {}).get("type", "the head")
+        return (f"raw {head} maps per pyramid level (stride 8 first); box decoding, score threshold and NMS "
+                f"are outside the graph: mmdet's {head}.predict_by_feat (ONNX's NonMaxSuppression is not "
+                "mmdet's batched, per-class NMS with its test_cfg)")
 
     def test_size(self, cfg: Any, runner: Any) -> tuple[int, int]:
         size = super().test_size(cfg, runner)  # the preprocessor pads every batch to this multiple

@@ -28,7 +28,7 @@ from densenas.arch import Arch
 from densenas.evaluation.common import Diverged
 from densenas.evaluation.device_loop import DeviceCopies
 from densenas.space import SearchSpace, ShapeSpec
-from densenas.tasks.segmentation.candidate import split_outputs  # the decoders' (main, aux) outputs
+from densenas.tasks.dense import split_outputs  # the decoders' (main, aux) outputs
 
 from .metrics import decode_heatmaps, flip_back, keypoint_metrics, keypoint_reward, to_image
 

@@ -48,6 +48,7 @@ class KeypointTask(Task):
     """
 
     name = "keypoints"
+    accepts = ("dense_map",)
     spaces = ("auxcell",)
     report_metrics = (("pckh05", "PCKh@0.5"), ("pckh01", "PCKh@0.1"), ("ap", "AP"), ("ar", "AR"))
     reward_label = "reward (mean of PCKh@0.5 and PCKh@0.1)"
@@ -110,12 +111,18 @@ class KeypointTask(Task):
     # ------------------------------------------------------------ test time
     def test_cost_model(self, model: nn.Module, cfg: Any) -> tuple[nn.Module, int, int, str]:
         """Backbone + head up to the heatmaps (no decoding); the found head's aux heads excluded."""
-        from densenas.objectives import count_params
-        from densenas.task import TensorForward
+        from densenas.tasks.dense import inference_cost
 
-        aux = getattr(getattr(model.head, "decoder", None), "aux_heads", None)
-        params = count_params(model) - (count_params(aux) if aux is not None else 0)
-        return TensorForward(model, lambda m, x: m._forward(x)), params, 3, " (inference, aux heads excluded)"
+        return inference_cost(model, "head")
+
+    def deploy_outputs(self, outputs: list[Tensor], cfg: Any) -> list[str]:
+        return ["heatmaps"] if len(outputs) == 1 else super().deploy_outputs(outputs, cfg)
+
+    def deploy_note(self, cfg: Any) -> str:
+        codec = cfg.model.get("head", {}).get("decoder", {}) if hasattr(cfg, "model") else {}
+        kind = codec.get("type", "the config's codec") if isinstance(codec, dict) else "the config's codec"
+        return (f"heatmaps: (N, keypoints, H/4, W/4) on the person crop; decoding to keypoints ({kind}, "
+                "mmpose's codec.decode), the flip test and the crop-to-image transform are outside the graph")
 
     def test_size(self, cfg: Any, runner: Any) -> tuple[int, int]:
         """The crop size of the test pipeline's ``TopdownAffine`` (``input_size`` is ``(w, h)``)."""

@@ -31,6 +31,7 @@ class RestorationTask(Task):
     """
 
     name = "restoration"
+    accepts = ("restorer",)
     spaces = ("irnas",)
     report_metrics = (("psnr", "PSNR"), ("ssim", "SSIM"))
     reward_label = "reward (val PSNR of the supernet)"
@@ -67,6 +68,12 @@ class RestorationTask(Task):
 
         return (TensorForward(model, lambda m, x: m(x, mode="tensor")), count_params(model.net),
                 int(cfg.model.net.get("in_channels", 3)), "")
+
+    def deploy_outputs(self, outputs: list[Any], cfg: Any) -> list[str]:
+        return ["restored"] if len(outputs) == 1 else super().deploy_outputs(outputs, cfg)
+
+    def deploy_note(self, cfg: Any) -> str:
+        return "restored: (N, C, H, W) image on the input's scale; clip to its range outside the graph"
 
     def test_size(self, cfg: Any, runner: Any) -> tuple[int, int]:
         crop = cfg.test_dataloader.dataset.get("crop")

@@ -24,17 +24,11 @@ from densenas.arch import Arch
 from densenas.evaluation.common import Diverged
 from densenas.evaluation.device_loop import DeviceCopies
 from densenas.space import SearchSpace, ShapeSpec
+from densenas.tasks.dense import split_outputs  # noqa: F401  (also this module's public name, as before)
 
 from .losses import confusion_matrix, kd_loss, resize_logits, seg_loss, seg_metrics, seg_reward
 
 SegBatch = dict[str, Tensor]
-
-
-def split_outputs(out: Tensor | Sequence[Any]) -> tuple[Tensor, list[Tensor]]:
-    """``(logits, [aux logits])`` of a decoder output (a tensor, or ``(logits, aux_list)``)."""
-    if isinstance(out, (tuple, list)):
-        return out[0], list(out[1])
-    return out, []
 
 
 class SegCandidate(nn.Module):

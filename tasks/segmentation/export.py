@@ -148,12 +148,16 @@ def data_config(dataset: str, root: str, crop: int, classes: list[str] | None = 
         test_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]))
 
 
+#: the segmentation task's loss of every exported decode head (found, baseline or Auto-DeepLab's ASPP head):
+#: mmseg's pixel-wise cross-entropy, as the search trains candidates (the spaces hold no loss)
+LOSS_DECODE = dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)
+
+
 def head_config(arch: Arch | None, baseline: str | None, num_classes: int, in_channels: list[int],
                 width: int, widths: list[int] | None = None) -> dict[str, Any]:
     """The decode head: the found ``AuxCellHead`` / ``TemplateHead`` or an mmseg baseline head."""
     common = dict(num_classes=num_classes, norm_cfg=dict(type="BN", requires_grad=True),
-                  align_corners=False,
-                  loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))
+                  align_corners=False, loss_decode=dict(LOSS_DECODE))
     if arch is not None and arch.space == "template":
         return dict(type="TemplateHead", arch=arch.to_dict(), in_channels=in_channels, in_index=[0, 1],
                     widths=list(widths), aux=True, aux_weight=0.4, **common)
@@ -231,12 +235,12 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
         from densenas.decoders.autodeeplab_mmseg import CUSTOM_IMPORTS, autodeeplab_model_dict
 
         model = autodeeplab_model_dict(arch, num_classes, filter_multiplier=filter_multiplier,
-                                       channels=width)
+                                       channels=width, loss_decode=LOSS_DECODE)
         model.update(train_cfg=dict(), test_cfg=dict(mode="whole"))
         imports, lr_mult = list(CUSTOM_IMPORTS["imports"]), 1.0
     elif baseline in COMPACT:  # a whole compact network of mmseg's, trained from scratch
         common = dict(num_classes=num_classes, norm_cfg=dict(type="BN", requires_grad=True), align_corners=False,
-                      loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))
+                      loss_decode=dict(LOSS_DECODE))
         model = dict(type="EncoderDecoder",
                      data_preprocessor=dict(type="SegDataPreProcessor", mean=MEAN, std=STD, bgr_to_rgb=True,
                                             pad_val=0, seg_pad_val=255, size=None, size_divisor=32),

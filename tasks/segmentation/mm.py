@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from mmseg.registry import MODELS
 
-from densenas.backbones import DenseNASBackbone
+import densenas.tasks.mmseg_backbone  # noqa: F401  (DenseNASBackbone, shared with the depth task)
 from densenas.decoders.autodeeplab_mmseg import AutoDeepLabBackbone
 from densenas.decoders.mmseg_adapters import AuxCellHead, TemplateHead
 
-for _cls in (DenseNASBackbone, AuxCellHead, TemplateHead, AutoDeepLabBackbone):
+for _cls in (AuxCellHead, TemplateHead, AutoDeepLabBackbone):
     MODELS.register_module(module=_cls)

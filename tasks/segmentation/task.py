@@ -39,6 +39,7 @@ class SegmentationTask(Task):
     """
 
     name = "segmentation"
+    accepts = ("dense_map", "segmenter")
     spaces = ("auxcell", "autodeeplab", "template")
     report_metrics = (("miou", "mIoU"), ("fwiou", "fwIoU"), ("pixel_acc", "pix.acc"))
     reward_label = "reward (geo. mean of mIoU, fwIoU, pixel acc.)"
@@ -108,12 +109,16 @@ class SegmentationTask(Task):
 
     # ------------------------------------------------------------ test time
     def test_cost_model(self, model: nn.Module, cfg: Any) -> tuple[nn.Module, int, int, str]:
-        from densenas.objectives import count_params
-        from densenas.task import TensorForward
+        from densenas.tasks.dense import inference_cost
 
-        aux = getattr(getattr(model.decode_head, "decoder", None), "aux_heads", None)
-        params = count_params(model) - (count_params(aux) if aux is not None else 0)
-        return TensorForward(model, lambda m, x: m._forward(x)), params, 3, " (inference, aux heads excluded)"
+        return inference_cost(model, "decode_head")
+
+    def deploy_outputs(self, outputs: list[Tensor], cfg: Any) -> list[str]:
+        return ["seg_logits"] if len(outputs) == 1 else super().deploy_outputs(outputs, cfg)
+
+    def deploy_note(self, cfg: Any) -> str:
+        return ("seg_logits: (N, classes, H/s, W/s) class scores at the decoder's output stride s; resize to the "
+                "image (bilinear) and argmax over classes outside the graph, as mmseg's postprocess_result does")
 
     # ------------------------------------------------------------ export
     def export(self, path: str | Path, *, arch: Arch | None = None, baseline: str | None = None,
