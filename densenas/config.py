@@ -1,6 +1,6 @@
 """Search configs: mmengine ``Config`` files, ``--cfg-options`` overrides and strict key checking.
 
-Configs are flat python files (one level of ``_base_`` at most, ARCHITECTURE.md §4.6) with the sections
+Configs are flat python files (one level of ``_base_`` at most, as mmengine configs are composed) with the sections
 ``task``, ``data``, ``backbone``, ``space``, ``strategy``, ``evaluator`` and ``search``. Every key is
 checked against the constructor it ends up in, and its value against that parameter's annotation, so a
 typo or a wrong type (``iters='abc'``) fails at start-up with the key's full dotted name and the closest

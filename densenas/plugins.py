@@ -1,6 +1,6 @@
 """Plugin lookup: tasks and search spaces are found by name through setuptools entry points.
 
-The core never imports a task or a space module by name (ARCHITECTURE.md §2): ``setup.py`` declares them
+The core never imports a task or a space module by name (docs/architecture.md, "Layers"): ``setup.py`` declares them
 in the entry-point groups below (a literal table), and a third-party package adds its own task or space
 by declaring entry points in the same groups — the way pytest and mmengine plugins are found. Nothing is
 registered by import side effects; a plugin module is imported only when a config names it.

@@ -1,5 +1,5 @@
-"""The pieces that keep a candidate's training loop off the host (the PyTorch performance guide's rules;
-our ARCHITECTURE.md §4.12): data resident on the training device, losses watched on the device and read in
+"""The pieces that keep a candidate's training loop off the host (the PyTorch performance tuning guide's rules):
+data resident on the training device, losses watched on the device and read in
 blocks, Polyak averaging without a host read per step, bf16 autocast on CUDA.
 
 A proxy candidate (Nekrasov et al., CVPR 2019) runs a few hundred steps of a few microseconds of GPU work
