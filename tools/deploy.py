@@ -9,7 +9,8 @@ by torch.onnx's dynamo exporter at opset 20 with a symbolic batch (densenas/onnx
 ``onnx.checker`` checks the file, then ONNX Runtime (CPU execution provider) runs it on ``--images`` real
 images of the config's test set, preprocessed by the model's own data preprocessor, and on one of them
 (another batch size than the export's), against PyTorch: the largest absolute difference of each output is
-printed, and the command fails (exit 1) when an output is off by more than ``--atol + --rtol * |torch|``.
+printed, and the command fails (exit 1) when an output is off by more than
+``--atol * max(1, max|output|) + --rtol * |torch|``.
 The preprocessing (mean, std, channel order, padding, input size) and what is left after the outputs (box
 decoding and NMS, heatmap decoding, resize and argmax) are written into the file's metadata and printed.
 
@@ -57,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--images", type=int, default=8, help="real test images for the parity check (default 8)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
-    p.add_argument("--atol", type=float, default=1e-4)
-    p.add_argument("--rtol", type=float, default=1e-3)
+    p.add_argument("--atol", type=float, default=1e-4,
+                   help="absolute tolerance, scaled by each output's largest |value| when above 1 (default 1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     for f in (args.config, args.checkpoint):
@@ -122,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
           f"outputs: {', '.join(names)}")
     ok = True
     for batch in sorted({len(x), 1}, reverse=True):
-        rep = parity(graph, session, x[:batch], names, atol=args.atol, rtol=args.rtol)
+        try:
+            rep = parity(graph, session, x[:batch], names, atol=args.atol, rtol=args.rtol)
+        except DeployError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         ok = ok and rep.ok
         worst = max(rep.per_output, key=rep.per_output.get)
         print(f"ONNX Runtime vs PyTorch on {batch} real image(s): largest |difference| {rep.max_abs:.3g} "
@@ -130,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"preprocessing (metadata densenas.preprocess): {json.dumps(preprocess, default=str)}")
     print(f"after the outputs (metadata densenas.postprocess): {task.deploy_note(cfg)}")
     if not ok:
-        print(f"error: ONNX Runtime's outputs differ from PyTorch's by more than {args.atol} + {args.rtol} * |x|",
-              file=sys.stderr)
+        print(f"error: ONNX Runtime's outputs differ from PyTorch's by more than {args.atol} * max(1, max|output|) "
+              f"+ {args.rtol} * |x|", file=sys.stderr)
         return 1
     return 0
 
