@@ -275,6 +275,10 @@ def parallel_cfg(cfg) -> ParallelCfg:
         n, why = auto_workers(gpus, one_shot)
     except ValueError as e:
         raise ConfigError(f"{source}: parallel.workers='auto': {e}") from None
+    objective = section(cfg, "objective", None) or {}
+    if gpus == 0 and n > 1 and objective.get("cost") == "latency_ms" and not objective.get("latency_table"):
+        # a candidate timed while other workers train on the same cores gets their latency, not its own
+        n, why = 1, "latency measured on this CPU: one candidate at a time, so no other worker disturbs the timing"
     extra = {"gpus_per_worker": 1} if gpus > 1 and n > 1 and not pcfg.gpus_per_worker else {}
     out = dataclasses.replace(pcfg, workers=n, **extra)
     out.auto_reason = why

@@ -310,3 +310,18 @@ def test_move_to_leaves_frozen_archs_alone_and_moves_tensors_beside_them():
     assert holder.pair[1].device.type == "meta" and holder.dev == torch.device("meta")
     untouched = (arch, 1, "x")
     assert move_to(untouched, "meta") is untouched
+
+
+def test_auto_workers_is_one_when_candidates_are_timed_on_the_cpu(tmp_path, monkeypatch):
+    """objective.cost=latency_ms measured on the CPU: workers='auto' runs one candidate at a time (a latency
+    timed while another worker trains is that worker's too); with a lookup table, or params, all cores."""
+    from densenas.build import parallel_cfg
+    from densenas.config import load_config
+
+    monkeypatch.setattr("densenas.build.auto_workers", lambda gpus, one_shot: (2, "2 CPU core(s)"))
+    cfg = Path(__file__).resolve().parents[1] / "configs/search/template_ort_proxy.py"
+    timed = parallel_cfg(load_config(cfg, ["device=cpu"]))
+    assert timed.workers == 1 and "disturbs the timing" in timed.auto_reason
+    table = parallel_cfg(load_config(cfg, ["device=cpu", "objective.latency_table=lut.json"]))
+    params = parallel_cfg(load_config(Path(cfg).with_name("template_proxy.py"), ["device=cpu"]))
+    assert table.workers == 2 and params.workers == 2
