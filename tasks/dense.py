@@ -27,6 +27,10 @@ def inference_cost(model: nn.Module, head: str) -> tuple[nn.Module, int, int, st
     from densenas.objectives import count_params
     from densenas.task import TensorForward
 
-    aux = getattr(getattr(getattr(model, head), "decoder", None), "aux_heads", None)
+    h = getattr(model, head)
+    # mmpose's heads keep the codec in ``decoder``: the found head exposes its aux heads itself
+    aux = getattr(h, "aux_heads", None)
+    if aux is None:
+        aux = getattr(getattr(h, "decoder", None), "aux_heads", None)
     params = count_params(model) - (count_params(aux) if aux is not None else 0)
     return TensorForward(model, lambda m, x: m._forward(x)), params, 3, " (inference, aux heads excluded)"

@@ -65,3 +65,38 @@ def test_export_train_test_a_keypoint_model(tmp_path, kind):
     assert figures["task"] == "keypoints" and figures["input_size"] == ([64, 48] if kind == "found" else [128, 96])
     assert {"coco/AP", "coco/AR", "pckh@0.5/PCKh", "pckh@0.1/PCKh"} <= set(figures["metrics"])
     assert figures["params"] > 0 and figures["madds"] > 0
+
+
+def test_template_archs_are_searched_exported_and_fine_tuned_for_keypoints(tmp_path):
+    """The keypoint task accepts ``dense_map`` spaces: a template search (Nekrasov et al., WACV 2020) on the
+    proxy keypoint set, its best arch exported as the found heatmap head (built through the space plugin)
+    and trained by the mmengine runner; the head's aux heads are left out of the inference parameters."""
+    import json
+
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope, MODELS
+
+    from densenas.task import task_of_config
+
+    cfg = tmp_path / "kpt_template.py"
+    cfg.write_text(
+        f"_base_ = [{str(ROOT / 'configs/search/keypoints_proxy.py')!r}]\n"
+        "space = dict(_delete_=True, type='template', num_templates=2, blocks=2, widths=(16, 24, 32, 48))\n"
+        "backbone = dict(out_indices=(3, 6), pretrained=False)\n"
+        "search = dict(num_candidates=2)\n"
+        "evaluator = dict(stage1=dict(iters=3, batch_size=4), stage2=dict(iters=1, batch_size=4))\n"
+        f"data = dict(root={str(tmp_path / 'kpt')!r}, proxy=dict(num_train=8, num_val=4))\n")
+    work = tmp_path / "search"
+    assert _tool("search")([str(cfg), "--work-dir", str(work), "--workers", "1"]) == 0
+    assert json.loads((work / "best_arch.json").read_text())["space"] == "template"
+    out = tmp_path / "found.py"
+    assert _tool("export")([str(work / "best_arch.json"), "--out", str(out), "--iters", "2", "--val-interval", "2",
+                            "--batch-size", "2", "--workers", "0", "--work-dir", str(tmp_path / "ft")]) == 0
+    c = Config.fromfile(str(out))
+    assert c.model.head.type == "AuxCellHeatmapHead" and c.model.head.space["type"] == "template"
+    assert _tool("train")([str(out), "--cfg-options", "model.backbone.backbone.pretrained=False"]) == 0
+    with DefaultScope.overwrite_default_scope("mmpose"):
+        model = MODELS.build(c.model)
+    _, params, _, _ = task_of_config(c).test_cost_model(model, c)
+    aux = sum(p.numel() for p in model.head.aux_heads.parameters())
+    assert aux > 0 and params == sum(p.numel() for p in model.parameters()) - aux

@@ -90,9 +90,21 @@ def data_config(dataset: str, root: str | Path, input_size: tuple[int, int], sig
 
 
 def head_config(arch: Arch | None, baseline: str | None, num_keypoints: int, in_channels: list[int],
-                strides: list[int], codec: dict[str, Any], width: int) -> dict[str, Any]:
-    """The found ``AuxCellHeatmapHead`` or the baseline ``HeatmapHead`` (SimpleBaseline)."""
+                strides: list[int], codec: dict[str, Any], width: int,
+                space: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The found ``AuxCellHeatmapHead`` (an aux-cell arch, or one of another ``dense_map`` space given by its
+    search ``space`` section) or the baseline ``HeatmapHead`` (SimpleBaseline)."""
     loss = dict(type="KeypointMSELoss", use_target_weight=True)
+    if arch is not None and arch.space != "auxcell":
+        from .head import dense_map_space
+
+        if not space:
+            raise ValueError(f"arch space {arch.space!r}: the keypoint exporter needs the search's space section "
+                             "(config.py next to the arch JSON) for archs of spaces other than auxcell")
+        dense_map_space(space, arch, num_keypoints, True)  # fail here, naming the field
+        return dict(type="AuxCellHeatmapHead", arch=arch.to_dict(), space=dict(space), in_channels=in_channels,
+                    in_strides=strides, out_channels=num_keypoints, heatmap_size=codec["heatmap_size"], aux=True,
+                    aux_weight=0.4, loss=loss, decoder=codec)
     if arch is not None:
         from densenas.decoders.auxcell import space_for_arch
 
@@ -112,8 +124,10 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
                     iters: int = 2000, lr: float = 1e-3, batch_size: int = 16, val_interval: int | None = None,
                     workers: int = 2, work_dir: str | None = None, seed: int = 0,
                     backbone: Mapping[str, Any] | None = None, codec: str | None = None,
-                    flip_test: bool | None = None, shift_heatmap: bool | None = None) -> Path:
-    """Write an mmpose config for the found ``arch`` (an aux-cell arch) or ``baseline="heatmap"``.
+                    flip_test: bool | None = None, shift_heatmap: bool | None = None,
+                    space: Mapping[str, Any] | None = None) -> Path:
+    """Write an mmpose config for the found ``arch`` or ``baseline="heatmap"``. An aux-cell arch needs nothing
+    more; an arch of another ``dense_map`` space (e.g. a template network) needs its search's ``space``.
 
     Args:
         path: the config file to write.
@@ -136,8 +150,6 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
     """
     if (arch is None) == (baseline is None):
         raise ValueError("give exactly one of arch= or baseline=")
-    if arch is not None and arch.space != "auxcell":
-        raise ValueError(f"arch space {arch.space!r}: the keypoint exporter takes auxcell archs")
     if dataset not in DATASETS:
         raise ValueError(f"dataset {dataset!r}: use one of {list(DATASETS)}")
     h, w = (int(crop), int(crop) * 3 // 4) if crop is not None else tuple(input_size or (128, 96))
@@ -158,7 +170,8 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
 
     shapes = list(backbone_shapes(bb).values())
     width = int(width if width is not None else (48 if arch is not None else 256))
-    head = head_config(arch, baseline, k, [s.channels for s in shapes], [s.stride for s in shapes], codec, width)
+    head = head_config(arch, baseline, k, [s.channels for s in shapes], [s.stride for s in shapes], codec, width,
+                       space)
     model = dict(type="TopdownPoseEstimator",
                  data_preprocessor=dict(type="PoseDataPreprocessor", mean=MEAN, std=STD, bgr_to_rgb=True),
                  backbone=dict(type="DenseNASBackbone", backbone=bb), head=head,

@@ -13,6 +13,7 @@ Registered in mmpose's registries by :mod:`.mm`.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -29,11 +30,33 @@ from densenas.decoders.auxcell import space_for_arch
 from densenas.space import ShapeSpec
 
 
+def dense_map_space(space: Mapping[str, Any], arch: Arch, num_classes: int, aux: bool) -> Any:
+    """The ``dense_map`` space of a search's ``space`` section (``type`` + settings), checked against ``arch``."""
+    from densenas.build import space_class
+
+    settings = dict(space)
+    kind = settings.pop("type", None)
+    if kind != arch.space:
+        raise ValueError(f"space.type={kind!r} but the arch is of space {arch.space!r}")
+    cls = space_class(kind)
+    if getattr(cls, "output_kind", "") != "dense_map":
+        raise ValueError(f"space {kind!r} outputs {getattr(cls, 'output_kind', '') or 'an undeclared kind'!r}: a "
+                         "heatmap head needs a 'dense_map' space")
+    if "aux" in inspect.signature(cls).parameters:
+        settings.setdefault("aux", aux)
+    built = cls(num_classes=num_classes, **settings)
+    built.check(arch)
+    return built
+
+
 class AuxCellHeatmapHead(HeatmapHead):
-    """mmpose ``HeatmapHead`` whose layers are a found aux-cell decoder.
+    """mmpose ``HeatmapHead`` whose layers are a found aux-cell decoder, or the found decoder of any space
+    whose output kind is ``dense_map`` (``space``: e.g. a template network, Nekrasov et al., WACV 2020).
 
     Args:
         arch: the decoder arch (``Arch``, its ``to_dict()`` form, or a JSON path).
+        space: the search's ``space`` section (``type`` and settings) for an arch of another ``dense_map``
+            space than aux-cell; built through the space plugins with ``num_classes = out_channels``.
         in_channels: channels of every backbone level (finest first).
         out_channels: keypoints ``K``.
         heatmap_size: ``(w, h)`` of the targets (the codec's); default: the decoder's output size.
@@ -47,13 +70,16 @@ class AuxCellHeatmapHead(HeatmapHead):
                  heatmap_size: Sequence[int] | None = None, channels: int = 48,
                  in_strides: Sequence[int] | None = None, aux: bool = True, aux_weight: float = 0.4,
                  loss: dict = dict(type="KeypointMSELoss", use_target_weight=True), decoder: dict | None = None,
-                 init_cfg: Any = None):
+                 init_cfg: Any = None, space: Mapping[str, Any] | None = None):
         # no deconvolutions, convs or final layer of HeatmapHead's own: the found decoder replaces them
         super().__init__(list(in_channels), out_channels, deconv_out_channels=None, conv_out_channels=None,
                          final_layer=None, loss=loss, decoder=decoder, init_cfg=init_cfg or [])
         self.arch = as_arch(arch)
-        self.space = space_for_arch(self.arch, int(out_channels), width=int(channels),
-                                    num_inputs=len(self.in_channels), aux=aux)
+        if space is None:
+            self.space = space_for_arch(self.arch, int(out_channels), width=int(channels),
+                                        num_inputs=len(self.in_channels), aux=aux)
+        else:
+            self.space = dense_map_space(space, self.arch, int(out_channels), aux)
         strides = list(in_strides) if in_strides is not None else [2 ** (i + 2) for i in range(len(self.in_channels))]
         shapes = named_shapes([ShapeSpec(int(c), int(s)) for c, s in zip(self.in_channels, strides, strict=True)])
         self.decoder_net = self.space.build(self.arch, shapes)

@@ -165,4 +165,6 @@ class KeypointTask(Task):
             options["width"] = dict(search_cfg.get("space") or {}).get("width", 48)
         if search_cfg.get("backbone") and options.get("backbone") is None:
             options["backbone"] = dict(search_cfg["backbone"])
+        if arch is not None and arch.space != "auxcell" and search_cfg.get("space"):
+            options.setdefault("space", dict(search_cfg["space"]))  # a template (or plugin) dense_map space
         return keypoint_config(path, arch=arch, baseline=baseline, **options)
