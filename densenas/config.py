@@ -42,7 +42,24 @@ class ConfigError(ValueError):
 
 
 def load_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] | None = None):
-    """Read a config file and apply ``key.sub=value`` overrides (mmengine ``DictAction`` syntax)."""
+    """Read a search config, apply ``key.sub=value`` overrides (mmengine ``DictAction`` syntax) and check its
+    top-level sections."""
+    cfg = read_config(path, overrides)
+    unknown = [k for k in cfg.keys() if k not in TOP_LEVEL]
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}{_suggest(unknown[0], TOP_LEVEL)}; "
+                          f"allowed: {sorted(TOP_LEVEL)}")
+    check_top_level(cfg, str(path))
+    return cfg
+
+
+def read_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] | None = None):
+    """Any config file (a search config or an exported OpenMMLab one) with ``--cfg-options`` applied; errors
+    name the file and the option.
+
+    Raises:
+        ConfigError: a missing file, or overrides mmengine cannot apply.
+    """
     from mmengine.config import Config, DictAction
 
     path = Path(path)
@@ -68,11 +85,6 @@ def load_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] |
             cfg.merge_from_dict(dict(overrides))
         except (AssertionError, AttributeError, KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{path}: cannot apply --cfg-options {overrides}: {e}") from None
-    unknown = [k for k in cfg.keys() if k not in TOP_LEVEL]
-    if unknown:
-        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}{_suggest(unknown[0], TOP_LEVEL)}; "
-                          f"allowed: {sorted(TOP_LEVEL)}")
-    check_top_level(cfg, str(path))
     return cfg
 
 

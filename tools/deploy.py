@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import torch
-    from mmengine.config import Config, DictAction
+    from densenas.config import ConfigError, read_config
     from mmengine.registry import MODELS, init_default_scope
 
     import densenas.tasks  # noqa: F401 - the task plugins' mm registrations
@@ -80,16 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     from densenas.safeload import CheckpointLoadError, check_state_dict_keys, safe_torch_load
     from densenas.task import task_of_config
 
-    try:
-        checkpoint = safe_torch_load(args.checkpoint)
-    except CheckpointLoadError as e:
+    try:  # refused before anything is built: a checkpoint that needs code to load, a config that cannot be read
+        checkpoint, cfg = safe_torch_load(args.checkpoint), read_config(args.config, args.cfg_options)
+    except (CheckpointLoadError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        ns = argparse.Namespace()
-        DictAction(option_strings=[], dest="o")(None, ns, args.cfg_options)
-        cfg.merge_from_dict(ns.o)
     task = task_of_config(cfg)
     init_default_scope(cfg.get("default_scope", "mmseg"))
     model = MODELS.build(cfg.model)

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import torch
-    from mmengine.config import Config, DictAction
+    from densenas.config import ConfigError, read_config
     from mmengine.model import is_model_wrapper
     from mmengine.runner import Runner
 
@@ -58,16 +58,11 @@ def main(argv=None) -> int:
             print(f"error: file not found: {f}", file=sys.stderr)
             return 2
     install()  # every checkpoint mmengine loads from here on is read weights-only (densenas/safeload.py)
-    try:  # refused before anything is built: a file that needs code to load, or no checkpoint at all
-        checkpoint = safe_torch_load(args.checkpoint)
-    except CheckpointLoadError as e:
+    try:  # refused before anything is built: a file that needs code to load, no checkpoint, a bad config
+        checkpoint, cfg = safe_torch_load(args.checkpoint), read_config(args.config, args.cfg_options)
+    except (CheckpointLoadError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        ns = argparse.Namespace()
-        DictAction(option_strings=[], dest="o")(None, ns, args.cfg_options)
-        cfg.merge_from_dict(ns.o)
     cfg.work_dir = args.work_dir or str(Path(args.checkpoint).parent)
     cfg.load_from = args.checkpoint
     if isinstance(cfg.get("visualizer"), dict):

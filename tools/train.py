@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
-    from mmengine.config import Config, DictAction
+    from densenas.config import ConfigError, read_config
     from mmengine.runner import Runner
 
     from densenas import distributed as dist
@@ -47,11 +47,11 @@ def main(argv=None) -> int:
     if not Path(args.config).is_file():
         print(f"error: config file not found: {args.config}", file=sys.stderr)
         return 2
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        ns = argparse.Namespace()
-        DictAction(option_strings=[], dest="o")(None, ns, args.cfg_options)
-        cfg.merge_from_dict(ns.o)
+    try:
+        cfg = read_config(args.config, args.cfg_options)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.work_dir:
         cfg.work_dir = args.work_dir
     cfg.resume = args.resume
