@@ -181,3 +181,16 @@ def test_search_end_to_end_resume_export_train(tmp_path):
     res = json.loads(out.read_text())
     assert "mIoU" in res["metrics"] and res["params"] > 1e5 and res["madds"] > 1e6
     shutil.rmtree(tmp_path / "ft", ignore_errors=True)
+
+
+def test_a_config_error_is_reported_before_ray_starts(tmp_path, capsys, monkeypatch):
+    """A bad key with several workers: refused without starting Ray (it used to start first, seconds)."""
+    import densenas.ray_executor as rx
+
+    def no_ray(*a, **k):
+        raise AssertionError("Ray was started for a config that plan_search refuses")
+
+    monkeypatch.setattr(rx, "start_ray", no_ray)
+    rc = _tool("search")([str(ROOT / "configs/search/auxcell_proxy.py"), "--work-dir", str(tmp_path / "w"),
+                          "--workers", "2", "--cfg-options", "space.widht=3"])
+    assert rc == 2 and "unknown key 'space.widht'" in capsys.readouterr().err

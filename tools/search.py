@@ -119,7 +119,7 @@ def main(argv=None) -> int:
 
 def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> int:
     from densenas import distributed as dist
-    from densenas.build import build_search
+    from densenas.build import build_search, plan_search
     from densenas.config import ConfigError
     from densenas.history import History, HistoryError
     from densenas.parallel import make_executor
@@ -131,6 +131,8 @@ def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> 
         try:
             if pcfg.use_ray:
                 from densenas.ray_executor import start_ray
+
+                plan_search(cfg)  # a config error is reported in a second, before Ray starts (seconds more)
 
                 ray_run["connection"] = start_ray(pcfg, log)
             with dist.main_first():  # rank 0 writes the proxy data set before the other ranks read it
