@@ -86,9 +86,9 @@ def detector_model_fn(space: SearchSpace, num_classes: int | None = None, *, in_
     from .losses import head_losses
 
     if not callable(getattr(space, "mm_detector", None)):
-        raise TypeError(f"space {space.name!r} ({type(space).__name__}) carries no mmdet adapter: a detection space "
-                        "defines mm_detector(arch, num_classes, *, losses, backbone, in_channels, ...) (see "
-                        "docs/architecture.md)")
+        raise TypeError(f"space {getattr(space, 'name', '?')!r} ({type(space).__name__}) carries no mmdet adapter: a "
+                        "detection space defines mm_detector(arch, num_classes, *, losses, backbone, in_channels, "
+                        "...) (docs/architecture.md)")
     k = getattr(space, "num_classes", None) if num_classes is None else num_classes
     if k is None:
         raise ValueError(f"num_classes is required for space {space.name!r}")
