@@ -162,16 +162,18 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
                         metrics), f"{r.cost.get('params', 0) / 1e6:.3f}", f"{r.cost.get('madds', 0) / 1e9:.3f}",
                         *([f"{r.cost.get('latency_ms', 0):.2f}"] * has_latency), int(ident in on_front),
                         f"{r.wall_time:.1f}", arch.key])
-    titles = " | ".join(t for _, t in metrics)
+    titles = "".join(f" {t} |" for _, t in metrics)  # no metrics: no empty column
     head = "cand" if not steps else "epoch"
     rung_titles = "rung | score ± s.d. (seeds) | " if promoted else ""
-    lines = [f"| rank | {head} | {rung_titles}reward | stage | {titles} | params (M) | MAdds (G) |",
-             "|---|---|" + "---|---|" * promoted + "---|---|" + "---|" * len(metrics) + "---|---|"]
+    lat_title = " latency (ms) |" if has_latency else ""
+    lines = [f"| rank | {head} | {rung_titles}reward | stage |{titles} params (M) | MAdds (G) |{lat_title}",
+             "|---|---|" + "---|---|" * promoted + "---|---|" + "---|" * len(metrics) + "---|---|"
+             + "---|" * has_latency]
     ties = promoted and sum(s.tied for s in ranked) > 1  # the best is always "tied": mark only real ties
     for rank, (label, ident, r, _) in enumerate(rows[:top], 1):
         st = standing_of[ident] if promoted else None
         shown = st.metrics if st is not None else r.metrics
-        cols = " | ".join(f"{shown.get(k, 0):.4f}" for k, _ in metrics)
+        cols = "".join(f" {shown.get(k, 0):.4f} |" for k, _ in metrics)
         label = f"{label} *" if ident in on_front else label
         rung_cols = ""
         if st is not None:
@@ -179,8 +181,9 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
             label += " (pick)" * (ident == best_info["candidate"])
             sd = "" if st.sd is None else f" ± {st.sd:.4f}"
             rung_cols = f"{st.rung} | {st.score:.4f}{sd} ({st.runs}{f', {st.failed_runs} failed' * bool(st.failed_runs)}) | "
-        lines.append(f"| {rank} | {label} | {rung_cols}{r.reward:.4f} | {r.stage} | {cols} | "
-                     f"{r.cost.get('params', 0) / 1e6:.3f} | {r.cost.get('madds', 0) / 1e9:.3f} |")
+        lat = f" {r.cost['latency_ms']:.2f} |" if has_latency and "latency_ms" in r.cost else " – |" * has_latency
+        lines.append(f"| {rank} | {label} | {rung_cols}{r.reward:.4f} | {r.stage} |{cols} "
+                     f"{r.cost.get('params', 0) / 1e6:.3f} | {r.cost.get('madds', 0) / 1e9:.3f} |{lat}")
     lines.append(f"\n{n} {what} finished, {len(failed)} failed.")
     if promoted:
         noise = noise_of(ranked)

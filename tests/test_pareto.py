@@ -197,3 +197,20 @@ def test_latency_from_a_lookup_table(tmp_path):
     assert table.estimate(model, (1, 3, 32, 32)) == pytest.approx(est)  # every op looked up, none re-timed
     with pytest.raises(ValueError, match="is not latency_ms"):
         ObjectiveCfg(cost="params", limit=1.0, latency_table=str(lut))
+
+
+def test_leaderboard_shows_the_latency_of_a_latency_search(tmp_path):
+    """A search whose cost is latency_ms shows it in leaderboard.md (it was in the CSV only)."""
+    from densenas.arch import Arch
+    from densenas.history import History
+    from densenas.viz import write_reports
+
+    with History(tmp_path / "history.sqlite") as h:
+        for i, (reward, ms) in enumerate([(0.5, 30.0), (0.6, 41.25)]):
+            cid = h.start(Arch("toy", (("x", i),)), seed=0)
+            h.finish(cid, Result(reward=reward, metrics={"metric_reward": reward}, stage=1,
+                                 cost={"params": 1e5, "madds": 1e8, "latency_ms": ms}))
+        write_reports(h, tmp_path, front=("metric_reward", "latency_ms"))
+    board = (tmp_path / "leaderboard.md").read_text().splitlines()
+    assert board[0].endswith("| latency (ms) |") and board[1].count("|") == board[0].count("|")
+    assert board[2].endswith("| 41.25 |") and board[3].endswith("| 30.00 |")
