@@ -118,7 +118,8 @@ def table(task: str, rows: dict[str, list[dict]], found_params: int | None) -> t
             m, sd = mean_sd(vals)
             sd = sd or 0.0
             rec[label], rec[f"{label}_sd"], rec[f"{label}_runs"] = m, sd, vals
-            cells.append(f"{m:.2f} ± {sd:.2f}" if len(vals) > 1 else f"{m:.2f}")
+            nd = 3 if abs(m) < 1 else 2  # COCO AP, PCKh, RMSE on a 0..1 scale need the third decimal
+            cells.append(f"{m:.{nd}f} ± {sd:.{nd}f}" if len(vals) > 1 else f"{m:.{nd}f}")
         ratio = rec["params"] / found_params if found_params else math.nan
         rec["params_ratio"] = ratio
         cells += [f"{rec['params'] / 1e6:.3f}", f"{ratio:.2f}x" if found_params else "–",
