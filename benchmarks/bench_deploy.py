@@ -69,10 +69,12 @@ def baselines(args: argparse.Namespace) -> list[tuple[str, object, float | None]
 
     from densenas.task import task_of_config
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from _tools import tool  # the scripts are not a package
+    import importlib.util
 
-    export = tool("export")
+    spec = importlib.util.spec_from_file_location("tools_export", ROOT / "tools" / "export.py")
+    module = importlib.util.module_from_spec(spec)  # the tools are scripts, not a package
+    spec.loader.exec_module(module)
+    export = module.main
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.baselines:
