@@ -18,6 +18,7 @@ opening it with other settings is refused, naming the field that differs.
 from __future__ import annotations
 
 import json
+import os
 import platform
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,8 +42,6 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    import os
-
     return f"{name or platform.processor() or platform.machine()} x{os.cpu_count()}"
 
 

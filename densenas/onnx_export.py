@@ -75,6 +75,11 @@ class ExportInfo:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+def default_output_names(n: int) -> list[str]:
+    """ONNX names of ``n`` unnamed outputs: ``output``, or ``output_0`` ... ``output_<n-1>``."""
+    return ["output"] if n == 1 else [f"output_{i}" for i in range(n)]
+
+
 def flat_outputs(out: Any) -> list[Tensor]:
     """The tensors of a model output (a tensor, or nested lists / tuples / dicts of them), in order."""
     if isinstance(out, Tensor):
@@ -145,8 +150,7 @@ def export_onnx(model: nn.Module, example: Tensor, path: str | Path, *, output_n
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         n_out = len(flat(example))
-    names = list(output_names) if output_names is not None else (
-        ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)])
+    names = list(output_names) if output_names is not None else default_output_names(n_out)
     if len(names) != n_out:
         raise DeployError(f"{len(names)} output names for {n_out} outputs: {names}")
     dyn = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None

@@ -40,6 +40,7 @@ class Task:
         export_default: spaces and baselines for which an export that names no task (no ``--task``, no
             search config) picks this task although others hold them too (e.g. segmentation for ``auxcell``
             archs, which depth and keypoints also search and take as transfers).
+        deploy_output: the ONNX name of the single output of its deployed graph (``tools/deploy.py``).
         test_metric: the headline metric of an exported model: a regular expression matched against the
             lower-cased metric keys ``tools/test.py`` reports, and whether higher is better (``tools/fidelity.py
             --final-iters`` ranks the fine-tuned archs by it).
@@ -54,6 +55,7 @@ class Task:
     baselines: ClassVar[tuple[str, ...]] = ()
     export_default: ClassVar[tuple[str, ...]] = ()
     test_metric: ClassVar[tuple[str, bool]] = ("", True)
+    deploy_output: ClassVar[str] = ""
 
     # ------------------------------------------------------------------ data
     def build_data(self, data_cfg: Mapping[str, Any], *, source: str = "config", log: Log = print) -> None:
@@ -138,9 +140,13 @@ class Task:
 
     # ------------------------------------------------------------ deployment (tools/deploy.py)
     def deploy_outputs(self, outputs: list[Tensor], cfg: Any) -> list[str]:
-        """ONNX names of the flattened outputs of :meth:`test_cost_model`'s module (default ``output`` /
-        ``output_<i>``)."""
-        return ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
+        """ONNX names of the flattened outputs of :meth:`test_cost_model`'s module: :attr:`deploy_output` for a
+        single output when the task names it, else ``output`` / ``output_<i>``."""
+        from .onnx_export import default_output_names
+
+        if len(outputs) == 1 and self.deploy_output:
+            return [self.deploy_output]
+        return default_output_names(len(outputs))
 
     def deploy_note(self, cfg: Any) -> str:
         """What the deployed graph leaves to the caller after its outputs (stored in the ONNX metadata)."""

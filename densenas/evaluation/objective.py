@@ -6,8 +6,9 @@ within the target and ``w = beta`` above it (``alpha = beta = -0.07``: the soft 
 ("Template-Based Automatic Search of Compact Semantic Segmentation Architectures", WACV 2020) found that
 compact is not fast, so the cost here is the parameter count, the multiply-adds or the latency, measured on
 the device the search runs on by the runtime the model will be deployed with (``runtime``: eager PyTorch,
-ONNX Runtime, TensorRT through ONNX Runtime; :mod:`densenas.latency`). A hard limit rejects a candidate before it is trained; it is recorded as a
-failed row with its costs and the reason, so strategies learn to avoid the region.
+ONNX Runtime, TensorRT through ONNX Runtime; :mod:`densenas.latency`). A hard limit rejects a candidate
+before it is trained; it is recorded as a failed row with its costs and the reason, so strategies learn to
+avoid the region.
 
 Configured by the search config's top-level ``objective`` section (:class:`ObjectiveCfg`); the proxy
 evaluator is wrapped by :class:`CostAware`, which every strategy and the loop see as the evaluator.

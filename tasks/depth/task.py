@@ -36,6 +36,7 @@ class DepthTask(Task):
 
     name = "depth"
     accepts = ("dense_map",)
+    deploy_output = "depth"
     spaces = ("auxcell", "template")
     report_metrics = (("d1", "δ1"), ("rmse", "RMSE"), ("rmse_log", "RMSE log"), ("abs_rel", "abs rel"))
     reward_label = "reward sqrt(δ1 / (1 + RMSE[m]))"
@@ -82,9 +83,6 @@ class DepthTask(Task):
         from densenas.tasks.dense import inference_cost
 
         return inference_cost(model, "decode_head")
-
-    def deploy_outputs(self, outputs: list[Tensor], cfg: Any) -> list[str]:
-        return ["depth"] if len(outputs) == 1 else super().deploy_outputs(outputs, cfg)
 
     def deploy_note(self, cfg: Any) -> str:
         return ("depth: (N, 1, H/s, W/s) metric depth at the decoder's output stride s; resize to the image "

@@ -49,6 +49,7 @@ class KeypointTask(Task):
 
     name = "keypoints"
     accepts = ("dense_map",)
+    deploy_output = "heatmaps"
     spaces = ("auxcell",)
     report_metrics = (("pckh05", "PCKh@0.5"), ("pckh01", "PCKh@0.1"), ("ap", "AP"), ("ar", "AR"))
     reward_label = "reward (mean of PCKh@0.5 and PCKh@0.1)"
@@ -114,9 +115,6 @@ class KeypointTask(Task):
         from densenas.tasks.dense import inference_cost
 
         return inference_cost(model, "head")
-
-    def deploy_outputs(self, outputs: list[Tensor], cfg: Any) -> list[str]:
-        return ["heatmaps"] if len(outputs) == 1 else super().deploy_outputs(outputs, cfg)
 
     def deploy_note(self, cfg: Any) -> str:
         codec = cfg.model.get("head", {}).get("decoder", {}) if hasattr(cfg, "model") else {}

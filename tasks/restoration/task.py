@@ -32,6 +32,7 @@ class RestorationTask(Task):
 
     name = "restoration"
     accepts = ("restorer",)
+    deploy_output = "restored"
     spaces = ("irnas",)
     report_metrics = (("psnr", "PSNR"), ("ssim", "SSIM"))
     reward_label = "reward (val PSNR of the supernet)"
@@ -68,9 +69,6 @@ class RestorationTask(Task):
 
         return (TensorForward(model, lambda m, x: m(x, mode="tensor")), count_params(model.net),
                 int(cfg.model.net.get("in_channels", 3)), "")
-
-    def deploy_outputs(self, outputs: list[Any], cfg: Any) -> list[str]:
-        return ["restored"] if len(outputs) == 1 else super().deploy_outputs(outputs, cfg)
 
     def deploy_note(self, cfg: Any) -> str:
         return "restored: (N, C, H, W) image on the input's scale; clip to its range outside the graph"

@@ -40,6 +40,7 @@ class SegmentationTask(Task):
 
     name = "segmentation"
     accepts = ("dense_map", "segmenter")
+    deploy_output = "seg_logits"
     spaces = ("auxcell", "autodeeplab", "template")
     report_metrics = (("miou", "mIoU"), ("fwiou", "fwIoU"), ("pixel_acc", "pix.acc"))
     reward_label = "reward (geo. mean of mIoU, fwIoU, pixel acc.)"
@@ -112,9 +113,6 @@ class SegmentationTask(Task):
         from densenas.tasks.dense import inference_cost
 
         return inference_cost(model, "decode_head")
-
-    def deploy_outputs(self, outputs: list[Tensor], cfg: Any) -> list[str]:
-        return ["seg_logits"] if len(outputs) == 1 else super().deploy_outputs(outputs, cfg)
 
     def deploy_note(self, cfg: Any) -> str:
         return ("seg_logits: (N, classes, H/s, W/s) class scores at the decoder's output stride s; resize to the "
