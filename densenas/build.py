@@ -390,7 +390,10 @@ def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], N
                     warm_start=plan["warm_start"], objective=plan["objective"], parallel=plan["parallel"],
                     promotion=plan["promotion"], baselines=plan["baselines"])
     if search.baselines:  # refused now, before any data or feature is computed for the search
-        baseline_archs(space, search.baselines, f"{source}: search.baselines")
+        seeded = baseline_archs(space, search.baselines, f"{source}: search.baselines")
+        if search.promotion is not None and search.promotion.baselines:
+            # the baselines run at every promoted rung (densenas/promotion.py), so the pick is made against them
+            search.promotion = dataclasses.replace(search.promotion, carry=tuple(a.key for a in seeded.values()))
     if not build_evaluator:
         return search
     cache = None if work_dir is None else Path(work_dir) / "cache"

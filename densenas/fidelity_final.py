@@ -26,7 +26,7 @@ from .finetune import fine_tune, headline
 FINAL = "fidelity_final"
 FINAL_SEED = 20_000  # fine-tune j of arch i uses seed FINAL_SEED * (j + 1) + i (apart from the proxy's)
 
-__all__ = ["FINAL", "final_rows", "load_final", "final_report"]
+__all__ = ["FINAL", "final_rows", "load_final", "final_report", "metric_scores"]
 
 
 def final_rows(plan: dict[str, Any], work_dir: Path, search_config: Path, *, iters: int, seeds: int,
@@ -84,6 +84,27 @@ def final_rows(plan: dict[str, Any], work_dir: Path, search_config: Path, *, ite
             f"{took / done * (len(todo) - done) / 60:.0f} min)")
 
 
+def metric_scores(cheap: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each scalar metric every cheap row recorded, as a higher-is-better score per arch.
+
+    Losses (a name containing ``loss``) are negated and named ``-<name>``, the way a negative-loss reward
+    ranks; constant columns (nothing to rank) and rows from before metrics were recorded are left out.
+    """
+    if not cheap or any("metrics" not in c for c in cheap):
+        return {}
+    names = sorted(set.intersection(*(set(c["metrics"]) for c in cheap)))
+    out: dict[str, list[float]] = {}
+    for n in names:
+        xs = [float(c["metrics"][n]) for c in cheap]
+        if len(set(xs)) < 2:
+            continue
+        if "loss" in n:
+            out[f"-{n}"] = [-x for x in xs]
+        else:
+            out[n] = xs
+    return out
+
+
 def load_final(work_dir: Path, n: int) -> list[dict[str, Any] | None]:
     """The final row of every arch (``None`` where not measured yet)."""
     out = []
@@ -129,6 +150,15 @@ def final_report(plan: dict[str, Any], rows: Sequence[dict[str, Any] | None], fi
         st = rank_stats(xs, y, n_boot=n_boot)
         summary["tau"][name] = {"tau": st.tau, "tau_ci": list(st.tau_ci), "rho": st.rho}
         lines.append(f"  {name:13s} vs final: {st.line()}")
+    per_metric = metric_scores([r["cheap"][key] for r, _ in pairs])
+    if per_metric:
+        # which of the task's cheap metrics, used as the reward, would rank the fine-tuned model best
+        lines.append(f"  each cheap metric at x{key} as the reward (what task.reward could be):")
+        summary["tau_metric"] = {}
+        for name, xs in per_metric.items():
+            st = rank_stats(xs, y, n_boot=n_boot)
+            summary["tau_metric"][name] = {"tau": st.tau, "tau_ci": list(st.tau_ci), "rho": st.rho}
+            lines.append(f"    {name:22s} vs final: {st.line()}")
     summary["fine_tune_seconds"] = sum(x["seconds"] for _, f in pairs for x in f["final"]) / sum(
         len(f["final"]) for _, f in pairs)
     return lines, summary

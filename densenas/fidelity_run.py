@@ -117,7 +117,10 @@ def measure(evaluator: Any, arch: Arch, index: int, plan: dict[str, Any]) -> dic
             m = r.metrics
             row["cheap"][f"{scale:g}"] = {
                 "stage1": m["stage1_reward"], "stage2": m.get("stage2_reward", m["stage1_reward"]),
-                "target_stage1": m.get(f"stage1_{target}"), "target": m.get(target), "seconds": r.wall_time}
+                "target_stage1": m.get(f"stage1_{target}"), "target": m.get(target), "seconds": r.wall_time,
+                # every scalar the evaluator reported, so the final report can rank each candidate reward
+                "metrics": {k: float(v) for k, v in m.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)}}
         for j in range(plan["seeds"]):
             out = evaluator.train_longer(arch, plan["long_iters"], seed=LONG_SEED * (j + 1) + index,
                                          stage2_iters=plan["long_stage2_iters"])

@@ -41,7 +41,7 @@ from .history import Candidate, History, RungRun
 from .parallel import Job
 
 __all__ = ["PromotionCfg", "Standing", "standings", "noise_of", "pick", "promote", "rung_seed", "mean_sd",
-           "COST_KEYS"]
+           "carried_candidates", "COST_KEYS"]
 
 COST_KEYS = ("madds", "params")  # what "cheapest" falls back to, in order, without a cost objective
 SEED_STRIDE = 100_003  # repeat j of a candidate trains with seed + j * SEED_STRIDE (rung 1 repeat 0: its own)
@@ -62,6 +62,12 @@ class PromotionCfg:
         tie_z: the width of the tie band in standard errors of a difference of two means (1.96: 95 %).
         cost: the cost the pick among tied candidates minimises (a key of a result's ``cost``; ``None``: the
             search objective's cost, else MAdds, else params).
+        baselines: the hand-designed baselines the search was seeded with (``search.baselines``) are trained
+            at every rung whatever their rank, besides the best ``keep(r)``, so the pick on the top rung is
+            compared with them at the same budget and seeds and a search can only pick an arch that is at
+            least tied with them there (a cheap reward that mis-ranks the baseline cannot drop it).
+        carry: the arch keys (:attr:`densenas.arch.Arch.key`) carried that way; filled in by the builder
+            from ``search.baselines`` when ``baselines`` is true.
     """
 
     rungs: int = 1
@@ -72,6 +78,8 @@ class PromotionCfg:
     seeds: int = 2
     tie_z: float = 1.96
     cost: str | None = None
+    baselines: bool = True
+    carry: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         def positive_int(name: str, low: int) -> None:
@@ -90,6 +98,11 @@ class PromotionCfg:
                 raise ValueError(f"search.promote.{name} must be a number > {low:g}, got {v!r}")
         if isinstance(self.tie_z, bool) or not isinstance(self.tie_z, (int, float)) or self.tie_z < 0:
             raise ValueError(f"search.promote.tie_z must be a number >= 0, got {self.tie_z!r}")
+        if not isinstance(self.baselines, bool):
+            raise ValueError(f"search.promote.baselines must be True or False, got {self.baselines!r}")
+        if isinstance(self.carry, str) or not all(isinstance(k, str) for k in self.carry):
+            raise ValueError(f"search.promote.carry must be a tuple of arch keys, got {self.carry!r}")
+        self.carry = tuple(self.carry)
         if self.cost is not None and (not isinstance(self.cost, str) or not self.cost):
             raise ValueError(f"search.promote.cost must be a cost name such as 'madds' or None, got {self.cost!r}")
 
@@ -212,6 +225,15 @@ def pick(ranked: list[Standing], cost_key: str | None = None) -> Standing | None
     return tied[0]
 
 
+def carried_candidates(pool: list[Standing], keys: tuple[str, ...], chosen: set[int]) -> list[Candidate]:
+    """The candidates of ``pool`` (this rung's eligible ones, in rank order) whose arch is one of ``keys`` and
+    that are not ``chosen`` already: the seeded baselines, trained at every rung whatever their rank."""
+    if not keys:
+        return []
+    want = set(keys)
+    return [s.candidate for s in pool if s.id not in chosen and s.candidate.arch.key in want]
+
+
 def promote(history: History, executor: Any, cfg: PromotionCfg, log: Callable[[str], None], *,
             time_left: Callable[[], bool] = lambda: True) -> int:
     """Train the promoted rungs of a finished sampling search (those not yet in ``history``).
@@ -241,6 +263,8 @@ def promote(history: History, executor: Any, cfg: PromotionCfg, log: Callable[[s
                     below.setdefault(r.candidate, []).append(float(r.result.reward))
             pool = sorted((s for s in ranked if s.id in below), key=lambda s: (-mean_sd(below[s.id])[0], s.id))
         chosen = [s.candidate for s in pool[:cfg.keep(rung, len(ranked))]]  # of the search's ok candidates
+        carried = carried_candidates(pool, cfg.carry, {c.id for c in chosen})
+        chosen += carried
         if not chosen:
             log(f"promotion: rung {rung} has no candidate to train (none finished the rung below)")
             return trained
@@ -249,7 +273,9 @@ def promote(history: History, executor: Any, cfg: PromotionCfg, log: Callable[[s
         jobs = [Job(c.id, c.arch, rung_seed(c, j), None, scale) for c in chosen for j in range(cfg.seeds)
                 if (c.id, j) not in have]
         repeat = {(c.id, rung_seed(c, j)): j for c in chosen for j in range(cfg.seeds)}
-        log(f"promotion: rung {rung}: the best {len(chosen)} ({', '.join(f'#{c.id}' for c in chosen)}) x "
+        best = [c for c in chosen if c not in carried]
+        log(f"promotion: rung {rung}: the best {len(best)} ({', '.join(f'#{c.id}' for c in best)})"
+            + (f" and the baseline(s) {', '.join(f'#{c.id}' for c in carried)}" if carried else "") + " x "
             f"{cfg.seeds} seed(s) at {scale:g}x the iterations: {len(jobs)} run(s) to train"
             + (f", {len(chosen) * cfg.seeds - len(jobs)} recorded already" if len(jobs) < len(chosen) * cfg.seeds
                else ""))

@@ -242,3 +242,33 @@ def test_time_budget_is_checked_before_each_promoted_run(tmp_path):
         assert any(f"({12 - n} run(s) not started; --resume trains them)" in line for line in lines)
         out = _search(h, Slow(), PromotionCfg(rungs=1, top=6, seeds=2))  # resumed without a budget
         assert len(h.rung_runs()) == 12 and out.standing.rung == 1
+
+
+def test_seeded_baselines_are_carried_to_every_rung_whatever_their_rank(tmp_path):
+    from dataclasses import replace
+
+    from densenas.build import build_search
+
+    lines: list[str] = []
+    with History(tmp_path / "h.sqlite") as h:
+        _search(h, Misleading(), None)  # the search first; then the worst search reward is "the baseline"
+        worst = min(h.candidates("ok"), key=lambda c: (c.result.reward, -c.id))
+        cfg = replace(CFG, carry=(worst.arch.key,))
+        out = _search(h, Misleading(), cfg, log=lines.append)
+        runs = h.rung_runs()
+        for rung, best in ((1, 6), (2, 3)):  # the best keep(r) plus the baseline, two seeds each
+            ids = {r.candidate for r in runs if r.rung == rung}
+            assert worst.id in ids and len(ids) == best + 1
+            assert sum(1 for r in runs if r.rung == rung and r.candidate == worst.id) == 2
+        assert out.standing.rung == 2
+        assert any(line.startswith(f"promotion: rung 2: the best 3 (") and f"and the baseline(s) #{worst.id} x 2"
+                   in line for line in lines), lines
+    quiet = lambda msg: None  # noqa: E731
+    ext = "configs/search/auxcell_ext_proxy.py"
+    search = build_search(load_config(ext, ["search.promote.rungs=1"]), build_evaluator=False, log=quiet)
+    assert search.promotion.carry == tuple(a.key for a in search.space.baseline_archs().values())
+    off = build_search(load_config(ext, ["search.promote.rungs=1", "search.promote.baselines=False"]),
+                       build_evaluator=False, log=quiet)
+    assert off.promotion.carry == ()
+    with pytest.raises(ValueError, match="search.promote.baselines must be True or False"):
+        PromotionCfg(baselines="yes")

@@ -57,6 +57,30 @@ MODELS = ("gp", "forest")
 ACQUISITIONS = ("ei", "ucb", "ts")
 
 
+def joint_draw(mu: np.ndarray, cov: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One draw from ``N(mu, cov)``: Thompson sampling's joint posterior sample over the pool.
+
+    Written here rather than with scikit-learn's ``GaussianProcessRegressor.sample_y``: that goes through
+    numpy's ``multivariate_normal``, whose SVD does not converge on the nearly singular covariance of a pool
+    full of near-identical archs (``LinAlgError: SVD did not converge``, seen on a 24-decision table). A
+    Cholesky factor with a jitter that grows until it factorises draws the same distribution; where even
+    that fails (a covariance with NaNs), the marginals are drawn independently.
+    """
+    mu = np.asarray(mu, dtype=float)
+    n = len(mu)
+    cov = (np.asarray(cov, dtype=float) + np.asarray(cov, dtype=float).T) / 2
+    z = rng.standard_normal(n)
+    if np.isfinite(cov).all():
+        jitter = 1e-10 * max(float(np.abs(np.diag(cov)).mean()), 1e-12)
+        for _ in range(10):
+            try:
+                return mu + np.linalg.cholesky(cov + jitter * np.eye(n)) @ z
+            except np.linalg.LinAlgError:
+                jitter *= 10.0
+    sd = np.sqrt(np.clip(np.nan_to_num(np.diag(cov)), 0.0, None))
+    return mu + sd * z
+
+
 class SurrogateSearch(Strategy):
     """Model-based search with a GP (or random-forest) surrogate and a local-search acquisition optimiser.
 
@@ -180,7 +204,8 @@ class SurrogateSearch(Strategy):
             if self.model == "forest":  # one tree's prediction is a draw from the forest's posterior
                 tree = fitted.estimators_[int(self.rng.integers(len(fitted.estimators_)))]
                 return tree.predict(x)
-            return fitted.sample_y(x, random_state=int(self.rng.integers(2**31 - 1)))[:, 0]
+            mu, cov = fitted.predict(x, return_cov=True)
+            return joint_draw(mu, cov, self.rng)
         mu, sd = self._predict(fitted, x)
         if self.acquisition == "ucb":
             return mu + self.beta * sd
