@@ -182,9 +182,21 @@ def test_fidelity_final_target_exports_and_fine_tunes_each_arch(tmp_path, capsys
     assert len(tests) == 6 and not list((work / FINAL).glob("arch_*/seed*/*.pth"))
     summary = json.loads((work / "fidelity.json").read_text())["final"]
     assert summary["n"] == 3 and set(summary["tau"]) >= {"stage1 x1", "search x1", "long proxy"}
+    assert "each cheap metric at x1 as the reward" in out
+    assert {"miou", "fwiou", "pixel_acc", "stage1_miou"} <= set(summary["tau_metric"])
     before = [p.stat().st_mtime_ns for p in tests]
     assert main(args + final) == 0  # resumed: nothing trained again
     assert [p.stat().st_mtime_ns for p in tests] == before
     capsys.readouterr()
     assert main(args + ["--final-iters", "3"]) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_metric_scores_rank_every_recorded_metric_with_losses_negated():
+    from densenas.fidelity_final import metric_scores
+
+    cheap = [{"metrics": {"miou": 0.5, "stage1_loss_last": 2.0, "const": 1.0, "only_here": 3.0}},
+             {"metrics": {"miou": 0.7, "stage1_loss_last": 1.0, "const": 1.0}},
+             {"metrics": {"miou": 0.6, "stage1_loss_last": 3.0, "const": 1.0}}]
+    assert metric_scores(cheap) == {"miou": [0.5, 0.7, 0.6], "-stage1_loss_last": [-2.0, -1.0, -3.0]}
+    assert metric_scores(cheap[:2] + [{"stage1": 0.3}]) == {}  # a row from before metrics were recorded
