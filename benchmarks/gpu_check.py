@@ -18,9 +18,17 @@ floating-point noise:
   training ``--inflight-candidates`` ``seg`` candidates (both stages); candidates per hour for each ``k``
   over the span from the first candidate's start to the last one's end (start-up excluded). Ray's
   fractional ``gpus_per_worker`` does the same inside a search; plain processes measure it where Ray is not
-  installed.
+  installed;
+* ``proposals`` (issue #23, item 7): the driver side. Each shipped sampling config's own strategy (the
+  default surrogate) proposes ``--proposal-budget`` archs of its space (aux-cell 16 decisions, NAS-FCOS FPN
+  35), each observed at once with a synthetic reward (an additive function of its decisions), and the
+  seconds per proposal are printed at 10 / 25 / 50 / 100 observations, next to the ``seg`` part's seconds per
+  candidate on each device when that part ran. Proposals run on the driver's CPU whatever the device, so
+  the part runs once; in ``async`` mode (Ray, ``--workers``) a proposal overlaps the other candidates in
+  flight and only delays the worker it is for.
 
-    python benchmarks/gpu_check.py [--parts seg,det,irnas,finetune,profile,inflight] [--devices cuda,cpu]
+    python benchmarks/gpu_check.py [--parts seg,det,irnas,finetune,profile,inflight,proposals]
+        [--devices cuda,cpu]
         [--out DIR]
     bash benchmarks/gpu_check.sh          # the same, refusing to start without a GPU
 
@@ -189,12 +197,62 @@ def inflight_part(device: str, ks: list[int], n: int, log) -> dict:
     return out
 
 
+#: the sampling configs whose strategy the ``proposals`` part times
+PROPOSAL_CONFIGS = ("configs/search/auxcell_proxy.py", "configs/search/nasfcos_fpn_proxy.py")
+
+
+def proposals_part(budget: int, log, at: tuple[int, ...] = (10, 25, 50, 100)) -> dict:
+    """Seconds per proposal of each config's strategy after ``n`` observations, for ``n`` in ``at``."""
+    import numpy as np
+
+    from densenas.build import build_search
+    from densenas.config import load_config
+    from densenas.result import Result
+
+    out = {}
+    for config in PROPOSAL_CONFIGS:
+        search = build_search(load_config(str(ROOT / config)), build_evaluator=False, log=lambda m: None)
+        strategy, decs = search.strategy, search.space.decisions()
+        rng = np.random.default_rng(0)
+        weights = {d.name: rng.normal(size=len(d.options)) for d in decs}  # an additive toy reward
+
+        def reward(arch) -> float:
+            return float(sum(weights[d.name][list(d.options).index(arch[d.name])] for d in decs))
+
+        seconds = []
+        for _ in range(budget):
+            t0 = time.perf_counter()
+            arch = strategy.propose()
+            seconds.append(time.perf_counter() - t0)
+            strategy.observe(arch, Result(reward=reward(arch)))
+        # the mean over the 5 proposals made with about n observations (n - 5 .. n - 1)
+        per = {n: float(np.mean(seconds[max(0, n - 5):n])) for n in at if n <= budget}
+        name = Path(config).stem
+        out[name] = {"strategy": type(strategy).__name__, "decisions": len(decs), "s_per_proposal": per,
+                     "total_s": float(sum(seconds))}
+        log(f"[proposals] {name} ({type(strategy).__name__}, {len(decs)} decisions): "
+            + ", ".join(f"{v:.3f} s at {n}" for n, v in per.items()) + " observations")
+    return out
+
+
 def summary(results: dict, devices: list[str]) -> str:
     """The side-by-side table; ``results[part]`` holds one dict per device, in ``devices`` order."""
     a, b = devices
     lines = [f"{'part':<9} {'rows':>4} {a + ' s/row':>12} {b + ' s/row':>12} {'ratio':>7} {'max |dreward|':>14}"
              f"  same archs"]
     for part, per in results.items():
+        if part == "proposals":
+            seg = {r["device"]: r for r in results.get("seg", []) if "seconds" in r}
+            for name, r in per[0].items():
+                if name == "device":
+                    continue
+                last = max(r["s_per_proposal"], key=int)
+                vs = ", ".join(f"{sum(x['seconds']) / len(x['seconds']):.2f} s per {d} candidate"
+                               for d, x in seg.items())
+                lines.append(f"{part:<9} {name} ({r['decisions']} decisions): "
+                             + ", ".join(f"{v:.3f} s @{n}" for n, v in r["s_per_proposal"].items())
+                             + (f"; the {last}-observation proposal vs {vs}" if vs else ""))
+            continue
         if part in ("profile", "inflight"):
             for r in per:
                 shown = {k: v for k, v in r.items() if k != "device"}
@@ -228,6 +286,7 @@ def main(argv=None) -> int:
                                                         "checks the script itself, e.g. on CPU")
     p.add_argument("--inflight", default="1,2,4,8", help="k values of the inflight part")
     p.add_argument("--inflight-candidates", type=int, default=4, help="candidates per process, inflight part")
+    p.add_argument("--proposal-budget", type=int, default=100, help="observations of the proposals part")
     p.add_argument("--inflight-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.inflight_worker:
@@ -239,9 +298,10 @@ def main(argv=None) -> int:
             PARTS[part] = (config, [*opts, "search.epochs=1" if part == "irnas" else "search.num_candidates=1"])
         args.iters = args.cpu_iters = 10
         args.inflight_candidates = 1
+        args.proposal_budget = 12
     devices = args.devices.split(",")
     parts = args.parts.split(",")
-    unknown = sorted(set(parts) - {*PARTS, "finetune", "profile", "inflight"})
+    unknown = sorted(set(parts) - {*PARTS, "finetune", "profile", "inflight", "proposals"})
     if len(devices) != 2 or unknown:
         p.error(f"--devices needs two devices; unknown parts {unknown}")
     if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
@@ -261,7 +321,11 @@ def main(argv=None) -> int:
         for i, dev in enumerate(devices):
             tag = f"d{i}"
             try:
-                if part == "inflight":
+                if part == "proposals":
+                    if i > 0:  # the driver's CPU, whatever the device
+                        continue
+                    res = proposals_part(args.proposal_budget, log)
+                elif part == "inflight":
                     if i > 0:  # the device under test only
                         continue
                     res = inflight_part(dev, [int(k) for k in args.inflight.split(",")], args.inflight_candidates,
