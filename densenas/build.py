@@ -389,6 +389,11 @@ def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], N
     search = Search(task, space, strategy, None, device, seed, plan["budget"], ev_type,
                     warm_start=plan["warm_start"], objective=plan["objective"], parallel=plan["parallel"],
                     promotion=plan["promotion"], baselines=plan["baselines"])
+    if search.promotion is not None and search.promotion.final_iters:
+        if not task.test_metric[0]:
+            raise ConfigError(f"{source}: search.promote.final_iters: task {task.name!r} names no headline metric "
+                              f"(Task.test_metric) to score the fine-tuned candidates on")
+        search.promotion = dataclasses.replace(search.promotion, final_metric=tuple(task.test_metric))
     if search.baselines:  # refused now, before any data or feature is computed for the search
         seeded = baseline_archs(space, search.baselines, f"{source}: search.baselines")
         if search.promotion is not None and search.promotion.baselines:

@@ -94,6 +94,7 @@ from .history import RUNNING, History
 from .parallel import MODES, InProcessExecutor
 from .progress import Log, Progress, Reporter, progress_line
 from .promotion import pick, promote, standings
+from .promotion_final import final_rung
 from .result import Result
 from .space import SearchSpace
 from .sampling import Outcome, eta, run_sampling
@@ -188,14 +189,18 @@ def run(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History
         out = run_sampling(space, strategy, evaluator, history, rep, num_candidates=total,
                            time_budget_s=time_budget_s, seed=seed, max_duplicates=max_duplicates,
                            executor=executor, mode=mode, batch=batch)
-        if promotion is None or not promotion.rungs:
+        if promotion is None or not (promotion.rungs or promotion.final_iters):
             return out
         if out.stopped == "time_budget":
             rep.note("promotion not started: the time budget ran out during the search (--resume with more "
                      "time trains the rungs)")
             return out
-        promote(history, executor, promotion, rep.note,
-                time_left=lambda: time_budget_s is None or time.perf_counter() - t0 < time_budget_s)
+        time_left = lambda: time_budget_s is None or time.perf_counter() - t0 < time_budget_s  # noqa: E731
+        promote(history, executor, promotion, rep.note, time_left=time_left)
+        if promotion.final_iters:
+            if work_dir is None:
+                raise ValueError("search.promote.final_iters needs the search's work dir (its config.py)")
+            final_rung(history, promotion, work_dir, rep.note, time_left=time_left)
         final = pick(standings(history, promotion.tie_z), promotion.cost)
         if final is None:
             return out

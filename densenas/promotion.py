@@ -68,6 +68,13 @@ class PromotionCfg:
             least tied with them there (a cheap reward that mis-ranks the baseline cannot drop it).
         carry: the arch keys (:attr:`densenas.arch.Arch.key`) carried that way; filled in by the builder
             from ``search.baselines`` when ``baselines`` is true.
+        final_iters: ``N > 0`` adds a final rung above the proxy rungs (:mod:`densenas.promotion_final`): the
+            best ``final_top`` of the top proxy rung (and the carried baselines) exported by
+            ``tools/export.py``, fine-tuned by ``tools/train.py`` for N iterations, ``seeds`` times, and
+            scored by ``tools/test.py`` on the task's headline metric; the pick is made there. 0: off.
+        final_top: candidates of the top proxy rung fine-tuned at the final rung.
+        final_args: more ``tools/export.py`` options for the final rung (``["--crop", "128"]``).
+        final_metric: the task's ``Task.test_metric``; filled in by the builder.
     """
 
     rungs: int = 1
@@ -80,6 +87,10 @@ class PromotionCfg:
     cost: str | None = None
     baselines: bool = True
     carry: tuple[str, ...] = ()
+    final_iters: int = 0
+    final_top: int = 2
+    final_args: tuple[str, ...] = ()
+    final_metric: tuple[str, bool] | None = None
 
     def __post_init__(self) -> None:
         def positive_int(name: str, low: int) -> None:
@@ -89,6 +100,14 @@ class PromotionCfg:
 
         positive_int("rungs", 0)
         positive_int("min_keep", 1)
+        positive_int("final_iters", 0)
+        positive_int("final_top", 1)
+        if isinstance(self.final_args, str) or not all(
+                isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in self.final_args):
+            raise ValueError(f"search.promote.final_args must be a list of tools/export.py options such as "
+                             f"['--crop', '128'], got {self.final_args!r}")
+        # --cfg-options reads "['--crop','128']" as ['--crop', 128]: the values are command-line words
+        self.final_args = tuple(str(a) for a in self.final_args)
         positive_int("seeds", 1)
         if self.top is not None:
             positive_int("top", 1)

@@ -272,3 +272,92 @@ def test_seeded_baselines_are_carried_to_every_rung_whatever_their_rank(tmp_path
     assert off.promotion.carry == ()
     with pytest.raises(ValueError, match="search.promote.baselines must be True or False"):
         PromotionCfg(baselines="yes")
+
+
+def test_final_rung_fine_tunes_the_top_of_the_last_proxy_rung_and_the_baseline(tmp_path, monkeypatch):
+    """search.promote.final_iters: the best final_top of the top proxy rung and the carried baseline are
+    fine-tuned (here a stand-in for tools/export.py + train.py + test.py that scores the true quality), the
+    run's headline metric is recorded as rung rungs + 1, the pick is made there, a resume trains nothing
+    again, and a missing config.py is a clear error."""
+    from dataclasses import replace
+
+    import densenas.promotion_final as pf
+
+    calls: list[tuple[str, int]] = []
+
+    def fake_fine_tune(export_args, config, run, seed, keep_checkpoints=True):
+        arch = Arch.load(export_args[0])
+        assert export_args[1:3] == ["--iters", "7"] and export_args[3:] == ["--crop", "64"]
+        assert (run.parent / "config.py").read_text() == "# the search's config\n"
+        calls.append((arch.key, seed))
+        # the baseline is truly best after fine-tuning; lower-is-better metric (an RMSE) to check the sign
+        rmse = 1.0 - Misleading.true(arch) - (1.0 if arch.key == baseline.key else 0.0)
+        return {"metrics": {"depth/rmse": rmse, "depth/abs_rel": 0.5}, "params": 1e6, "madds": 2e9,
+                "train_seconds": 1.5}
+
+    monkeypatch.setattr(pf, "fine_tune", fake_fine_tune)
+    (tmp_path / "config.py").write_text("# the search's config\n")
+    with History(tmp_path / "h.sqlite") as h:
+        _search(h, Misleading(), None)
+        baseline = min(h.candidates("ok"), key=lambda c: (c.result.reward, -c.id)).arch
+        cfg = replace(CFG, carry=(baseline.key,), final_iters=7, final_top=2, final_args=("--crop", "64"),
+                      final_metric=(r"(^|/)rmse$", False))
+        lines: list[str] = []
+        out = _search(h, Misleading(), cfg, work_dir=tmp_path, log=lines.append)
+        runs = [r for r in h.rung_runs() if r.rung == 3]
+        rung2 = {r.candidate: [] for r in h.rung_runs() if r.rung == 2}
+        for r in h.rung_runs():
+            if r.rung == 2:
+                rung2[r.candidate].append(r.result.reward)
+        top2 = sorted(rung2, key=lambda c: (-sum(rung2[c]) / 2, c))[:2]
+        base_id = next(c.id for c in h.candidates("ok") if c.arch.key == baseline.key)
+        assert sorted({r.candidate for r in runs}) == sorted(top2 + [base_id]) and len(runs) == 6
+        assert all(r.result.reward == pytest.approx(-r.result.metrics["depth/rmse"]) for r in runs)
+        assert out.standing.rung == 3 and out.arch == baseline  # the pick is made on the fine-tuned metric
+        assert (tmp_path / "promotion_final" / f"cand_{base_id:04d}" / "arch.json").is_file()
+        assert any(line.startswith("promotion: final rung 3: ") for line in lines)
+        n = len(calls)
+        _search(h, Misleading(), cfg, work_dir=tmp_path)  # resumed: nothing fine-tuned again
+        assert len(calls) == n == 6
+    (tmp_path / "config.py").unlink()
+    with History(tmp_path / "h2.sqlite") as h:
+        with pytest.raises(ValueError, match="config.py .*is missing"):
+            _search(h, Misleading(), cfg, work_dir=tmp_path)
+    with pytest.raises(ValueError, match="search.promote.final_args must be a list"):
+        PromotionCfg(final_args="--crop 64")
+
+
+@pytest.mark.slow
+def test_final_rung_end_to_end_with_the_real_tools(tmp_path):
+    """tools/search.py with search.promote.final_iters on a tiny proxy set: the best of rung 1 is exported,
+    fine-tuned by tools/train.py and tested by tools/test.py; its mIoU is rung 2's score and the leaderboard
+    says so."""
+    from pathlib import Path
+
+    from test_tools import _tool as tool
+
+    root = Path(__file__).resolve().parents[1]
+    work = tmp_path / "search"
+    opts = [f"data.root={tmp_path / 'proxy'}", "data.image_size=64", "data.proxy.num_train=16",
+            "data.proxy.num_val=8", "data.proxy.size=64", "evaluator.stage1.iters=4", "evaluator.stage1.batch_size=4",
+            "evaluator.stage2.iters=1", "evaluator.stage2.batch_size=4", "task.teacher=None",
+            "backbone.pretrained=False", "search.num_candidates=3", "search.time_budget_s=None",
+            "search.promote.rungs=1", "search.promote.top=2", "search.promote.seeds=1",
+            "search.promote.final_iters=2", "search.promote.final_top=1",
+            f"search.promote.final_args=['--data-root','{tmp_path / 'proxy'}','--crop','64','--batch-size','2',"
+            f"'--workers','0']"]
+    assert tool("search")([str(root / "configs/search/auxcell_proxy.py"), "--work-dir", str(work),
+                           "--cfg-options", *opts]) == 0
+    with History(work / "history.sqlite") as h:
+        final = [r for r in h.rung_runs() if r.rung == 2]
+        assert len(final) == 1 and final[0].result.ok, final
+        assert 0.0 <= final[0].result.reward <= 100.0 and "mIoU" in final[0].result.metrics
+    chosen = json.loads((work / "best_arch.json").read_text())
+    assert Arch.from_dict(chosen).key == h_arch_key(work, final[0].candidate)
+    assert "Rung 2 is the final rung" in (work / "leaderboard.md").read_text()
+    assert list((work / "promotion_final").glob("cand_*/seed*/test.json"))
+
+
+def h_arch_key(work, cid: int) -> str:
+    with History(work / "history.sqlite") as h:
+        return h.get(cid).arch.key

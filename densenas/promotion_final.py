@@ -1,0 +1,122 @@
+"""The final rung of a promotion: the best of the top proxy rung exported and fine-tuned the user's way.
+
+Successive halving (:mod:`densenas.promotion`; Li et al., JMLR 2018) ends on its top *proxy* rung: a longer
+proxy training is still a proxy, and the fidelity tool measures how far its ranking is from the model the
+user gets (``tools/fidelity.py --final-iters``). With ``search.promote.final_iters = N`` the search goes one
+rung further: the best ``final_top`` candidates of the top proxy rung (and the seeded baselines, carried to
+every rung) are each exported by ``tools/export.py``, fine-tuned by ``tools/train.py`` for ``N`` iterations
+with ``seeds`` seeds and tested by ``tools/test.py``: exactly the commands a user types, through
+:func:`densenas.finetune.fine_tune`. The score of a run is the task's headline metric
+(:attr:`densenas.task.Task.test_metric`: mIoU, bbox mAP, ...; negated where lower is better), recorded in the
+history's ``rungs`` table as rung ``rungs + 1``, so the pick, the ties (the fine-tunes' own seed noise) and
+the cheapest-of-the-tied rule of :func:`densenas.promotion.pick` apply to it unchanged.
+
+The fine-tunes run one after another in this process's subprocesses (each is a whole mmengine run that
+uses the machine's threads, not a candidate for a worker). A killed search resumes with the same command:
+runs recorded in the history are kept, and a fine-tune whose ``test.json`` exists is read, not trained.
+
+Caveat: the final rung scores on the task's validation split, the split the search itself ranks on. A user
+who reports the pick's metric should test it on data the search never saw.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from .finetune import fine_tune, headline
+from .history import Candidate, History
+from .promotion import PromotionCfg, carried_candidates, mean_sd, rung_seed, standings
+from .result import Result
+
+FINAL_DIR = "promotion_final"  # under the search's work dir: one folder per candidate, one per seed
+
+__all__ = ["FINAL_DIR", "final_rung", "final_pool"]
+
+
+def final_pool(history: History, cfg: PromotionCfg) -> list[Candidate]:
+    """The candidates of the final rung: the best ``cfg.final_top`` of the top proxy rung (rung ``cfg.rungs``;
+    the search's reward when ``rungs`` is 0) by their mean score there, then the carried baselines that
+    reached that rung."""
+    runs = history.rung_runs()
+    ranked = standings(history, cfg.tie_z, runs)
+    if cfg.rungs == 0:
+        pool = sorted(ranked, key=lambda s: (-float(s.candidate.result.reward), s.id))
+    else:
+        at: dict[int, list[float]] = {}
+        for r in runs:
+            if r.rung == cfg.rungs and r.result.ok:
+                at.setdefault(r.candidate, []).append(float(r.result.reward))
+        pool = sorted((s for s in ranked if s.id in at), key=lambda s: (-mean_sd(at[s.id])[0], s.id))
+    chosen = [s.candidate for s in pool[:cfg.final_top]]
+    return chosen + carried_candidates(pool, cfg.carry, {c.id for c in chosen})
+
+
+def _run_one(candidate: Candidate, seed: int, cfg: PromotionCfg, work_dir: Path) -> Result:
+    """Export, fine-tune and test ``candidate`` with ``seed``; a failure is a failed :class:`Result`."""
+    folder = work_dir / FINAL_DIR / f"cand_{candidate.id:04d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    candidate.arch.save(folder / "arch.json")
+    # tools/export.py reads the task, classes, backbone and width of the search from config.py next to the arch
+    shutil.copyfile(work_dir / "config.py", folder / "config.py")
+    pattern, higher = cfg.final_metric
+    t0 = time.perf_counter()
+    try:
+        data = fine_tune([str(folder / "arch.json"), "--iters", str(cfg.final_iters), *cfg.final_args],
+                         folder / "finetune.py", folder / f"seed{seed}", seed, keep_checkpoints=False)
+    except RuntimeError as e:  # the command, its log and its last lines
+        return Result(status="failed", error=str(e).splitlines()[0], wall_time=time.perf_counter() - t0)
+    value = headline(data["metrics"], pattern, higher)
+    if value is None:
+        return Result(status="failed", error=f"no metric matching {pattern!r} among {sorted(data['metrics'])} "
+                                             f"({folder / f'seed{seed}' / 'test.json'})",
+                      wall_time=time.perf_counter() - t0)
+    metrics = {k: float(v) for k, v in data["metrics"].items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    cost = {k: float(data[k]) for k in ("params", "madds") if isinstance(data.get(k), (int, float))}
+    return Result(reward=value, metrics=metrics, stage=2, cost=cost,
+                  wall_time=float(data.get("train_seconds", time.perf_counter() - t0)))
+
+
+def final_rung(history: History, cfg: PromotionCfg, work_dir: str | Path, log: Callable[[str], None], *,
+               time_left: Callable[[], bool] = lambda: True) -> int:
+    """Train the final rung's runs not yet in ``history`` (module docstring); returns how many were trained.
+
+    Raises:
+        ValueError: the settings cannot run (no task metric, no ``config.py`` in ``work_dir``).
+    """
+    if not cfg.final_iters:
+        return 0
+    if not cfg.final_metric or not cfg.final_metric[0]:
+        raise ValueError("search.promote.final_iters needs the task's headline metric (Task.test_metric); "
+                         "this search's task has none")
+    work_dir = Path(work_dir)
+    if not (work_dir / "config.py").is_file():
+        raise ValueError(f"search.promote.final_iters: {work_dir / 'config.py'} (the search's resolved config, "
+                         f"written by tools/search.py) is missing; tools/export.py needs it next to each arch")
+    rung = cfg.rungs + 1
+    chosen = final_pool(history, cfg)
+    if not chosen:
+        log(f"promotion: the final rung has no candidate (none finished rung {cfg.rungs})")
+        return 0
+    have = {(r.candidate, r.repeat) for r in history.rung_runs() if r.rung == rung}
+    todo = [(c, j) for c in chosen for j in range(cfg.seeds) if (c.id, j) not in have]
+    log(f"promotion: final rung {rung}: {', '.join(f'#{c.id}' for c in chosen)} exported and fine-tuned by "
+        f"tools/train.py for {cfg.final_iters} iterations x {cfg.seeds} seed(s): {len(todo)} run(s) "
+        f"(in {work_dir / FINAL_DIR})")
+    trained, t0 = 0, time.perf_counter()
+    for c, j in todo:
+        if not time_left():
+            log(f"promotion: the time budget ran out at the final rung ({len(todo) - trained} run(s) not "
+                f"started; --resume trains them)")
+            break
+        seed = rung_seed(c, j)
+        result = _run_one(c, seed, cfg, work_dir)
+        history.add_rung(c.id, rung, j, seed, result)
+        trained += 1
+        what = f"{cfg.final_metric[0]} score {result.reward:.4f}" if result.ok else f"failed: {result.error}"
+        log(f"  final #{c.id} seed {seed}: {what} ({result.wall_time:.0f}s; {trained}/{len(todo)}, "
+            f"{time.perf_counter() - t0:.0f}s so far)")
+    return trained
+
