@@ -28,7 +28,7 @@ bilinearly resized (:class:`~densenas.decoders.autodeeplab_ops.Preprocess`).
 from __future__ import annotations
 
 import itertools
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -136,6 +136,26 @@ class AutoDeepLabSpace(DifferentiableSpace):
 
     name = "autodeeplab"
     output_kind = "segmenter"
+
+    @classmethod
+    def export_options(cls, arch: Arch, space_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``filter_multiplier`` as searched (default 8) and ``width``: the ASPP head's channels, the searched
+        ``aspp_channels`` (64 when the search config does not say; the paper fine-tunes wider than it searches)."""
+        sp = dict(space_cfg or {})
+        return {"filter_multiplier": sp.get("filter_multiplier", 8), "width": sp.get("aspp_channels", 64)}
+
+    @classmethod
+    def mm_fragment(cls, arch: Arch, host: str, *, options: Mapping[str, Any],
+                    in_shapes: Mapping[str, ShapeSpec] | None = None, **task_keys: Any) -> dict[str, Any]:
+        """The whole mmseg ``EncoderDecoder`` of ``arch`` (``host="segmenter"``): ``AutoDeepLabBackbone`` with
+        ``options["filter_multiplier"]`` and mmseg's ``ASPPHead`` of ``options["width"]`` channels with the
+        task's ``loss_decode`` (:func:`~densenas.decoders.autodeeplab_mmseg.autodeeplab_model_dict`; task keys
+        ``num_classes``, ``loss_decode``). The network has its own stem: ``in_shapes`` is unused."""
+        from densenas.decoders.autodeeplab_mmseg import autodeeplab_model_dict
+
+        cls.check_host(host)
+        return autodeeplab_model_dict(arch, task_keys["num_classes"], filter_multiplier=options["filter_multiplier"],
+                                      channels=options["width"], loss_decode=task_keys["loss_decode"])
 
     def __init__(self, num_classes: int, layers: int = 4, blocks: int = 3, filter_multiplier: int = 8,
                  ops: Sequence[str] | None = None, aspp_rates: Sequence[int] = (24, 12, 6, 3),

@@ -49,7 +49,7 @@ counterpart in the conv1x1 fuse. The
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -277,6 +277,10 @@ class AuxCellSpace(SearchSpace):
 
     name = "auxcell"
     output_kind = "dense_map"
+    #: the decoder's OpenMMLab heads by export host (``SearchSpace.mm_fragment``): mmseg's ``AuxCellHead``
+    #: (:mod:`densenas.decoders.mmseg_adapters`), its depth regressor and the mmpose heatmap head, registered by
+    #: the segmentation, depth and keypoint tasks' ``mm`` modules
+    mm_heads = {"decode_head": "AuxCellHead", "depth_head": "DepthAuxCellHead", "heatmap_head": "AuxCellHeatmapHead"}
 
     def __init__(self, num_classes: int, width: int = 48, num_cells: int = 3, blocks_per_cell: int = 2,
                  num_inputs: int = 4, ops: Sequence[str] | None = None, aux: bool = True,
@@ -496,6 +500,30 @@ class AuxCellSpace(SearchSpace):
             out["heatmap"] = arch_of([(n - 1, n - 1)] + [(n + k - 1, n + k - 1) for k in range(1, self.num_cells)],
                                      {n - 1: "deconv"}, "conv1x1")
         return out
+
+    # ----------------------------------------------------------------- export
+    @classmethod
+    def export_options(cls, arch: Arch, space_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``width``: the searched decoder width (48 when there is no search config saying it)."""
+        return {"width": dict(space_cfg or {}).get("width", 48)}
+
+    @classmethod
+    def mm_fragment(cls, arch: Arch, host: str, *, options: Mapping[str, Any],
+                    in_shapes: Mapping[str, ShapeSpec] | None = None, **task_keys: Any) -> dict[str, Any]:
+        """The decoder of ``arch`` as the head of :attr:`mm_heads` for ``host``, on every level of ``in_shapes``,
+        ``options["width"]`` channels, auxiliary heads weighted 0.4, then ``task_keys``. The space is read off
+        the arch (:func:`space_for_arch`: any searched op set fits) and checks it."""
+        cls.check_host(host)
+        shapes = list((as_shapes(in_shapes, cls.name) or {}).values())
+        if not shapes:
+            raise ValueError(f"space {cls.name!r}: the decoder needs the backbone's levels (in_shapes)")
+        width = options["width"]
+        out = task_keys["out_channels" if host == "heatmap_head" else "num_classes"]
+        space_for_arch(arch, out, width, num_inputs=len(shapes)).check(arch)  # fail here, naming the field
+        where = dict(in_strides=[s.stride for s in shapes]) if host == "heatmap_head" else \
+            dict(in_index=list(range(len(shapes))))
+        return dict(type=cls.mm_heads[host], arch=arch.to_dict(), in_channels=[s.channels for s in shapes], **where,
+                    channels=width, aux=True, aux_weight=0.4, **task_keys)
 
     # ------------------------------------------------------------------ build
     def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> AuxCellDecoder:

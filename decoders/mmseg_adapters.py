@@ -1,14 +1,19 @@
-"""Thin OpenMMLab adapters for the auxiliary-cell decoder and the MobileNetV2 encoder.
+"""Thin mmseg adapters (decode heads) of the ``dense_map`` spaces.
 
 The OpenMMLab modules of "Fast Neural Architecture Search of Compact Semantic Segmentation
-Models via Auxiliary Cells" (Nekrasov, Chen, Shen, Reid; CVPR 2019) (registered in mmseg's and mmdet's
-``MODELS`` by :mod:`densenas.tasks.segmentation.mm` and :mod:`densenas.tasks.detection.mm`):
+Models via Auxiliary Cells" (Nekrasov, Chen, Shen, Reid; CVPR 2019) and of the template networks (Nekrasov
+et al., WACV 2020), and a generic one (registered in mmseg's ``MODELS`` by :mod:`densenas.tasks.segmentation.mm`;
+the depth task derives its depth heads from them):
 
 * decode head ``AuxCellHead``: an :class:`~densenas.decoders.auxcell.AuxCellDecoder` built from an arch
   (``Arch``, its ``to_dict()`` form, or a path to its JSON), following the ``BaseDecodeHead`` contract
   (``in_channels``, ``in_index``, ``input_transform='multiple_select'``, losses keyed ``loss_*``). Its
   ``forward`` (and so inference) returns the main logits only; ``loss`` adds one ``loss_aux{i}`` per
   auxiliary head, weighted by ``aux_weight``.
+* decode head ``TemplateHead``: the template network, with the same ``forward`` / ``loss``.
+* decode head ``DenseMapHead``: the found module of any ``dense_map`` space, rebuilt from the search's ``space``
+  section through the space plugins (:func:`densenas.space.space_from_section`): what a plugin space without an
+  mmseg adapter of its own names in its ``mm_fragment``.
 
 Only this module imports mmseg; nothing else in densenas imports it. Use it from a config with
 ``custom_imports=dict(imports=["densenas.tasks.segmentation.mm"], allow_failed_imports=False)``.
@@ -36,7 +41,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the OpenMM
 from densenas.arch import Arch, as_arch
 from densenas.backbones import named_shapes
 from densenas.decoders.auxcell import space_for_arch
-from densenas.space import ShapeSpec
+from densenas.space import ShapeSpec, dense_map_forward, space_from_section
 
 
 class AuxCellHead(BaseDecodeHead):
@@ -154,3 +159,57 @@ class TemplateHead(BaseDecodeHead):
     # the same contract as the aux-cell head: the decoder returns (logits, aux logits)
     forward = AuxCellHead.forward
     loss = AuxCellHead.loss
+
+
+class DenseMapHead(BaseDecodeHead):
+    """mmseg decode head hosting the found module of any ``dense_map`` space (a plugin's included).
+
+    The module is ``space_from_section(space, arch, num_classes).build(arch, levels)``; ``forward`` returns its
+    main map, ``loss`` adds ``loss_aux{i}`` (``aux_weight`` times the sum of the ``loss_*`` terms) per auxiliary
+    map the module returns in training (:func:`densenas.space.dense_map_forward`).
+
+    Args:
+        arch: the found arch (``Arch``, its dict, or a JSON path).
+        space: the search's ``space`` section (``type`` and settings).
+        in_channels: channels of the selected encoder levels (finest first).
+        num_classes: output channels.
+        in_index: indices of the backbone outputs fed to the module (default: all of ``in_channels``).
+        in_strides: strides of those levels (default ``4, 8, 16, ...``).
+        aux: build the auxiliary heads where the space has them; aux_weight: their loss weight.
+        **kwargs: the other ``BaseDecodeHead`` arguments (``loss_decode``, ``norm_cfg``, ...).
+    """
+
+    def __init__(self, arch: Arch | Mapping[str, Any] | str | Path, space: Mapping[str, Any],
+                 in_channels: Sequence[int], *, num_classes: int, in_index: Sequence[int] | None = None,
+                 in_strides: Sequence[int] | None = None, aux: bool = True, aux_weight: float = 0.4,
+                 init_cfg: dict | list | None = None, **kwargs: Any):
+        kwargs.pop("input_transform", None)
+        channels = int(kwargs.pop("channels", 1))  # BaseDecodeHead's own layers are not used
+        index = list(range(len(in_channels))) if in_index is None else list(in_index)
+        super().__init__(list(in_channels), channels, num_classes=num_classes, in_index=index,
+                         input_transform="multiple_select", dropout_ratio=0.0, init_cfg=init_cfg, **kwargs)
+        del self.conv_seg  # the module owns its classifiers
+        self.arch = as_arch(arch)
+        self.space = space_from_section(space, self.arch, self.out_channels, aux=aux)
+        strides = list(in_strides) if in_strides is not None else [2 ** (i + 2) for i in range(len(self.in_channels))]
+        shapes = named_shapes([ShapeSpec(int(c), int(s)) for c, s in zip(self.in_channels, strides, strict=True)])
+        self.decoder = self.space.build(self.arch, shapes)
+        self.aux_weight = float(aux_weight)
+
+    def _outputs(self, inputs: Sequence[Tensor], with_aux: bool) -> tuple[Tensor, list[Tensor]]:
+        """``(main map, [aux maps])`` of the module on the selected levels."""
+        return dense_map_forward(self.decoder, self._transform_inputs(inputs), with_aux)
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        """The main map (no auxiliary head run)."""
+        return self._outputs(inputs, False)[0]
+
+    def loss(self, inputs: Sequence[Tensor], batch_data_samples: list, train_cfg: Any) -> dict[str, Tensor]:
+        """Main decode losses plus ``loss_aux{i}`` per auxiliary map."""
+        logits, aux = self._outputs(inputs, True)
+        losses = self.loss_by_feat(logits, batch_data_samples)
+        for i, aux_logits in enumerate(aux):
+            terms = self.loss_by_feat(aux_logits, batch_data_samples)
+            losses[f"loss_aux{i}"] = self.aux_weight * torch.stack(
+                [v for k, v in terms.items() if k.startswith("loss")]).sum()
+        return losses

@@ -430,6 +430,31 @@ class NASFCOSSpace(SearchSpace):
             out["fpn_fcos"] = Arch(self.name, fpn.choices + head.choices)
         return {k: a for k, a in out.items() if self.is_valid(a)}
 
+    @classmethod
+    def export_options(cls, arch: Arch, space_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``space``: the searched settings (without ``type``), ``part`` the arch's own (its name) unless the
+        search config says."""
+        settings = {k: v for k, v in dict(space_cfg or {}).items() if k != "type"}
+        settings.setdefault("part", {v: k for k, v in PARTS.items()}.get(arch.space, "fpn"))
+        return {"space": settings}
+
+    @classmethod
+    def mm_fragment(cls, arch: Arch, host: str, *, options: Mapping[str, Any],
+                    in_shapes: Mapping[str, ShapeSpec] | None = None, **task_keys: Any) -> dict[str, Any]:
+        """The mmdet FCOS model dict of ``arch`` (``host="detector"``): :meth:`mm_detector` of the space of
+        ``options["space"]`` (width ``options["width"]`` when set) with the task keys ``num_classes``, ``losses``,
+        ``backbone``, ``in_channels`` (other task keys, NAS-FPN's head options, do not apply)."""
+        cls.check_host(host)
+        settings = dict(options.get("space") or {})
+        if options.get("width") is not None:
+            settings["width"] = int(options["width"])
+        k = int(task_keys.pop("num_classes"))
+        try:
+            space = cls(**{"num_classes": k, **settings})
+        except TypeError as e:
+            raise ValueError(f"search space settings {settings}: {e}") from None
+        return space.mm_detector(arch, k, **task_keys).to_dict()
+
     def mm_detector(self, arch: Arch, num_classes: int, *, losses: Mapping[str, Any], backbone: Mapping[str, Any],
                     in_channels: Sequence[int] | None = None, **task_options: Any) -> Any:
         """This space's OpenMMLab adapter: the mmdet FCOS ``model`` config (a ``ConfigDict``) of ``arch``,

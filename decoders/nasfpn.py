@@ -40,7 +40,7 @@ multiples of 128 still work (nearest resize / adaptive max pooling where the int
 from __future__ import annotations
 
 import math
-from typing import Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -288,6 +288,27 @@ class NASFPNSpace(SearchSpace):
                                  out_channels=self.out_channels, stack=self.stack, backbone=backbone,
                                  feat_channels=feat_channels, stacked_convs=int(stacked_convs),
                                  num_outs=len(self.levels), losses=losses)
+
+    @classmethod
+    def export_options(cls, arch: Arch, space_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``space``: the searched settings (without ``type``)."""
+        return {"space": {k: v for k, v in dict(space_cfg or {}).items() if k != "type"}}
+
+    @classmethod
+    def mm_fragment(cls, arch: Arch, host: str, *, options: Mapping[str, Any],
+                    in_shapes: Mapping[str, ShapeSpec] | None = None, **task_keys: Any) -> dict[str, Any]:
+        """The mmdet model dict of ``arch`` (``host="detector"``): :meth:`mm_detector` of the space of
+        ``options["space"]``, pyramid width ``options["width"]`` when set (else the searched ``out_channels``,
+        default 64), with the task keys ``num_classes``, ``losses``, ``backbone``, ``in_channels`` and the head
+        options ``detector`` (default ``retinanet``), ``stacked_convs``, ``feat_channels``."""
+        cls.check_host(host)
+        settings = dict(options.get("space") or {})
+        settings["out_channels"] = int(options.get("width") or settings.get("out_channels", 64))
+        try:
+            space = cls(**settings)
+        except TypeError as e:
+            raise ValueError(f"search space settings {settings}: {e}") from None
+        return space.mm_detector(arch, int(task_keys.pop("num_classes")), **task_keys)
 
     @property
     def first_output(self) -> int:

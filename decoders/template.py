@@ -37,7 +37,7 @@ The *extended* variant (:data:`EXTENDED`: ``context_ops=tuple(CONTEXTS)``, ``fus
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ from torch import nn
 
 from densenas.arch import Arch, Decision, InvalidArch
 from densenas.ops import ASPP_OPS, ConvBNReLU, DeepLabV3PlusRefine, SepConv, check_ops
-from densenas.space import SearchSpace, ShapeSpec
+from densenas.space import SearchSpace, ShapeSpec, as_shapes, space_from_section
 
 from .auxcell import BlockSpec  # the aux-cell space's block: merge(op0(state[in0]), op1(state[in1]))
 
@@ -199,6 +199,10 @@ class TemplateSpace(SearchSpace):
 
     name = "template"
     output_kind = "dense_map"
+    #: the network's OpenMMLab heads by export host (``SearchSpace.mm_fragment``): mmseg's ``TemplateHead``
+    #: (:mod:`densenas.decoders.mmseg_adapters`), its depth regressor, and the mmpose heatmap head that rebuilds
+    #: the space from its ``space`` section; registered by the segmentation, depth and keypoint tasks' ``mm``
+    mm_heads = {"decode_head": "TemplateHead", "depth_head": "DepthTemplateHead", "heatmap_head": "AuxCellHeatmapHead"}
 
     def __init__(self, num_classes: int, num_templates: int = 2, blocks: int = 2,
                  widths: Sequence[int] = WIDTHS, ops: Sequence[str] | None = None, aux: bool = True,
@@ -322,6 +326,49 @@ class TemplateSpace(SearchSpace):
             self.check(arch)
             out[name] = arch
         return out
+
+    @classmethod
+    def export_options(cls, arch: Arch, space_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``widths`` as searched (default :data:`WIDTHS`), ``width`` (the last of them), ``space`` (the search's
+        section, if any) and ``backbone``: the first MobileNetV2 levels (strides 4 and 8) when the search names
+        none."""
+        sp = dict(space_cfg or {})
+        widths = list(sp.get("widths", WIDTHS))
+        return {"widths": widths, "width": widths[-1], "space": dict(sp) if sp else None,
+                "backbone": {"type": "mobilenet_v2", "out_indices": (3, 6)}}
+
+    @classmethod
+    def mm_fragment(cls, arch: Arch, host: str, *, options: Mapping[str, Any],
+                    in_shapes: Mapping[str, ShapeSpec] | None = None, **task_keys: Any) -> dict[str, Any]:
+        """The network of ``arch`` as the head of :attr:`mm_heads` for ``host`` on the two levels of ``in_shapes``
+        with ``options["widths"]``, auxiliary heads weighted 0.4, then ``task_keys``. The heatmap head rebuilds the
+        space from ``options["space"]`` (the search's section), else from a section read off the arch."""
+        cls.check_host(host)
+        shapes = list((as_shapes(in_shapes, cls.name) or {}).values())
+        widths = options.get("widths")
+        if widths is None or len(shapes) != 2:  # fail here, naming the field, not in OpenMMLab
+            raise ValueError("a template arch needs the searched widths and a backbone with the two levels "
+                             "(out_indices=(3, 6)) it was searched on")
+        out = task_keys["out_channels" if host == "heatmap_head" else "num_classes"]
+        inferred = space_for_arch(arch, out, widths)
+        channels = [s.channels for s in shapes]
+        if host != "heatmap_head":
+            inferred.check(arch)
+            return dict(type=cls.mm_heads[host], arch=arch.to_dict(), in_channels=channels, in_index=[0, 1],
+                        widths=list(widths), aux=True, aux_weight=0.4, **task_keys)
+        section = options.get("space")
+        if section:
+            space_from_section(section, arch, out, aux=True)  # the searched space holds it
+        else:
+            inferred.check(arch)
+            section = dict(type=cls.name, num_templates=inferred.num_templates, blocks=inferred.blocks,
+                           widths=list(widths))
+            if inferred.context_ops is not None:
+                section["context_ops"] = list(inferred.context_ops)
+            if inferred.fuse_ops is not None:
+                section["fuse_ops"] = list(inferred.fuse_ops)
+        return dict(type=cls.mm_heads[host], arch=arch.to_dict(), space=dict(section), in_channels=channels,
+                    in_strides=[s.stride for s in shapes], aux=True, aux_weight=0.4, **task_keys)
 
     def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> TemplateDecoder:
         """The network for ``arch`` on the two encoder levels (strides 4 and 8) of ``in_shapes``."""

@@ -13,12 +13,18 @@ The one shape contract: ``space.build(arch, in_shapes)`` where ``in_shapes`` is 
 encoder read :meth:`SearchSpace.encoder_shapes` (``list(in_shapes.values())``, checked); whole-network
 spaces accept ``None``. A bare list of shapes is refused (:func:`as_shapes`), so level names travel with
 the shapes everywhere.
+
+The export contract (docs/architecture.md, "Exporting a found arch"): a space turns its archs into OpenMMLab
+config fragments itself -- :meth:`SearchSpace.export_options` (what the module needs, read off the search's
+``space`` section), :meth:`SearchSpace.mm_fragment` (the fragment a task asks for by its :data:`MM_HOSTS` name)
+and :attr:`SearchSpace.mm_imports` -- and :func:`export_space_class` finds the space of an arch through the space
+plugins, so a task exports by output kind and never by space name.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from torch import nn
@@ -80,6 +86,23 @@ def describe_shapes(shapes: Mapping[str, ShapeSpec]) -> str:
 #: ``restorer``: a whole network image -> image of the same size (IR-NAS).
 OUTPUT_KINDS = ("dense_map", "segmenter", "detector", "restorer")
 
+#: what a task asks a space of each output kind for at export (the ``host`` of :meth:`SearchSpace.mm_fragment`):
+#: ``dense_map``: ``"decode_head"`` (an mmseg decode head, segmentation), ``"depth_head"`` (an mmseg decode head
+#: regressing ``max_depth * sigmoid``, depth), ``"heatmap_head"`` (an mmpose heatmap head, keypoints);
+#: ``segmenter``: ``"segmenter"`` (the whole mmseg ``EncoderDecoder`` model dict);
+#: ``detector``: ``"detector"`` (the mmdet model dict: the space's ``mm_detector``).
+#: ``restorer`` spaces are exported by the restoration task itself (not yet by this contract).
+MM_HOSTS: dict[str, tuple[str, ...]] = {
+    "dense_map": ("decode_head", "depth_head", "heatmap_head"),
+    "segmenter": ("segmenter",),
+    "detector": ("detector",),
+}
+
+
+class ExportNotImplemented(NotImplementedError):
+    """A space that implements search but not the export contract (:meth:`SearchSpace.export_options` /
+    :meth:`SearchSpace.mm_fragment`); the message names the space and the missing method."""
+
 
 class SearchSpace:
     """Base class: a space of categorical decisions.
@@ -95,6 +118,10 @@ class SearchSpace:
     #: that accepts this kind (``Task.accepts``) can search the space without naming it. One of
     #: :data:`OUTPUT_KINDS` (or a plugin's own kind, with a task plugin that accepts it).
     output_kind: str = ""
+    #: python modules an exported config of this space imports (its ``custom_imports``) besides the task's own
+    #: registration module: where a plugin space registers its OpenMMLab adapter. The shipped spaces' adapters are
+    #: registered by the tasks' ``mm`` modules, so they list none.
+    mm_imports: tuple[str, ...] = ()
 
     def decisions(self) -> list[Decision]:
         raise NotImplementedError
@@ -143,6 +170,76 @@ class SearchSpace:
                              f"has {len(shapes)}: {describe_shapes(shapes)}; {n} level(s) {what} -- pick "
                              f"the levels with the backbone's out_indices or set the space's num_inputs")
         return list(shapes.values())
+
+    # ------------------------------------------------------------------ export
+    @classmethod
+    def export_options(cls, arch: Arch, space_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The export options the module of ``arch`` needs, read off the search's ``space`` section.
+
+        A task fills these into the options of its exporter where the user left them unset and hands them back to
+        :meth:`mm_fragment` (``options``); they are the space's own settings, e.g. ``width`` (aux-cell),
+        ``widths`` (template), ``filter_multiplier`` (Auto-DeepLab), ``space`` (the section itself, for a space
+        rebuilt from it). The key ``backbone``, when present, is the backbone the space's archs need when neither
+        the search nor the user names one (template networks: the first MobileNetV2 levels).
+
+        Args:
+            arch: the found arch (a space whose archs carry a variant in their name, as NAS-FCOS's parts, reads it).
+            space_cfg: the search config's ``space`` section (``type`` and settings); ``None`` or ``{}`` when the
+                arch comes without its search config (the space's defaults apply).
+
+        Returns:
+            ``{option: value}``; ``{}`` when the module needs nothing beyond the arch.
+
+        Raises:
+            ExportNotImplemented: the space implements no export (this default), naming it.
+        """
+        raise ExportNotImplemented(_no_export(cls, "export_options"))
+
+    @classmethod
+    def mm_fragment(cls, arch: Arch, host: str, *, options: Mapping[str, Any],
+                    in_shapes: Mapping[str, ShapeSpec] | None = None, **task_keys: Any) -> dict[str, Any]:
+        """The OpenMMLab config fragment of the found module of ``arch``: this space's OpenMMLab adapter.
+
+        Checks ``arch`` against the space it describes first (:class:`InvalidArch` names the field), so an export
+        fails here rather than when OpenMMLab builds the model. The fragment holds no loss of its own: the task
+        passes its losses in ``task_keys``. Its types are registered by the task's ``mm`` module or by one of
+        :attr:`mm_imports`.
+
+        Args:
+            arch: the found arch.
+            host: what the task builds, one of ``MM_HOSTS[self.output_kind]``: ``decode_head`` / ``depth_head``
+                / ``heatmap_head`` (``dense_map``: the head dict), ``segmenter`` (the whole mmseg model dict),
+                ``detector`` (the mmdet model dict).
+            options: the task's export options, holding at least the keys of :meth:`export_options` (the user's
+                values where given, e.g. ``width``).
+            in_shapes: ``{level name: ShapeSpec}`` of the backbone the fragment sits on (``dense_map``);
+                ``None`` for whole networks.
+            **task_keys: the task's keys of the fragment, in the fragment as given: ``decode_head`` /
+                ``depth_head``: ``num_classes``, ``norm_cfg``, ``align_corners``, ``loss_decode`` (depth:
+                ``max_depth`` too); ``heatmap_head``: ``out_channels``, ``heatmap_size``, ``loss``, ``decoder``
+                (the codec); ``segmenter``: ``num_classes``, ``loss_decode``; ``detector``: ``num_classes``,
+                ``losses``, ``backbone``, ``in_channels`` and the task's head options (``detector``,
+                ``stacked_convs``, ``feat_channels``).
+
+        Returns:
+            The fragment as plain ``dict`` s, ready to dump into a config.
+
+        Raises:
+            ExportNotImplemented: the space implements no export (this default), naming it.
+            ValueError: a ``host`` the space does not serve (names the ones it does), or options that do not fit.
+            InvalidArch: ``arch`` is not in the space (names the field).
+        """
+        raise ExportNotImplemented(_no_export(cls, "mm_fragment"))
+
+    @classmethod
+    def check_host(cls, host: str) -> str:
+        """``host`` when it is one of ``MM_HOSTS[cls.output_kind]``; else :class:`ValueError` naming the hosts of
+        the space's kind (for :meth:`mm_fragment` implementations)."""
+        hosts = MM_HOSTS.get(cls.output_kind, ())
+        if host not in hosts:
+            raise ValueError(f"space {cls.name!r} outputs {cls.output_kind or 'an undeclared kind'!r}: it exports "
+                             f"as {list(hosts)}, not as {host!r}")
+        return host
 
     # ------------------------------------------------------------------ checks
     def check(self, arch: Arch) -> None:
@@ -209,6 +306,84 @@ class SearchSpace:
     def size(self) -> int:
         """Number of points in the unconstrained product space (an upper bound when ``check`` prunes)."""
         return int(np.prod([len(d) for d in self.decisions()], dtype=np.float64))
+
+
+def _no_export(cls: type, method: str) -> str:
+    return (f"space {getattr(cls, 'name', '?')!r} ({cls.__module__}.{cls.__qualname__}) does not implement "
+            f"{method}(): its archs can be searched but not exported; define export_options() and mm_fragment() "
+            f"on the space (densenas.space.SearchSpace, docs/architecture.md)")
+
+
+def export_space_class(arch: Arch, space_cfg: Mapping[str, Any] | None = None, *,
+                       accepts: Sequence[str] | None = None, task: str = "task") -> type[SearchSpace]:
+    """The space class of a found ``arch``, through the space plugins (never by a table of names).
+
+    The search's ``space.type`` names it when given; else the arch's space name does, or, when no plugin has that
+    name, its part before ``_`` (a space whose archs carry a variant in their name: NAS-FCOS's ``nasfcos_fpn`` is
+    an arch of ``nasfcos``).
+
+    Args:
+        arch: the found arch.
+        space_cfg: the search's ``space`` section, if any.
+        accepts: the output kinds the exporting task takes (``Task.accepts``); ``None``: any.
+        task: the task's name, for the messages.
+
+    Raises:
+        ValueError: the arch is not of the search's ``space.type``, or the space outputs a kind the task does not
+            export (names both); :class:`~densenas.plugins.PluginError` (a ``ValueError``): no such space plugin.
+    """
+    from .plugins import SPACES, available, load
+
+    kind = dict(space_cfg or {}).get("type")
+    if kind is not None and arch.space != kind and arch.space.split("_")[0] != kind:
+        raise ValueError(f"space.type={kind!r} but the arch is of space {arch.space!r}")
+    if kind is None:
+        kind = arch.space if arch.space in available(SPACES) or "_" not in arch.space else arch.space.split("_")[0]
+    cls = load(SPACES, kind, "the arch's space")
+    out = getattr(cls, "output_kind", "")
+    if accepts is not None and out not in accepts:
+        raise ValueError(f"arch space {arch.space!r} outputs {out or 'an undeclared kind'!r}: the {task} task exports "
+                         f"{list(accepts)}")
+    return cls
+
+
+def space_from_section(section: Mapping[str, Any], arch: Arch, num_classes: int, **defaults: Any) -> SearchSpace:
+    """The space of a search's ``space`` section (``type`` + settings), for ``num_classes`` outputs, checked
+    against ``arch``: how a generic OpenMMLab head rebuilds the module of any space from its config.
+
+    Args:
+        section: ``dict(type=<space plugin>, **settings)``.
+        arch: the arch the space must hold.
+        num_classes: the space's ``num_classes``.
+        **defaults: settings used when the section has none and the space takes them (e.g. ``aux=True``).
+
+    Raises:
+        ValueError: the section's type is not the arch's space; InvalidArch: the arch is not in the space.
+    """
+    import inspect
+
+    settings = dict(section)
+    cls = export_space_class(arch, {"type": settings.pop("type", None)})
+    params = inspect.signature(cls).parameters
+    for k, v in defaults.items():
+        if k in params:
+            settings.setdefault(k, v)
+    built = cls(num_classes=num_classes, **settings)
+    built.check(arch)
+    return built
+
+
+def dense_map_forward(module: nn.Module, feats: list[Any], with_aux: bool) -> tuple[Any, list[Any]]:
+    """``(main map, [auxiliary maps])`` of a built ``dense_map`` module on the encoder levels ``feats``.
+
+    Uses the module's ``forward_with_aux(feats, with_aux=...)`` when it has one (the shipped decoders); else its
+    ``forward``, which returns the map, or ``(map, [aux maps])`` in training (the kind's contract).
+    """
+    if hasattr(module, "forward_with_aux"):
+        return module.forward_with_aux(feats, with_aux=with_aux and bool(getattr(module, "has_aux", True)))
+    out = module(feats)
+    main, aux = (out[0], list(out[1])) if isinstance(out, (tuple, list)) else (out, [])
+    return main, aux if with_aux else []
 
 
 class TableSpace(SearchSpace):

@@ -4,13 +4,19 @@ sibling task.
 
 * :func:`split_outputs`: a decoder's output is its main map, or ``(main map, [auxiliary maps])`` in training;
 * :func:`inference_cost`: the module, parameter count and label ``tools/test.py`` reports for a model whose
-  head carries auxiliary heads that inference never runs.
+  head carries auxiliary heads that inference never runs;
+* :func:`space_export_options`: the space of a found arch (through the space plugins, by output kind) and the
+  export options its module needs (``SearchSpace.export_options``), filled in where the user left them unset.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from torch import Tensor, nn
+
+from densenas.arch import Arch
+from densenas.export import fill_defaults
+from densenas.space import SearchSpace, export_space_class
 
 
 def split_outputs(out: Tensor | Sequence[Any]) -> tuple[Tensor, list[Tensor]]:
@@ -34,3 +40,29 @@ def inference_cost(model: nn.Module, head: str) -> tuple[nn.Module, int, int, st
         aux = getattr(getattr(h, "decoder", None), "aux_heads", None)
     params = count_params(model) - (count_params(aux) if aux is not None else 0)
     return TensorForward(model, lambda m, x: m._forward(x)), params, 3, " (inference, aux heads excluded)"
+
+
+def space_export_options(options: dict[str, Any], arch: Arch, search_cfg: Mapping[str, Any], task: Any
+                         ) -> type[SearchSpace]:
+    """The space class of ``arch`` and, filled into ``options`` where unset, the export options of its module.
+
+    Args:
+        options: the export options so far (the user's); filled in place.
+        arch: the found arch.
+        search_cfg: the search config it was found with (``{}`` when none): its ``space`` section goes to the
+            space's ``export_options``; its ``backbone`` is the default backbone, else the one the space's
+            ``export_options`` names (a template network's first levels).
+        task: the exporting task (its ``accepts`` and ``name``).
+
+    Raises:
+        ValueError: the arch's space outputs a kind the task does not export, or is not the search's ``space.type``;
+            PluginError: no such space; ExportNotImplemented: the space does not implement export.
+    """
+    section = dict(search_cfg.get("space") or {})
+    cls = export_space_class(arch, section or None, accepts=task.accepts, task=task.name)
+    found = dict(cls.export_options(arch, section))
+    backbone = found.pop("backbone", None)
+    fill_defaults(options, **found)
+    if options.get("backbone") is None and (search_cfg.get("backbone") or backbone):
+        options["backbone"] = dict(search_cfg.get("backbone") or backbone)
+    return cls

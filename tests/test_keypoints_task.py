@@ -141,5 +141,42 @@ def test_export_refuses_bad_requests(tmp_path):
         KeypointTask().export(tmp_path / "x.py", baseline="aspp", data_root=str(tmp_path / "p"))
     with pytest.raises(ValueError, match="multiples of 32"):
         KeypointTask().export(tmp_path / "x.py", baseline="heatmap", crop=100, data_root=str(tmp_path / "p"))
-    with pytest.raises(ValueError, match="needs the search's space section"):
+    with pytest.raises(ValueError, match="num_templates"):  # a template arch that is no template network
         KeypointTask().export(tmp_path / "x.py", arch=Arch("template", (("a", 1),)), data_root=str(tmp_path / "p"))
+    with pytest.raises(ValueError, match=r"arch space 'nasfpn' outputs 'detector': the keypoints task exports"):
+        KeypointTask().export(tmp_path / "x.py", arch=Arch("nasfpn", (("a", 1),)), data_root=str(tmp_path / "p"))
+
+
+def test_a_template_arch_exports_as_a_heatmap_head_without_its_search_config(tmp_path):
+    """The template space writes its own heatmap head (``mm_fragment(arch, "heatmap_head")``): with no search
+    config next to the arch, its settings are read off the arch, with the default widths and the first two
+    MobileNetV2 levels it needs; the head builds and has the template network's parameters."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmengine.utils import import_modules_from_strings
+
+    from densenas.backbones import backbone_shapes
+    from densenas.decoders.template import WIDTHS, TemplateSpace
+    from densenas.tasks.keypoints.task import KeypointTask
+
+    space = TemplateSpace(num_classes=K, context_ops=("none", "aspp"))  # the extended variant: head.context
+    arch = space.sample(np.random.default_rng(3))
+    out = KeypointTask().export(tmp_path / "t.py", arch=arch, data_root=str(tmp_path / "p"))
+    cfg = Config.fromfile(str(out))
+    head = cfg.model.head
+    assert head.type == "AuxCellHeatmapHead" and head.space["type"] == "template"
+    assert tuple(head.space["widths"]) == WIDTHS and "head.context" in dict(arch.choices)
+    assert head.space["context_ops"] and head.in_channels == [24, 32] and head.in_strides == [4, 8]
+    assert tuple(cfg.model.backbone.backbone.out_indices) == (3, 6)
+    import_modules_from_strings(**cfg.custom_imports)
+    cfg.model.backbone.backbone.pretrained = False
+    from mmpose.registry import MODELS
+
+    with DefaultScope.overwrite_default_scope("mmpose"):
+        model = MODELS.build(cfg.model).eval()
+    shapes = backbone_shapes(dict(type="mobilenet_v2", out_indices=(3, 6)))
+    built = TemplateSpace(num_classes=K, context_ops=tuple(head.space["context_ops"])).build(arch, shapes)
+    assert sum(p.numel() for p in model.head.decoder_net.parameters()) == sum(p.numel() for p in built.parameters())
+    with torch.no_grad():
+        heat = model(torch.rand(1, 3, 128, 96), None, mode="tensor")
+    assert heat.shape == (1, K, 32, 24)

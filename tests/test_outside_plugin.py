@@ -1,8 +1,10 @@
-"""A search space plugged in from outside (issue #25, item 5): a toy space in a temporary package, declared
+"""A search space plugged in from outside (issue #25, items 1 and 5): a toy space in a temporary package, declared
 through the ``densenas.space_plugins`` entry point group and nothing else, is searched by two shipped tasks
 (segmentation and depth) because it declares the output kind they accept (``output_kind="dense_map"``), with
-no file of ``densenas/``, ``tasks/`` or ``decoders/`` edited. A space of a kind no task accepts is refused,
-naming the kinds."""
+no file of ``densenas/``, ``tasks/`` or ``decoders/`` edited; it implements the export contract
+(``export_options`` / ``mm_fragment``), so ``tools/export.py`` writes its found arch as an mmseg config of either
+task and ``tools/train.py`` trains it. A space without the export methods is searched but refused at export,
+naming the space and the method. A space of a kind no task accepts is refused, naming the kinds."""
 from __future__ import annotations
 
 import json
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from _tools import tool
+
+from mmengine.config import Config
 
 from densenas.history import History
 
@@ -35,8 +39,10 @@ class ToyDecoder(nn.Module):
         return self.body(feats[0])  # the finest level: a map at its stride
 
 
-class ToySpace(SearchSpace):
-    name = "toy"
+class BareToySpace(SearchSpace):
+    """Searchable, not exportable: no export_options / mm_fragment."""
+
+    name = "baretoy"
     output_kind = "dense_map"
 
     def __init__(self, num_classes=2):
@@ -49,6 +55,29 @@ class ToySpace(SearchSpace):
         values = dict(arch.choices)
         first = next(iter(in_shapes.values()))
         return ToyDecoder(first.channels, values["width"], values["kernel"], self.num_classes)
+
+
+class ToySpace(BareToySpace):
+    """The same, exportable: hosted by the generic heads the dense-map tasks register, which rebuild it from its
+    search section through the space plugins."""
+
+    name = "toy"
+    HEADS = {"decode_head": "DenseMapHead", "depth_head": "DepthDenseMapHead"}
+
+    @classmethod
+    def export_options(cls, arch, space_cfg):
+        return {"space": dict(space_cfg or {"type": cls.name})}
+
+    @classmethod
+    def mm_fragment(cls, arch, host, *, options, in_shapes=None, **task_keys):
+        cls.check_host(host)
+        if host not in cls.HEADS:
+            raise ValueError(f"toy: no {host}")
+        out = task_keys["num_classes"]
+        cls(num_classes=out).check(arch)
+        shapes = list(in_shapes.values())
+        return dict(type=cls.HEADS[host], arch=arch.to_dict(), space=dict(options["space"]),
+                    in_channels=[s.channels for s in shapes], in_strides=[s.stride for s in shapes], **task_keys)
 '''
 
 
@@ -63,7 +92,8 @@ def toy_plugin(tmp_path, monkeypatch):
     info = site / "toyspace-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toyspace\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[densenas.space_plugins]\ntoy = toyspace:ToySpace\n")
+    (info / "entry_points.txt").write_text("[densenas.space_plugins]\ntoy = toyspace:ToySpace\n"
+                                           "baretoy = toyspace:BareToySpace\n")
     monkeypatch.syspath_prepend(str(site))
     plugins._entry_points.cache_clear()
     yield site
@@ -71,7 +101,7 @@ def toy_plugin(tmp_path, monkeypatch):
     plugins._entry_points.cache_clear()
 
 
-def test_a_toy_space_from_outside_is_searched_by_segmentation_and_depth(tmp_path, toy_plugin):
+def test_a_toy_space_from_outside_is_searched_exported_and_trained_by_segmentation_and_depth(tmp_path, toy_plugin):
     from densenas.plugins import SPACES, available
 
     assert "toy" in available(SPACES)
@@ -94,6 +124,38 @@ def test_a_toy_space_from_outside_is_searched_by_segmentation_and_depth(tmp_path
         assert len(rows) == 3 and all(c.arch.space == "toy" for c in rows) and any(c.result.ok for c in rows)
         best = json.loads((work / "best_arch.json").read_text())
         assert best["space"] == "toy" and set(best["choices"]) == {"kernel", "width"}
+
+        # exported through the space's own contract (the task comes from the search's config.py) and trained
+        out, data = tmp_path / f"{name}_found.py", tmp_path / ("voc" if name == "seg" else "nyu")
+        rc = tool("export")([str(work / "best_arch.json"), "--out", str(out), "--data-root", str(data),
+                             "--crop", "48" if name == "depth" else "64", "--iters", "1", "--batch-size", "2",
+                             "--workers", "0", "--work-dir", str(tmp_path / f"{name}_ft")])
+        assert rc == 0, name
+        cfg = Config.fromfile(str(out))
+        head = cfg.model.decode_head
+        assert head.type == ("DenseMapHead" if name == "seg" else "DepthDenseMapHead")
+        assert head.space == {"type": "toy"} and head.arch["choices"] == best["choices"]
+        assert tool("train")([str(out), "--cfg-options", "model.backbone.backbone.pretrained=False"]) == 0
+        assert sorted((tmp_path / f"{name}_ft").glob("iter_1.pth")), name
+
+
+def test_a_space_without_export_methods_is_refused_at_export_naming_it(tmp_path, toy_plugin, capsys):
+    from densenas.arch import Arch
+    from densenas.space import ExportNotImplemented
+    from densenas.tasks.depth.task import DepthTask
+
+    arch = Arch("baretoy", (("kernel", 3), ("width", 8)))
+    arch.save(tmp_path / "best_arch.json")
+    rc = tool("export")([str(tmp_path / "best_arch.json"), "--task", "segmentation", "--out", str(tmp_path / "x.py")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'baretoy'" in err and "export_options()" in err and "BareToySpace" in err
+    with pytest.raises(ExportNotImplemented, match=r"space 'baretoy' .*does not implement export_options\(\)"):
+        DepthTask().export(tmp_path / "d.py", arch=arch, data_root=str(tmp_path / "nyu"))
+    import toyspace
+
+    with pytest.raises(ExportNotImplemented, match=r"space 'baretoy' .*does not implement mm_fragment\(\)"):
+        toyspace.BareToySpace.mm_fragment(arch, "decode_head", options={})
+    assert not (tmp_path / "x.py").exists()
 
 
 def test_a_space_of_a_kind_no_task_accepts_is_refused_naming_the_kinds(tmp_path, toy_plugin):

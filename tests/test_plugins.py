@@ -60,6 +60,26 @@ def test_tasks_import_no_sibling_task():
                     f"{path.relative_to(ROOT)} imports densenas.tasks.{name}"
 
 
+#: the shipped spaces a task must never name (issue #25, item 1): it exports by output kind, through the space's
+#: ``export_options`` / ``mm_fragment``. Restoration's IR-NAS (``irnas`` vs the ``dncnn`` baseline net) is not here.
+SHIPPED_SPACES = ("auxcell", "template", "autodeeplab", "nasfpn", "nasfcos", "nasfcos_fpn", "nasfcos_head")
+
+
+def test_tasks_export_by_output_kind_never_by_space_name():
+    """No file of ``tasks/`` compares an arch's space (or any string) with a shipped space's name, nor holds a
+    table keyed by those names; the only place such a name may appear is a task's ``spaces = (...)`` declaration
+    (``Task.spaces``: documentation and ``pick_task``)."""
+    names = "|".join(SHIPPED_SPACES)
+    compare = re.compile(r"\.space\s*(?:==|!=|\bin\b|\bnot in\b)\s*[\"'(\[{]|[\"']\s*(?:==|!=)\s*\w*\.?space\b")
+    literal = re.compile(rf"[\"']({names})[\"']")
+    for path in (ROOT / "tasks").rglob("*.py"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            where = f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+            assert not compare.search(line), f"compares a space name: {where}"
+            if literal.search(line):
+                assert re.match(r"\s*spaces\s*=\s*\(", line), f"names a shipped space: {where}"
+
+
 def test_entry_points_find_every_task_and_space():
     from densenas.plugins import SPACES, TASKS, available, load
     from densenas.space import SearchSpace

@@ -107,6 +107,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from densenas.arch import Arch, InvalidArch
     from densenas.plugins import PluginError
+    from densenas.space import ExportNotImplemented
     from densenas.task import pick_task
 
     if (args.arch is None) == (args.baseline is None) and args.baseline != "dncnn":
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
         if args.classes is not None and task_cls.name not in CLASS_TASKS:
             raise ValueError(f"--classes: the {task_cls.name} task has no classes (only {', '.join(CLASS_TASKS)})")
         out = task_cls().export(args.out, arch=arch, baseline=args.baseline, search_cfg=search_cfg, **opts)
-    except (InvalidArch, PluginError, ValueError, FileNotFoundError, TypeError) as e:
+    except (InvalidArch, PluginError, ValueError, FileNotFoundError, TypeError, ExportNotImplemented) as e:
         print(f"error: {args.arch or args.baseline}: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out} (task {task_cls.name})")

@@ -1,8 +1,9 @@
 """Export a found decoder (or a hand-designed baseline head) as an mmseg 1.2.2 depth-estimation config.
 
 The config is self-contained (no ``_base_``): mmseg's ``DepthEstimator`` with ``DenseNASBackbone`` (the
-searched backbone, ImageNet weights) and a depth head of :mod:`.mm` (the found ``DepthAuxCellHead`` /
-``DepthTemplateHead`` or the ``fcn`` / ``deeplabv3plus`` baselines), trained with mmseg's ``SiLogLoss``
+searched backbone, ImageNet weights) and a depth head of :mod:`.mm` (the found arch's, as its space writes it:
+``DepthAuxCellHead`` / ``DepthTemplateHead`` / ``DepthDenseMapHead``; or the ``fcn`` / ``deeplabv3plus``
+baselines), trained with mmseg's ``SiLogLoss``
 (or ``BerHuLoss`` / ``DepthL1Loss``); data: mmseg's ``NYUDataset`` + ``LoadDepthAnnotation`` (millimetres
 to metres) on the proxy depth set or NYU Depth V2, as mmseg's ``configs/_base_/datasets/nyu.py`` reads it;
 evaluation: mmseg's ``DepthMetric``. Found and baseline models are written by the same function, so they
@@ -15,6 +16,7 @@ from typing import Any, Mapping
 
 from densenas.arch import Arch
 from densenas.export import dump_config, fill_defaults, runtime_config
+from densenas.space import ShapeSpec
 
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 BASELINES = ("fcn", "deeplabv3plus")
@@ -25,19 +27,15 @@ META_KEYS = ("img_path", "depth_map_path", "ori_shape", "img_shape", "pad_shape"
 
 
 def search_defaults(search_cfg: Mapping[str, Any], arch: Arch | None, task: Any) -> dict[str, Any]:
-    """Export options implied by the search of ``arch``: width (and template widths), backbone, and, for a
-    depth search, ``max_depth``, ``loss`` and its proxy set's parameters. A segmentation search's data
-    section is never read."""
+    """Export options implied by the search of ``arch``: what its space's module needs
+    (``SearchSpace.export_options``: width, template widths, ...), backbone, and, for a depth search,
+    ``max_depth``, ``loss`` and its proxy set's parameters. A segmentation search's data section is never
+    read."""
     out: dict[str, Any] = {"max_depth": task.max_depth, "loss": task.loss_kind}
-    space = dict(search_cfg.get("space") or {})
-    if arch is not None and arch.space == "template":
-        from densenas.decoders.template import WIDTHS
+    if arch is not None:
+        from densenas.tasks.dense import space_export_options
 
-        out["widths"] = list(space.get("widths", WIDTHS))
-        out["width"] = out["widths"][-1]
-        out["backbone"] = dict(search_cfg.get("backbone") or {"type": "mobilenet_v2", "out_indices": (3, 6)})
-    elif arch is not None:
-        out["width"] = space.get("width", 48)
+        space_export_options(out, arch, search_cfg, task)
     if search_cfg.get("backbone") and "backbone" not in out:
         out["backbone"] = dict(search_cfg["backbone"])
     task_cfg = dict(search_cfg.get("task") or {})
@@ -84,28 +82,27 @@ def data_config(dataset: str, root: str, crop: int, max_depth: float, batch_size
 
 
 def head_config(arch: Arch | None, baseline: str | None, in_channels: list[int], width: int, max_depth: float,
-                loss: str, widths: list[int] | None = None) -> dict[str, Any]:
-    """The depth head: the found decoder or a baseline, all with ``loss_decode`` of ``loss``."""
+                loss: str, widths: list[int] | None = None, *, in_shapes: Mapping[str, ShapeSpec] | None = None,
+                space_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The depth head: the found decoder as its space writes it (``mm_fragment(arch, "depth_head")``:
+    ``DepthAuxCellHead``, ``DepthTemplateHead``, ``DepthDenseMapHead``) or a baseline, all with ``loss_decode`` of
+    ``loss``. ``in_shapes``: the backbone's levels (default ``in_channels`` at strides 4, 8, ...);
+    ``space_options``: the further export options of the arch's space."""
     if loss not in LOSS_TYPES:
         raise ValueError(f"loss {loss!r}: use one of {sorted(LOSS_TYPES)}")
     common = dict(num_classes=1, max_depth=float(max_depth), norm_cfg=dict(type="BN", requires_grad=True),
                   align_corners=False, loss_decode=dict(type=LOSS_TYPES[loss]))
     last = len(in_channels) - 1
-    if arch is not None and arch.space == "template":
-        from densenas.decoders.template import space_for_arch as template_space
-
-        if widths is None or len(in_channels) != 2:
-            raise ValueError("a template arch needs the searched widths and a backbone with the two levels "
-                             "(out_indices=(3, 6)) it was searched on")
-        template_space(arch, 1, widths).check(arch)
-        return dict(type="DepthTemplateHead", arch=arch.to_dict(), in_channels=in_channels, in_index=[0, 1],
-                    widths=list(widths), aux=True, aux_weight=0.4, **common)
     if arch is not None:
-        from densenas.decoders.auxcell import space_for_arch
+        from densenas.backbones import named_shapes
+        from densenas.space import export_space_class
 
-        space_for_arch(arch, 1, width, num_inputs=len(in_channels)).check(arch)
-        return dict(type="DepthAuxCellHead", arch=arch.to_dict(), in_channels=in_channels,
-                    in_index=list(range(len(in_channels))), channels=width, aux=True, aux_weight=0.4, **common)
+        from .task import DepthTask
+
+        space = export_space_class(arch, accepts=DepthTask.accepts, task=DepthTask.name)
+        shapes = in_shapes or named_shapes([ShapeSpec(int(c), 2 ** (i + 2)) for i, c in enumerate(in_channels)])
+        options = {**dict(space_options or {}), "width": width, "widths": widths}
+        return space.mm_fragment(arch, "depth_head", options=options, in_shapes=shapes, **common)
     if baseline == "fcn":
         return dict(type="DepthFCNHead", in_channels=in_channels[last], in_index=last, channels=width, num_convs=2,
                     concat_input=False, dropout_ratio=0.1, **common)
@@ -116,15 +113,25 @@ def head_config(arch: Arch | None, baseline: str | None, in_channels: list[int],
     raise ValueError(f"baseline {baseline!r}: use one of {BASELINES}")
 
 
+def _space_imports(arch: Arch | None) -> list[str]:
+    """The modules the arch's space registers its adapter in (``SearchSpace.mm_imports``), besides this task's."""
+    if arch is None:
+        return []
+    from densenas.space import export_space_class
+
+    return [m for m in export_space_class(arch).mm_imports if m != "densenas.tasks.depth.mm"]
+
+
 def export_depth_config(path: str | Path, *, arch: Arch | None = None, baseline: str | None = None,
                         **options: Any) -> Path:
     """Write an mmseg depth config for the found ``arch`` or a ``baseline`` head; returns the path.
 
     Options (defaults in brackets): ``dataset`` (proxy), ``data_root`` (data/proxy_nyu; the proxy set is
     built there when it has no manifest), ``crop`` (96 proxy, 480 NYU), ``width`` (48), ``backbone``
-    (mobilenet_v2), ``widths`` (template archs), ``max_depth`` (10), ``loss`` (silog), ``iters`` (2000),
-    ``lr`` (3e-3), ``batch_size`` (8), ``val_interval`` (``iters``), ``workers`` (2), ``work_dir``,
-    ``seed`` (0), ``proxy`` (proxy-set parameters).
+    (mobilenet_v2), ``widths`` (template archs) and the other export options of the arch's space
+    (``SearchSpace.export_options``), ``max_depth`` (10), ``loss`` (silog), ``iters`` (2000), ``lr`` (3e-3),
+    ``batch_size`` (8), ``val_interval`` (``iters``), ``workers`` (2), ``work_dir``, ``seed`` (0), ``proxy``
+    (proxy-set parameters).
     """
     if (arch is None) == (baseline is None):
         raise ValueError("give exactly one of arch= or baseline=")
@@ -139,7 +146,8 @@ def export_depth_config(path: str | Path, *, arch: Arch | None = None, baseline:
     backbone = {"type": "mobilenet_v2", **dict(options.get("backbone") or {}), "pretrained": True}
     from densenas.backbones import backbone_shapes
 
-    in_channels = [s.channels for s in backbone_shapes(backbone).values()]  # from its feature info
+    shapes = backbone_shapes(backbone)  # from its feature info
+    in_channels = [s.channels for s in shapes.values()]
     iters = int(options["iters"])
     model = dict(
         type="DepthEstimator",
@@ -148,12 +156,12 @@ def export_depth_config(path: str | Path, *, arch: Arch | None = None, baseline:
                                size_divisor=32, test_cfg=dict(size_divisor=32)),
         backbone=dict(type="DenseNASBackbone", backbone=backbone),
         decode_head=head_config(arch, baseline, in_channels, int(options["width"]), float(options["max_depth"]),
-                                options["loss"], options.get("widths")),
+                                options["loss"], options.get("widths"), in_shapes=shapes, space_options=options),
         train_cfg=dict(), test_cfg=dict(mode="whole"))
     cfg = dict(
         densenas_task="depth",  # which densenas task plugin tools/test.py asks about this model
         default_scope="mmseg",
-        custom_imports=dict(imports=["densenas.tasks.depth.mm"],
+        custom_imports=dict(imports=["densenas.tasks.depth.mm", *_space_imports(arch)],
                             allow_failed_imports=False),
         model=model,
         **data_config(dataset, options["data_root"], int(options["crop"]), float(options["max_depth"]),

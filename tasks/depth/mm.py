@@ -10,6 +10,8 @@ depth regressors of them the same way (:class:`DepthRegression`) and registers, 
 * ``DepthAuxCellHead`` / ``DepthTemplateHead``: the found decoders (Nekrasov et al., CVPR 2019 / WACV 2020)
   with one output channel; every auxiliary head's output is a depth map too, its loss weighted by
   ``aux_weight`` (``loss_aux<i>``);
+* ``DepthDenseMapHead``: the found module of any ``dense_map`` space (a plugin's included), rebuilt from its
+  search section (``DenseMapHead``'s arguments), regressing depth likewise;
 * ``DepthFCNHead`` / ``DepthSepASPPHead``: mmseg's ``FCNHead`` and ``DepthwiseSeparableASPPHead``
   (DeepLabV3+) as hand-designed depth baselines;
 * ``BerHuLoss`` / ``DepthL1Loss``: the alternative losses (mmseg has neither), used like ``SiLogLoss``.
@@ -25,7 +27,7 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 import densenas.tasks.mmseg_backbone  # noqa: F401  (DenseNASBackbone, shared with the segmentation task)
-from densenas.decoders.mmseg_adapters import AuxCellHead, TemplateHead
+from densenas.decoders.mmseg_adapters import AuxCellHead, DenseMapHead, TemplateHead
 
 from .losses import berhu_loss, l1_loss
 
@@ -110,6 +112,18 @@ class DepthTemplateHead(DepthRegression, TemplateHead):
     _raw = DepthAuxCellHead._raw
 
 
+class DepthDenseMapHead(DepthRegression, DenseMapHead):
+    """The module of any ``dense_map`` space (``DenseMapHead``'s arguments) regressing depth."""
+
+    def __init__(self, *args: Any, max_depth: float = 10.0, min_depth: float = 1e-3, **kwargs: Any):
+        kwargs.setdefault("num_classes", 1)
+        kwargs.setdefault("threshold", 0.5)
+        DenseMapHead.__init__(self, *args, **kwargs)
+        self._init_depth(max_depth, min_depth)
+
+    _raw = DenseMapHead._outputs
+
+
 class DepthFCNHead(DepthRegression, FCNHead):
     """mmseg's ``FCNHead`` (Long et al., CVPR 2015) regressing depth."""
 
@@ -166,5 +180,6 @@ class DepthL1Loss(nn.Module):
         return self._loss_name
 
 
-for _cls in (DepthAuxCellHead, DepthTemplateHead, DepthFCNHead, DepthSepASPPHead, BerHuLoss, DepthL1Loss):
+for _cls in (DepthAuxCellHead, DepthTemplateHead, DepthDenseMapHead, DepthFCNHead, DepthSepASPPHead, BerHuLoss,
+             DepthL1Loss):
     MODELS.register_module(module=_cls)

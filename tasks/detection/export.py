@@ -24,10 +24,8 @@ from densenas.export import dump_config, runtime_config
 from .losses import head_losses
 
 BASELINES = ("fpn_fcos", "fpn_retinanet")
-DET_SPACES = ("nasfcos_fpn", "nasfcos_head", "nasfcos", "nasfpn")
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 OUT_INDICES = (6, 13, 17)
-_NASFCOS_PART = {"nasfcos_fpn": "fpn", "nasfcos_head": "head", "nasfcos": "joint"}
 
 
 def _backbone(backbone: Mapping[str, Any] | None, pretrained: bool) -> dict[str, Any]:
@@ -103,11 +101,17 @@ def baseline_model(baseline: str, num_classes: int, *, width: int = 64, head_wid
 
 def found_model(arch: Arch, num_classes: int, *, space: Mapping[str, Any] | None = None,
                 task: Mapping[str, Any] | None = None, width: int | None = None, pretrained: bool = True,
-                backbone: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str]:
-    """The detector of a found NAS-FCOS / NAS-FPN arch and the module to put in ``custom_imports``.
+                backbone: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The detector of a found arch, as its space writes it, and the modules to put in ``custom_imports``.
+
+    The space is found through the space plugins (the search's ``space.type``, else the arch's space name:
+    NAS-FCOS parts such as ``nasfcos_fpn`` are archs of ``nasfcos``); it must output ``detector``. It writes the
+    mmdet model (``SearchSpace.mm_fragment(arch, "detector")``: its ``mm_detector``) from its export options
+    (``SearchSpace.export_options`` of ``space``) with this task's head losses: those of the head family the
+    space builds (``head_detector``: NAS-FCOS's FCOS head), else of ``task["detector"]`` (default RetinaNet).
 
     Args:
-        arch: the found arch (space ``nasfcos_fpn``, ``nasfcos_head``, ``nasfcos`` or ``nasfpn``).
+        arch: the found arch.
         num_classes: object classes.
         space: the search's ``space`` section (widths, ops, fixed part); default: the space's defaults.
         task: the search's ``task`` section (NAS-FPN: ``detector``, ``stacked_convs``, ``feat_channels``).
@@ -117,41 +121,23 @@ def found_model(arch: Arch, num_classes: int, *, space: Mapping[str, Any] | None
 
     Raises:
         InvalidArch: the arch does not fit the space (names the field).
-        ValueError: an arch of another space, or space settings of another space.
+        ValueError: an arch of a space that is not a detector, or of another space than ``space.type``, or
+            space settings the space does not take.
     """
-    from densenas.decoders.nasfcos import NASFCOSSpace
+    from densenas.space import export_space_class
+
+    from .task import DetectionTask
 
     bb = _backbone(backbone, pretrained)
-    in_channels = _in_channels(bb)
-    sp = dict(space or {})
-    if arch.space in _NASFCOS_PART:
-        if sp.get("type", "nasfcos") != "nasfcos":
-            raise ValueError(f"arch space {arch.space!r} but search space type {sp.get('type')!r}")
-        sp.setdefault("type", "nasfcos")
-        sp.setdefault("part", _NASFCOS_PART[arch.space])
-        if width is not None:
-            sp["width"] = int(width)
-        sp.pop("type")
-        try:
-            s = NASFCOSSpace(**{"num_classes": num_classes, **sp})
-        except TypeError as e:
-            raise ValueError(f"search space settings {sp}: {e}") from None
-        model = s.mm_detector(arch, num_classes, losses=head_losses("fcos"), backbone=bb,
-                              in_channels=in_channels).to_dict()
-        return model, "densenas.tasks.detection.mm"
-    if arch.space == "nasfpn":
-        from densenas.decoders.nasfpn_mmdet import nasfpn_model_dict
-
-        if sp.get("type", "nasfpn") != "nasfpn":
-            raise ValueError(f"arch space 'nasfpn' but search space type {sp.get('type')!r}")
-        t = {k: v for k, v in dict(task or {}).items() if k in ("detector", "stacked_convs", "feat_channels")}
-        model = nasfpn_model_dict(arch, num_classes, t.get("detector", "retinanet"), in_channels=in_channels,
-                                  out_channels=int(width or sp.get("out_channels", 64)),
-                                  stack=int(sp.get("stack", 1)), backbone=bb, feat_channels=t.get("feat_channels"),
-                                  stacked_convs=int(t.get("stacked_convs", 4)),
-                                  losses=head_losses(t.get("detector", "retinanet")))
-        return model, "densenas.tasks.detection.mm"
-    raise ValueError(f"arch space {arch.space!r} is not a detection space; use one of {list(DET_SPACES)}")
+    section = dict(space or {})
+    cls = export_space_class(arch, section or None, accepts=DetectionTask.accepts, task=DetectionTask.name)
+    head_opts = {k: v for k, v in dict(task or {}).items() if k in ("detector", "stacked_convs", "feat_channels")}
+    family = getattr(cls, "head_detector", None) or head_opts.get("detector", "retinanet")
+    options = {**cls.export_options(arch, section), "width": width}
+    model = cls.mm_fragment(arch, "detector", options=options, num_classes=num_classes, losses=head_losses(family),
+                            backbone=bb, in_channels=_in_channels(bb), **head_opts)
+    imports = ["densenas.tasks.detection.mm"]
+    return model, imports + [m for m in cls.mm_imports if m not in imports]
 
 
 def det_data_config(data_root: str | Path, layout: str, crop: int, classes: tuple[str, ...],
@@ -213,7 +199,7 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
 
     Args:
         path: config file to write.
-        arch: the found arch (one of :data:`DET_SPACES`).
+        arch: the found arch (of a space whose output kind is ``detector``: NAS-FCOS, NAS-FPN, a plugin's).
         baseline: ``"fpn_fcos"`` or ``"fpn_retinanet"`` (exactly one of ``arch`` / ``baseline``).
         space: the search's ``space`` section (widths as searched; NAS-FCOS ops and fixed part).
         task: the search's ``task`` section (NAS-FPN detector and head options).
@@ -265,14 +251,14 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
         classes = names if classes is None else names[:classes]
     num_classes = len(classes)
     if arch is not None:
-        model, module = found_model(arch, num_classes, space=space, task=task, width=width, backbone=backbone)
+        model, imports = found_model(arch, num_classes, space=space, task=task, width=width, backbone=backbone)
     else:
         sp = dict(space or {})
         w = width or sp.get("width") or sp.get("out_channels") or 64
         model = baseline_model(baseline, num_classes, width=int(w),
                                head_width=head_width or sp.get("head_width") or sp.get("feat_channels"),
                                backbone=backbone)
-        module = "densenas.tasks.detection.mm"
+        imports = ["densenas.tasks.detection.mm"]
     warmup = max(1, min(200, iters // 10))
     sched: list[dict[str, Any]] = [dict(type="LinearLR", start_factor=1e-3, by_epoch=False, begin=0,
                                         end=warmup)]
@@ -289,7 +275,7 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
     cfg = dict(
         densenas_task="detection",  # which densenas task plugin tools/test.py asks about this model
         default_scope="mmdet",
-        custom_imports=dict(imports=[module], allow_failed_imports=False),
+        custom_imports=dict(imports=imports, allow_failed_imports=False),
         model=model,
         **det_data_config(data_root, layout, crop, tuple(classes), batch_size, workers, train_split, val_split,
                           log),

@@ -1,8 +1,9 @@
 """Export a found decoder (or the SimpleBaseline heatmap head) as a self-contained mmpose 1.x config.
 
 The model is mmpose's ``TopdownPoseEstimator`` on a pretrained ``DenseNASBackbone`` (every level of the
-searched backbone, default MobileNetV2) with either the found decoder as ``AuxCellHeatmapHead`` (Nekrasov
-et al., CVPR 2019, transferred to keypoints as in their Sec. 5) or the baseline ``heatmap``: mmpose's
+searched backbone, default MobileNetV2) with either the found decoder as its space writes the heatmap head
+(``SearchSpace.mm_fragment``: ``AuxCellHeatmapHead``, Nekrasov et al., CVPR 2019, transferred to keypoints as in
+their Sec. 5; a template network in the same head) or the baseline ``heatmap``: mmpose's
 ``HeatmapHead`` (Xiao et al., "Simple Baselines for Human Pose Estimation and Tracking", ECCV 2018: three
 4x4 stride-2 deconvolutions and a 1x1 conv) on the backbone's last level. Both share the data pipeline
 (mmpose's top-down ``GetBBoxCenterScale`` / ``TopdownAffine`` / ``GenerateTarget`` with the search's codec at
@@ -91,31 +92,36 @@ def data_config(dataset: str, root: str | Path, input_size: tuple[int, int], sig
 
 def head_config(arch: Arch | None, baseline: str | None, num_keypoints: int, in_channels: list[int],
                 strides: list[int], codec: dict[str, Any], width: int,
-                space: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The found ``AuxCellHeatmapHead`` (an aux-cell arch, or one of another ``dense_map`` space given by its
-    search ``space`` section) or the baseline ``HeatmapHead`` (SimpleBaseline)."""
+                space: Mapping[str, Any] | None = None, **space_options: Any) -> dict[str, Any]:
+    """The found decoder as its space writes it (``mm_fragment(arch, "heatmap_head")``: an
+    ``AuxCellHeatmapHead``, which hosts an arch of another ``dense_map`` space rebuilt from its search ``space``
+    section) or the baseline ``HeatmapHead`` (SimpleBaseline). ``width``, ``space`` and ``space_options``: the
+    export options of the arch's space (``SearchSpace.export_options``)."""
     loss = dict(type="KeypointMSELoss", use_target_weight=True)
-    if arch is not None and arch.space != "auxcell":
-        from .head import dense_map_space
-
-        if not space:
-            raise ValueError(f"arch space {arch.space!r}: the keypoint exporter needs the search's space section "
-                             "(config.py next to the arch JSON) for archs of spaces other than auxcell")
-        dense_map_space(space, arch, num_keypoints, True)  # fail here, naming the field
-        return dict(type="AuxCellHeatmapHead", arch=arch.to_dict(), space=dict(space), in_channels=in_channels,
-                    in_strides=strides, out_channels=num_keypoints, heatmap_size=codec["heatmap_size"], aux=True,
-                    aux_weight=0.4, loss=loss, decoder=codec)
     if arch is not None:
-        from densenas.decoders.auxcell import space_for_arch
+        from densenas.backbones import named_shapes
+        from densenas.space import ShapeSpec, export_space_class
 
-        space_for_arch(arch, num_keypoints, width, num_inputs=len(in_channels)).check(arch)  # fail here, naming it
-        return dict(type="AuxCellHeatmapHead", arch=arch.to_dict(), in_channels=in_channels, in_strides=strides,
-                    out_channels=num_keypoints, heatmap_size=codec["heatmap_size"], channels=width, aux=True,
-                    aux_weight=0.4, loss=loss, decoder=codec)
+        from .task import KeypointTask
+
+        cls = export_space_class(arch, space, accepts=KeypointTask.accepts, task=KeypointTask.name)
+        shapes = named_shapes([ShapeSpec(int(c), int(s)) for c, s in zip(in_channels, strides, strict=True)])
+        options = {**space_options, "width": width, "space": space}
+        return cls.mm_fragment(arch, "heatmap_head", options=options, in_shapes=shapes, out_channels=num_keypoints,
+                               heatmap_size=codec["heatmap_size"], loss=loss, decoder=codec)
     if baseline == "heatmap":
         return dict(type="HeatmapHead", in_channels=in_channels[-1], out_channels=num_keypoints,
                     deconv_out_channels=(width,) * 3, deconv_kernel_sizes=(4, 4, 4), loss=loss, decoder=codec)
     raise ValueError(f"baseline {baseline!r}: use one of {list(BASELINES)}")
+
+
+def _space_imports(arch: Arch | None, space: Mapping[str, Any] | None) -> list[str]:
+    """The modules the arch's space registers its adapter in (``SearchSpace.mm_imports``), besides this task's."""
+    if arch is None:
+        return []
+    from densenas.space import export_space_class
+
+    return [m for m in export_space_class(arch, space).mm_imports if m != "densenas.tasks.keypoints.mm"]
 
 
 def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str | None = None,
@@ -125,9 +131,9 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
                     workers: int = 2, work_dir: str | None = None, seed: int = 0,
                     backbone: Mapping[str, Any] | None = None, codec: str | None = None,
                     flip_test: bool | None = None, shift_heatmap: bool | None = None,
-                    space: Mapping[str, Any] | None = None) -> Path:
-    """Write an mmpose config for the found ``arch`` or ``baseline="heatmap"``. An aux-cell arch needs nothing
-    more; an arch of another ``dense_map`` space (e.g. a template network) needs its search's ``space``.
+                    space: Mapping[str, Any] | None = None, **space_options: Any) -> Path:
+    """Write an mmpose config for the found ``arch`` of any ``dense_map`` space (as its space writes the head,
+    ``SearchSpace.mm_fragment``) or ``baseline="heatmap"``.
 
     Args:
         path: the config file to write.
@@ -143,10 +149,15 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
             crops.
         flip_test: flip-test at validation (default :data:`.task.DEFAULT_FLIP_TEST`); shift_heatmap: its
             one-cell shift (default the codec's, :func:`.data.flip_shift`).
+        space: the search's ``space`` section (a space rebuilt from it, e.g. a template network, reads it;
+            without it the space reads its settings off the arch).
+        **space_options: further export options of the arch's space (``SearchSpace.export_options``, e.g.
+            a template network's ``widths``).
 
     Raises:
         ValueError: neither or both of ``arch`` / ``baseline``, an unknown dataset, baseline or codec, a crop
-            that is of the wrong multiple; InvalidArch: an arch of another space (names the field).
+            that is of the wrong multiple, an arch of a space the task does not export; InvalidArch: an arch
+            that is not in its space (names the field).
     """
     if (arch is None) == (baseline is None):
         raise ValueError("give exactly one of arch= or baseline=")
@@ -171,7 +182,7 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
     shapes = list(backbone_shapes(bb).values())
     width = int(width if width is not None else (48 if arch is not None else 256))
     head = head_config(arch, baseline, k, [s.channels for s in shapes], [s.stride for s in shapes], codec, width,
-                       space)
+                       space, **space_options)
     model = dict(type="TopdownPoseEstimator",
                  data_preprocessor=dict(type="PoseDataPreprocessor", mean=MEAN, std=STD, bgr_to_rgb=True),
                  backbone=dict(type="DenseNASBackbone", backbone=bb), head=head,
@@ -180,7 +191,8 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
     cfg = dict(
         densenas_task="keypoints",  # which densenas task plugin tools/test.py asks about this model
         default_scope="mmpose",
-        custom_imports=dict(imports=["densenas.tasks.keypoints.mm"], allow_failed_imports=False),
+        custom_imports=dict(imports=["densenas.tasks.keypoints.mm", *_space_imports(arch, space)],
+                            allow_failed_imports=False),
         model=model,
         **data_config(dataset, data_root, (w, h), codec["sigma"], batch_size, workers, codec_name),
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=lr, weight_decay=1e-4),

@@ -13,7 +13,6 @@ Registered in mmpose's registries by :mod:`.mm`.
 """
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -27,26 +26,16 @@ from torch import Tensor
 from densenas.arch import Arch, as_arch
 from densenas.backbones import named_shapes
 from densenas.decoders.auxcell import space_for_arch
-from densenas.space import ShapeSpec
+from densenas.space import ShapeSpec, dense_map_forward, export_space_class, space_from_section
 
 
 def dense_map_space(space: Mapping[str, Any], arch: Arch, num_classes: int, aux: bool) -> Any:
     """The ``dense_map`` space of a search's ``space`` section (``type`` + settings), checked against ``arch``."""
-    from densenas.build import space_class
-
-    settings = dict(space)
-    kind = settings.pop("type", None)
-    if kind != arch.space:
-        raise ValueError(f"space.type={kind!r} but the arch is of space {arch.space!r}")
-    cls = space_class(kind)
+    cls = export_space_class(arch, {"type": dict(space).get("type")})
     if getattr(cls, "output_kind", "") != "dense_map":
-        raise ValueError(f"space {kind!r} outputs {getattr(cls, 'output_kind', '') or 'an undeclared kind'!r}: a "
-                         "heatmap head needs a 'dense_map' space")
-    if "aux" in inspect.signature(cls).parameters:
-        settings.setdefault("aux", aux)
-    built = cls(num_classes=num_classes, **settings)
-    built.check(arch)
-    return built
+        raise ValueError(f"space {cls.name!r} outputs {getattr(cls, 'output_kind', '') or 'an undeclared kind'!r}: "
+                         "a heatmap head needs a 'dense_map' space")
+    return space_from_section(space, arch, num_classes, aux=aux)
 
 
 class AuxCellHeatmapHead(HeatmapHead):
@@ -100,7 +89,7 @@ class AuxCellHeatmapHead(HeatmapHead):
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         """Heatmaps ``N x K x h x w`` from every backbone level (auxiliary heads not run)."""
-        return self._resize(self.decoder_net.forward_with_aux(list(feats), with_aux=False)[0])
+        return self._resize(dense_map_forward(self.decoder_net, list(feats), False)[0])
 
     def loss(self, feats: Sequence[Tensor], batch_data_samples: Any, train_cfg: Mapping[str, Any] = {}
              ) -> dict[str, Tensor]:
@@ -109,7 +98,7 @@ class AuxCellHeatmapHead(HeatmapHead):
         from mmpose.evaluation.functional import pose_pck_accuracy
         from mmpose.utils.tensor_utils import to_numpy
 
-        main, aux = self.decoder_net.forward_with_aux(list(feats), with_aux=self.decoder_net.has_aux)
+        main, aux = dense_map_forward(self.decoder_net, list(feats), True)
         pred = self._resize(main)
         gt = torch.stack([d.gt_fields.heatmaps for d in batch_data_samples])
         weights = torch.cat([d.gt_instance_labels.keypoint_weights for d in batch_data_samples])

@@ -133,8 +133,9 @@ class KeypointTask(Task):
     # ------------------------------------------------------------ export
     def export(self, path: str | Path, *, arch: Arch | None = None, baseline: str | None = None,
                search_cfg: Mapping[str, Any] | None = None, **options: Any) -> Path:
-        """An mmpose config (:func:`.export.keypoint_config`). Width and backbone are the searched ones
-        (``search_cfg``, which may be a segmentation search: its data section is never used); data (crop,
+        """An mmpose config (:func:`.export.keypoint_config`). Backbone and the options the arch's space needs
+        (``SearchSpace.export_options``: width, template widths, ...) are the searched ones (``search_cfg``,
+        which may be a segmentation search: its data section is never used); data (crop,
         sigma, codec) comes from ``options`` (default: the proxy keypoint set) or a keypoint search's ``data``
         section, the flip test from ``options`` or its ``task`` section: the exported model decodes and
         flip-tests as the search scored it."""
@@ -159,10 +160,10 @@ class KeypointTask(Task):
         for key in ("flip_test", "shift_heatmap"):
             if task_opts.get(key) is not None and options.get(key) is None:
                 options[key] = task_opts[key]
-        if arch is not None and options.get("width") is None:
-            options["width"] = dict(search_cfg.get("space") or {}).get("width", 48)
+        if arch is not None:  # the export options the arch's space needs (width, widths, its section, ...)
+            from densenas.tasks.dense import space_export_options
+
+            space_export_options(options, arch, search_cfg, self)
         if search_cfg.get("backbone") and options.get("backbone") is None:
             options["backbone"] = dict(search_cfg["backbone"])
-        if arch is not None and arch.space != "auxcell" and search_cfg.get("space"):
-            options.setdefault("space", dict(search_cfg["space"]))  # a template (or plugin) dense_map space
         return keypoint_config(path, arch=arch, baseline=baseline, **options)

@@ -1,19 +1,21 @@
 """Export a found architecture (or a hand-designed baseline head) as an mmsegmentation config.
 
 The config is self-contained (no ``_base_``): model (``DenseNASBackbone``: any registered backbone with its offline
-ImageNet weights + ``AuxCellHead`` or an mmseg baseline head), dataset (proxy/VOC/Cityscapes in their real
-layouts, read by mmseg's own dataset classes), schedule and runtime, ready for ``tools/train.py`` (the
-mmengine ``Runner``). Baseline and found model are exported by the same function, so both fine-tune
+ImageNet weights + the found arch's decode head as its space writes it, e.g. ``AuxCellHead``, or an mmseg
+baseline head; a whole searched network, e.g. Auto-DeepLab's, as its space writes it), dataset
+(proxy/VOC/Cityscapes in their real layouts, read by mmseg's own dataset classes), schedule and runtime, ready
+for ``tools/train.py`` (the mmengine ``Runner``). Baseline and found model are exported by the same function, so both fine-tune
 under exactly the same data pipeline and budget.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from densenas.arch import Arch
 from densenas.export import dump_config, runtime_config
+from densenas.space import SearchSpace, ShapeSpec, export_space_class
 
 from .compact import COMPACT, compact_model
 
@@ -154,17 +156,21 @@ LOSS_DECODE = dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)
 
 
 def head_config(arch: Arch | None, baseline: str | None, num_classes: int, in_channels: list[int],
-                width: int, widths: list[int] | None = None) -> dict[str, Any]:
-    """The decode head: the found ``AuxCellHead`` / ``TemplateHead`` or an mmseg baseline head."""
+                width: int, widths: list[int] | None = None, *,
+                in_shapes: Mapping[str, ShapeSpec] | None = None, **space_options: Any) -> dict[str, Any]:
+    """The decode head: a found ``dense_map`` arch's, as its space writes it (``mm_fragment(arch,
+    "decode_head")``: ``AuxCellHead``, ``TemplateHead``, a plugin's head), or an mmseg baseline head.
+
+    ``in_shapes`` are the backbone's levels (default: ``in_channels`` at strides 4, 8, 16, ...);
+    ``space_options`` the further export options of the arch's space (its ``export_options``)."""
     common = dict(num_classes=num_classes, norm_cfg=dict(type="BN", requires_grad=True),
                   align_corners=False, loss_decode=dict(LOSS_DECODE))
-    if arch is not None and arch.space == "template":
-        return dict(type="TemplateHead", arch=arch.to_dict(), in_channels=in_channels, in_index=[0, 1],
-                    widths=list(widths), aux=True, aux_weight=0.4, **common)
     if arch is not None:
-        return dict(type="AuxCellHead", arch=arch.to_dict(), in_channels=in_channels,
-                    in_index=list(range(len(in_channels))), channels=width, aux=True,
-                    aux_weight=0.4, **common)
+        from densenas.backbones import named_shapes
+
+        shapes = in_shapes or named_shapes([ShapeSpec(int(c), 2 ** (i + 2)) for i, c in enumerate(in_channels)])
+        options = dict(width=width, widths=widths, **space_options)
+        return _space(arch).mm_fragment(arch, "decode_head", options=options, in_shapes=shapes, **common)
     if baseline == "aspp":  # DeepLab-v3 ASPP on the stride-32 level (the paper's first baseline)
         return dict(type="ASPPHead", in_channels=in_channels[-1], in_index=len(in_channels) - 1,
                     channels=width, dilations=(1, 6, 12, 18), dropout_ratio=0.1, **common)
@@ -183,6 +189,13 @@ def head_config(arch: Arch | None, baseline: str | None, num_classes: int, in_ch
     raise ValueError(f"baseline {baseline!r}: use one of {BASELINES}")
 
 
+def _space(arch: Arch) -> type[SearchSpace]:
+    """The space class of ``arch`` (through the space plugins), one whose output kind segmentation exports."""
+    from .task import SegmentationTask
+
+    return export_space_class(arch, accepts=SegmentationTask.accepts, task=SegmentationTask.name)
+
+
 def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str | None = None,
                   dataset: str = "proxy", data_root: str = "data/proxy_voc", crop: int = 128,
                   num_classes: int | None = None, classes: list[str] | None = None, width: int = 48,
@@ -190,12 +203,14 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
                   batch_size: int = 8, val_interval: int | None = None, work_dir: str | None = None,
                   workers: int = 2, seed: int = 0, filter_multiplier: int = 8,
                   backbone: dict[str, Any] | None = None, widths: list[int] | None = None,
-                  log: Callable[[str], Any] | None = print) -> Path:
+                  log: Callable[[str], Any] | None = print, **space_options: Any) -> Path:
     """Write an mmseg config for the found ``arch`` or a ``baseline`` head; returns the path.
 
-    An ``auxcell`` arch becomes an ``AuxCellHead`` on the pretrained backbone; an ``autodeeplab``
-    arch becomes the whole decoded network (``AutoDeepLabBackbone``, ``filter_multiplier`` as searched)
-    with mmseg's ``ASPPHead`` of ``width`` channels.
+    The found arch's space writes its part (``SearchSpace.mm_fragment``, by output kind): a ``dense_map`` arch
+    becomes the decode head its space names (an aux-cell arch an ``AuxCellHead``) on the pretrained backbone; a
+    ``segmenter`` arch the whole network (Auto-DeepLab: ``AutoDeepLabBackbone`` with ``filter_multiplier`` as
+    searched and mmseg's ``ASPPHead`` of ``width`` channels), trained from scratch. ``width``, ``widths``,
+    ``filter_multiplier`` and ``space_options`` are the space's export options (``SearchSpace.export_options``).
 
     The classes are ``classes`` (names), else ``num_classes`` (a count, named by
     :func:`default_class_names`), else the data's own (:func:`data_classes`: the proxy manifest, the labels
@@ -222,22 +237,26 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
         classes = data_classes(dataset, data_root, log)
     num_classes = len(classes)
     backbone = {"type": "mobilenet_v2", **dict(backbone or {}), "pretrained": True}
-    if in_channels is None:  # from the backbone's feature info, never hard-coded
-        from densenas.backbones import backbone_shapes
-        in_channels = [s.channels for s in backbone_shapes(backbone).values()]
+    from densenas.backbones import backbone_shapes, named_shapes
+
+    # the levels from the backbone's feature info, never hard-coded
+    shapes = backbone_shapes(backbone) if in_channels is None else \
+        named_shapes([ShapeSpec(int(c), 2 ** (i + 2)) for i, c in enumerate(in_channels)])
+    in_channels = [s.channels for s in shapes.values()]
     if baseline == "lraspp" and crop < 49 * 32:
         # mmseg's LRASPPHead hard-codes AvgPool2d(49, stride=(16, 20)) on its last input, which is at
         # stride 32 of the (undilated) MobileNetV2 encoder: smaller images crash mid-training.
         raise ValueError(f"crop {crop}: mmseg's LRASPPHead pools 49x49 windows on the stride-32 "
                          f"features, so it needs crop >= {49 * 32}; use --baseline aspp or fcn")
     imports, lr_mult = ["densenas.tasks.segmentation.mm"], 0.1
-    if arch is not None and arch.space == "autodeeplab":  # a whole network, not a head on MobileNetV2
-        from densenas.decoders.autodeeplab_mmseg import CUSTOM_IMPORTS, autodeeplab_model_dict
-
-        model = autodeeplab_model_dict(arch, num_classes, filter_multiplier=filter_multiplier,
-                                       channels=width, loss_decode=LOSS_DECODE)
-        model.update(train_cfg=dict(), test_cfg=dict(mode="whole"))
-        imports, lr_mult = list(CUSTOM_IMPORTS["imports"]), 1.0
+    space = _space(arch) if arch is not None else None
+    options = dict(width=width, widths=widths, filter_multiplier=filter_multiplier, **space_options)
+    if space is not None:
+        imports += [m for m in space.mm_imports if m not in imports]
+    if space is not None and space.output_kind == "segmenter":  # a whole network, not a head on the backbone
+        model = space.mm_fragment(arch, "segmenter", options=options, num_classes=num_classes,
+                                  loss_decode=LOSS_DECODE)
+        lr_mult = 1.0
     elif baseline in COMPACT:  # a whole compact network of mmseg's, trained from scratch
         common = dict(num_classes=num_classes, norm_cfg=dict(type="BN", requires_grad=True), align_corners=False,
                       loss_decode=dict(LOSS_DECODE))
@@ -247,21 +266,13 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
                      **compact_model(baseline, num_classes, common), train_cfg=dict(), test_cfg=dict(mode="whole"))
         lr_mult = 1.0
     else:
-        if arch is not None and arch.space == "template":  # fail here, naming the field, not in mmseg
-            from densenas.decoders.template import space_for_arch as template_space
-            if widths is None or len(in_channels) != 2:
-                raise ValueError("a template arch needs the searched widths and a backbone with the two levels "
-                                 "(out_indices=(3, 6)) it was searched on")
-            template_space(arch, num_classes, widths).check(arch)
-        elif arch is not None:
-            from densenas.decoders.auxcell import space_for_arch
-            space_for_arch(arch, num_classes, width, num_inputs=len(in_channels)).check(arch)
         model = dict(
             type="EncoderDecoder",
             data_preprocessor=dict(type="SegDataPreProcessor", mean=MEAN, std=STD, bgr_to_rgb=True,
                                    pad_val=0, seg_pad_val=255, size=None, size_divisor=32),
             backbone=dict(type="DenseNASBackbone", backbone=backbone),
-            decode_head=head_config(arch, baseline, num_classes, list(in_channels), width, widths),
+            decode_head=head_config(arch, baseline, num_classes, list(in_channels), width, widths, in_shapes=shapes,
+                                    **{k: v for k, v in options.items() if k not in ("width", "widths")}),
             train_cfg=dict(), test_cfg=dict(mode="whole"))
     cfg = dict(
         densenas_task="segmentation",  # which densenas task plugin tools/test.py asks about this model

@@ -123,9 +123,10 @@ class SegmentationTask(Task):
                search_cfg: Mapping[str, Any] | None = None, **options: Any) -> Path:
         """An mmseg config (see :func:`.export.export_config`); the classes and the backbone are the ones
         the arch was searched with (``search_cfg``) unless ``options`` set them (``classes``: names, or a
-        count as ``tools/export.py --classes N`` gives). A search's class count or proxy manifest holds only
-        for the root it read (its ``data.classes`` names always); otherwise, and for a baseline, the classes
-        are the exported data's own (:func:`.export.data_classes`)."""
+        count as ``tools/export.py --classes N`` gives); the arch's space gives the options its module
+        needs (``SearchSpace.export_options``: width, template widths, ...). A search's class count or proxy
+        manifest holds only for the root it read (its ``data.classes`` names always); otherwise, and for a
+        baseline, the classes are the exported data's own (:func:`.export.data_classes`)."""
         from .export import export_config
 
         search_cfg = dict(search_cfg or {})
@@ -139,21 +140,10 @@ class SegmentationTask(Task):
             options["classes"] = searched_classes(data)
         # classes still unset: export_config takes them from the data itself (never a fixed 21 on a VOC layout,
         # nor the proxy's classes for the real set an arch found on the proxy is fine-tuned on)
-        if arch is not None and arch.space == "autodeeplab":
-            sp = dict(search_cfg.get("space") or {})
-            options.setdefault("filter_multiplier", sp.get("filter_multiplier", 8))
-            if options.get("width") is None:
-                options["width"] = sp.get("aspp_channels", 64)
-        elif arch is not None and arch.space == "template":
-            from densenas.decoders.template import WIDTHS
+        if arch is not None:  # the export options the arch's space needs (width, widths, ...), as searched
+            from densenas.tasks.dense import space_export_options
 
-            sp = dict(search_cfg.get("space") or {})
-            options.setdefault("widths", list(sp.get("widths", WIDTHS)))
-            options.setdefault("width", options["widths"][-1])
-            if not search_cfg.get("backbone") and options.get("backbone") is None:
-                options["backbone"] = {"type": "mobilenet_v2", "out_indices": (3, 6)}  # its first layers
-        elif arch is not None and options.get("width") is None:
-            options["width"] = dict(search_cfg.get("space") or {}).get("width", 48)
+            space_export_options(options, arch, search_cfg, self)
         if options.get("width") is None:
             options["width"] = 128
         if search_cfg.get("backbone") and options.get("backbone") is None:
