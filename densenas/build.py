@@ -29,6 +29,7 @@ from torch import nn
 
 from .backbones import build_backbone
 from .config import ConfigError, build_dataclass, check_keys, section
+from .hooks import build_hooks
 from .parallel import ParallelCfg, auto_workers
 from .plugins import SPACES, PluginError, load
 from .promotion import PromotionCfg
@@ -65,6 +66,7 @@ class Search:
     parallel: ParallelCfg = field(default_factory=ParallelCfg)  # densenas.parallel: workers, mode, batch
     promotion: PromotionCfg | None = None  # search.promote: longer budgets and seeds for the best
     baselines: tuple[str, ...] = ()  # search.baselines: the space's baseline archs, proposed first
+    hooks: list[Any] = field(default_factory=list)  # the config's hooks (densenas.hooks), after the loop's own
 
     @property
     def front(self) -> tuple[str, str]:
@@ -105,7 +107,7 @@ class Search:
                 if self.warm_start:
                     self.seed_warm_start(work_dir, log)
             return run(self.space, self.strategy, self.evaluator, history, seed=self.seed, work_dir=work_dir,
-                       log=log, time_budget_s=b.get("time_budget_s"), **budget)
+                       log=log, time_budget_s=b.get("time_budget_s"), hooks=self.hooks, **budget)
         finally:
             if history.count(finished_only=False):
                 write_reports(history, work_dir, metrics=self.task.report_metrics,
@@ -252,10 +254,11 @@ def plan_search(cfg) -> dict[str, Any]:
     if parallel.use_ray and one_shot:
         raise ConfigError(f"{source}: 'parallel' with workers > 1 or an address needs a sampling strategy; "
                           f"strategy.type={strat_type!r} trains one supernet (set parallel.workers=1)")
+    hooks = build_hooks(cfg.get("hooks"), source)  # imported and constructed now: a bad hook fails in a second
     return dict(source=source, task=(tcls, task_opts), space=(scls, space_opts), strategy=(strat_type, strat_opts),
                 evaluator=(ev_type, ecls, ecfg), budget=budget, backbone=backbone or {"type": "mobilenet_v2"},
                 one_shot=one_shot, warm_start=warm_start, objective=objective, parallel=parallel,
-                promotion=promotion, baselines=baselines)
+                promotion=promotion, baselines=baselines, hooks=hooks)
 
 
 def parallel_cfg(cfg) -> ParallelCfg:
@@ -388,7 +391,7 @@ def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], N
     ev_type, ecls, ecfg = plan["evaluator"]
     search = Search(task, space, strategy, None, device, seed, plan["budget"], ev_type,
                     warm_start=plan["warm_start"], objective=plan["objective"], parallel=plan["parallel"],
-                    promotion=plan["promotion"], baselines=plan["baselines"])
+                    promotion=plan["promotion"], baselines=plan["baselines"], hooks=plan["hooks"])
     if search.promotion is not None and search.promotion.final_iters:
         if not task.test_metric[0]:
             raise ConfigError(f"{source}: search.promote.final_iters: task {task.name!r} names no headline metric "

@@ -29,7 +29,9 @@ TOP_LEVEL = {"work_dir": "directory for history.sqlite, caches and results",
              "search": "loop section: num_candidates (or epochs), time_budget_s",
              "objective": "multi-objective reward: cost, target, weight, limit (densenas.evaluation.objective)",
              "parallel": "candidates in parallel: workers, mode, batch, cpus_per_worker, gpus_per_worker, retries, "
-                         "address (densenas.parallel)"}
+                         "address (densenas.parallel)",
+             "hooks": "loop hooks: a list of dict(type='module:Class' or a densenas.hook_plugins name, ...) "
+                      "(densenas.hooks)"}
 
 
 SECTIONS = ("task", "data", "backbone", "space", "strategy", "evaluator", "search", "objective", "parallel")

@@ -84,7 +84,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -92,7 +92,8 @@ from . import distributed as dist
 from .arch import Arch
 from .history import RUNNING, History
 from .parallel import MODES, InProcessExecutor
-from .progress import Log, Progress, Reporter, progress_line
+from .hooks import Hook, HookList, RunInfo
+from .progress import Log, Progress, progress_line
 from .promotion import pick, promote, standings
 from .promotion_final import final_rung
 from .result import Result
@@ -119,7 +120,7 @@ def run(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History
         seed: int = 0, max_duplicates: int = 200, work_dir: str | Path | None = None,
         log: Log | None = None, on_progress: Callable[[Progress], None] | None = None,
         live: bool | None = None, tensorboard: bool = True, executor: Any = None, mode: str = "batch",
-        batch: int | None = None, promotion: Any = None) -> Outcome:
+        batch: int | None = None, promotion: Any = None, hooks: Sequence[Hook] = ()) -> Outcome:
     """Run (or resume) a search until its budget is done or time runs out.
 
     Args:
@@ -148,6 +149,10 @@ def run(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History
         promotion: sampling: a :class:`~densenas.promotion.PromotionCfg`: once the candidates are done (not
             when the time budget ran out first), the best are trained again at longer budgets with several
             seeds on the same executor, and the pick is made on the top rung (:mod:`densenas.promotion`).
+        hooks: more :class:`~densenas.hooks.Hook` objects, called after the loop's own outputs (``log``, the
+            live bar, TensorBoard, ``on_progress``, which are hooks too): ``before_run``, ``after_candidate``
+            per candidate or epoch, ``note``, ``after_run`` (also when the run raised). A user hook that
+            raises is switched off with a notice.
 
     Raises:
         ValueError: the budget key does not fit the strategy kind, or the history holds the other kind.
@@ -177,34 +182,51 @@ def run(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History
                          f"(use another work dir)")
     tb_dir = Path(work_dir) / TB_DIR if (tensorboard and work_dir is not None) else None
     total = int(epochs if one_shot else num_candidates)
-    with Reporter(total, unit="epochs" if one_shot else "candidates",
-                  stage_label="epoch" if one_shot else "stage", log=log, live=live, tb_dir=tb_dir,
-                  on_progress=on_progress) as rep:
+    info = RunInfo(total, 0, "epochs" if one_shot else "candidates", "epoch" if one_shot else "stage",
+                   None if work_dir is None else Path(work_dir), history, time_budget_s)
+    rep = HookList(hooks, log=log, live=live, tb_dir=tb_dir, on_progress=on_progress, info=info)
+    try:
         if one_shot:
-            return _run_one_shot(strategy, evaluator, history, rep, epochs=total, time_budget_s=time_budget_s,
-                                 seed=seed, work_dir=Path(work_dir))
-        t0 = time.perf_counter()
-        if executor is None:
-            executor = InProcessExecutor(evaluator, space)
-        out = run_sampling(space, strategy, evaluator, history, rep, num_candidates=total,
-                           time_budget_s=time_budget_s, seed=seed, max_duplicates=max_duplicates,
-                           executor=executor, mode=mode, batch=batch)
-        if promotion is None or not (promotion.rungs or promotion.final_iters):
-            return out
-        if out.stopped == "time_budget":
-            rep.note("promotion not started: the time budget ran out during the search (--resume with more "
-                     "time trains the rungs)")
-            return out
-        time_left = lambda: time_budget_s is None or time.perf_counter() - t0 < time_budget_s  # noqa: E731
-        promote(history, executor, promotion, rep.note, time_left=time_left)
-        if promotion.final_iters:
-            if work_dir is None:
-                raise ValueError("search.promote.final_iters needs the search's work dir (its config.py)")
-            final_rung(history, promotion, work_dir, rep.note, time_left=time_left)
-        final = pick(standings(history, promotion.tie_z), promotion.cost)
-        if final is None:
-            return out
-        return Outcome(out.done, out.total, out.stopped, final.candidate.arch, final.candidate, final)
+            outcome = _run_one_shot(strategy, evaluator, history, rep, epochs=total, time_budget_s=time_budget_s,
+                                    seed=seed, work_dir=Path(work_dir))
+        else:
+            outcome = _run_sampling_and_promote(space, strategy, evaluator, history, rep, total=total,
+                                                time_budget_s=time_budget_s, seed=seed,
+                                                max_duplicates=max_duplicates, work_dir=work_dir,
+                                                executor=executor, mode=mode, batch=batch, promotion=promotion)
+    except BaseException as e:
+        rep.after_run(None, e)
+        raise
+    rep.after_run(outcome, None)
+    return outcome
+
+
+def _run_sampling_and_promote(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History,
+                              rep: HookList, *, total: int, time_budget_s: float | None, seed: int,
+                              max_duplicates: int, work_dir: str | Path | None, executor: Any, mode: str,
+                              batch: int, promotion: Any) -> Outcome:
+    t0 = time.perf_counter()
+    if executor is None:
+        executor = InProcessExecutor(evaluator, space)
+    out = run_sampling(space, strategy, evaluator, history, rep, num_candidates=total,
+                       time_budget_s=time_budget_s, seed=seed, max_duplicates=max_duplicates,
+                       executor=executor, mode=mode, batch=batch)
+    if promotion is None or not (promotion.rungs or promotion.final_iters):
+        return out
+    if out.stopped == "time_budget":
+        rep.note("promotion not started: the time budget ran out during the search (--resume with more "
+                 "time trains the rungs)")
+        return out
+    time_left = lambda: time_budget_s is None or time.perf_counter() - t0 < time_budget_s  # noqa: E731
+    promote(history, executor, promotion, rep.note, time_left=time_left)
+    if promotion.final_iters:
+        if work_dir is None:
+            raise ValueError("search.promote.final_iters needs the search's work dir (its config.py)")
+        final_rung(history, promotion, work_dir, rep.note, time_left=time_left)
+    final = pick(standings(history, promotion.tie_z), promotion.cost)
+    if final is None:
+        return out
+    return Outcome(out.done, out.total, out.stopped, final.candidate.arch, final.candidate, final)
 
 
 # ------------------------------------------------------------------------------------------ one-shot
@@ -234,7 +256,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def _run_one_shot(strategy: OneShotStrategy, evaluator: Any, history: History, rep: Reporter, *,
+def _run_one_shot(strategy: OneShotStrategy, evaluator: Any, history: History, rep: HookList, *,
                   epochs: int, time_budget_s: float | None, seed: int, work_dir: Path) -> Outcome:
     work_dir.mkdir(parents=True, exist_ok=True)
     ckpt = work_dir / CHECKPOINT

@@ -17,7 +17,8 @@ from typing import Any
 from .arch import Arch
 from .history import Candidate, History
 from .parallel import Done, InProcessExecutor, Job
-from .progress import Progress, Reporter
+from .hooks import HookList
+from .progress import Progress
 from .result import Result
 from .space import SearchSpace
 from .strategies.base import Strategy
@@ -53,7 +54,7 @@ def eta(elapsed: float, done_here: int, left: int, time_budget_s: float | None) 
 
 
 def run_sampling(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History,
-                  rep: Reporter, *, num_candidates: int, time_budget_s: float | None, seed: int,
+                  rep: HookList, *, num_candidates: int, time_budget_s: float | None, seed: int,
                   max_duplicates: int, executor: Any = None, mode: str = "batch", batch: int = 1) -> Outcome:
     """The sampling loop over an executor (:mod:`densenas.parallel`); the driver alone proposes, observes and
     writes the history. ``mode="batch"``: propose ``batch`` archs, train them (in parallel), observe them in
@@ -99,7 +100,7 @@ class _Loop:
     """The bookkeeping of one sampling run: rows started, results observed and recorded, duplicates answered
     from the history, progress reported (one instance per :func:`run` call)."""
 
-    def __init__(self, strategy: Strategy, history: History, rep: Reporter, executor: Any, total: int,
+    def __init__(self, strategy: Strategy, history: History, rep: HookList, executor: Any, total: int,
                  time_budget_s: float | None, seed: int, max_duplicates: int, remote: bool):
         self.strategy, self.history, self.rep, self.executor = strategy, history, rep, executor
         self.total, self.time_budget_s, self.seed, self.max_duplicates = total, time_budget_s, seed, max_duplicates

@@ -15,7 +15,7 @@ from densenas.arch import Arch
 from densenas.evaluation.supernet import Splits
 from densenas.history import History
 from densenas.loop import CHECKPOINT, DERIVED, load_checkpoint, run
-from densenas.progress import tensorboard_available
+from densenas.hooks import tensorboard_available
 from densenas.strategies import Darts, RandomSearch, build_strategy
 from densenas.viz import write_reports
 from test_darts import SPLITS, ToyMixedSpace, _toy
@@ -254,7 +254,7 @@ def test_reports_of_a_supernet_run(tmp_path):
 
 # ------------------------------------------------------------------------------------------ progress
 def test_progress_outputs(tmp_path, monkeypatch):
-    import densenas.progress as progress
+    import densenas.hooks as progress
 
     space = ToySpace()
     monkeypatch.setattr(progress, "tensorboard_available", lambda: False)
