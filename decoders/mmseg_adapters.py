@@ -44,6 +44,18 @@ from densenas.decoders.auxcell import space_for_arch
 from densenas.space import ShapeSpec, dense_map_forward, space_from_section
 
 
+def losses_with_aux(head: BaseDecodeHead, logits: Tensor, aux: Sequence[Tensor], batch_data_samples: list
+                    ) -> dict[str, Tensor]:
+    """``head``'s decode losses on the main map plus ``loss_aux{i}`` (``head.aux_weight`` times the sum of that
+    map's loss terms) for every auxiliary map: one rule for every found head."""
+    losses = head.loss_by_feat(logits, batch_data_samples)
+    for i, aux_logits in enumerate(aux):
+        terms = head.loss_by_feat(aux_logits, batch_data_samples)
+        losses[f"loss_aux{i}"] = head.aux_weight * torch.stack(
+            [v for k, v in terms.items() if k.startswith("loss")]).sum()
+    return losses
+
+
 class AuxCellHead(BaseDecodeHead):
     """mmseg decode head wrapping an auxiliary-cell decoder.
 
@@ -114,12 +126,7 @@ class AuxCellHead(BaseDecodeHead):
         """
         logits, aux = self.decoder.forward_with_aux(self._transform_inputs(inputs),
                                                     with_aux=self.decoder.has_aux)
-        losses = self.loss_by_feat(logits, batch_data_samples)
-        for i, aux_logits in enumerate(aux):
-            terms = self.loss_by_feat(aux_logits, batch_data_samples)
-            losses[f"loss_aux{i}"] = self.aux_weight * torch.stack(
-                [v for k, v in terms.items() if k.startswith("loss")]).sum()
-        return losses
+        return losses_with_aux(self, logits, aux, batch_data_samples)
 
 
 class TemplateHead(BaseDecodeHead):
@@ -207,9 +214,4 @@ class DenseMapHead(BaseDecodeHead):
     def loss(self, inputs: Sequence[Tensor], batch_data_samples: list, train_cfg: Any) -> dict[str, Tensor]:
         """Main decode losses plus ``loss_aux{i}`` per auxiliary map."""
         logits, aux = self._outputs(inputs, True)
-        losses = self.loss_by_feat(logits, batch_data_samples)
-        for i, aux_logits in enumerate(aux):
-            terms = self.loss_by_feat(aux_logits, batch_data_samples)
-            losses[f"loss_aux{i}"] = self.aux_weight * torch.stack(
-                [v for k, v in terms.items() if k.startswith("loss")]).sum()
-        return losses
+        return losses_with_aux(self, logits, aux, batch_data_samples)
