@@ -170,3 +170,15 @@ def test_result_round_trip():
     assert Result.from_dict(json.loads(json.dumps(r.to_dict()))) == r
     assert not Result.failed("x").ok
     assert TARGET
+
+
+def test_segmentation_reward_option_keeps_the_papers_geomean_one_option_away():
+    from densenas.tasks.segmentation.task import SegmentationTask
+
+    m = {"miou": 0.5, "fwiou": 0.8, "pixel_acc": 0.9}
+    assert SegmentationTask().reward(m) == pytest.approx((0.5 * 0.8 * 0.9) ** (1 / 3))
+    for kind in ("miou", "fwiou", "pixel_acc"):
+        task = SegmentationTask(reward=kind)
+        assert task.reward(m) == m[kind] and kind.split("_")[0][:3] in task.reward_label.lower()
+    with pytest.raises(ValueError, match=r"task.reward='iou': use one of \['geomean', 'miou'"):
+        SegmentationTask(reward="iou")

@@ -76,7 +76,14 @@ def seg_metrics(conf: Tensor) -> dict[str, float]:
     return {"miou": miou, "fwiou": fwiou, "pixel_acc": acc}
 
 
-def seg_reward(metrics: dict[str, float]) -> float:
-    """Geometric mean of mIoU, fwIoU and pixel accuracy (Nekrasov et al. 2019)."""
+#: ``task.reward`` of a segmentation search: the paper's geometric mean, or one of its three metrics alone
+REWARDS = ("geomean", "miou", "fwiou", "pixel_acc")
+
+
+def seg_reward(metrics: dict[str, float], kind: str = "geomean") -> float:
+    """The reward of a candidate's val metrics: ``"geomean"``, the geometric mean of mIoU, fwIoU and pixel
+    accuracy (Nekrasov et al. 2019), or one of those metrics alone (``"miou"``, ``"fwiou"``, ``"pixel_acc"``)."""
+    if kind != "geomean":
+        return float(metrics[kind])
     vals = [max(metrics[k], 0.0) for k in ("miou", "fwiou", "pixel_acc")]
     return float(math.prod(vals) ** (1.0 / 3.0))

@@ -24,7 +24,7 @@ from densenas.task import Task
 
 from .candidate import SegTargets, build_seg_candidate
 from .data import SegData, build_data
-from .losses import seg_loss, seg_reward
+from .losses import REWARDS, seg_loss, seg_reward
 
 TEACHER_KEYS = {"iters", "batch_size", "lr", "width"}
 
@@ -49,7 +49,13 @@ class SegmentationTask(Task):
     test_metric = (r"(^|/)miou$", True)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
     export_default = spaces + baselines  # depth and keypoints take these too, as transfers (with --task)
 
-    def __init__(self, teacher: Mapping[str, Any] | None = None, kd_temperature: float = 1.0):
+    def __init__(self, teacher: Mapping[str, Any] | None = None, kd_temperature: float = 1.0,
+                 reward: str = "geomean"):
+        if reward not in REWARDS:
+            raise ValueError(f"task.reward={reward!r}: use one of {list(REWARDS)}")
+        self.reward_kind = reward
+        if reward != "geomean":
+            self.reward_label = f"reward ({dict(self.report_metrics)[reward]})"
         if teacher is not None:
             check_keys("task.teacher", dict(teacher), lambda **kw: None, extra=TEACHER_KEYS)
         self.teacher_cfg = None if teacher is None else dict(teacher)
@@ -94,7 +100,7 @@ class SegmentationTask(Task):
         return build_seg_candidate(space, arch, shapes, kd_temperature=self.kd_temperature)
 
     def reward(self, metrics: Mapping[str, float]) -> float:
-        return seg_reward(dict(metrics))
+        return seg_reward(dict(metrics), self.reward_kind)
 
     # ------------------------------------------------- supernet searches
     def supernet_data(self) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
