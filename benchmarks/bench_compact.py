@@ -63,7 +63,7 @@ def main() -> None:
 
     import torch
 
-    from densenas.objectives import count_madds
+    from densenas.costs import count_madds
 
     if args.threads:
         torch.set_num_threads(args.threads)

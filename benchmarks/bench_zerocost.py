@@ -38,8 +38,8 @@ import numpy as np  # noqa: E402
 
 def correlations(x: np.ndarray, y: np.ndarray, resamples: int, seed: int = 0) -> dict[str, float]:
     """Kendall tau and Spearman rho of ``x`` vs ``y`` with percentile-bootstrap 95 % intervals (the statistics
-    of ``tools/fidelity.py``, :func:`densenas.fidelity.rank_stats`)."""
-    from densenas.fidelity import rank_stats
+    of ``tools/fidelity.py``, :func:`densenas.fidelity_stats.rank_stats`)."""
+    from densenas.fidelity_stats import rank_stats
 
     st = rank_stats(x, y, n_boot=resamples, seed=seed)
     return {"tau": st.tau, "tau_lo": st.tau_ci[0], "tau_hi": st.tau_ci[1],

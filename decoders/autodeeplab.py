@@ -39,7 +39,7 @@ from torch.utils.checkpoint import checkpoint
 from densenas.arch import Arch, Decision, InvalidArch
 from densenas.ops import check_ops
 from densenas.space import ShapeSpec, as_shapes, describe_shapes
-from densenas.supernet import DifferentiableSpace, Supernet
+from densenas.differentiable import DifferentiableSpace, Supernet
 from densenas.viterbi import band_transitions, viterbi
 
 from .autodeeplab_ops import (ASPP, AUTODEEPLAB_OPS, NONE, OP_FACTORIES, Cell, SearchCell, Stem,

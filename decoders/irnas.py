@@ -36,7 +36,7 @@ from torch import nn
 from densenas.arch import Arch, Decision, InvalidArch
 from densenas.ops import ConvBNReLU, build_op, check_ops
 from densenas.space import ShapeSpec, as_shapes, describe_shapes
-from densenas.supernet import DifferentiableSpace, Supernet
+from densenas.differentiable import DifferentiableSpace, Supernet
 from densenas.viterbi import band_transitions, viterbi
 
 from .irnas_ops import IRNAS_OPS, NONE_OP, OPS, MixedOp, RestorationHead, stem

@@ -35,7 +35,7 @@ from .plugins import SPACES, PluginError, load
 from .promotion import PromotionCfg
 from .space import SearchSpace, ShapeSpec
 from .strategies import STRATEGIES, Strategy, build_strategy
-from .supernet import DifferentiableSpace
+from .differentiable import DifferentiableSpace
 from .task import Task, task_class
 from .zerocost import SCORES as ZERO_COST_SCORES
 from .zerocost import rank_pool

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .arch import Arch
-from .fidelity import early_stop_replay, rank_stats
+from .fidelity_stats import early_stop_replay, rank_stats
 from .finetune import fine_tune, headline
 
 FINAL = "fidelity_final"

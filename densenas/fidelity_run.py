@@ -7,7 +7,7 @@ Which cheap scores are compared (segmentation, Nekrasov et al., CVPR 2019, and a
 * ``stage2``: the reward after the end-to-end stage 2;
 * ``search``: what the search records with early stopping — the stage-1 reward for archs whose stage-1
   reward is below the running mean of the earlier archs', else the stage-2 reward
-  (:func:`densenas.fidelity.early_stop_replay`, replayed in the sampled order).
+  (:func:`densenas.fidelity_stats.early_stop_replay`, replayed in the sampled order).
 
 Every cheap score is measured with early stopping off (each arch gets both stages), at one or more
 budgets (``cheap_scales``: multiples of the configured stage-1 and stage-2 iterations). The target is a
@@ -26,7 +26,7 @@ import numpy as np
 
 from .arch import Arch
 from .evaluation.common import failure_reason
-from .fidelity import RankStats, early_stop_replay, rank_stats, scatter, verdict
+from .fidelity_stats import RankStats, early_stop_replay, rank_stats, scatter, verdict
 
 LONG_SEED = 10_000  # long training j of arch i uses seed LONG_SEED * (j + 1) + i; the cheap run uses i
 PLAN, ROWS = "fidelity_plan.json", "fidelity_rows"

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .objectives import latency_ms
+from .costs import latency_ms
 
 RUNTIMES = ("torch", "onnxruntime", "tensorrt")
 

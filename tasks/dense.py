@@ -30,7 +30,7 @@ def inference_cost(model: nn.Module, head: str) -> tuple[nn.Module, int, int, st
     """``Task.test_cost_model`` of an mm model whose ``head`` attribute (``decode_head`` for mmseg, ``head``
     for mmpose) may hold a found decoder with auxiliary heads: the tensor forward up to the head's output,
     the inference parameters (aux heads excluded), 3 input channels and the label."""
-    from densenas.objectives import count_params
+    from densenas.costs import count_params
     from densenas.task import TensorForward
 
     h = getattr(model, head)

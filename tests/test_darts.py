@@ -19,7 +19,7 @@ from densenas.evaluation.supernet import (Splits, SupernetTrainer, build_superne
 from densenas.history import History
 from densenas.loop import CHECKPOINT, DERIVED, load_checkpoint, run
 from densenas.strategies.darts import Darts, DartsCfg
-from densenas.supernet import DifferentiableSpace, Supernet
+from densenas.differentiable import DifferentiableSpace, Supernet
 from densenas.tasks.segmentation.losses import seg_loss
 from densenas.tasks.segmentation.supernet import seg_score_fn
 

@@ -21,7 +21,7 @@ from densenas.devicecheck import EMULATED, DeviceMixCheck, DeviceMixError
 from densenas.evaluation.common import StageCfg
 from densenas.evaluation.proxy import ProxyCfg, ProxyTrainer
 from densenas.evaluation.supernet import trainer_for_task
-from densenas.supernet import DifferentiableSpace
+from densenas.differentiable import DifferentiableSpace
 from densenas.task import task_class
 
 CASES = [(n, s) for n in NAMES for s in TINY[n]["spaces"]]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from densenas.fidelity import RankStats, bootstrap_ci, early_stop_replay, kendall, rank_stats, verdict
+from densenas.fidelity_stats import RankStats, bootstrap_ci, early_stop_replay, kendall, rank_stats, verdict
 from densenas.fidelity_run import PLAN, ROWS, report
 from test_tools import _tool as tool
 

@@ -12,7 +12,7 @@ from densenas.decoders.dncnn import DnCNN, dncnn_matching, dncnn_params
 from densenas.decoders.irnas import WIDTH_MULTS, IRNASNet, IRNASSpace, IRNASSupernet
 from densenas.decoders.irnas_ops import (ASPP, IRNAS_OPS, NONE_OP, OPS, MixedOp, TorchvisionModulatedDeformConv2d,
                                          modulated_deform_conv)
-from densenas.objectives import count_params
+from densenas.costs import count_params
 from densenas.ops import OPS as CORE_OPS
 from densenas.ops import build_op
 from densenas.space import ShapeSpec

@@ -17,7 +17,7 @@ from densenas.datasets.restore_fixtures import write_bsd_fixture, write_rain100_
 from densenas.decoders.dncnn import DnCNN, dncnn_params
 from densenas.decoders.irnas import IRNASNet, IRNASSpace
 from densenas.tasks.restoration.export import restoration_config, restoration_pair
-from densenas.objectives import count_params
+from densenas.costs import count_params
 from densenas.tasks.restoration.functional import restoration_loss
 from densenas.tasks.restoration.mm import (DenseNASRestorationDataset, DenseNASRestorationMetric,
                                            DenseNASRestorationPreprocessor, DenseNASRestorer,

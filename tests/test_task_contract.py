@@ -12,7 +12,7 @@ import torch
 from densenas.backbones import build_backbone
 from densenas.build import make_space, space_class
 from densenas.plugins import TASKS, available
-from densenas.supernet import DifferentiableSpace
+from densenas.differentiable import DifferentiableSpace
 from densenas.task import Task, task_class
 
 #: a tiny data section and small space settings per task; a new task must add its entry here

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
 
     from densenas import distributed as dist
 
-    from densenas.objectives import count_madds
+    from densenas.costs import count_madds
     from densenas.safeload import CheckpointLoadError, check_state_dict_keys, install, safe_torch_load
     from densenas.task import task_of_config
 

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from ..arch import Arch
-from ..objectives import count_madds, count_params
+from ..costs import count_madds, count_params
 from ..result import Result
 from ..space import SearchSpace
 from ..zerocost import SCORES as ZERO_COST_SCORES

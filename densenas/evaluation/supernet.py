@@ -5,7 +5,7 @@ After Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search" (ICLR 201
 et al., CVPR 2019: SGD with momentum and a cosine schedule for the weights on split A, Adam for α/β on
 split B, architecture updates only after some weights-only warm-up epochs) and IR-NAS (Zhang et al.).
 
-:class:`SupernetTrainer` drives any :class:`~densenas.supernet.Supernet` through its protocol only
+:class:`SupernetTrainer` drives any :class:`~densenas.differentiable.Supernet` through its protocol only
 (``forward``, ``arch_parameters()``, ``weight_parameters()``) plus two callables the task supplies:
 ``loss_fn(output, target)`` and ``score_fn(supernet, split) -> (reward, metrics)``; it imports no task.
 Its ``state_dict`` holds everything a resumed run needs to reproduce an uninterrupted one bit for bit
@@ -36,7 +36,7 @@ from .. import distributed as dist
 from ..sync_bn import sync_batchnorm
 from ..arch import Arch
 from ..strategies.darts import DartsCfg
-from ..supernet import DifferentiableSpace, Supernet
+from ..differentiable import DifferentiableSpace, Supernet
 
 Split = tuple[Tensor, Tensor]
 LossFn = Callable[[Any, Tensor], Tensor]

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from ..arch import Arch
 from ..result import Result
 from ..space import SearchSpace
-from ..supernet import Supernet
+from ..differentiable import Supernet
 from .base import OneShotStrategy
 
 

@@ -84,7 +84,7 @@ class DetectionTask(Task):
     # ------------------------------------------------------------ test time
     def test_cost_model(self, model: nn.Module, cfg: Any) -> tuple[nn.Module, int, int, str]:
         """The whole detector up to the raw head outputs (no box decoding or NMS)."""
-        from densenas.objectives import count_params
+        from densenas.costs import count_params
         from densenas.task import TensorForward
 
         def flat(m: nn.Module, x: Tensor) -> tuple[Tensor, ...]:  # per-output lists of per-level maps

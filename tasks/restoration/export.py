@@ -43,7 +43,7 @@ def _space_settings(space: Mapping[str, Any] | str | Path | None) -> dict[str, A
 def _irnas_net(arch: Arch, width: int, layers: int | None, blocks: int | None, in_channels: int,
                aspp: bool, ops: list[str] | None = None) -> tuple[dict[str, Any], int]:
     """The ``irnas`` net config of ``arch`` (validated by building it) and its parameter count."""
-    from densenas.objectives import count_params
+    from densenas.costs import count_params
     from densenas.tasks.restoration.mm import build_restoration_net, irnas_space_for_arch
 
     space = irnas_space_for_arch(arch, width, layers, blocks, in_channels, aspp, ops)

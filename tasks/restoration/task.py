@@ -64,7 +64,7 @@ class RestorationTask(Task):
         return restoration_score_fn(self.spec.reward_metric, batch_size)
 
     def test_cost_model(self, model: Any, cfg: Any) -> tuple[Any, int, int, str]:
-        from densenas.objectives import count_params
+        from densenas.costs import count_params
         from densenas.task import TensorForward
 
         return (TensorForward(model, lambda m, x: m(x, mode="tensor")), count_params(model.net),

@@ -1,4 +1,6 @@
-"""Model cost objectives for multi-objective rewards: parameters, multiply-adds, CPU/GPU latency."""
+"""Model costs for multi-objective rewards and reports: parameters, multiply-adds, CPU/GPU latency.
+
+Named apart from :mod:`densenas.evaluation.objective` (the reward that combines a metric with these costs)."""
 from __future__ import annotations
 
 import time
