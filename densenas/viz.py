@@ -17,6 +17,13 @@ from .promotion import PromotionCfg, mean_sd, noise_of, pick, standings
 REWARD = "reward"
 
 
+
+def _cell(metrics: dict, key: str, missing: str) -> str:
+    """A metric column's cell: 4 decimals, or ``missing`` where the row has no such metric (a final rung's
+    rows carry tools/test.py's metrics, not the search's)."""
+    v = metrics.get(key)
+    return missing if v is None else f"{float(v):.4f}"
+
 def _plot(points: list[tuple[int, float | None, str]], path: Path, title: str, xlabel: str, ylabel: str,
           series: tuple[tuple[str, str, str], ...],
           rungs: dict[int, list[tuple[int, float, float]]] | None = None) -> Path:
@@ -158,7 +165,7 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
             rung_cols = [st.rung, f"{st.score:.4f}", "" if st.sd is None else f"{st.sd:.4f}", st.runs,
                          int(st.tied)] if st is not None else []
             shown = st.metrics if st is not None else r.metrics
-            w.writerow([rank, ident, *rung_cols, f"{r.reward:.4f}", r.stage, *(f"{shown.get(k, 0):.4f}" for k, _ in
+            w.writerow([rank, ident, *rung_cols, f"{r.reward:.4f}", r.stage, *(_cell(shown, k, "") for k, _ in
                         metrics), f"{r.cost.get('params', 0) / 1e6:.3f}", f"{r.cost.get('madds', 0) / 1e9:.3f}",
                         *([f"{r.cost.get('latency_ms', 0):.2f}"] * has_latency), int(ident in on_front),
                         f"{r.wall_time:.1f}", arch.key])
@@ -173,7 +180,7 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
     for rank, (label, ident, r, _) in enumerate(rows[:top], 1):
         st = standing_of[ident] if promoted else None
         shown = st.metrics if st is not None else r.metrics
-        cols = "".join(f" {shown.get(k, 0):.4f} |" for k, _ in metrics)
+        cols = "".join(f" {_cell(shown, k, '–')} |" for k, _ in metrics)
         label = f"{label} *" if ident in on_front else label
         rung_cols = ""
         if st is not None:

@@ -316,6 +316,11 @@ def test_final_rung_fine_tunes_the_top_of_the_last_proxy_rung_and_the_baseline(t
         assert out.standing.rung == 3 and out.arch == baseline  # the pick is made on the fine-tuned metric
         assert (tmp_path / "promotion_final" / f"cand_{base_id:04d}" / "arch.json").is_file()
         assert any(line.startswith("promotion: final rung 3: ") for line in lines)
+        write_reports(h, tmp_path, metrics=(("q", "Q"),), promotion=cfg)
+        board = (tmp_path / "leaderboard.md").read_text()
+        row = next(ln for ln in board.splitlines() if "(pick)" in ln)
+        assert "| 3 |" in row and "| – |" in row  # the final rung has tools/test.py's metrics, not q
+        assert "Rung 3 is the final rung" in board
         n = len(calls)
         _search(h, Misleading(), cfg, work_dir=tmp_path)  # resumed: nothing fine-tuned again
         assert len(calls) == n == 6
