@@ -35,12 +35,20 @@ from .losses import berhu_loss, l1_loss
 class DepthRegression:
     """Mixin turning an mmseg decode head into a depth head (``VPDDepthHead``'s contract).
 
-    Subclasses call :meth:`_init_depth` after the head's ``__init__`` and define :meth:`_raw` (the plain
-    head's logits and auxiliary logits).
+    Subclasses list it before the mm head (``class DepthXHead(DepthRegression, XHead)``, so its ``__init__``
+    wraps the head's) and define :meth:`_raw` (the plain head's logits and auxiliary logits).
     """
 
     max_depth: float
     min_depth: float
+
+    def __init__(self, *args: Any, max_depth: float = 10.0, min_depth: float = 1e-3, **kwargs: Any):
+        """The mm head's own arguments (the next class in the MRO), one output channel by default, then the
+        depth range. ``threshold`` is unused by depth; it is set so mmseg does not warn about binary seg."""
+        kwargs.setdefault("num_classes", 1)
+        kwargs.setdefault("threshold", 0.5)
+        super().__init__(*args, **kwargs)
+        self._init_depth(max_depth, min_depth)
 
     def _init_depth(self, max_depth: float, min_depth: float) -> None:
         if self.out_channels != 1:
@@ -90,12 +98,6 @@ class DepthAuxCellHead(DepthRegression, AuxCellHead):
     """The aux-cell decoder (``AuxCellHead``'s arguments) regressing depth; ``aux_weight`` weights
     ``loss_aux<i>``."""
 
-    def __init__(self, *args: Any, max_depth: float = 10.0, min_depth: float = 1e-3, **kwargs: Any):
-        kwargs.setdefault("num_classes", 1)
-        kwargs.setdefault("threshold", 0.5)  # unused by depth; set so mmseg does not warn about binary seg
-        AuxCellHead.__init__(self, *args, **kwargs)
-        self._init_depth(max_depth, min_depth)
-
     def _raw(self, inputs: Sequence[Tensor], with_aux: bool) -> tuple[Tensor, list[Tensor]]:
         return self.decoder.forward_with_aux(self._transform_inputs(inputs), with_aux=with_aux and self.decoder.has_aux)
 
@@ -103,23 +105,11 @@ class DepthAuxCellHead(DepthRegression, AuxCellHead):
 class DepthTemplateHead(DepthRegression, TemplateHead):
     """The template network (``TemplateHead``'s arguments) regressing depth."""
 
-    def __init__(self, *args: Any, max_depth: float = 10.0, min_depth: float = 1e-3, **kwargs: Any):
-        kwargs.setdefault("num_classes", 1)
-        kwargs.setdefault("threshold", 0.5)
-        TemplateHead.__init__(self, *args, **kwargs)
-        self._init_depth(max_depth, min_depth)
-
     _raw = DepthAuxCellHead._raw
 
 
 class DepthDenseMapHead(DepthRegression, DenseMapHead):
     """The module of any ``dense_map`` space (``DenseMapHead``'s arguments) regressing depth."""
-
-    def __init__(self, *args: Any, max_depth: float = 10.0, min_depth: float = 1e-3, **kwargs: Any):
-        kwargs.setdefault("num_classes", 1)
-        kwargs.setdefault("threshold", 0.5)
-        DenseMapHead.__init__(self, *args, **kwargs)
-        self._init_depth(max_depth, min_depth)
 
     _raw = DenseMapHead._outputs
 
@@ -127,24 +117,12 @@ class DepthDenseMapHead(DepthRegression, DenseMapHead):
 class DepthFCNHead(DepthRegression, FCNHead):
     """mmseg's ``FCNHead`` (Long et al., CVPR 2015) regressing depth."""
 
-    def __init__(self, max_depth: float = 10.0, min_depth: float = 1e-3, **kwargs: Any):
-        kwargs.setdefault("num_classes", 1)
-        kwargs.setdefault("threshold", 0.5)
-        FCNHead.__init__(self, **kwargs)
-        self._init_depth(max_depth, min_depth)
-
     def _raw(self, inputs: Sequence[Tensor], with_aux: bool) -> tuple[Tensor, list[Tensor]]:
         return FCNHead.forward(self, inputs), []
 
 
 class DepthSepASPPHead(DepthRegression, DepthwiseSeparableASPPHead):
     """mmseg's ``DepthwiseSeparableASPPHead`` (DeepLabV3+, Chen et al., ECCV 2018) regressing depth."""
-
-    def __init__(self, max_depth: float = 10.0, min_depth: float = 1e-3, **kwargs: Any):
-        kwargs.setdefault("num_classes", 1)
-        kwargs.setdefault("threshold", 0.5)
-        DepthwiseSeparableASPPHead.__init__(self, **kwargs)
-        self._init_depth(max_depth, min_depth)
 
     def _raw(self, inputs: Sequence[Tensor], with_aux: bool) -> tuple[Tensor, list[Tensor]]:
         return DepthwiseSeparableASPPHead.forward(self, inputs), []
