@@ -37,6 +37,8 @@ class Task:
         reward_label: the y label of the reward plot.
         default_scope: the OpenMMLab scope of its exported configs (``mmseg``, ``mmdet``, ...).
         baselines: hand-designed models its exporter writes (``tools/export.py --baseline``).
+        baselines_with_arch: those of ``baselines`` that are exported together with a found arch.
+        baselines_note: a line on the baselines' options, printed by ``tools/export.py --list-baselines``.
         export_default: spaces and baselines for which an export that names no task (no ``--task``, no
             search config) picks this task although others hold them too (e.g. segmentation for ``auxcell``
             archs, which depth and keypoints also search and take as transfers).
@@ -53,6 +55,11 @@ class Task:
     reward_label: ClassVar[str] = "reward"
     default_scope: ClassVar[str] = ""
     baselines: ClassVar[tuple[str, ...]] = ()
+    #: baselines ``tools/export.py`` also takes an arch with (e.g. DnCNN sized to at least an IR-NAS arch's
+    #: parameters); every other baseline is exported alone
+    baselines_with_arch: ClassVar[tuple[str, ...]] = ()
+    #: one line on the baselines' options for ``tools/export.py --list-baselines`` (e.g. what ``--width`` sets)
+    baselines_note: ClassVar[str] = ""
     export_default: ClassVar[tuple[str, ...]] = ()
     test_metric: ClassVar[tuple[str, bool]] = ("", True)
     deploy_output: ClassVar[str] = ""
@@ -195,6 +202,8 @@ def pick_task(name: str | None, arch: Arch | None = None, baseline: str | None =
         keys = (arch.space, arch.space.split("_")[0])
         fits = [c for c in classes if set(keys) & set(c.spaces)]
         what = f"arch space {arch.space!r}"
+        if baseline is not None:  # an arch with a baseline: a task that exports that pair
+            fits = [c for c in fits if baseline in c.baselines_with_arch]
     else:
         keys = (baseline,)
         fits = [c for c in classes if baseline in c.baselines]

@@ -70,13 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                                            "search's history.sqlite with --candidate")
     p.add_argument("--candidate", type=int, help="with a history.sqlite: export this candidate (its id in the "
                                                  "leaderboard, e.g. a point of the Pareto front)")
-    p.add_argument("--baseline", help="a hand-designed model of the task: aspp, deeplabv3plus, lraspp, fcn "
-                                      "(heads on the backbone), cgnet, fastscnn, erfnet (compact whole networks) "
-                                      "(segmentation; fcn and deeplabv3plus also regress depth with --task depth), "
-                                      "fpn_fcos, fpn_retinanet (detection), dncnn (restoration; with an IR-NAS "
-                                      "arch: at least its parameter count), heatmap (keypoints: mmpose's "
-                                      "SimpleBaseline HeatmapHead, --width deconv channels, default 256)")
-    p.add_argument("--out", required=True, help="config file to write")
+    p.add_argument("--baseline", help="a hand-designed model of the task (--list-baselines prints those of "
+                                      "every installed task plugin)")
+    p.add_argument("--list-baselines", action="store_true",
+                   help="print each task plugin's baselines and exit")
+    p.add_argument("--out", help="config file to write (required unless --list-baselines)")
     p.add_argument("--task", help="task plugin (default: the search's task, from config.py next to the arch)")
     p.add_argument("--dataset", help="segmentation: proxy (default), voc or cityscapes; depth: proxy or nyu; "
                                      "keypoints: proxy, coco or mpii")
@@ -103,6 +101,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def list_baselines() -> str:
+    """Every installed task plugin's baselines, asked of the plugins (``Task.baselines`` / ``baselines_note``)."""
+    from densenas.plugins import TASKS, available
+    from densenas.task import task_class
+
+    lines = []
+    for name in available(TASKS):
+        cls = task_class(name)
+        if cls.baselines:
+            lines.append(f"{name}: {', '.join(cls.baselines)}" + (f"  ({cls.baselines_note})" if cls.baselines_note
+                                                                 else ""))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from densenas.arch import Arch, InvalidArch
@@ -110,9 +122,14 @@ def main(argv=None) -> int:
     from densenas.space import ExportNotImplemented
     from densenas.task import pick_task
 
-    if (args.arch is None) == (args.baseline is None) and args.baseline != "dncnn":
-        print("error: give an arch JSON or --baseline, not both (except --baseline dncnn with an IR-NAS arch)",
-              file=sys.stderr)
+    if args.list_baselines:
+        print(list_baselines())
+        return 0
+    if args.out is None:
+        print("error: --out is required", file=sys.stderr)
+        return 2
+    if args.arch is None and args.baseline is None:
+        print("error: give an arch JSON or --baseline", file=sys.stderr)
         return 2
     if (args.candidate is not None) != bool(args.arch and args.arch.endswith(".sqlite")):
         print("error: --candidate goes with a search's history.sqlite (and a history needs --candidate)",
@@ -123,6 +140,9 @@ def main(argv=None) -> int:
             Arch.load(args.arch) if args.arch else None
         search_cfg = _search_config(Path(args.arch)) if args.arch else {}
         task_cls = pick_task(args.task or dict(search_cfg.get("task") or {}).get("type"), arch, args.baseline)
+        if arch is not None and args.baseline is not None and args.baseline not in task_cls.baselines_with_arch:
+            raise ValueError(f"give an arch JSON or --baseline, not both (the {task_cls.name} task exports "
+                             f"{list(task_cls.baselines_with_arch) or 'no baseline'} together with an arch)")
         opts = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
         if args.classes is not None and task_cls.name not in CLASS_TASKS:
             raise ValueError(f"--classes: the {task_cls.name} task has no classes (only {', '.join(CLASS_TASKS)})")

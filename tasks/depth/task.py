@@ -44,6 +44,7 @@ class DepthTask(Task):
     # scope here would make segmentation configs that lack densenas_task ambiguous (densenas.task.task_of_config).
     default_scope = ""
     baselines = ("fcn", "deeplabv3plus")
+    baselines_note = "mmseg heads regressing depth, --width channels"
     test_metric = (r"(^|/)rmse$", False)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
 
     def __init__(self, max_depth: float = 10.0, min_depth: float = 1e-3, loss: str = "silog"):

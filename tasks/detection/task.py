@@ -42,6 +42,7 @@ class DetectionTask(Task):
     report_metrics = (("ap", "AP"), ("ap50", "AP50"), ("neg_loss", "-loss"))
     default_scope = "mmdet"
     baselines = ("fpn_fcos", "fpn_retinanet")
+    baselines_note = "mmdet FPN with the FCOS or RetinaNet head, --width pyramid channels"
     test_metric = (r"bbox_map$", True)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
 
     def __init__(self, reward: str = "neg_loss", detector: str = "fcos", stacked_convs: int = 4,

@@ -55,6 +55,7 @@ class KeypointTask(Task):
     reward_label = "reward (mean of PCKh@0.5 and PCKh@0.1)"
     default_scope = "mmpose"
     baselines = ("heatmap",)
+    baselines_note = "mmpose's SimpleBaseline HeatmapHead, --width deconv channels (default 256)"
     test_metric = (r"^pckh$|pckh@0\.5", True)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
 
     def __init__(self, flip_test: bool = DEFAULT_FLIP_TEST, shift_heatmap: bool | None = None) -> None:

@@ -38,6 +38,8 @@ class RestorationTask(Task):
     reward_label = "reward (val PSNR of the supernet)"
     default_scope = ""
     baselines = ("dncnn",)
+    baselines_with_arch = ("dncnn",)
+    baselines_note = "dncnn: 17 layers; with an IR-NAS arch, at least its parameter count"
     test_metric = (r"psnr", True)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
 
     def __init__(self, kind: str = "denoise", sigma: float = 30.0, lam: float = 0.1, reward_metric: str = "psnr"):

@@ -46,6 +46,8 @@ class SegmentationTask(Task):
     reward_label = "reward (geo. mean of mIoU, fwIoU, pixel acc.)"
     default_scope = "mmseg"
     baselines = ("aspp", "deeplabv3plus", "lraspp", "fcn", "cgnet", "fastscnn", "erfnet")
+    baselines_note = ("aspp, deeplabv3plus, lraspp (crop >= 1568), fcn: heads on the backbone, --width channels; "
+                      "cgnet, fastscnn, erfnet: compact whole networks trained from scratch")
     test_metric = (r"(^|/)miou$", True)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
     export_default = spaces + baselines  # depth and keypoints take these too, as transfers (with --task)
 

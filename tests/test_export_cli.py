@@ -1,0 +1,32 @@
+"""tools/export.py asks the task plugins for their baselines (--list-baselines) and which baselines go with an
+arch (Task.baselines_with_arch) instead of hard-coding them."""
+from __future__ import annotations
+
+import json
+
+from test_tools import _tool as tool
+
+
+def test_list_baselines_comes_from_the_task_plugins(capsys):
+    from densenas.plugins import TASKS, available
+    from densenas.task import task_class
+
+    assert tool("export")(["--list-baselines"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    for name in available(TASKS):
+        cls = task_class(name)
+        if cls.baselines:
+            line = next(ln for ln in out if ln.startswith(f"{name}: "))
+            assert all(b in line for b in cls.baselines) and cls.baselines_note in line
+
+
+def test_an_arch_with_a_baseline_only_where_the_task_exports_that_pair(tmp_path, capsys):
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({"format": 1, "space": "auxcell", "choices": {}}))
+    assert tool("export")([str(arch), "--baseline", "aspp", "--task", "segmentation",
+                           "--out", str(tmp_path / "x.py")]) == 2
+    assert "the segmentation task exports no baseline together with an arch" in capsys.readouterr().err
+    assert tool("export")(["--baseline", "aspp"]) == 2
+    assert "--out is required" in capsys.readouterr().err
+    assert tool("export")(["--out", str(tmp_path / "y.py")]) == 2
+    assert "give an arch JSON or --baseline" in capsys.readouterr().err
