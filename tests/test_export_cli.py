@@ -30,3 +30,26 @@ def test_an_arch_with_a_baseline_only_where_the_task_exports_that_pair(tmp_path,
     assert "--out is required" in capsys.readouterr().err
     assert tool("export")(["--out", str(tmp_path / "y.py")]) == 2
     assert "give an arch JSON or --baseline" in capsys.readouterr().err
+
+
+def test_an_arch_is_exported_on_the_data_it_was_searched_on(tmp_path):
+    """Without --data-root, a model fine-tunes where its search ran (the search config's data.root and
+    layout), not on the bundled proxy set; --data-root still wins."""
+    from pathlib import Path
+
+    from mmengine.config import Config
+
+    from densenas.tasks.detection.task import DetectionTask
+    from densenas.tasks.segmentation.task import SegmentationTask
+
+    def root_of(path) -> Path:
+        return Path(Config.fromfile(str(path)).train_dataloader.dataset.data_root).resolve()
+
+    big = {"data": {"root": "data/proxy_coco_big", "layout": "proxy_coco"}}
+    assert root_of(DetectionTask().export(tmp_path / "a.py", baseline="fpn_fcos", search_cfg=big)) == \
+        Path("data/proxy_coco_big").resolve()
+    assert root_of(DetectionTask().export(tmp_path / "b.py", baseline="fpn_fcos", search_cfg=big,
+                                          data_root="data/proxy_coco")) == Path("data/proxy_coco").resolve()
+    seg = {"data": {"root": "data/proxy_voc", "layout": "proxy"}}
+    assert root_of(SegmentationTask().export(tmp_path / "c.py", baseline="fcn", width=32, search_cfg=seg)) == \
+        Path("data/proxy_voc").resolve()

@@ -130,6 +130,12 @@ class DetectionTask(Task):
 
         search_cfg = dict(search_cfg or {})
         data = dict(search_cfg.get("data") or {})
+        # the data the arch was searched on, unless the user names other data: the final rung and a user's own
+        # set fine-tune where the search ran (the proxy COCO set is in the COCO layout)
+        if options.get("data_root") is None and data.get("root"):
+            options["data_root"] = str(data["root"])
+            if options.get("layout") is None and data.get("layout") == "voc":
+                options["layout"] = "voc"
         fill_defaults(options, data_root="data/proxy_coco", crop=128, lr=1e-3, iters=2000)
         if options.get("classes") is None and data.get("classes"):
             options["classes"] = tuple(data["classes"])

@@ -139,6 +139,11 @@ class SegmentationTask(Task):
 
         search_cfg = dict(search_cfg or {})
         data = dict(search_cfg.get("data") or {})
+        # the data the arch was searched on, unless the user names other data (dataset or root)
+        if options.get("data_root") is None and options.get("dataset") is None and data.get("root"):
+            options["data_root"] = str(data["root"])
+            if data.get("layout") in ("voc", "cityscapes"):
+                options["dataset"] = data["layout"]
         fill_defaults(options, data_root="data/proxy_voc", crop=128, lr=3e-3, iters=2000)
         if isinstance(options.get("classes"), int):  # tools/export.py --classes N: a count
             options["num_classes"] = options.pop("classes")
