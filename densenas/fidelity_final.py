@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 from .arch import Arch
 from .fidelity_stats import early_stop_replay, rank_stats
-from .finetune import fine_tune, headline
+from .finetune import arch_folder, fine_tune_arch
 
 FINAL = "fidelity_final"
 FINAL_SEED = 20_000  # fine-tune j of arch i uses seed FINAL_SEED * (j + 1) + i (apart from the proxy's)
@@ -57,20 +57,12 @@ def final_rows(plan: dict[str, Any], work_dir: Path, search_config: Path, *, ite
     t0 = time.perf_counter()
     for done, i in enumerate(todo, 1):
         arch = Arch.from_dict(plan["archs"][i], source=f"fidelity plan arch {i}")
-        arch_dir = rows / f"arch_{i:03d}"
-        arch_dir.mkdir(exist_ok=True)
-        arch.save(arch_dir / "arch.json")
-        (arch_dir / "config.py").write_text(Path(search_config).read_text())
+        arch_json = arch_folder(arch, rows / f"arch_{i:03d}", search_config)
         row: dict[str, Any] = {"index": i, "arch": arch.to_dict(), "final": []}
         try:
             for j in range(seeds):
-                seed = FINAL_SEED * (j + 1) + i
-                data = fine_tune([str(arch_dir / "arch.json"), "--iters", str(iters), *export_args],
-                                 arch_dir / "finetune.py", arch_dir / f"seed{seed}", seed, keep_checkpoints=False)
-                value = headline(data["metrics"], *metric)
-                if value is None:
-                    raise ValueError(f"no metric matching {metric[0]!r} among {sorted(data['metrics'])} "
-                                     f"({arch_dir})")
+                value, data = fine_tune_arch(arch_json, iters=iters, export_args=export_args,
+                                             seed=FINAL_SEED * (j + 1) + i, metric=metric)
                 row["final"].append({"target": value, "seconds": data.get("train_seconds", 0.0),
                                      "params": data.get("params"), "madds": data.get("madds")})
         except RuntimeError as e:  # a config that cannot be exported or trained: that arch is left out

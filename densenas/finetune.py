@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["ROOT", "sh", "fine_tune", "headline"]
+__all__ = ["ROOT", "sh", "fine_tune", "headline", "arch_folder", "fine_tune_arch"]
 
 
 def sh(cmd: Sequence[str], log: Path) -> None:
@@ -80,3 +80,34 @@ def headline(metrics: dict[str, Any], pattern: str, higher_better: bool = True) 
         if isinstance(value, (int, float)) and not isinstance(value, bool) and re.search(pattern, key.lower()):
             return float(value) if higher_better else -float(value)
     return None
+
+
+def arch_folder(arch: Any, folder: Path, search_config: Path) -> Path:
+    """``folder`` with ``arch.json`` and a copy of the search's resolved ``config.py`` next to it (what
+    ``tools/export.py`` reads the task, classes, data, backbone and width of the search from); returns the
+    arch JSON's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arch.save(folder / "arch.json")
+    (folder / "config.py").write_text(Path(search_config).read_text())
+    return folder / "arch.json"
+
+
+def fine_tune_arch(arch_json: Path, *, iters: int, export_args: Sequence[str], seed: int,
+                   metric: tuple[str, bool]) -> tuple[float, dict[str, Any]]:
+    """:func:`fine_tune` of an arch prepared by :func:`arch_folder` (config ``finetune.py`` and run
+    ``seed<seed>`` in its folder, checkpoints deleted once tested) and its headline ``metric``.
+
+    Returns:
+        ``(headline value, tools/test.py's JSON)``; the value is negated when lower is better.
+
+    Raises:
+        RuntimeError: a tool failed (names the command and its log); ValueError: no metric matches.
+    """
+    folder = arch_json.parent
+    data = fine_tune([str(arch_json), "--iters", str(iters), *export_args], folder / "finetune.py",
+                     folder / f"seed{seed}", seed, keep_checkpoints=False)
+    value = headline(data["metrics"], *metric)
+    if value is None:
+        raise ValueError(f"no metric matching {metric[0]!r} among {sorted(data['metrics'])} "
+                         f"({folder / f'seed{seed}' / 'test.json'})")
+    return value, data

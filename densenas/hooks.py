@@ -223,7 +223,6 @@ class HookList:
         for h in hooks:
             if not isinstance(h, Hook):
                 raise TypeError(f"hooks: {h!r} is not a densenas.hooks.Hook")
-        self.log = log
         self.hooks = own + list(hooks)
         self._user = set(map(id, hooks))
 
@@ -254,10 +253,6 @@ class HookList:
         if self.info is None:
             raise ValueError("HookList.start needs the RunInfo given as info=")
         self.before_run(dataclasses.replace(self.info, done=int(done)))
-
-    def update(self, progress: Progress) -> None:
-        """:meth:`after_candidate` (the loop's name for it)."""
-        self.after_candidate(progress)
 
     def after_candidate(self, progress: Progress) -> None:
         self._call("after_candidate", progress)

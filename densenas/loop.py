@@ -315,7 +315,7 @@ def _run_one_shot(strategy: OneShotStrategy, evaluator: Any, history: History, r
         done_here += 1
         elapsed = time.perf_counter() - t0
         steps = history.steps(cid)
-        rep.update(Progress(strategy.steps_done, epochs, history.get(cid), None, elapsed,
+        rep.after_candidate(Progress(strategy.steps_done, epochs, history.get(cid), None, elapsed,
                             eta(elapsed, done_here, epochs - strategy.steps_done, time_budget_s),
                             step=steps[-1], best_step=history.best_step(cid)))
     steps = history.steps(cid)

@@ -41,7 +41,7 @@ from .history import Candidate, History, RungRun
 from .parallel import Job
 
 __all__ = ["PromotionCfg", "Standing", "standings", "noise_of", "pick", "promote", "rung_seed", "mean_sd",
-           "carried_candidates", "COST_KEYS"]
+           "carried_candidates", "rung_pool", "COST_KEYS"]
 
 COST_KEYS = ("madds", "params")  # what "cheapest" falls back to, in order, without a cost objective
 SEED_STRIDE = 100_003  # repeat j of a candidate trains with seed + j * SEED_STRIDE (rung 1 repeat 0: its own)
@@ -244,6 +244,18 @@ def pick(ranked: list[Standing], cost_key: str | None = None) -> Standing | None
     return tied[0]
 
 
+def rung_pool(ranked: list[Standing], runs: list[RungRun], rung: int) -> list[Standing]:
+    """The candidates that finished ``rung``, best first: rung 0 by the search's reward, a promoted rung by the
+    mean reward of their ok runs there (ties by row id). What the rung above chooses from."""
+    if rung == 0:
+        return sorted(ranked, key=lambda s: (-float(s.candidate.result.reward), s.id))
+    at: dict[int, list[float]] = {}
+    for r in runs:
+        if r.rung == rung and r.result.ok:
+            at.setdefault(r.candidate, []).append(float(r.result.reward))
+    return sorted((s for s in ranked if s.id in at), key=lambda s: (-mean_sd(at[s.id])[0], s.id))
+
+
 def carried_candidates(pool: list[Standing], keys: tuple[str, ...], chosen: set[int]) -> list[Candidate]:
     """The candidates of ``pool`` (this rung's eligible ones, in rank order) whose arch is one of ``keys`` and
     that are not ``chosen`` already: the seeded baselines, trained at every rung whatever their rank."""
@@ -272,15 +284,7 @@ def promote(history: History, executor: Any, cfg: PromotionCfg, log: Callable[[s
     for rung in range(1, cfg.rungs + 1):
         runs = history.rung_runs()
         ranked = standings(history, cfg.tie_z, runs)
-        if rung == 1:
-            # the search's ok candidates by their search reward (rung 0)
-            pool = sorted(ranked, key=lambda s: (-float(s.candidate.result.reward), s.id))
-        else:
-            below = {}
-            for r in runs:
-                if r.rung == rung - 1 and r.result.ok:
-                    below.setdefault(r.candidate, []).append(float(r.result.reward))
-            pool = sorted((s for s in ranked if s.id in below), key=lambda s: (-mean_sd(below[s.id])[0], s.id))
+        pool = rung_pool(ranked, runs, rung - 1)
         chosen = [s.candidate for s in pool[:cfg.keep(rung, len(ranked))]]  # of the search's ok candidates
         carried = carried_candidates(pool, cfg.carry, {c.id for c in chosen})
         chosen += carried

@@ -20,14 +20,13 @@ who reports the pick's metric should test it on data the search never saw.
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
-from .finetune import fine_tune, headline
+from .finetune import arch_folder, fine_tune_arch
 from .history import Candidate, History
-from .promotion import PromotionCfg, carried_candidates, mean_sd, rung_seed, standings
+from .promotion import PromotionCfg, carried_candidates, rung_pool, rung_seed, standings
 from .result import Result
 
 FINAL_DIR = "promotion_final"  # under the search's work dir: one folder per candidate, one per seed
@@ -40,38 +39,20 @@ def final_pool(history: History, cfg: PromotionCfg) -> list[Candidate]:
     the search's reward when ``rungs`` is 0) by their mean score there, then the carried baselines that
     reached that rung."""
     runs = history.rung_runs()
-    ranked = standings(history, cfg.tie_z, runs)
-    if cfg.rungs == 0:
-        pool = sorted(ranked, key=lambda s: (-float(s.candidate.result.reward), s.id))
-    else:
-        at: dict[int, list[float]] = {}
-        for r in runs:
-            if r.rung == cfg.rungs and r.result.ok:
-                at.setdefault(r.candidate, []).append(float(r.result.reward))
-        pool = sorted((s for s in ranked if s.id in at), key=lambda s: (-mean_sd(at[s.id])[0], s.id))
+    pool = rung_pool(standings(history, cfg.tie_z, runs), runs, cfg.rungs)
     chosen = [s.candidate for s in pool[:cfg.final_top]]
     return chosen + carried_candidates(pool, cfg.carry, {c.id for c in chosen})
 
 
 def _run_one(candidate: Candidate, seed: int, cfg: PromotionCfg, work_dir: Path) -> Result:
     """Export, fine-tune and test ``candidate`` with ``seed``; a failure is a failed :class:`Result`."""
-    folder = work_dir / FINAL_DIR / f"cand_{candidate.id:04d}"
-    folder.mkdir(parents=True, exist_ok=True)
-    candidate.arch.save(folder / "arch.json")
-    # tools/export.py reads the task, classes, backbone and width of the search from config.py next to the arch
-    shutil.copyfile(work_dir / "config.py", folder / "config.py")
-    pattern, higher = cfg.final_metric
+    arch_json = arch_folder(candidate.arch, work_dir / FINAL_DIR / f"cand_{candidate.id:04d}", work_dir / "config.py")
     t0 = time.perf_counter()
     try:
-        data = fine_tune([str(folder / "arch.json"), "--iters", str(cfg.final_iters), *cfg.final_args],
-                         folder / "finetune.py", folder / f"seed{seed}", seed, keep_checkpoints=False)
-    except RuntimeError as e:  # the command, its log and its last lines
+        value, data = fine_tune_arch(arch_json, iters=cfg.final_iters, export_args=cfg.final_args, seed=seed,
+                                     metric=cfg.final_metric)
+    except (RuntimeError, ValueError) as e:  # a tool failed (its command and log), or no headline metric
         return Result(status="failed", error=str(e).splitlines()[0], wall_time=time.perf_counter() - t0)
-    value = headline(data["metrics"], pattern, higher)
-    if value is None:
-        return Result(status="failed", error=f"no metric matching {pattern!r} among {sorted(data['metrics'])} "
-                                             f"({folder / f'seed{seed}' / 'test.json'})",
-                      wall_time=time.perf_counter() - t0)
     metrics = {k: float(v) for k, v in data["metrics"].items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     cost = {k: float(data[k]) for k in ("params", "madds") if isinstance(data.get(k), (int, float))}

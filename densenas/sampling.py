@@ -190,7 +190,7 @@ class _Loop:
         self.done_here += 1
         elapsed = time.perf_counter() - self.t0
         h = self.history
-        self.rep.update(Progress(h.count(), self.total, h.get(job.cid), h.best(), elapsed,
+        self.rep.after_candidate(Progress(h.count(), self.total, h.get(job.cid), h.best(), elapsed,
                                  eta(elapsed, self.done_here, self.total - h.count(), self.time_budget_s)))
         if self.remote or d.notes:
             self.rep.note(f"  #{job.cid} ran on {d.worker}" + "".join(f"; {n}" for n in d.notes))

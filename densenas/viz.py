@@ -201,7 +201,7 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
             f"(rung 0: the search's own reward), metrics are that rung's means. "
             + (f"Rung {promo.rungs + 1} is the final rung: the model exported and fine-tuned by tools/train.py "
                f"for {promo.final_iters} iterations, `score` its tools/test.py {promo.final_metric[0]!r} "
-               f"(densenas.promotion_final). " if getattr(promo, "final_iters", 0) and promo.final_metric else "")
+               f"(densenas.promotion_final). " if promo.final_iters and promo.final_metric else "")
             + (f"Seed s.d. at rung {ranked[0].rung}: {noise:.4f}; `=`: tied with the best (within "
                f"{promo.tie_z:g} x s.d. x sqrt(1/n_best + 1/n)). " if noise is not None else
                "No seed noise known (seeds < 2): nothing is marked tied. ")

@@ -281,7 +281,7 @@ def test_final_rung_fine_tunes_the_top_of_the_last_proxy_rung_and_the_baseline(t
     again, and a missing config.py is a clear error."""
     from dataclasses import replace
 
-    import densenas.promotion_final as pf
+    import densenas.finetune as ft
 
     calls: list[tuple[str, int]] = []
 
@@ -295,7 +295,7 @@ def test_final_rung_fine_tunes_the_top_of_the_last_proxy_rung_and_the_baseline(t
         return {"metrics": {"depth/rmse": rmse, "depth/abs_rel": 0.5}, "params": 1e6, "madds": 2e9,
                 "train_seconds": 1.5}
 
-    monkeypatch.setattr(pf, "fine_tune", fake_fine_tune)
+    monkeypatch.setattr(ft, "fine_tune", fake_fine_tune)
     (tmp_path / "config.py").write_text("# the search's config\n")
     with History(tmp_path / "h.sqlite") as h:
         _search(h, Misleading(), None)
