@@ -1,5 +1,5 @@
 # The decoder found by configs/search/auxcell_lite0_proxy.py (candidate #19, reward 0.826) on the pretrained
-# EfficientNet-Lite0, as tools/export.py wrote it (--iters 600); README: 81.94 mIoU on the proxy val set.
+# EfficientNet-Lite0, as tools/export.py wrote it (--iters 600); docs/measurements.md: 81.94 mIoU on the proxy val set.
 custom_imports = dict(
     allow_failed_imports=False, imports=[
         'densenas.tasks.segmentation.mm',

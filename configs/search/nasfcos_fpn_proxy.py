@@ -7,7 +7,7 @@ work_dir = "work_dirs/nasfcos_fpn_proxy"
 seed = 0
 device = "auto"
 task = dict(type="detection", reward="neg_loss")
-# Budget chosen by tools/fidelity.py (README, "Does the cheap reward rank?"): on the 64 / 24-image set even
+# Budget chosen by tools/fidelity.py (docs/search.md, "Does the cheap reward rank?"): on the 64 / 24-image set even
 # two seeds of a 3x longer training rank 10 archs against each other with Kendall tau -0.47, and 60+20
 # iterations rank nothing on either set; 256 / 128 images and 180+60 iterations reach tau +0.38 against
 # 360+120 (noise ceiling +0.73), at 2.8x the cost per candidate (64.9 vs 23.0 s, one run, 1 thread).

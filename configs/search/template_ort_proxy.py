@@ -9,7 +9,7 @@
 _base_ = ["./template_proxy.py"]
 work_dir = "work_dirs/template_ort_proxy"
 # target: the median ORT latency of 30 sampled template archs at 512x512, one thread, on a 2-core AMD EPYC
-# (28.5 ms, benchmarks/bench_deploy.py; README "Deploying"). No parameter limit: latency is the cost here.
+# (28.5 ms, benchmarks/bench_deploy.py; docs/deploy.md). No parameter limit: latency is the cost here.
 # workers="auto" is 1 here: a latency timed while another worker trains would include that worker's load.
 objective = dict(_delete_=True, cost="latency_ms", runtime="onnxruntime", latency_threads=1,
                  latency_size=(512, 512), latency_repeats=10, latency_warmup=3, target=28.5)
