@@ -1,5 +1,7 @@
 """Install densenas; `decoders/`, `tasks/` and `datasets/` live at the top level of the repository but
 install under the ``densenas.`` namespace so they never clash with e.g. HuggingFace ``datasets``."""
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 _TOP = ("decoders", "tasks", "datasets")
@@ -10,6 +12,10 @@ for top in _TOP:
     packages += [f"densenas.{p}" for p in sub]
     package_dir[f"densenas.{top}"] = top
 
+# the config bases each task's exporter copies next to the configs it writes (densenas/export.py)
+package_data = {f"densenas.tasks.{t.name}": ["configs/_base_/*.py", "configs/_base_/*/*.py"]
+                for t in Path("tasks").iterdir() if (t / "configs" / "_base_").is_dir()}
+
 setup(
     name="densenas",
     version="0.1.0",
@@ -17,6 +23,7 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
+    package_data=package_data,
     # Plugins (densenas/plugins.py): the core finds tasks and search spaces by name through these groups;
     # another package adds its own by declaring entry points in the same groups.
     entry_points={

@@ -324,7 +324,8 @@ class NASFCOSSpace(SearchSpace):
         fpn_ops: FPN candidate operations (default :data:`FPN_OPS`).
         head_ops: head candidate operations (default :data:`HEAD_OPS`).
         shared_position: which head layers are shared (``"last"``, authors' code, or ``"first"``).
-        fixed_fpn: FPN used when ``part="head"`` (default :func:`default_fpn_arch`).
+        fixed_fpn: FPN used when ``part="head"``: an arch (or its JSON path), ``"paper"`` (the default,
+            :func:`default_fpn_arch`) or ``"plain"`` (mmdet's FPN, :func:`plain_fpn_arch`).
         fixed_head: head used when ``part="fpn"`` (default :func:`plain_head_arch`, an FCOS head).
         variant: ``"paper"`` or ``"with_fpn"``: the default of ``fpn_ops`` (:data:`VARIANTS`; an explicit
             ``fpn_ops`` replaces it).
@@ -361,13 +362,25 @@ class NASFCOSSpace(SearchSpace):
         self.head_width = int(width if head_width is None else head_width)
         self.num_inputs, self.num_cells, self.num_outs = int(num_inputs), int(num_cells), int(num_outs)
         self.num_head_layers, self.shared_position = int(num_head_layers), shared_position
-        self.fixed_fpn = fpn_part(fixed_fpn if fixed_fpn is not None else default_fpn_arch(self.num_inputs))
-        self.fixed_head = head_part(fixed_head if fixed_head is not None else plain_head_arch())
+        self.fixed_fpn = fpn_part(self._named_fpn(fixed_fpn))
+        self.fixed_head = head_part(plain_head_arch() if fixed_head is None else fixed_head)
         try:
             check_fpn(self.fixed_fpn, self.num_inputs)
             check_head(self.fixed_head)
         except InvalidArch as e:
             raise ValueError(f"fixed part: {e}") from None
+
+    def _named_fpn(self, fixed_fpn: ArchLike | None) -> ArchLike:
+        """``fixed_fpn`` with its names resolved: ``None`` or ``"paper"`` the FPN the paper found
+        (:func:`default_fpn_arch`), ``"plain"`` the hand-designed FPN (:func:`plain_fpn_arch`: needs
+        ``num_cells >= FPN_NUM_CELLS``), anything else an arch, its mapping or a JSON path."""
+        if fixed_fpn is None or fixed_fpn == "paper":
+            return default_fpn_arch(self.num_inputs)
+        if fixed_fpn == "plain":
+            if self.num_cells < FPN_NUM_CELLS:
+                raise ValueError(f"fixed_fpn='plain' needs num_cells >= {FPN_NUM_CELLS}, got {self.num_cells}")
+            return plain_fpn_arch(self.num_inputs, self.num_cells)
+        return fixed_fpn
 
     # ------------------------------------------------------------- decisions
     def decisions(self) -> list[Decision]:

@@ -60,6 +60,10 @@ class Task:
     baselines_with_arch: ClassVar[tuple[str, ...]] = ()
     #: one line on the baselines' options for ``tools/export.py --list-baselines`` (e.g. what ``--width`` sets)
     baselines_note: ClassVar[str] = ""
+    #: the ``tools/export.py`` options this task's exporter reads (``dataset``, ``data_root``, ``classes``,
+    #: ``crop``, ...) with what each means for it; the tool's ``--help`` is written from these, and an option
+    #: a task does not list is refused for it, naming the tasks that take it
+    export_help: ClassVar[Mapping[str, str]] = {}
     export_default: ClassVar[tuple[str, ...]] = ()
     test_metric: ClassVar[tuple[str, bool]] = ("", True)
     deploy_output: ClassVar[str] = ""

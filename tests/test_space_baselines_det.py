@@ -364,3 +364,17 @@ def test_paper_fpn_ops_refuse_the_plain_fpn():
     arch = Arch("nasfcos_fpn", plain_fpn_arch().choices)
     with pytest.raises(InvalidArch, match=r"fpn\.cell0\.op1='zero'"):
         space.check(arch)
+
+
+def test_the_head_search_on_the_plain_fpn_is_named_and_holds_the_fcos_baseline():
+    """``fixed_fpn="plain"`` (configs/search/nasfcos_head_with_fpn_proxy.py) is mmdet's FPN, so the head
+    search's ``fpn_fcos`` point is the whole FPN + FCOS baseline; ``"paper"`` is the default fixed FPN."""
+    plain = NASFCOSSpace(num_classes=4, part="head", width=32, variant="with_fpn", fixed_fpn="plain")
+    assert plain.fixed_fpn.choices == plain_fpn_arch(3, 7).choices
+    assert list(plain.baseline_archs()) == ["fpn_fcos"]
+    assert plain.baseline_archs()["fpn_fcos"].choices == fcos_head_arch(6).choices
+    paper = NASFCOSSpace(num_classes=4, part="head", width=32, fixed_fpn="paper")
+    assert paper.fixed_fpn == NASFCOSSpace(num_classes=4, part="head", width=32).fixed_fpn
+    assert list(paper.baseline_archs()) == ["fcos_head"]
+    with pytest.raises(ValueError, match="fixed_fpn='plain' needs num_cells >= 5"):
+        NASFCOSSpace(part="head", num_cells=4, fixed_fpn="plain")

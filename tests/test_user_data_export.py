@@ -240,7 +240,25 @@ def test_arch_found_on_the_proxy_gets_the_real_sets_classes(voc3, tmp_path, caps
 
 def test_classes_option_is_refused_by_tasks_without_classes(tmp_path, capsys):
     rc = _tool("export")(["--baseline", "heatmap", "--classes", "3", "--out", str(tmp_path / "k.py")])
-    assert rc == 2 and "keypoints task has no classes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "--classes: the keypoints task does not take it" in err
+    assert "tasks that do: detection, segmentation" in err  # asked of the task plugins' export_help
+
+
+def test_export_help_is_written_by_the_task_plugins(capsys):
+    with pytest.raises(SystemExit):
+        _tool("export")(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "optimizer. detection: adamw (default) or sgd" in out
+    assert "restoration: bsd (default) or rain100" in out
+    assert "segmentation: proxy (default), voc or cityscapes" in out
+
+
+def test_an_option_a_task_does_not_take_is_refused_naming_the_tasks_that_do(tmp_path, capsys):
+    rc = _tool("export")(["--baseline", "aspp", "--optimizer", "sgd", "--out", str(tmp_path / "a.py")])
+    assert rc == 2 and "--optimizer: the segmentation task does not take it (tasks that do: detection)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "a.py").exists()
 
 
 def test_detection_classes_option(tmp_path, capsys):

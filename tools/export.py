@@ -37,11 +37,8 @@ from pathlib import Path
 # sleeping waits cost nothing measurable when the machine is idle. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-#: options passed on to the task's exporter when given (each task fills its own defaults)
-OPTIONS = ("dataset", "data_root", "layout", "optimizer", "crop", "kind", "sigma", "width", "iters", "lr",
-           "batch_size", "val_interval", "workers", "work_dir", "classes")
-#: tasks whose exporter takes ``classes`` (names, or a count)
-CLASS_TASKS = ("segmentation", "detection")
+#: options every task's exporter takes (schedule and runtime)
+COMMON = ("val_interval", "workers", "work_dir")
 
 
 def parse_classes(text: str) -> int | list[str]:
@@ -64,6 +61,45 @@ def parse_classes(text: str) -> int | list[str]:
     return names
 
 
+#: the task options of this tool: (name, type, what it is); what each means for a task, and whether the task
+#: takes it, is the task plugin's own ``Task.export_help``
+TASK_OPTIONS = (("dataset", str, "dataset layout"), ("data_root", str, "dataset root"),
+                ("classes", None, "a class count (e.g. 3) or comma-separated class names (e.g. background,road,car)"),
+                ("layout", str, "dataset layout"), ("optimizer", str, "optimizer"),
+                ("crop", int, "training crop in pixels"), ("kind", str, "what the model restores"),
+                ("sigma", float, "a Gaussian's sigma"), ("width", int, "channels"),
+                ("iters", int, "training iterations"), ("lr", float, "peak learning rate"),
+                ("batch_size", int, "training batch size"))
+
+
+def _task_classes() -> dict:
+    """Every installed task plugin's class, by name (their ``export_help`` writes this tool's help)."""
+    from densenas.plugins import TASKS, available
+    from densenas.task import task_class
+
+    return {name: task_class(name) for name in available(TASKS)}
+
+
+def _option_help(name: str, generic: str, tasks: dict) -> str:
+    """``generic``, then what each task that takes option ``name`` makes of it (``Task.export_help``)."""
+    per = [f"{t}: {cls.export_help[name]}" for t, cls in tasks.items() if name in cls.export_help]
+    return f"{generic}. " + "; ".join(per) if per else generic
+
+
+def check_options(task_cls, opts: dict) -> None:
+    """Refuse an option the task's exporter does not take (``Task.export_help``), naming the tasks that do.
+
+    Raises:
+        ValueError: the first such option.
+    """
+    for name in opts:
+        if name in COMMON or name in task_cls.export_help:
+            continue
+        takers = [t for t, cls in _task_classes().items() if name in cls.export_help]
+        raise ValueError(f"--{name.replace('_', '-')}: the {task_cls.name} task does not take it "
+                         f"(tasks that do: {', '.join(takers) or 'none'})")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("arch", nargs="?", help="arch JSON (best_arch.json / derived_arch.json of a search), or a "
@@ -76,25 +112,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="print each task plugin's baselines and exit")
     p.add_argument("--out", help="config file to write (required unless --list-baselines)")
     p.add_argument("--task", help="task plugin (default: the search's task, from config.py next to the arch)")
-    p.add_argument("--dataset", help="segmentation: proxy (default), voc or cityscapes; depth: proxy or nyu; "
-                                     "keypoints: proxy, coco or mpii")
-    p.add_argument("--data-root", help="default: the task's proxy set (data/proxy_voc, data/proxy_coco, "
-                                       "data/proxy_nyu, data/proxy_kpt, ...)")
-    p.add_argument("--classes", type=parse_classes,
-                   help="segmentation / detection: a class count (e.g. 3) or comma-separated class names "
-                        "(e.g. background,road,car: they name the classes in the dataset metainfo). Default: "
-                        "the search's classes, else the data's own (a VOC layout's label masks are read)")
-    p.add_argument("--layout", help="detection: coco (default) or voc; restoration: bsd or rain100")
-    p.add_argument("--optimizer", help="detection: adamw (default) or sgd")
-    p.add_argument("--crop", type=int, help="training crop in pixels (default 128; 48 for restoration, 96 for "
-                                            "proxy depth; keypoints: crop height, width 3/4 of it)")
-    p.add_argument("--kind", help="restoration: denoise or derain (default: as searched)")
-    p.add_argument("--sigma", type=float, help="denoising noise level on the 0..255 scale (default: as searched); "
-                                             "keypoints: the heatmap Gaussian's sigma")
-    p.add_argument("--width", type=int, help="decoder / pyramid channels (default: as searched)")
-    p.add_argument("--iters", type=int, help="training iterations (default 2000)")
-    p.add_argument("--lr", type=float, help="default 3e-3 (segmentation), 1e-3 (detection, restoration)")
-    p.add_argument("--batch-size", type=int, help="default 8")
+    tasks = _task_classes()
+    for name, kind, generic in TASK_OPTIONS:
+        p.add_argument("--" + name.replace("_", "-"), type=parse_classes if name == "classes" else kind,
+                       help=_option_help(name, generic, tasks))
     p.add_argument("--val-interval", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--work-dir", help="work_dir written into the config")
@@ -143,9 +164,9 @@ def main(argv=None) -> int:
         if arch is not None and args.baseline is not None and args.baseline not in task_cls.baselines_with_arch:
             raise ValueError(f"give an arch JSON or --baseline, not both (the {task_cls.name} task exports "
                              f"{list(task_cls.baselines_with_arch) or 'no baseline'} together with an arch)")
-        opts = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
-        if args.classes is not None and task_cls.name not in CLASS_TASKS:
-            raise ValueError(f"--classes: the {task_cls.name} task has no classes (only {', '.join(CLASS_TASKS)})")
+        names = [o[0] for o in TASK_OPTIONS] + list(COMMON)
+        opts = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+        check_options(task_cls, opts)
         out = task_cls().export(args.out, arch=arch, baseline=args.baseline, search_cfg=search_cfg, **opts)
     except (InvalidArch, PluginError, ValueError, FileNotFoundError, TypeError, ExportNotImplemented) as e:
         print(f"error: {args.arch or args.baseline}: {e}", file=sys.stderr)

@@ -25,6 +25,9 @@ LOSS_TYPES = {"silog": "SiLogLoss", "berhu": "BerHuLoss", "l1": "DepthL1Loss"}
 META_KEYS = ("img_path", "depth_map_path", "ori_shape", "img_shape", "pad_shape", "scale_factor", "flip",
              "flip_direction", "category_id")
 
+#: this task's config bases (data per layout, schedule, runtime), composed by every export
+BASES = Path(__file__).parent / "configs" / "_base_"
+
 
 def search_defaults(search_cfg: Mapping[str, Any], arch: Arch | None, task: Any) -> dict[str, Any]:
     """Export options implied by the search of ``arch``: what its space's module needs
@@ -175,4 +178,5 @@ def export_depth_config(path: str | Path, *, arch: Arch | None = None, baseline:
                          seed=int(options["seed"]),
                          work_dir=options.get("work_dir") or f"work_dirs/depth_{baseline or 'found'}",
                          visualizer="SegLocalVisualizer"))
-    return dump_config(cfg, path)
+    bases = [f"datasets/depth_{dataset}.py", "schedules/depth_adamw_poly_2k.py", "depth_runtime.py"]  # ./configs/_base_
+    return dump_config(cfg, path, bases=bases, base_root=BASES)

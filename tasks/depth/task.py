@@ -45,6 +45,11 @@ class DepthTask(Task):
     default_scope = ""
     baselines = ("fcn", "deeplabv3plus")
     baselines_note = "mmseg heads regressing depth, --width channels"
+    export_help = {
+        "dataset": "proxy (default) or nyu", "data_root": "default: the search's data root, else data/proxy_nyu",
+        "crop": "training crop (default 96 on the proxy set, 480 on NYU)",
+        "width": "decoder channels (default: as searched, else 48)", "iters": "default 2000",
+        "lr": "default 3e-3", "batch_size": "default 8"}
     test_metric = (r"(^|/)rmse$", False)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
 
     def __init__(self, max_depth: float = 10.0, min_depth: float = 1e-3, loss: str = "silog"):

@@ -27,6 +27,9 @@ BASELINES = ("fpn_fcos", "fpn_retinanet")
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 OUT_INDICES = (6, 13, 17)
 
+#: this task's config bases (data per layout, schedule, runtime), composed by every export
+BASES = Path(__file__).parent / "configs" / "_base_"
+
 
 def _backbone(backbone: Mapping[str, Any] | None, pretrained: bool) -> dict[str, Any]:
     """The backbone config (default MobileNetV2 C3..C5) with ``pretrained`` set."""
@@ -286,7 +289,8 @@ def detection_config(path: str | Path, *, arch: Arch | None = None, baseline: st
         **runtime_config(iters, interval, best, rule="greater", seed=seed,
                          work_dir=work_dir or f"work_dirs/det_{arch.space if arch is not None else baseline}",
                          visualizer="DetLocalVisualizer", vis_hook="DetVisualizationHook"))
-    return dump_config(cfg, path)
+    bases = [f"datasets/det_{layout}.py", "schedules/det_adamw_cosine_2k.py", "det_runtime.py"]  # ./configs/_base_
+    return dump_config(cfg, path, bases=bases, base_root=BASES)
 
 
 def empty_metric_note(split: str) -> str:

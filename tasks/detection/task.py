@@ -43,6 +43,12 @@ class DetectionTask(Task):
     default_scope = "mmdet"
     baselines = ("fpn_fcos", "fpn_retinanet")
     baselines_note = "mmdet FPN with the FCOS or RetinaNet head, --width pyramid channels"
+    export_help = {
+        "layout": "coco (default) or voc", "data_root": "default: the search's data root, else data/proxy_coco",
+        "classes": "a count or comma-separated names (default: the search's, else the annotation file's)",
+        "optimizer": "adamw (default) or sgd", "crop": "images resized to fit crop x crop (default 128)",
+        "width": "pyramid channels (default: as searched, else 64)", "iters": "default 2000", "lr": "default 1e-3",
+        "batch_size": "default 8"}
     test_metric = (r"bbox_map$", True)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
 
     def __init__(self, reward: str = "neg_loss", detector: str = "fcos", stacked_convs: int = 4,

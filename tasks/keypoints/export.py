@@ -34,6 +34,9 @@ DATASETS = ("proxy", "coco", "mpii")
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 NUM_KEYPOINTS = {"coco": 17, "mpii": 16}
 
+#: this task's config bases (data per layout, schedule, runtime), composed by every export
+BASES = Path(__file__).parent / "configs" / "_base_"
+
 
 def _num_keypoints(dataset: str, root: Path) -> int:
     """``K`` of the data: the proxy manifest's keypoints (building the set first when it is missing)."""
@@ -201,4 +204,5 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
         param_scheduler=[dict(type="PolyLR", eta_min=0.0, power=0.9, begin=0, end=iters, by_epoch=False)],
         **runtime_config(iters, val_interval or iters, best, rule="greater", seed=seed,
                          work_dir=work_dir or f"work_dirs/finetune_kpt_{baseline or 'found'}"))
-    return dump_config(cfg, path)
+    bases = [f"datasets/kpt_{dataset}.py", "schedules/kpt_adamw_poly_2k.py", "kpt_runtime.py"]  # ./configs/_base_
+    return dump_config(cfg, path, bases=bases, base_root=BASES)

@@ -56,6 +56,12 @@ class KeypointTask(Task):
     default_scope = "mmpose"
     baselines = ("heatmap",)
     baselines_note = "mmpose's SimpleBaseline HeatmapHead, --width deconv channels (default 256)"
+    export_help = {
+        "dataset": "proxy (default), coco or mpii (--layout says the same)",
+        "layout": "the same as --dataset", "data_root": "default: the search's data root, else data/proxy_kpt",
+        "crop": "crop height, width 3/4 of it (default 128)", "sigma": "heatmap Gaussian sigma (default 2)",
+        "width": "found head width (default 48) / the baseline's deconvolution channels (default 256)",
+        "iters": "default 2000", "lr": "default 1e-3", "batch_size": "default 16"}
     test_metric = (r"^pckh$|pckh@0\.5", True)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
 
     def __init__(self, flip_test: bool = DEFAULT_FLIP_TEST, shift_heatmap: bool | None = None) -> None:

@@ -17,6 +17,9 @@ from densenas.export import dump_config, runtime_config
 
 BASELINES = ("dncnn",)
 
+#: this task's config bases (data per layout, schedule, runtime), composed by every export
+BASES = Path(__file__).parent / "configs" / "_base_"
+
 
 def _space_settings(space: Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
     """The ``space`` section as a dict (from a dict or a search config file); checks it is IR-NAS."""
@@ -176,7 +179,9 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
         **runtime_config(iters, every, "psnr", rule="greater", seed=seed,
                          work_dir=work_dir or f"work_dirs/restore_{name}_{task}"
                                               f"{int(sigma) if task == 'denoise' else ''}"))
-    return dump_config(cfg, path)
+    bases = [f"datasets/restore_{layout}.py", "schedules/restore_adam_cosine_4k.py",
+             "restore_runtime.py"]  # ./configs/_base_
+    return dump_config(cfg, path, bases=bases, base_root=BASES)
 
 
 def restoration_pair(out_dir: str | Path, arch: Arch | Mapping[str, Any] | str | Path, *,

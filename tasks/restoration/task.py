@@ -40,6 +40,12 @@ class RestorationTask(Task):
     baselines = ("dncnn",)
     baselines_with_arch = ("dncnn",)
     baselines_note = "dncnn: 17 layers; with an IR-NAS arch, at least its parameter count"
+    export_help = {
+        "layout": "bsd (default) or rain100", "kind": "denoise or derain (default: as searched)",
+        "sigma": "denoising noise level on the 0..255 scale (default: as searched)",
+        "data_root": "default data/proxy_restore", "crop": "training crop (default 48)",
+        "width": "IR-NAS base width (default: as searched)", "iters": "default 2000", "lr": "default 1e-3",
+        "batch_size": "default 16"}
     test_metric = (r"psnr", True)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
 
     def __init__(self, kind: str = "denoise", sigma: float = 30.0, lam: float = 0.1, reward_metric: str = "psnr"):

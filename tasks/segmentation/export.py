@@ -1,11 +1,12 @@
 """Export a found architecture (or a hand-designed baseline head) as an mmsegmentation config.
 
-The config is self-contained (no ``_base_``): model (``DenseNASBackbone``: any registered backbone with its offline
-ImageNet weights + the found arch's decode head as its space writes it, e.g. ``AuxCellHead``, or an mmseg
-baseline head; a whole searched network, e.g. Auto-DeepLab's, as its space writes it), dataset
-(proxy/VOC/Cityscapes in their real layouts, read by mmseg's own dataset classes), schedule and runtime, ready
-for ``tools/train.py`` (the mmengine ``Runner``). Baseline and found model are exported by the same function, so both fine-tune
-under exactly the same data pipeline and budget.
+The config composes this task's ``_base_`` files (``configs/_base_/``: the dataset layout, the schedule, the
+runtime; copied next to it, :func:`densenas.export.compose_config`) and states the model (``DenseNASBackbone``:
+any registered backbone with its offline ImageNet weights + the found arch's decode head as its space writes it,
+e.g. ``AuxCellHead``, or an mmseg baseline head; a whole searched network, e.g. Auto-DeepLab's, as its space
+writes it) and what differs from the bases (data root, classes, crop, iterations), ready for ``tools/train.py``
+(the mmengine ``Runner``). Baseline and found model are exported by the same function, so both fine-tune under
+exactly the same data pipeline and budget.
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "
                "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
                "sheep", "sofa", "train", "tvmonitor")
 BASELINES = ("aspp", "deeplabv3plus", "lraspp", "fcn", *COMPACT)
+
+#: this task's config bases (data per layout, schedule, runtime), composed by every export
+BASES = Path(__file__).parent / "configs" / "_base_"
 
 
 def _palette(n: int) -> list[list[int]]:
@@ -287,4 +291,5 @@ def export_config(path: str | Path, *, arch: Arch | None = None, baseline: str |
         **runtime_config(iters, val_interval or iters, "mIoU", seed=seed,
                          work_dir=work_dir or f"work_dirs/finetune_{baseline if arch is None else 'found'}",
                          visualizer="SegLocalVisualizer", vis_hook="SegVisualizationHook"))
-    return dump_config(cfg, path)
+    bases = [f"datasets/seg_{dataset}.py", "schedules/seg_adamw_poly_2k.py", "seg_runtime.py"]  # ./configs/_base_
+    return dump_config(cfg, path, bases=bases, base_root=BASES)

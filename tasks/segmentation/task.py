@@ -48,6 +48,12 @@ class SegmentationTask(Task):
     baselines = ("aspp", "deeplabv3plus", "lraspp", "fcn", "cgnet", "fastscnn", "erfnet")
     baselines_note = ("aspp, deeplabv3plus, lraspp (crop >= 1568), fcn: heads on the backbone, --width channels; "
                       "cgnet, fastscnn, erfnet: compact whole networks trained from scratch")
+    export_help = {
+        "dataset": "proxy (default), voc or cityscapes, in their real layouts",
+        "data_root": "default: the search's data root, else data/proxy_voc",
+        "classes": "a count or comma-separated names (default: the search's, else the data's own)",
+        "crop": "training crop in pixels (default 128)", "width": "decoder channels (default: as searched)",
+        "iters": "default 2000", "lr": "default 3e-3", "batch_size": "default 8"}
     test_metric = (r"(^|/)miou$", True)  # tools/test.py's headline metric (tools/fidelity.py --final-iters)
     export_default = spaces + baselines  # depth and keypoints take these too, as transfers (with --task)
 

@@ -1,0 +1,58 @@
+# densenas detection (data: COCO layout (annotations/instances_<split>.json + <split>/), images resized to
+# fit 128 px; the bundled proxy set's classes), copied by tools/export.py next to each exported config. An
+# exported config restates what differs (data_root, classes, size, batch size).
+train_dataloader = dict(
+    batch_size=8,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    batch_sampler=dict(type='AspectRatioBatchSampler'),
+    dataset=dict(
+        type='CocoDataset',
+        data_root='data/proxy_coco',
+        ann_file='annotations/instances_train.json',
+        data_prefix=dict(img='train/'),
+        metainfo=dict(classes=('coffee', 'cat', 'tissue', 'galaxy')),
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations', with_bbox=True),
+            dict(type='Resize', scale=(128, 128), keep_ratio=True),
+            dict(type='RandomFlip', prob=0.5),
+            dict(type='PackDetInputs'),
+        ],
+        test_mode=False,
+        filter_cfg=dict(filter_empty_gt=True, min_size=2),
+    ),
+    num_workers=2,
+    persistent_workers=True,
+)
+val_dataloader = dict(
+    batch_size=1,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type='CocoDataset',
+        data_root='data/proxy_coco',
+        ann_file='annotations/instances_val.json',
+        data_prefix=dict(img='val/'),
+        metainfo=dict(classes=('coffee', 'cat', 'tissue', 'galaxy')),
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='Resize', scale=(128, 128), keep_ratio=True),
+            dict(type='LoadAnnotations', with_bbox=True),
+            dict(
+                type='PackDetInputs',
+                meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'),
+            ),
+        ],
+        test_mode=True,
+    ),
+    drop_last=False,
+    num_workers=2,
+    persistent_workers=True,
+)
+test_dataloader = val_dataloader
+val_evaluator = dict(
+    type='CocoMetric',
+    ann_file='data/proxy_coco/annotations/instances_val.json',
+    metric='bbox',
+    format_only=False,
+)
+test_evaluator = val_evaluator
