@@ -26,7 +26,7 @@ from bench_transnas import DEFAULT_TABLE, load_space  # noqa: E402
 
 from densenas.history import History  # noqa: E402
 from densenas.history_codec import _pack  # noqa: E402
-from densenas.loop import run  # noqa: E402
+from densenas.loop import Budget, run  # noqa: E402
 from densenas.result import Result  # noqa: E402
 from densenas.strategies import build_strategy  # noqa: E402
 
@@ -63,8 +63,7 @@ def measure(strategy_type: str, checkpoints: list[int], table: Path) -> list[dic
             done, spent = 0, 0.0
             for n in checkpoints:
                 t0, w0, before = time.perf_counter(), written(), h.count()
-                run(space, strategy, TableEvaluator(rows), h, num_candidates=n, seed=0, live=False,
-                    tensorboard=False, log=lambda m: None)
+                run(space, strategy, TableEvaluator(rows), h, Budget(candidates=n, seed=0))
                 spent += time.perf_counter() - t0
                 h.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 done = h.count()

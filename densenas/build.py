@@ -46,6 +46,9 @@ SEARCH_KEYS = {"proxy": {"num_candidates", "time_budget_s", "max_duplicates", "p
 WARM_START = {"proxy": "naswot", "pool": 64, "take": 8}  # strategy.warm_start keys and defaults
 WARM_START_STREAM = 14  # the pool's RNG is default_rng([seed, this]): not the strategy's default_rng(seed)
 
+#: ``touch <work_dir>/STOP`` ends a running search after the candidates in flight (resume: delete it first)
+STOP_FILE = "STOP"
+
 
 @dataclass
 class Search:
@@ -82,39 +85,52 @@ class Search:
                 f"decisions, <= {self.space.size():.3g} archs), strategy {type(self.strategy).__name__}, "
                 f"evaluator {self.kind}, {what}, device {self.device}")
 
-    def run(self, history: Any, work_dir: str | Path, log: Callable[[str], None] = print,
-            executor: Any = None) -> Any:
-        """Run (or resume) the search through the one loop (:func:`densenas.loop.run`) and write the
-        reports; returns the loop's :class:`~densenas.loop.Outcome`. ``executor``: where the candidates
-        train (:func:`densenas.parallel.make_executor` of :attr:`parallel`; ``None``: here, one at a time)."""
-        from .loop import run
-        from .viz import write_reports
+    def loop_budget(self) -> Any:
+        """The :class:`~densenas.loop.Budget` of the checked ``search`` (and ``parallel``) sections."""
+        from .loop import Budget
 
         b = self.budget
         if self.kind == "supernet":
-            budget = dict(epochs=int(b["epochs"]))
-        else:
-            budget = dict(num_candidates=int(b.get("num_candidates", 30)),
-                          max_duplicates=int(b.get("max_duplicates", 200)), executor=executor,
-                          mode=self.parallel.mode, batch=self.parallel.batch_size)
-            if self.promotion is not None:
-                budget["promotion"] = self.promotion
-        try:
-            if not history.count(finished_only=False) and history.strategy_state() is None:
-                # fresh search only: on resume the queue is in the strategy state
-                if self.baselines:
-                    self.seed_baselines(log)
-                if self.warm_start:
-                    self.seed_warm_start(work_dir, log)
-            return run(self.space, self.strategy, self.evaluator, history, seed=self.seed, work_dir=work_dir,
-                       log=log, time_budget_s=b.get("time_budget_s"), hooks=self.hooks, **budget)
-        finally:
-            if history.count(finished_only=False):
-                write_reports(history, work_dir, metrics=self.task.report_metrics,
-                              reward_label=self.task.reward_label,
-                              front=self.front if self.kind == "proxy" else None,
-                              limit=None if self.objective is None else self.objective.limit,
-                              promotion=self.promotion)
+            return Budget(epochs=int(b["epochs"]), seed=self.seed)
+        return Budget(candidates=int(b.get("num_candidates", 30)), seed=self.seed,
+                      max_duplicates=int(b.get("max_duplicates", 200)), mode=self.parallel.mode,
+                      batch=self.parallel.batch_size)
+
+    def reports(self) -> Any:
+        """The :class:`~densenas.hooks.Reports` hook of this search (its task's metrics, its front)."""
+        from .hooks import Reports
+
+        return Reports(metrics=self.task.report_metrics, reward_label=self.task.reward_label,
+                       front=self.front if self.kind == "proxy" else None,
+                       limit=None if self.objective is None else self.objective.limit, promotion=self.promotion)
+
+    def loop_hooks(self, work_dir: str | Path, log: Callable[[str], None] = print) -> list[Any]:
+        """The hooks of the loop: :func:`~densenas.hooks.default_hooks` (log lines, a live bar on a terminal,
+        TensorBoard, ``search.time_budget_s``, the reports), a :class:`~densenas.hooks.StopFile` on
+        ``<work_dir>/STOP`` (``touch`` it to end the search gracefully), then the config's ``hooks``."""
+        from .hooks import StopFile, default_hooks
+
+        return [*default_hooks(log, work_dir=work_dir, time_budget_s=self.budget.get("time_budget_s"),
+                               reports=self.reports()), StopFile(STOP_FILE), *self.hooks]
+
+    def run(self, history: Any, work_dir: str | Path, log: Callable[[str], None] = print,
+            executor: Any = None) -> Any:
+        """Run (or resume) the search through the one loop (:func:`densenas.loop.run`) with
+        :meth:`loop_hooks` (the reports are a hook: written also when the run raised); returns the loop's
+        :class:`~densenas.loop.Outcome`. ``executor``: where the candidates train
+        (:func:`densenas.parallel.make_executor` of :attr:`parallel`; ``None``: here, one at a time)."""
+        from .loop import run
+
+        if not history.count(finished_only=False) and history.strategy_state() is None:
+            # fresh search only: on resume the queue is in the strategy state
+            if self.baselines:
+                self.seed_baselines(log)
+            if self.warm_start:
+                self.seed_warm_start(work_dir, log)
+        sampling = self.kind != "supernet"
+        return run(self.space, self.strategy, self.evaluator, history, self.loop_budget(), work_dir=work_dir,
+                   executor=executor if sampling else None, promotion=self.promotion if sampling else None,
+                   hooks=self.loop_hooks(work_dir, log))
 
     def seed_baselines(self, log: Callable[[str], None] = print) -> list[Any]:
         """Queue the space's own expression of the named hand-designed baselines (``space.baseline_archs()``)

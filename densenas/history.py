@@ -162,7 +162,9 @@ class History:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+            # UnicodeDecodeError: a damaged header page can make SQLite hand back undecodable text (found by
+            # tests/test_fuzz_history.py flipping bits)
             raise HistoryError(f"history file {self.path} is not a densenas SQLite history: {e}") from None
 
     def close(self) -> None:

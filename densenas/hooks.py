@@ -1,31 +1,53 @@
-"""Hooks of the search loop: what happens around the candidates, pluggable.
+"""Hooks of the search loop: everything around the candidates, pluggable.
 
 The pattern of detectron2's ``HookBase`` (a trainer calls ``before_train`` / ``after_step`` /
-``after_train`` on a list of hooks) and mmengine's ``Hook``: :func:`densenas.loop.run` calls every hook's
-:meth:`Hook.before_run` once, :meth:`Hook.after_candidate` after each finished candidate (sampling) or
-supernet epoch (one-shot), :meth:`Hook.note` with each notice, and :meth:`Hook.after_run` at the end, also when
-the run raised. The search's own outputs are hooks too (:class:`LogLines`, :class:`LiveBar`,
-:class:`TensorBoard`, :class:`Callback`), so a user hook is a peer of them:
+``after_train`` on a list of hooks) and mmengine's ``Hook``. :func:`densenas.loop.run` trains and records
+candidates; every output and every stop is a hook in its ``hooks=[...]``:
+
+- :meth:`Hook.before_run` once, before the first candidate or epoch of this call (a clock starts here);
+- :meth:`Hook.stop_reason` polled before each new candidate, batch or epoch is started and before each
+  promoted run: the first hook to return a reason (a string) stops the run gracefully — what is in flight
+  finishes and is recorded, nothing new starts, and the outcome's ``stopped`` is that reason
+  (``--resume`` goes on from there);
+- :meth:`Hook.seconds_left` (optional): a deadline, which caps the time left that the progress shows;
+- :meth:`Hook.after_candidate` after each finished candidate (sampling) or supernet epoch (one-shot);
+- :meth:`Hook.note` with each notice of the loop (resume, promotion, a hook switched off);
+- :meth:`Hook.after_run` once at the end, also when the run raised.
+
+Built in: :class:`LogLines` (a progress line per candidate to ``log``, and the notices), :class:`LiveBar`
+(a ``rich`` bar), :class:`TensorBoard` (scalars under ``<work_dir>/tb/``), :class:`Callback`
+(``fn(progress)``), :class:`TimeBudget` (``stopped="time_budget"``), :class:`StopFile` (stop when a file
+appears: ``stopped="stop_file"``) and :class:`Reports` (leaderboard, plots, ``best_arch.json`` through
+:func:`densenas.viz.write_reports`); :func:`default_hooks` builds the usual list. A user hook is a peer of
+them:
 
 .. code-block:: python
 
     # my_hooks.py (anywhere on PYTHONPATH)
     from densenas.hooks import Hook
 
-    class StopFile(Hook):
-        '''Writes the best reward so far to a file after every candidate.'''
-        def __init__(self, path="best.txt"):
-            self.path = path
+    class BestFile(Hook):
+        '''Writes the best reward so far to a file after every candidate; stops at a target reward.'''
+        def __init__(self, path="best.txt", target=None):
+            self.path, self.target, self.best = path, target, None
         def after_candidate(self, progress):
             if progress.best is not None:
-                open(self.path, "w").write(f"{progress.best.result.reward:.4f}\\n")
+                self.best = progress.best.result.reward
+                open(self.path, "w").write(f"{self.best:.4f}\\n")
+        def stop_reason(self):
+            if self.target is not None and self.best is not None and self.best >= self.target:
+                return "target_reached"   # -> outcome.stopped
+            return None
 
     # in the search config
-    hooks = [dict(type="my_hooks:StopFile", path="work_dirs/best.txt")]
+    hooks = [dict(type="my_hooks:BestFile", path="work_dirs/best.txt", target=0.8)]
 
 ``type`` is ``"module:Class"`` (imported when the config names it) or the name of an entry point in the
-``densenas.hook_plugins`` group. A hook that raises is switched off with a notice naming it and the
-exception; the search goes on (its candidates are worth more than a hook's output).
+``densenas.hook_plugins`` group. The built-in hooks are called first, the others in their given order. A
+hook that is not one of the built-in classes (a subclass of one is a user hook too) and raises in any
+method is switched off with a notice naming it and the exception; the search goes on (its candidates are
+worth more than a hook's output). A built-in hook that raises stops the run (a log that cannot be
+written, reports that cannot be written).
 """
 from __future__ import annotations
 
@@ -34,6 +56,7 @@ import importlib
 import importlib.util
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -44,8 +67,11 @@ from .progress import Log, Progress, fmt_s, progress_line
 
 HOOKS = "densenas.hook_plugins"  # entry-point group of third-party hooks (docs/architecture.md)
 
-__all__ = ["HOOKS", "Hook", "RunInfo", "LogLines", "LiveBar", "TensorBoard", "Callback", "HookList",
-           "build_hooks", "tensorboard_available"]
+TB_DIR = "tb"  # TensorBoard scalars go to <work_dir>/tb/
+
+__all__ = ["HOOKS", "TB_DIR", "Hook", "RunInfo", "LogLines", "LiveBar", "TensorBoard", "Callback", "TimeBudget",
+           "StopFile", "Reports", "HookList", "BUILTIN_HOOKS", "default_hooks", "build_hooks",
+           "tensorboard_available"]
 
 
 @dataclass
@@ -59,7 +85,6 @@ class RunInfo:
         stage_label: ``"stage"`` (sampling) or ``"epoch"`` (one-shot), for progress lines.
         work_dir: the search's work dir (``None`` when the caller gave none).
         history: the run's :class:`~densenas.history.History`.
-        time_budget_s: the wall-clock limit of this call, if any.
     """
 
     total: int
@@ -68,23 +93,47 @@ class RunInfo:
     stage_label: str
     work_dir: Path | None
     history: Any
-    time_budget_s: float | None = None
 
 
 class Hook:
-    """Base class: override what you need; every method is a no-op here."""
+    """Base class: override what you need; every method is a no-op here (module docstring).
+
+    :meth:`notify` sends a notice to every hook of the run (the log included) once the hook is in a
+    :class:`HookList`.
+    """
+
+    _notify: Callable[[str], None] | None = None  # set by HookList
 
     def before_run(self, run: RunInfo) -> None:
         """Once, before the first candidate or epoch of this call."""
+
+    def stop_reason(self) -> str | None:
+        """Polled before each new candidate, batch, epoch or promoted run is started.
+
+        Returns:
+            ``None`` to go on, or why the run stops (e.g. ``"time_budget"``): the runs in flight finish and
+            are recorded, nothing new starts, and the outcome's ``stopped`` is this string.
+        """
+        return None
+
+    def seconds_left(self) -> float | None:
+        """How long this hook lets the run go on, if it knows (a deadline): the progress's time left is
+        capped by the smallest such answer. ``None``: no deadline."""
+        return None
 
     def after_candidate(self, progress: Progress) -> None:
         """After each finished candidate (sampling) or supernet epoch (one-shot: ``progress.step``)."""
 
     def note(self, msg: str) -> None:
-        """A notice of the loop (promotion, resume, time budget)."""
+        """A notice of the loop (promotion, resume, a hook switched off)."""
 
     def after_run(self, outcome: Any, error: BaseException | None) -> None:
         """Once at the end: the :class:`~densenas.sampling.Outcome` (``None`` if the run raised ``error``)."""
+
+    def notify(self, msg: str) -> None:
+        """Send ``msg`` to every hook's :meth:`note` (the log included); dropped outside a :class:`HookList`."""
+        if self._notify is not None:
+            self._notify(msg)
 
 
 class LogLines(Hook):
@@ -137,10 +186,16 @@ class LiveBar(Hook):
 class TensorBoard(Hook):
     """Reward, best reward, metrics and cost of each candidate (or epoch) as TensorBoard scalars under
     ``tb_dir``, through mmengine's ``Visualizer`` with its ``TensorboardVisBackend``; a one-line notice and
-    nothing else when the ``tensorboard`` package is missing or a write fails."""
+    nothing else when the ``tensorboard`` package is missing or a write fails.
+
+    Args:
+        tb_dir: where the event files go (the loop's default: ``<work_dir>/tb``).
+        note: where its notices go; ``None``: to every hook of the run (:meth:`Hook.notify`).
+    """
 
     def __init__(self, tb_dir: str | Path, note: Log | None = None):
-        self.tb_dir, self._note, self._vis = Path(tb_dir), note or (lambda msg: None), None
+        self.tb_dir, self._vis = Path(tb_dir), None
+        self._note = note if note is not None else self.notify
 
     def before_run(self, run: RunInfo) -> None:
         if not tensorboard_available():
@@ -179,13 +234,131 @@ class TensorBoard(Hook):
 
 
 class Callback(Hook):
-    """Calls ``fn(progress)`` after each candidate or epoch (``run(on_progress=...)``)."""
+    """Calls ``fn(progress)`` after each candidate or epoch (``default_hooks(on_progress=fn)``)."""
 
     def __init__(self, fn: Callable[[Progress], None]):
         self.fn = fn
 
     def after_candidate(self, progress: Progress) -> None:
         self.fn(progress)
+
+
+class TimeBudget(Hook):
+    """A wall-clock limit of one :func:`~densenas.loop.run` call (the search and its promotion together):
+    its clock starts in :meth:`before_run`; once ``seconds`` are spent it stops the run with
+    ``stopped="time_budget"`` (the candidate, epoch or promoted runs in flight finish first).
+
+    Args:
+        seconds: the limit (``0``: nothing new starts; a resumed run with more time goes on).
+
+    Raises:
+        ValueError: ``seconds`` is negative or not a number.
+    """
+
+    REASON = "time_budget"
+
+    def __init__(self, seconds: float):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise ValueError(f"TimeBudget: seconds must be a number >= 0, got {seconds!r}")
+        self.seconds = float(seconds)
+        self._t0: float | None = None
+
+    def before_run(self, run: RunInfo) -> None:
+        self._t0 = time.perf_counter()
+
+    def seconds_left(self) -> float | None:
+        if self._t0 is None:
+            return None
+        return self.seconds - (time.perf_counter() - self._t0)
+
+    def stop_reason(self) -> str | None:
+        left = self.seconds_left()
+        return self.REASON if left is not None and left <= 0 else None
+
+
+class StopFile(Hook):
+    """Stops the run gracefully when ``path`` exists (``touch work_dir/STOP``): ``stopped="stop_file"``.
+
+    Args:
+        path: the file to watch; relative paths are taken from the run's work dir when it has one.
+    """
+
+    REASON = "stop_file"
+
+    def __init__(self, path: str | Path = "STOP"):
+        self.path = Path(path)
+        self._resolved = self.path
+
+    def before_run(self, run: RunInfo) -> None:
+        self._resolved = (run.work_dir / self.path if run.work_dir is not None and not self.path.is_absolute()
+                          else self.path)
+        self._told = False
+        if self._resolved.exists():
+            self.notify(f"{self._resolved} exists: nothing new starts (delete it to go on)")
+            self._told = True
+
+    def stop_reason(self) -> str | None:
+        if not self._resolved.exists():
+            return None
+        if not getattr(self, "_told", False):
+            self.notify(f"{self._resolved} found: stopping after the candidates in flight (delete it to resume)")
+            self._told = True
+        return self.REASON
+
+
+class Reports(Hook):
+    """The search's reports (:func:`densenas.viz.write_reports`: ``best_arch.json``, ``leaderboard.md`` /
+    ``.csv``, ``rewards.png``, ``pareto.png``) at the end of the run — also when it raised, as long as the
+    history holds a row — and, with ``every``, after every ``every`` finished candidates or epochs.
+
+    Args:
+        work_dir: where they go; ``None``: the run's work dir.
+        every: also write them after each ``every``-th finished candidate (``None``: at the end only).
+        **options: passed to :func:`~densenas.viz.write_reports` (``top``, ``metrics``, ``reward_label``,
+            ``front``, ``limit``, ``promotion``).
+
+    Raises:
+        ValueError: ``every`` is not a positive integer; (in :meth:`before_run`) neither this hook nor the run
+            has a work dir.
+        TypeError: an option :func:`~densenas.viz.write_reports` does not take.
+    """
+
+    OPTIONS = ("top", "metrics", "reward_label", "front", "limit", "promotion")
+
+    def __init__(self, work_dir: str | Path | None = None, *, every: int | None = None, **options: Any):
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"Reports: every must be a positive integer or None, got {every!r}")
+        unknown = sorted(set(options) - set(self.OPTIONS))
+        if unknown:
+            raise TypeError(f"Reports: unknown option(s) {unknown}; it takes {list(self.OPTIONS)}")
+        self.work_dir = None if work_dir is None else Path(work_dir)
+        self.every, self.options = every, options
+        self.written: dict[str, Path] = {}  # the files of the last write_reports call
+        self._history: Any = None
+        self._dir: Path | None = None
+
+    def before_run(self, run: RunInfo) -> None:
+        self._dir = self.work_dir or run.work_dir
+        if self._dir is None:
+            raise ValueError("Reports needs a work dir: give Reports(work_dir) or run(work_dir=...)")
+        self._history = run.history
+
+    def write(self) -> dict[str, Path]:
+        """Write the reports now (nothing while the history holds no row); returns the files written."""
+        from .viz import write_reports
+
+        if self._history is None or not self._history.count(finished_only=False):
+            return {}
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self.written = write_reports(self._history, self._dir, **self.options)
+        return self.written
+
+    def after_candidate(self, progress: Progress) -> None:
+        if self.every is not None and progress.done % self.every == 0:
+            self.write()
+
+    def after_run(self, outcome: Any, error: BaseException | None) -> None:
+        self.write()
 
 
 def tensorboard_available() -> bool:
@@ -199,42 +372,104 @@ def _best_reward(p: Progress) -> float | None:
     return p.best.result.reward if p.best else None
 
 
-class HookList:
-    """The hooks of one loop call, called in order; a hook that raises is switched off (module docstring).
+BUILTIN_HOOKS: tuple[type[Hook], ...] = (LogLines, LiveBar, TensorBoard, Callback, TimeBudget, StopFile, Reports)
+"""The hooks densenas ships: called first, and their errors stop the run (not subclasses: those are user hooks)."""
 
-    The loop's own outputs are built in front of the user's hooks: :class:`LogLines` (when ``log`` is
-    given), :class:`LiveBar` (``live``; ``None``: when stdout is a terminal), :class:`TensorBoard`
-    (``tb_dir``) and :class:`Callback` (``on_progress``).
+
+def is_builtin(hook: Hook) -> bool:
+    """Whether ``hook`` is one of :data:`BUILTIN_HOOKS` (exactly: a subclass is a user hook)."""
+    return type(hook) in BUILTIN_HOOKS
+
+
+def default_hooks(log: Log | None = print, *, live: bool | None = None, work_dir: str | Path | None = None,
+                  tensorboard: bool = True, time_budget_s: float | None = None,
+                  reports: Reports | Mapping[str, Any] | bool | None = None,
+                  on_progress: Callable[[Progress], None] | None = None) -> list[Hook]:
+    """The usual hooks of a search, in their order: pass them (plus your own) as ``run(..., hooks=...)``.
+
+    Args:
+        log: :class:`LogLines` to this callable (``None``: no lines).
+        live: :class:`LiveBar`; ``None``: when stdout is a terminal.
+        work_dir: :class:`TensorBoard` scalars go to ``<work_dir>/tb`` (none without a work dir).
+        tensorboard: ``False``: no :class:`TensorBoard` hook.
+        time_budget_s: a :class:`TimeBudget` of this many seconds (``None``: no limit).
+        reports: a :class:`Reports` hook, or ``True`` / a dict of its keyword arguments for one; ``None`` or
+            ``False``: none.
+        on_progress: a :class:`Callback` calling it with every :class:`~densenas.progress.Progress`.
+
+    Returns:
+        ``[LogLines, Callback, LiveBar, TensorBoard, TimeBudget, Reports]``, each where asked for.
+    """
+    hooks: list[Hook] = []
+    if log is not None:
+        hooks.append(LogLines(log))
+    if on_progress is not None:
+        hooks.append(Callback(on_progress))
+    if sys.stdout.isatty() if live is None else live:
+        hooks.append(LiveBar())
+    if tensorboard and work_dir is not None:
+        hooks.append(TensorBoard(Path(work_dir) / TB_DIR))
+    if time_budget_s is not None:
+        hooks.append(TimeBudget(time_budget_s))
+    if isinstance(reports, Reports):
+        hooks.append(reports)
+    elif reports is True:
+        hooks.append(Reports())
+    elif isinstance(reports, Mapping):
+        hooks.append(Reports(**reports))
+    elif reports not in (None, False):
+        raise TypeError(f"default_hooks: reports must be a Reports, a dict of its options, True or None, "
+                        f"got {reports!r}")
+    return hooks
+
+
+class HookList:
+    """The hooks of one loop call (module docstring): the built-in ones first, then the others in their
+    order; a user hook that raises is switched off with a notice, a built-in one's error is raised.
+
+    Args:
+        hooks: :class:`Hook` objects (:func:`default_hooks` and your own).
+        info: the run's :class:`RunInfo`, given to :meth:`Hook.before_run` by :meth:`start`.
+
+    Raises:
+        TypeError: an element of ``hooks`` is not a :class:`Hook`.
     """
 
-    def __init__(self, hooks: Sequence[Hook] = (), *, log: Log | None = None, live: bool | None = None,
-                 tb_dir: str | Path | None = None, on_progress: Callable[[Progress], None] | None = None,
-                 info: RunInfo | None = None):
+    def __init__(self, hooks: Sequence[Hook] = (), *, info: RunInfo | None = None):
         self.info = info
-        own: list[Hook] = []
-        if log is not None:
-            own.append(LogLines(log))
-        if on_progress is not None:
-            own.append(Callback(on_progress))
-        if sys.stdout.isatty() if live is None else live:
-            own.append(LiveBar())
-        if tb_dir is not None:
-            own.append(TensorBoard(tb_dir, note=self.note))
         for h in hooks:
             if not isinstance(h, Hook):
                 raise TypeError(f"hooks: {h!r} is not a densenas.hooks.Hook")
-        self.hooks = own + list(hooks)
-        self._user = set(map(id, hooks))
+        hooks = list(hooks)
+        self.hooks = [h for h in hooks if is_builtin(h)] + [h for h in hooks if not is_builtin(h)]
+        for h in self.hooks:
+            h._notify = self.note
 
-    def _call(self, name: str, *args: Any) -> None:
+    def _drop(self, h: Hook) -> None:
+        self.hooks = [x for x in self.hooks if x is not h]
+
+    def _call(self, name: str, *args: Any) -> list[Any]:
+        """Call ``name`` on every hook in order; the answers of the hooks that did not raise."""
+        out = []
         for h in list(self.hooks):
             try:
-                getattr(h, name)(*args)
+                out.append(getattr(h, name)(*args))
             except Exception as e:  # noqa: BLE001 - a hook's failure must not cost the search its candidates
-                if id(h) not in self._user:
+                if is_builtin(h):
                     raise
-                self.hooks.remove(h)
+                self._drop(h)
                 self.note(f"hook {type(h).__name__} switched off: {name} raised {type(e).__name__}: {e}")
+        return out
+
+    def stop_reason(self) -> str | None:
+        """The first hook's reason to stop (:meth:`Hook.stop_reason`), or ``None`` to go on (every hook is
+        asked, so a failing one is switched off now, not at the next poll)."""
+        return next((str(r) for r in self._call("stop_reason") if r), None)
+
+    def seconds_left(self) -> float | None:
+        """The smallest :meth:`Hook.seconds_left` of the hooks (``None``: no deadline)."""
+        left = [float(s) for s in self._call("seconds_left") if s is not None]
+        return min(left) if left else None
 
     def note(self, msg: str) -> None:
         """A notice to every hook (the log included)."""
@@ -242,8 +477,8 @@ class HookList:
             try:
                 h.note(msg)
             except Exception:  # noqa: BLE001 - a failing note is dropped, never recursed into
-                if id(h) in self._user:
-                    self.hooks.remove(h)
+                if not is_builtin(h):
+                    self._drop(h)
 
     def before_run(self, run: RunInfo) -> None:
         self._call("before_run", run)

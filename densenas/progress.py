@@ -2,15 +2,17 @@
 
 Used by the one search loop, :func:`densenas.loop.run`, for sampling strategies (a line per finished
 candidate) and one-shot ones (DARTS, Liu et al., ICLR 2019: a line per supernet epoch, a *step* of the
-run's one candidate, like Optuna's ``trial.report``). The outputs are hooks (:mod:`densenas.hooks`), each
-optional:
+run's one candidate, like Optuna's ``trial.report``). The outputs are hooks (:mod:`densenas.hooks`, built
+by :func:`densenas.hooks.default_hooks`), each optional:
 
-- ``log``: a callback given :func:`progress_line` strings (``tools/search.py`` writes them to
-  ``search.log``);
-- a live bar (``rich``) with done / total, the best reward and the time left, when stdout is a terminal;
-- scalars (reward, best reward, metrics, cost) under ``<work_dir>/tb/`` through mmengine's
-  ``Visualizer`` with its ``TensorboardVisBackend``, when the ``tensorboard`` package is importable (a
-  one-line notice otherwise).
+- :class:`~densenas.hooks.LogLines`: a callback given :func:`progress_line` strings (``tools/search.py``
+  writes them to ``search.log``);
+- :class:`~densenas.hooks.LiveBar`: a ``rich`` bar with done / total, the best reward and the time left,
+  when stdout is a terminal;
+- :class:`~densenas.hooks.TensorBoard`: scalars (reward, best reward, metrics, cost) under
+  ``<work_dir>/tb/`` through mmengine's ``Visualizer`` with its ``TensorboardVisBackend``, when the
+  ``tensorboard`` package is importable (a one-line notice otherwise);
+- :class:`~densenas.hooks.Callback`: ``fn(progress)`` with every :class:`Progress`.
 """
 from __future__ import annotations
 
@@ -31,11 +33,12 @@ class Progress:
 
     Attributes:
         done: finished candidates or steps, earlier runs of a resumed search included.
-        total: the budget (``num_candidates`` or ``epochs``).
+        total: the budget (``Budget.candidates`` or ``Budget.epochs``, :class:`densenas.loop.Budget`).
         candidate: the finished candidate, or the one-shot run's candidate (still ``running``).
         best: the best finished candidate (sampling).
         elapsed: seconds since this call of the loop started.
-        eta: estimated seconds left (capped by the time budget).
+        eta: estimated seconds left (capped by a hook's deadline, e.g. the time budget:
+            :meth:`densenas.hooks.Hook.seconds_left`).
         step: the finished step (one-shot).
         best_step: the best-scoring step so far (one-shot).
     """

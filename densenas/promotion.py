@@ -265,8 +265,13 @@ def carried_candidates(pool: list[Standing], keys: tuple[str, ...], chosen: set[
     return [s.candidate for s in pool if s.id not in chosen and s.candidate.arch.key in want]
 
 
+def stopped_why(reason: str | None) -> str:
+    """The words of a promotion log line for the reason a hook stopped the run."""
+    return "the time budget ran out" if reason in (None, "time_budget") else f"the run was stopped ({reason})"
+
+
 def promote(history: History, executor: Any, cfg: PromotionCfg, log: Callable[[str], None], *,
-            time_left: Callable[[], bool] = lambda: True) -> int:
+            stop: Callable[[], str | None] = lambda: None) -> int:
     """Train the promoted rungs of a finished sampling search (those not yet in ``history``).
 
     Args:
@@ -274,7 +279,8 @@ def promote(history: History, executor: Any, cfg: PromotionCfg, log: Callable[[s
         executor: where they train (:mod:`densenas.parallel`; jobs carry ``scale``).
         cfg: the promotion settings.
         log: one line per rung and per finished run.
-        time_left: ``False`` once the search's time budget is spent: no new run starts (those in flight
+        stop: asked before each new run: a reason (the loop's hooks: ``"time_budget"`` once the search's time
+            budget is spent, or another hook's) means no new run starts (those in flight
             finish and are recorded; a resumed search trains the rest).
 
     Returns:
@@ -302,13 +308,13 @@ def promote(history: History, executor: Any, cfg: PromotionCfg, log: Callable[[s
             f"{cfg.seeds} seed(s) at {scale:g}x the iterations: {len(jobs)} run(s) to train"
             + (f", {len(chosen) * cfg.seeds - len(jobs)} recorded already" if len(jobs) < len(chosen) * cfg.seeds
                else ""))
-        t0, queue, in_flight, out_of_time = time.perf_counter(), list(jobs), 0, False
+        t0, queue, in_flight, stopped = time.perf_counter(), list(jobs), 0, None
         slots = max(1, int(getattr(executor, "workers", 1)))
         while queue or in_flight:
-            # at most one run per worker in flight, so the time budget is checked before each new run
-            while queue and in_flight < slots and not out_of_time:
-                if not time_left():
-                    out_of_time = True
+            # at most one run per worker in flight, so the hooks are asked before each new run
+            while queue and in_flight < slots and stopped is None:
+                stopped = stop()
+                if stopped is not None:
                     break
                 executor.submit(queue.pop(0))
                 in_flight += 1
@@ -323,7 +329,7 @@ def promote(history: History, executor: Any, cfg: PromotionCfg, log: Callable[[s
             log(f"  rung {rung} #{job.cid} seed {job.seed}: {what} ({result.wall_time:.1f}s"
                 + (f" on {done.worker}" if done.worker != "in-process" else "") + ")")
         if queue:
-            log(f"promotion: the time budget ran out at rung {rung} ({len(queue)} run(s) not started; "
+            log(f"promotion: {stopped_why(stopped)} at rung {rung} ({len(queue)} run(s) not started; "
                 f"--resume trains them)")
             return trained
         ranked = standings(history, cfg.tie_z)

@@ -26,7 +26,7 @@ from typing import Callable
 
 from .finetune import arch_folder, fine_tune_arch
 from .history import Candidate, History
-from .promotion import PromotionCfg, carried_candidates, rung_pool, rung_seed, standings
+from .promotion import PromotionCfg, carried_candidates, rung_pool, rung_seed, standings, stopped_why
 from .result import Result
 
 FINAL_DIR = "promotion_final"  # under the search's work dir: one folder per candidate, one per seed
@@ -61,8 +61,11 @@ def _run_one(candidate: Candidate, seed: int, cfg: PromotionCfg, work_dir: Path)
 
 
 def final_rung(history: History, cfg: PromotionCfg, work_dir: str | Path, log: Callable[[str], None], *,
-               time_left: Callable[[], bool] = lambda: True) -> int:
+               stop: Callable[[], str | None] = lambda: None) -> int:
     """Train the final rung's runs not yet in ``history`` (module docstring); returns how many were trained.
+
+    ``stop`` is asked before each run (the loop's hooks: a reason such as ``"time_budget"`` means no new one
+    starts; a resumed search trains the rest).
 
     Raises:
         ValueError: the settings cannot run (no task metric, no ``config.py`` in ``work_dir``).
@@ -88,8 +91,9 @@ def final_rung(history: History, cfg: PromotionCfg, work_dir: str | Path, log: C
         f"(in {work_dir / FINAL_DIR})")
     trained, t0 = 0, time.perf_counter()
     for c, j in todo:
-        if not time_left():
-            log(f"promotion: the time budget ran out at the final rung ({len(todo) - trained} run(s) not "
+        reason = stop()  # the loop's hooks (a time budget ...): no new fine-tuning starts
+        if reason is not None:
+            log(f"promotion: {stopped_why(reason)} at the final rung ({len(todo) - trained} run(s) not "
                 f"started; --resume trains them)")
             break
         seed = rung_seed(c, j)

@@ -6,7 +6,9 @@ their history rows, hands them to an executor (:mod:`densenas.parallel`: here, o
 and records each result. ``mode="batch"``: ``batch`` archs at a time, recorded in row order with one shared
 snapshot of finished results each (reproducible given the seed); ``mode="async"``: ``executor.workers`` in
 flight, one proposed as each finishes. Duplicated proposals are answered from the history (or wait for
-their twin in flight); rows a kill left ``running`` are trained again with their arch and seed.
+their twin in flight); rows a kill left ``running`` are trained again with their arch and seed. Before each
+new candidate (or batch) the hooks are asked whether to stop (:meth:`densenas.hooks.Hook.stop_reason`: a time
+budget, a stop file, a user's rule); the candidates in flight then finish and are recorded.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ class Outcome:
     Attributes:
         done: finished candidates (sampling) or steps (one-shot), earlier calls included.
         total: the budget asked for.
-        stopped: ``"complete"``, ``"time_budget"`` or ``"duplicates"`` (a converged sampling strategy).
+        stopped: ``"complete"``, ``"duplicates"`` (a converged sampling strategy) or the reason a hook stopped
+            the run with (:meth:`~densenas.hooks.Hook.stop_reason`: ``"time_budget"``, ``"stop_file"``, ...).
         arch: sampling: the best candidate's arch; one-shot: the arch derived after the last step.
         best: sampling: the best candidate; one-shot: the run's candidate row.
         standing: sampling with promotion: the pick's :class:`~densenas.promotion.Standing` (its rung, mean
@@ -48,17 +51,20 @@ class Outcome:
     standing: Any = None
 
 
-def eta(elapsed: float, done_here: int, left: int, time_budget_s: float | None) -> float:
+def eta(elapsed: float, done_here: int, left: int, seconds_left: float | None) -> float:
+    """Seconds until ``left`` more are done at this call's pace, capped by ``seconds_left`` (a hook's deadline:
+    :meth:`densenas.hooks.HookList.seconds_left`)."""
     eta = elapsed / max(done_here, 1) * left
-    return min(eta, max(time_budget_s - elapsed, 0.0)) if time_budget_s is not None else eta
+    return min(eta, max(seconds_left, 0.0)) if seconds_left is not None else eta
 
 
 def run_sampling(space: SearchSpace, strategy: Strategy, evaluator: Any, history: History,
-                  rep: HookList, *, num_candidates: int, time_budget_s: float | None, seed: int,
-                  max_duplicates: int, executor: Any = None, mode: str = "batch", batch: int = 1) -> Outcome:
+                  rep: HookList, *, num_candidates: int, seed: int, max_duplicates: int, executor: Any = None,
+                  mode: str = "batch", batch: int = 1) -> Outcome:
     """The sampling loop over an executor (:mod:`densenas.parallel`); the driver alone proposes, observes and
     writes the history. ``mode="batch"``: propose ``batch`` archs, train them (in parallel), observe them in
-    row order; ``mode="async"``: keep ``executor.workers`` candidates in flight, proposing one as each ends."""
+    row order; ``mode="async"``: keep ``executor.workers`` candidates in flight, proposing one as each ends.
+    ``rep.stop_reason()`` is asked before anything new starts; its reason ends the run (``Outcome.stopped``)."""
     state = history.strategy_state()
     if state is not None:
         strategy.load_state_dict(state)
@@ -76,8 +82,8 @@ def run_sampling(space: SearchSpace, strategy: Strategy, evaluator: Any, history
     # of old, bit for bit). Otherwise each job carries the driver's finished results (row order) to restore.
     snapshots = not (isinstance(executor, InProcessExecutor) and slots == 1)
     remote = not isinstance(executor, InProcessExecutor)
-    loop = _Loop(strategy, history, rep, executor, num_candidates, time_budget_s, seed, max_duplicates, remote)
-    if pending and not loop.out_of_time():  # rows a kill left running: same archs and seeds, results before
+    loop = _Loop(strategy, history, rep, executor, num_candidates, seed, max_duplicates, remote)
+    if pending and not loop.should_stop():  # rows a kill left running: same archs and seeds, results before
         first = pending[0].id
         snap = [c.result for c in history.finished() if c.id < first or mode == "async"] if snapshots else None
         loop.run_jobs([Job(c.id, c.arch, c.seed, snap) for c in pending], ordered=mode == "batch")
@@ -86,7 +92,7 @@ def run_sampling(space: SearchSpace, strategy: Strategy, evaluator: Any, history
             if not loop.async_step(snapshots):
                 break
             continue
-        if loop.stopped or loop.out_of_time():
+        if loop.should_stop():
             break
         n = min(batch, num_candidates - history.count(finished_only=False))
         archs = loop.new_archs(strategy.propose_batch(n))
@@ -101,9 +107,9 @@ class _Loop:
     from the history, progress reported (one instance per :func:`run` call)."""
 
     def __init__(self, strategy: Strategy, history: History, rep: HookList, executor: Any, total: int,
-                 time_budget_s: float | None, seed: int, max_duplicates: int, remote: bool):
+                 seed: int, max_duplicates: int, remote: bool):
         self.strategy, self.history, self.rep, self.executor = strategy, history, rep, executor
-        self.total, self.time_budget_s, self.seed, self.max_duplicates = total, time_budget_s, seed, max_duplicates
+        self.total, self.seed, self.max_duplicates = total, seed, max_duplicates
         self.remote = remote
         self.t0 = time.perf_counter()
         self.done_here = self.duplicates = 0
@@ -111,10 +117,11 @@ class _Loop:
         self.in_flight: dict[int, Job] = {}
         self.followers: dict[str, list[Arch]] = {}  # arch key in flight -> re-proposals waiting for its result
 
-    def out_of_time(self) -> bool:
-        if self.time_budget_s is not None and time.perf_counter() - self.t0 >= self.time_budget_s:
-            self.stopped = "time_budget"
-        return self.stopped == "time_budget"
+    def should_stop(self) -> bool:
+        """Whether nothing new may start: stopped already (duplicates, a hook), or a hook says so now."""
+        if self.stopped is None:
+            self.stopped = self.rep.stop_reason()
+        return self.stopped is not None
 
     def new_archs(self, archs: list[Arch]) -> list[Arch]:
         """The proposals to train: the others (known to the history, or already proposed and not finished)
@@ -167,9 +174,9 @@ class _Loop:
 
     def async_step(self, snapshots: bool) -> bool:
         """Top up to ``executor.workers`` candidates in flight, then record the next one to finish; ``False``
-        when nothing is in flight and nothing more may start (budget, time or duplicates)."""
+        when nothing is in flight and nothing more may start (budget, duplicates or a hook's stop)."""
         while (not self.stopped and self.executor.in_flight() < self.executor.workers
-               and self.history.count(finished_only=False) < self.total and not self.out_of_time()):
+               and self.history.count(finished_only=False) < self.total and not self.should_stop()):
             archs = self.new_archs([self.strategy.propose()])
             snap = [c.result for c in self.history.finished()] if snapshots else None
             for job in self.start_rows(archs, snap):
@@ -191,6 +198,6 @@ class _Loop:
         elapsed = time.perf_counter() - self.t0
         h = self.history
         self.rep.after_candidate(Progress(h.count(), self.total, h.get(job.cid), h.best(), elapsed,
-                                 eta(elapsed, self.done_here, self.total - h.count(), self.time_budget_s)))
+                                 eta(elapsed, self.done_here, self.total - h.count(), self.rep.seconds_left())))
         if self.remote or d.notes:
             self.rep.note(f"  #{job.cid} ran on {d.worker}" + "".join(f"; {n}" for n in d.notes))

@@ -24,7 +24,7 @@ from densenas import distributed as dist  # noqa: E402
 from densenas.decoders.irnas import IRNASSpace  # noqa: E402
 from densenas.evaluation.supernet import build_supernet_trainer  # noqa: E402
 from densenas.history import History  # noqa: E402
-from densenas.loop import run  # noqa: E402
+from densenas.loop import Budget, default_hooks, run  # noqa: E402
 from densenas.strategies import build_strategy  # noqa: E402
 
 
@@ -58,8 +58,8 @@ def main() -> None:
     trainer = build_supernet_trainer(space, data(32, 1), data(8, 2), F.mse_loss, score, epochs=args.epochs,
                                      cfg=strategy.cfg, seed=0)
     with History(work / "history.sqlite") as h:
-        outcome = run(space, strategy, trainer, h, epochs=args.epochs, work_dir=work, seed=0,
-                      log=(print if dist.is_main() else (lambda msg: None)), live=False, tensorboard=False)
+        outcome = run(space, strategy, trainer, h, Budget(epochs=args.epochs, seed=0), work_dir=work,
+                      hooks=default_hooks(print if dist.is_main() else None, live=False, tensorboard=False))
     torch.save({"supernet": trainer.supernet.state_dict(), "arch": outcome.arch.to_dict(),
                 "world_size": dist.world_size()}, out / f"rank{dist.rank()}.pt")
     dist.destroy()

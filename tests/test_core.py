@@ -16,7 +16,7 @@ import torch
 from densenas.arch import Arch, Decision, InvalidArch
 from densenas.result import Result
 from densenas.history import History
-from densenas.loop import run
+from densenas.loop import Budget, run
 from densenas.strategies import RandomSearch
 from densenas.tasks.segmentation.losses import confusion_matrix, seg_metrics, seg_reward
 from toy import TARGET, ToyEvaluator, ToySpace
@@ -104,7 +104,7 @@ def test_loop_records_every_candidate_and_survives_failures(tmp_path):
             return self.script.pop(0) if self.script else super().propose()
 
     with History(tmp_path / "h.sqlite") as h:
-        run(space, Scripted(), ev, h, num_candidates=12)
+        run(space, Scripted(), ev, h, Budget(candidates=12))
         rows = h.finished()
         assert len(rows) == 12 and len({c.arch.key for c in rows}) == 12
         assert rows[0].status == "failed" and "RuntimeError: boom" in rows[0].result.error

@@ -17,7 +17,7 @@ from densenas.decoders.autodeeplab import AutoDeepLabSpace
 from densenas.evaluation.supernet import (Splits, SupernetTrainer, build_supernet_trainer, split_halves,
                                           trainer_for_task)
 from densenas.history import History
-from densenas.loop import CHECKPOINT, DERIVED, load_checkpoint, run
+from densenas.loop import CHECKPOINT, DERIVED, Budget, load_checkpoint, run
 from densenas.strategies.darts import Darts, DartsCfg
 from densenas.differentiable import DifferentiableSpace, Supernet
 from densenas.tasks.segmentation.losses import seg_loss
@@ -226,7 +226,7 @@ def test_darts_on_tiny_autodeeplab(tmp_path):
                               cost_fn=lambda a: {"params": float(sum(p.numel() for p in space.build(a).parameters()))})
     a0 = [p.detach().clone() for p in supernet.arch_parameters()]
     with History(tmp_path / "history.sqlite") as h:
-        arch = run(space, Darts(space), trainer, h, epochs=2, work_dir=tmp_path, tensorboard=False).arch
+        arch = run(space, Darts(space), trainer, h, Budget(epochs=2), work_dir=tmp_path).arch
         steps = h.steps()
         assert [s.step for s in steps] == [1, 2]
         assert all(s.result.ok and 0 <= s.result.metrics["miou"] <= 1 and s.result.cost["params"] > 0
@@ -283,7 +283,7 @@ def test_search_segmentation_end_to_end_and_resume(tmp_path):
         trainer = build_supernet_trainer(space, (images, labels), (images[:2], labels[:2]), seg_loss,
                                          seg_score_fn(2, 2), epochs=2, cfg=strategy.cfg)
         with History(tmp_path / "history.sqlite") as h:
-            return run(space, strategy, trainer, h, epochs=epochs, work_dir=tmp_path, tensorboard=False).arch
+            return run(space, strategy, trainer, h, Budget(epochs=epochs), work_dir=tmp_path).arch
 
     first = search(1)
     last = search(2)

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from densenas.history import History, HistoryError
-from densenas.loop import run
+from densenas.loop import Budget, run
 from densenas.strategies import build_strategy
 from toy import ToyEvaluator, ToySpace, reward_of
 
@@ -48,8 +48,8 @@ def search(path: Path, n: int, db_wrapper: Any = None) -> None:
     with History(path) as h:
         if db_wrapper is not None:
             h.db = db_wrapper(h.db)
-        run(space, build_strategy({"type": "random", "seed": 3}, space), ToyEvaluator(), h, num_candidates=n,
-            seed=7, tensorboard=False, log=lambda *_: None)
+        run(space, build_strategy({"type": "random", "seed": 3}, space), ToyEvaluator(), h,
+            Budget(candidates=n, seed=7))
 
 
 def dump(path: Path) -> dict[str, list[tuple]]:
@@ -315,13 +315,13 @@ def test_same_history_goes_on_after_a_failed_write(template, fail_at):
             real, h.db = h.db, FailingWrites(h.db, fail_at, FULL, path)
             with pytest.raises(HistoryError):
                 run(space, build_strategy({"type": "random", "seed": 3}, space), ToyEvaluator(), h,
-                    num_candidates=N + 20, seed=7, tensorboard=False, log=lambda *_: None)
+                    Budget(candidates=N + 20, seed=7))
             committed, h.db = h.db.committed, real
             assert not h.db.in_transaction
             assert [(c.id, c.status) for c in h.candidates()] == [(r[0], r[3]) for r in committed["candidates"]]
             done = h.count()
             run(space, build_strategy({"type": "random", "seed": 3}, space), ToyEvaluator(), h,
-                num_candidates=done + 2, seed=7, tensorboard=False, log=lambda *_: None)
+                Budget(candidates=done + 2, seed=7))
         assert_sound(path, done + 2)
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from densenas.config import ConfigError, load_config
 from densenas.history import History
-from densenas.hooks import Hook, HookList, RunInfo, build_hooks
-from densenas.loop import run
+from densenas.hooks import Hook, HookList, LogLines, RunInfo, build_hooks
+from densenas.loop import Budget, run
 from densenas.strategies import RandomSearch
 from toy import ToyEvaluator, ToySpace
 
@@ -33,12 +33,12 @@ class Recorder(Hook):
 def test_a_hook_sees_the_run_each_candidate_and_the_end_also_on_resume(tmp_path):
     space, rec = ToySpace(), Recorder()
     with History(tmp_path / "h.sqlite") as h:
-        out = run(space, RandomSearch(space, seed=1), ToyEvaluator(), h, num_candidates=3, hooks=[rec])
+        out = run(space, RandomSearch(space, seed=1), ToyEvaluator(), h, Budget(candidates=3), hooks=[rec])
         assert rec.calls == [("before", 3, 0, "candidates"), ("candidate", 1, 1), ("candidate", 2, 2),
                              ("candidate", 3, 3), ("after", 3, "NoneType")]
         assert out.done == 3
         rec.calls.clear()
-        run(space, RandomSearch(space, seed=1), ToyEvaluator(), h, num_candidates=5, hooks=[rec])
+        run(space, RandomSearch(space, seed=1), ToyEvaluator(), h, Budget(candidates=5), hooks=[rec])
         assert rec.calls[0] == ("before", 5, 3, "candidates") and rec.calls[-1] == ("after", 5, "NoneType")
 
 
@@ -59,14 +59,14 @@ def test_after_run_is_told_the_error_and_a_failing_hook_is_switched_off(tmp_path
 
     space, rec, lines = ToySpace(), Recorder(), []
     with History(tmp_path / "h.sqlite") as h:
-        out = run(space, RandomSearch(space, seed=1), ToyEvaluator(), h, num_candidates=3, hooks=[Boom(), rec],
-                  log=lines.append)
+        out = run(space, RandomSearch(space, seed=1), ToyEvaluator(), h, Budget(candidates=3),
+                  hooks=[Boom(), rec, LogLines(lines.append)])
         assert out.done == 3 and [c[0] for c in rec.calls].count("candidate") == 3  # the search went on
         assert sum("hook Boom switched off: after_candidate raised RuntimeError: disk full" in ln
                    for ln in lines) == 1
     rec.calls.clear()
     with History(tmp_path / "h2.sqlite") as h, pytest.raises(Killed):
-        run(space, RandomSearch(space, seed=1), Dies(), h, num_candidates=5, hooks=[rec])
+        run(space, RandomSearch(space, seed=1), Dies(), h, Budget(candidates=5), hooks=[rec])
     assert rec.calls[-1] == ("after", None, "Killed")
 
 

@@ -14,7 +14,7 @@ import torch
 from densenas.arch import Arch
 from densenas.evaluation.supernet import Splits
 from densenas.history import History
-from densenas.loop import CHECKPOINT, DERIVED, load_checkpoint, run
+from densenas.loop import CHECKPOINT, DERIVED, Budget, default_hooks, load_checkpoint, run
 from densenas.hooks import tensorboard_available
 from densenas.strategies import Darts, RandomSearch, build_strategy
 from densenas.viz import write_reports
@@ -34,7 +34,7 @@ def _reinforce(space: ToySpace):
 def test_sampling_resume_after_kill_reevaluates_running_row(tmp_path):
     space, n = ToySpace(), 10
     with History(tmp_path / "ref.sqlite") as h:
-        out = run(space, _reinforce(space), ToyEvaluator(), h, num_candidates=n, seed=7)
+        out = run(space, _reinforce(space), ToyEvaluator(), h, Budget(candidates=n, seed=7))
         ref = [(c.arch.key, c.seed, c.result.reward) for c in h.finished()]
         assert out.done == n and out.stopped == "complete" and out.best.result.reward == max(r for *_, r in ref)
 
@@ -45,14 +45,15 @@ def test_sampling_resume_after_kill_reevaluates_running_row(tmp_path):
             return super().evaluate(arch, seed)
 
     with History(tmp_path / "h.sqlite") as h, pytest.raises(Killed):
-        run(space, _reinforce(space), Dying(), h, num_candidates=n, seed=7)
+        run(space, _reinforce(space), Dying(), h, Budget(candidates=n, seed=7))
     with History(tmp_path / "h.sqlite") as h:
         (left,) = h.running()
         before = {c.id: c.finished for c in h.finished()}
         assert len(before) == 4 and left.id == 5
         lines: list[str] = []
         ev = ToyEvaluator()
-        run(space, _reinforce(space), ev, h, num_candidates=n, seed=7, log=lines.append)
+        run(space, _reinforce(space), ev, h, Budget(candidates=n, seed=7),
+            hooks=default_hooks(lines.append, live=False))
         rows = h.finished()
         assert [(c.arch.key, c.seed, c.result.reward) for c in rows] == ref and not h.running()
         assert {c.id: c.finished for c in rows if c.id in before} == before  # not re-run
@@ -65,7 +66,7 @@ def test_failed_candidate_is_recorded_and_the_loop_goes_on(tmp_path):
     space = ToySpace()
     bad = RandomSearch(space, seed=0).propose()
     with History(tmp_path / "h.sqlite") as h:
-        run(space, RandomSearch(space, seed=0), ToyEvaluator(fail_on={bad.key}), h, num_candidates=5)
+        run(space, RandomSearch(space, seed=0), ToyEvaluator(fail_on={bad.key}), h, Budget(candidates=5))
         rows = h.finished()
         assert len(rows) == 5 and rows[0].arch == bad
         assert rows[0].status == "failed" and rows[0].result.error == "RuntimeError: boom"
@@ -75,10 +76,11 @@ def test_failed_candidate_is_recorded_and_the_loop_goes_on(tmp_path):
 def test_time_budget_stops_between_candidates(tmp_path):
     space = ToySpace()
     with History(tmp_path / "h.sqlite") as h:
-        out = run(space, RandomSearch(space), ToyEvaluator(), h, num_candidates=5, time_budget_s=0.0)
+        out = run(space, RandomSearch(space), ToyEvaluator(), h, Budget(candidates=5),
+                  hooks=default_hooks(None, live=False, time_budget_s=0.0))
         assert out.stopped == "time_budget" and h.count(finished_only=False) == 0
-        out = run(space, RandomSearch(space), ToyEvaluator(delay=0.05), h, num_candidates=50,
-                  time_budget_s=0.12)
+        out = run(space, RandomSearch(space), ToyEvaluator(delay=0.05), h, Budget(candidates=50),
+                  hooks=default_hooks(None, live=False, time_budget_s=0.12))
         assert out.stopped == "time_budget" and 2 <= h.count() <= 4 and not h.running()
 
 
@@ -86,7 +88,7 @@ def test_strategy_state_is_stored_weights_only(tmp_path):
     space = ToySpace()
     for kind in ("reinforce", "evolution", "random"):
         with History(tmp_path / f"{kind}.sqlite") as h:
-            run(space, build_strategy({"type": kind, "seed": 1}, space), ToyEvaluator(), h, num_candidates=6)
+            run(space, build_strategy({"type": kind, "seed": 1}, space), ToyEvaluator(), h, Budget(candidates=6))
         with sqlite3.connect(tmp_path / f"{kind}.sqlite") as db:
             (blob,) = db.execute("SELECT value FROM meta WHERE key='strategy_state'").fetchone()
         state = torch.load(io.BytesIO(blob), weights_only=True)
@@ -99,27 +101,28 @@ def test_strategy_state_is_stored_weights_only(tmp_path):
 def test_budget_key_and_history_kind_are_checked(tmp_path):
     space = ToySpace()
     with History(tmp_path / "h.sqlite") as h:
-        with pytest.raises(ValueError, match="num_candidates"):
-            run(space, RandomSearch(space), ToyEvaluator(), h, epochs=3)
-        run(space, RandomSearch(space), ToyEvaluator(), h, num_candidates=2)
+        with pytest.raises(ValueError, match=r"samples candidates: give Budget\(candidates=\.\.\.\)"):
+            run(space, RandomSearch(space), ToyEvaluator(), h, Budget(epochs=3))
+        run(space, RandomSearch(space), ToyEvaluator(), h, Budget(candidates=2))
         net, trainer = _toy()
-        with pytest.raises(ValueError, match="epochs"):
-            run(ToyMixedSpace(), Darts(ToyMixedSpace()), trainer, h, num_candidates=2, work_dir=tmp_path)
+        with pytest.raises(ValueError, match=r"is one-shot: give Budget\(epochs=\.\.\.\)"):
+            run(ToyMixedSpace(), Darts(ToyMixedSpace()), trainer, h, Budget(candidates=2), work_dir=tmp_path)
         with pytest.raises(ValueError, match="holds a sampling search"):
-            run(ToyMixedSpace(), Darts(ToyMixedSpace()), trainer, h, epochs=2, work_dir=tmp_path)
+            run(ToyMixedSpace(), Darts(ToyMixedSpace()), trainer, h, Budget(epochs=2), work_dir=tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ one-shot
-def _darts_run(work, epochs: int, seed: int = 5, splits: Splits = SPLITS, **kw):
+def _darts_run(work, epochs: int, seed: int = 5, splits: Splits = SPLITS, log=None, tensorboard: bool = False,
+               time_budget_s: float | None = None, hooks=()):
     """A fresh 'process': new supernet and trainer (init from ``seed``), state from the work dir."""
     net, trainer = _toy(seed=seed, splits=splits)
     calls: list[int] = []
     orig = trainer.train_epoch
     trainer.train_epoch = lambda *a, **k: (calls.append(trainer.epoch), orig(*a, **k))[1]
     space = ToyMixedSpace()
-    kw.setdefault("tensorboard", False)
+    own = default_hooks(log, live=False, work_dir=work, tensorboard=tensorboard, time_budget_s=time_budget_s)
     with History(work / "history.sqlite") as h:
-        out = run(space, Darts(space), trainer, h, epochs=epochs, work_dir=work, **kw)
+        out = run(space, Darts(space), trainer, h, Budget(epochs=epochs), work_dir=work, hooks=[*own, *hooks])
     return net, calls, out
 
 
@@ -192,7 +195,7 @@ def test_darts_kill_mid_epoch_and_between_checkpoint_and_row(tmp_path, monkeypat
 
     trainer.train_epoch = dying_epoch
     with History(work / "history.sqlite") as h, pytest.raises(Killed):
-        run(ToyMixedSpace(), Darts(ToyMixedSpace()), trainer, h, epochs=3, work_dir=work, tensorboard=False)
+        run(ToyMixedSpace(), Darts(ToyMixedSpace()), trainer, h, Budget(epochs=3), work_dir=work)
     assert [s.step for s in _steps(work)[0]] == [1, 2]  # the row the first kill prevented
     net, calls, _ = _darts_run(work, 3)
     steps, (row,) = _steps(work)
@@ -260,8 +263,8 @@ def test_progress_outputs(tmp_path, monkeypatch):
     monkeypatch.setattr(progress, "tensorboard_available", lambda: False)
     lines: list[str] = []
     with History(tmp_path / "a" / "h.sqlite") as h:
-        run(space, RandomSearch(space), ToyEvaluator(), h, num_candidates=2, work_dir=tmp_path / "a",
-            log=lines.append, live=True)
+        run(space, RandomSearch(space), ToyEvaluator(), h, Budget(candidates=2), work_dir=tmp_path / "a",
+            hooks=default_hooks(lines.append, live=True, work_dir=tmp_path / "a"))
     assert lines[0].startswith("TensorBoard logging off: the 'tensorboard' package is not installed")
     assert [ln.split()[0] for ln in lines[1:]] == ["[1/2]", "[2/2]"]
     monkeypatch.undo()
@@ -270,7 +273,8 @@ def test_progress_outputs(tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     with History(tmp_path / "b" / "h.sqlite") as h:
-        run(space, RandomSearch(space), ToyEvaluator(), h, num_candidates=2, work_dir=tmp_path / "b")
+        run(space, RandomSearch(space), ToyEvaluator(), h, Budget(candidates=2), work_dir=tmp_path / "b",
+            hooks=default_hooks(None, live=False, work_dir=tmp_path / "b"))
     _darts_run(tmp_path / "c", 2, tensorboard=True)
     for d, tag, n in (("b", "candidate/reward", 2), ("c", "step/mse", 2)):
         acc = EventAccumulator(str(tmp_path / d / "tb")).Reload()

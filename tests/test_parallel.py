@@ -33,7 +33,7 @@ import toy  # noqa: E402
 from _tools import tool  # noqa: E402
 from densenas.evaluation.common import RunningMean  # noqa: E402
 from densenas.history import History  # noqa: E402
-from densenas.loop import run  # noqa: E402
+from densenas.loop import Budget, default_hooks, run  # noqa: E402
 from densenas.parallel import InProcessExecutor, ParallelCfg  # noqa: E402
 from densenas.ray_executor import RayExecutor  # noqa: E402
 from densenas.result import Result  # noqa: E402
@@ -128,11 +128,13 @@ def rows(path: Path) -> list[tuple]:
                 for c in h.finished()]
 
 
-def search(path: Path, executor, n: int, batch: int, strategy: str = "surrogate", seed: int = 3, **kw):
+def search(path: Path, executor, n: int, batch: int, strategy: str = "surrogate", seed: int = 3,
+           mode: str = "batch", log=None):
     space = toy.ToySpace()
     with History(path) as h:
         return run(space, build_strategy({"type": strategy, "seed": seed}, space), MeanToy(), h,
-                   num_candidates=n, seed=seed, executor=executor, batch=batch, tensorboard=False, **kw)
+                   Budget(candidates=n, seed=seed, mode=mode, batch=batch), executor=executor,
+                   hooks=default_hooks(log, live=False))
 
 
 @pytest.fixture

@@ -47,14 +47,14 @@ class GateToy(MeanToy):
 
 def driver(work: Path, n: int, hold_from: int) -> None:
     """One search process: 2 Ray workers of 1 thread, batch mode (batch = 2)."""
-    from densenas.loop import run
+    from densenas.loop import Budget, default_hooks, run
 
     space, ev = toy.ToySpace(), GateToy(str(work), hold_from)
     ex = make_executor(ParallelCfg(workers=2, cpus_per_worker=1), ev, space, log=print)
     try:
         with History(work / "history.sqlite") as h:
-            run(space, build_strategy({"type": STRATEGY, "seed": SEED}, space), ev, h, num_candidates=n, seed=SEED,
-                executor=ex, batch=2, log=print, tensorboard=False)
+            run(space, build_strategy({"type": STRATEGY, "seed": SEED}, space), ev, h,
+                Budget(candidates=n, seed=SEED, batch=2), executor=ex, hooks=default_hooks(print, live=False))
     finally:
         ex.close()
 

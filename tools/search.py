@@ -15,7 +15,7 @@ gpus_per_worker, retries; densenas/parallel.py).
 Writes into the work dir: history.sqlite (every candidate; the search resumes from it), best_arch.json,
 leaderboard.md/.csv, rewards.png, search.log, config.py (the resolved config), tb/ (TensorBoard scalars);
 a one-shot (DARTS) search also supernet.pth and derived_arch.json. The path from here to the reward is
-described in the README ("How a search runs").
+described in docs/search.md ("How a search runs").
 
 A one-shot search trains its supernet data-parallel over several processes (one per GPU; CPU processes on
 gloo): tools/dist_search.sh CONFIG GPUS (torchrun, --launcher pytorch) or --launcher slurm. The DARTS batch
