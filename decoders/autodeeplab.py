@@ -38,7 +38,7 @@ from torch.utils.checkpoint import checkpoint
 
 from densenas.arch import Arch, Decision, InvalidArch
 from densenas.ops import check_ops
-from densenas.space import ShapeSpec, as_shapes, describe_shapes
+from densenas.space import ShapeSpec, as_shapes, describe_shapes, memoized_decisions
 from densenas.differentiable import DifferentiableSpace, Supernet
 from densenas.viterbi import band_transitions, viterbi
 
@@ -186,6 +186,7 @@ class AutoDeepLabSpace(DifferentiableSpace):
         return self.stem_channels if layer < 0 else self.blocks * self.block_channels(level)
 
     # -------------------------------------------------------------- decisions
+    @memoized_decisions
     def decisions(self) -> list[Decision]:
         decs = []
         for b in range(self.blocks):

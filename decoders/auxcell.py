@@ -58,7 +58,7 @@ from torch import nn
 from densenas.arch import Arch, Decision, InvalidArch
 from densenas.ops import (ASPP_OPS, OPS, PRIMITIVES, ConvBNReLU, DeconvStack, DeepLabV3PlusRefine, build_op,
                           check_ops)
-from densenas.space import SearchSpace, ShapeSpec, as_shapes
+from densenas.space import SearchSpace, ShapeSpec, as_shapes, memoized_decisions
 
 MERGES = ("sum", "concat")
 # The operation table of this space is the core one, :data:`densenas.ops.OPS` (default candidates
@@ -302,6 +302,7 @@ class AuxCellSpace(SearchSpace):
         self.task = None if task is None else str(task)
 
     # ------------------------------------------------------------- decisions
+    @memoized_decisions
     def decisions(self) -> list[Decision]:
         decs = []
         for k in range(self.num_cells):

@@ -35,7 +35,7 @@ from torch import nn
 
 from densenas.arch import Arch, Decision, InvalidArch
 from densenas.ops import ConvBNReLU, build_op, check_ops
-from densenas.space import ShapeSpec, as_shapes, describe_shapes
+from densenas.space import ShapeSpec, as_shapes, describe_shapes, memoized_decisions
 from densenas.differentiable import DifferentiableSpace, Supernet
 from densenas.viterbi import band_transitions, viterbi
 
@@ -247,6 +247,7 @@ class IRNASSpace(DifferentiableSpace):
         self.cell_ops = tuple(o for o in ops if o != NONE_OP)
 
     # ------------------------------------------------------------- decisions
+    @memoized_decisions
     def decisions(self) -> list[Decision]:
         decs = []
         for b in range(self.blocks):

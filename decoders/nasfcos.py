@@ -27,6 +27,7 @@ in :mod:`densenas.decoders.mmdet_adapters`.
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -38,7 +39,7 @@ from densenas.arch import Arch, Decision, InvalidArch, as_arch
 from densenas.decoders.nasfcos_ops import (AGGREGATIONS, FPN_OPS, FPN_OPS_WITH_FPN, HEAD_OPS, NUM_BACKBONE_OUTS,
                                            OPS, FPNCellSpec, HeadTower, NASFCOSFPN, collected_cells)
 from densenas.ops import check_ops
-from densenas.space import SearchSpace, ShapeSpec
+from densenas.space import SearchSpace, ShapeSpec, memoized_decisions
 
 PARTS = {"fpn": "nasfcos_fpn", "head": "nasfcos_head", "joint": "nasfcos"}
 """``part`` -> space (and arch) name."""
@@ -54,6 +55,8 @@ def _part(arch: Arch, prefix: str, part: str) -> Arch:
     choices = tuple((k, v) for k, v in arch.choices if k.startswith(prefix))
     if not choices:
         raise InvalidArch(f"arch for space {arch.space!r} has no {prefix}* decisions")
+    if arch.space == PARTS[part] and len(choices) == len(arch.choices):
+        return arch  # already that part (every check of a sampled arch comes here)
     return Arch(PARTS[part], choices)
 
 
@@ -69,18 +72,28 @@ def head_part(arch: ArchLike) -> Arch:
 
 def fpn_decisions(num_inputs: int, num_cells: int, ops: Sequence[str]) -> list[Decision]:
     """The FPN decisions, in controller order (cell by cell: in0, in1, op0, op1, agg)."""
-    decs = []
+    return list(_fpn_decisions(int(num_inputs), int(num_cells), tuple(ops)))
+
+
+@functools.lru_cache(maxsize=64)  # every check of an FPN arch asks for them: built once per setting
+def _fpn_decisions(num_inputs: int, num_cells: int, ops: tuple[str, ...]) -> tuple[Decision, ...]:
+    decs: list[Decision] = []
     for k in range(num_cells):
         pool, p = tuple(range(num_inputs + k)), f"fpn.cell{k}"
-        decs += [Decision(f"{p}.in0", pool), Decision(f"{p}.in1", pool), Decision(f"{p}.op0", tuple(ops)),
-                 Decision(f"{p}.op1", tuple(ops)), Decision(f"{p}.agg", AGGREGATIONS)]
-    return decs
+        decs += [Decision(f"{p}.in0", pool), Decision(f"{p}.in1", pool), Decision(f"{p}.op0", ops),
+                 Decision(f"{p}.op1", ops), Decision(f"{p}.agg", AGGREGATIONS)]
+    return tuple(decs)
 
 
 def head_decisions(num_layers: int, ops: Sequence[str]) -> list[Decision]:
     """The head decisions: ``head.op0..op{L-1}``, then ``head.shared`` (shared layers, ``0..L``)."""
-    return [Decision(f"head.op{i}", tuple(ops)) for i in range(num_layers)] + \
-        [Decision("head.shared", tuple(range(num_layers + 1)))]
+    return list(_head_decisions(int(num_layers), tuple(ops)))
+
+
+@functools.lru_cache(maxsize=64)
+def _head_decisions(num_layers: int, ops: tuple[str, ...]) -> tuple[Decision, ...]:
+    return tuple([Decision(f"head.op{i}", ops) for i in range(num_layers)]
+                 + [Decision("head.shared", tuple(range(num_layers + 1)))])
 
 
 def check_decision_values(decisions: Sequence[Decision], values: Mapping[str, Any]) -> None:
@@ -117,10 +130,16 @@ def check_fpn(arch: Arch, num_inputs: int, ops: Sequence[str] | None = None) -> 
 
     Besides option values, at least three cell outputs must stay unconsumed (they become P3..P5).
     """
-    values = fpn_part(arch).as_dict()
+    fpn = fpn_part(arch)
+    values = fpn.as_dict()
     num_cells = sum(1 for k in values if k.endswith(".in0"))
     check_decision_values(fpn_decisions(num_inputs, num_cells, tuple(OPS) if ops is None else ops), values)
-    specs = fpn_specs(fpn_part(arch))
+    return _fpn_cells(fpn, num_inputs)
+
+
+def _fpn_cells(fpn: Arch, num_inputs: int) -> list[FPNCellSpec]:
+    """The cells of an FPN arch whose values are checked; raises unless three outputs are left for P3-P5."""
+    specs = fpn_specs(fpn)
     collect = collected_cells(specs, num_inputs)
     if len(collect) < NUM_BACKBONE_OUTS:
         raise InvalidArch(f"fpn: only cells {collect} are consumed by no later cell; P3-P5 need "
@@ -383,6 +402,7 @@ class NASFCOSSpace(SearchSpace):
         return fixed_fpn
 
     # ------------------------------------------------------------- decisions
+    @memoized_decisions
     def decisions(self) -> list[Decision]:
         decs = []
         if self.part in ("fpn", "joint"):
@@ -394,8 +414,8 @@ class NASFCOSSpace(SearchSpace):
     def check(self, arch: Arch) -> None:
         """Raise :class:`InvalidArch` naming the first bad decision (``fpn.cell2.in0=9 out of range``)."""
         check_decision_values(self.decisions(), self.check_values(arch))
-        if self.part in ("fpn", "joint"):
-            check_fpn(arch, self.num_inputs, self.fpn_ops)
+        if self.part in ("fpn", "joint"):  # the values are checked: only the structure is left
+            _fpn_cells(fpn_part(arch), self.num_inputs)
 
     def default_arch(self) -> Arch:
         """The paper's found FPN / head for this part (needs 7 cells / >= 4 layers and their ops)."""

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from densenas.arch import Arch, Decision, InvalidArch
-from densenas.space import SearchSpace, ShapeSpec, describe_shapes
+from densenas.space import SearchSpace, ShapeSpec, describe_shapes, memoized_decisions
 
 BINARY_OPS = ("sum", "gp_attention")
 """The paper's binary ops."""
@@ -315,6 +315,7 @@ class NASFPNSpace(SearchSpace):
         """Index of the first output cell (the last ``len(levels)`` cells are the outputs)."""
         return self.num_cells - len(self.levels)
 
+    @memoized_decisions
     def decisions(self) -> list[Decision]:
         inner = self.levels if self.finest_intermediate or len(self.levels) == 1 else self.levels[1:]
         decs = []

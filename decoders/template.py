@@ -45,7 +45,7 @@ from torch import nn
 
 from densenas.arch import Arch, Decision, InvalidArch
 from densenas.ops import ASPP_OPS, ConvBNReLU, DeepLabV3PlusRefine, SepConv, check_ops
-from densenas.space import SearchSpace, ShapeSpec, as_shapes, space_from_section
+from densenas.space import SearchSpace, ShapeSpec, as_shapes, space_from_section, memoized_decisions
 
 from .auxcell import BlockSpec  # the aux-cell space's block: merge(op0(state[in0]), op1(state[in1]))
 
@@ -225,6 +225,7 @@ class TemplateSpace(SearchSpace):
                 raise ValueError(f"fuse_ops must be distinct final stages of {list(FUSES)}, got {list(fuse_ops)}")
         self.fuse_ops = fuse_ops
 
+    @memoized_decisions
     def decisions(self) -> list[Decision]:
         decs = []
         for t in range(self.num_templates):

@@ -43,11 +43,19 @@ class Decision:
         Python compares them equal): otherwise ``1.0`` would pass as option ``1`` and then fail deep inside
         a build as a list index, and the same arch would have two keys in the history.
         """
-        kind = _kind(value)
+        try:
+            return self._positions[(_kind(value), value)]
+        except (KeyError, TypeError):  # TypeError: an unhashable value (a list from a hand-edited JSON)
+            raise InvalidArch(f"decision {self.name!r}: value {value!r} is not one of {list(self.options)}") from None
+
+    @cached_property
+    def _positions(self) -> dict[tuple[str, Any], int]:
+        """``(JSON kind, option) -> index``, built once per decision: :meth:`index` is called for every
+        decision of every arch a strategy encodes or checks."""
+        out: dict[tuple[str, Any], int] = {}
         for i, option in enumerate(self.options):
-            if option == value and _kind(option) == kind:
-                return i
-        raise InvalidArch(f"decision {self.name!r}: value {value!r} is not one of {list(self.options)}")
+            out.setdefault((_kind(option), option), i)  # the first of equal options, as a scan would find
+        return out
 
 
 def _kind(value: Any) -> str:
@@ -84,10 +92,15 @@ class Arch:
 
     # ------------------------------------------------------------------ access
     def __getitem__(self, name: str) -> Any:
-        for k, v in self.choices:
-            if k == name:
-                return v
-        raise KeyError(f"arch for space {self.space!r} has no decision {name!r}")
+        try:
+            return self._values[name]
+        except KeyError:
+            raise KeyError(f"arch for space {self.space!r} has no decision {name!r}") from None
+
+    @cached_property
+    def _values(self) -> dict[str, Any]:
+        """The choices by name, built once per (immutable) arch for :meth:`__getitem__`."""
+        return dict(self.choices)
 
     def get(self, name: str, default: Any = None) -> Any:
         try:
