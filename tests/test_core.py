@@ -182,3 +182,29 @@ def test_segmentation_reward_option_keeps_the_papers_geomean_one_option_away():
         assert task.reward(m) == m[kind] and kind.split("_")[0][:3] in task.reward_label.lower()
     with pytest.raises(ValueError, match=r"task.reward='iou': use one of \['geomean', 'miou'"):
         SegmentationTask(reward="iou")
+
+
+def test_decision_index_keeps_json_kinds_apart_and_refuses_unhashable_values():
+    d = Decision("x", (1, True, 1.0, "1"))
+    assert [d.index(v) for v in (1, True, 1.0, "1")] == [0, 1, 2, 3]  # equal in Python, not in JSON
+    with pytest.raises(InvalidArch, match="value \\[1\\] is not one of"):
+        d.index([1])  # a list from a hand-edited JSON: unhashable
+    with pytest.raises(InvalidArch, match="value 2 is not one of"):
+        d.index(2)
+
+
+def test_memoized_decisions_are_built_once_and_handed_out_as_fresh_lists():
+    from densenas.decoders.auxcell import AuxCellSpace
+
+    space = AuxCellSpace(num_classes=3)
+    first = space.decisions()
+    first.clear()  # a caller's list is its own
+    again = space.decisions()
+    assert again and again == space.decisions() and again is not space.decisions()
+    assert again[0] is space.decisions()[0]  # the Decision objects are built once
+    other = AuxCellSpace(num_classes=3, num_cells=2)
+    assert len(other.decisions()) < len(again)  # per instance, never shared across settings
+    a = Arch("x", (("b", 2), ("a", 1)))
+    assert a["a"] == 1 and a["b"] == 2
+    with pytest.raises(KeyError, match="has no decision 'c'"):
+        a["c"]
