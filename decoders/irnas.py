@@ -26,7 +26,7 @@ operation weighs most and that operation (DARTS), and decodes the widths with th
 """
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -279,6 +279,45 @@ class IRNASSpace(DifferentiableSpace):
                 raise InvalidArch(f"width.l{l}={arch[f'width.l{l}']} jumps more than one level from "
                                   f"width.l{l - 1}={arch[f'width.l{l - 1}']} (allowed steps: {WIDTH_MULTS})")
 
+    # ------------------------------------------------------------------ export
+    @classmethod
+    def from_section(cls, settings: Mapping[str, Any], arch: Arch) -> "IRNASSpace":
+        """The space of ``settings`` holding ``arch``: layer and block counts read off the arch when not given,
+        every op of the IR-NAS table unless ``ops`` names the searched set (:func:`space_for_arch`)."""
+        return space_for_arch(arch, **dict(settings))
+
+    @classmethod
+    def export_options(cls, arch: Arch, space_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The searched settings: ``width`` (default 8), ``layers`` / ``blocks`` (checked against the arch;
+        default: the arch's), ``in_channels`` (3), ``aspp`` (True), ``ops`` (``None``: any op of the table).
+
+        Raises:
+            ValueError: a setting the IR-NAS space does not take (named)."""
+        sp = {k: v for k, v in dict(space_cfg or {}).items() if k != "type"}
+        unknown = sorted(set(sp) - set(EXPORT_SETTINGS))
+        if unknown:
+            raise ValueError(f"space settings {unknown} are not IR-NAS space arguments ({list(EXPORT_SETTINGS)})")
+        return {"width": int(sp.get("width", 8)), "layers": sp.get("layers"), "blocks": sp.get("blocks"),
+                "in_channels": int(sp.get("in_channels", 3)), "aspp": bool(sp.get("aspp", True)),
+                "ops": None if sp.get("ops") is None else list(sp["ops"])}
+
+    @classmethod
+    def mm_fragment(cls, arch: Arch, host: str, *, options: Mapping[str, Any],
+                    in_shapes: Mapping[str, ShapeSpec] | None = None, **task_keys: Any) -> dict[str, Any]:
+        """The restoration network of ``arch`` (``host="restorer_net"``): ``dict(type="irnas", arch=...,
+        width, layers, blocks, in_channels, aspp[, ops])``, which the restoration task's model rebuilds through
+        :func:`~densenas.space.space_from_section`. Checks the arch against the settings first."""
+        cls.check_host(host)
+        if task_keys:
+            raise ValueError(f"an IR-NAS network takes no task keys, got {sorted(task_keys)}")
+        opts = {k: options.get(k) for k in EXPORT_SETTINGS}
+        space = space_for_arch(arch, **{k: v for k, v in opts.items() if v is not None})
+        net = dict(type=cls.name, arch=arch.to_dict(), width=space.width, layers=space.layers, blocks=space.blocks,
+                   in_channels=space.in_channels, aspp=space.aspp)
+        if opts["ops"] is not None:
+            net["ops"] = list(opts["ops"])
+        return net
+
     # ---------------------------------------------------------------- reading
     def cell(self, arch: Arch) -> list[BlockSpec]:
         """The cell's blocks."""
@@ -328,3 +367,38 @@ class IRNASSpace(DifferentiableSpace):
         """Build the supernet (α over operations, β over width transitions)."""
         self._check_shapes(in_shapes)
         return IRNASSupernet(self)
+
+
+#: the IR-NAS settings an export carries (``export_options`` / ``mm_fragment`` / :func:`space_for_arch`)
+EXPORT_SETTINGS = ("width", "layers", "blocks", "in_channels", "aspp", "ops")
+
+
+def space_for_arch(arch: Arch, width: int = 8, layers: int | None = None, blocks: int | None = None,
+                   in_channels: int = 3, aspp: bool = True, ops: Sequence[str] | None = None) -> IRNASSpace:
+    """The IR-NAS space an (exported or searched) ``arch`` belongs to, checked against it.
+
+    Layer and block counts are read off the arch's decision names (``width.l{i}``, ``cell.b{b}.in0``); the base
+    width is not part of an arch and is given. The op set defaults to every op of the IR-NAS table, so any
+    searched op set fits.
+
+    Raises:
+        InvalidArch: the arch is for another space, has no width / cell decisions, or is not in the space
+            (names the field).
+        ValueError: ``layers`` / ``blocks`` disagree with the arch.
+    """
+    if arch.space != IRNASSpace.name:
+        raise InvalidArch(f"field 'space': arch is for space {arch.space!r}, not {IRNASSpace.name!r}")
+    names = [k for k, _ in arch.choices]
+    n_layers = sum(n.startswith("width.l") for n in names)
+    n_blocks = sum(n.startswith("cell.b") and n.endswith(".in0") for n in names)
+    if n_layers == 0:
+        raise InvalidArch("arch misses decision 'width.l0' (an irnas arch has one width.l<i> per layer)")
+    if n_blocks == 0:
+        raise InvalidArch("arch misses decision 'cell.b0.in0' (an irnas arch has one cell.b<b>.* per block)")
+    for name, given, found in (("layers", layers, n_layers), ("blocks", blocks, n_blocks)):
+        if given is not None and int(given) != found:
+            raise ValueError(f"{name}={given} disagrees with the arch, which has {found} {name}")
+    space = IRNASSpace(int(in_channels), int(width), n_layers, n_blocks, tuple(OPS) if ops is None else ops,
+                       bool(aspp))
+    space.check(arch)
+    return space

@@ -97,6 +97,7 @@ MM_HOSTS: dict[str, tuple[str, ...]] = {
     "dense_map": ("decode_head", "depth_head", "heatmap_head"),
     "segmenter": ("segmenter",),
     "detector": ("detector",),
+    "restorer": ("restorer_net",),
 }
 
 
@@ -248,6 +249,13 @@ class SearchSpace:
         raise ExportNotImplemented(_no_export(cls, "mm_fragment"))
 
     @classmethod
+    def from_section(cls, settings: Mapping[str, Any], arch: Arch) -> "SearchSpace":
+        """The space of a search config's ``space`` settings (without ``type``) that is to hold ``arch``: what
+        :func:`space_from_section` builds. The default is ``cls(**settings)``; a space whose settings can be read
+        off its archs (IR-NAS: layer and block counts) fills the missing ones here."""
+        return cls(**settings)
+
+    @classmethod
     def check_host(cls, host: str) -> str:
         """``host`` when it is one of ``MM_HOSTS[cls.output_kind]``; else :class:`ValueError` naming the hosts of
         the space's kind (for :meth:`mm_fragment` implementations)."""
@@ -363,14 +371,18 @@ def export_space_class(arch: Arch, space_cfg: Mapping[str, Any] | None = None, *
     return cls
 
 
-def space_from_section(section: Mapping[str, Any], arch: Arch, num_classes: int, **defaults: Any) -> SearchSpace:
+def space_from_section(section: Mapping[str, Any], arch: Arch, num_classes: int | None = None, *,
+                       accepts: Sequence[str] | None = None, task: str = "task", **defaults: Any) -> SearchSpace:
     """The space of a search's ``space`` section (``type`` + settings), for ``num_classes`` outputs, checked
-    against ``arch``: how a generic OpenMMLab head rebuilds the module of any space from its config.
+    against ``arch``: how a generic OpenMMLab head (or a task's network builder) rebuilds the module of any
+    space from its config (:meth:`SearchSpace.from_section`).
 
     Args:
         section: ``dict(type=<space plugin>, **settings)``.
         arch: the arch the space must hold.
-        num_classes: the space's ``num_classes``.
+        num_classes: the space's ``num_classes``; ``None`` for a space without classes (a restorer).
+        accepts: the output kinds the caller builds (``None``: any); another kind is refused, naming both and
+            ``task`` (the caller's task name).
         **defaults: settings used when the section has none and the space takes them (e.g. ``aux=True``).
 
     Raises:
@@ -379,12 +391,14 @@ def space_from_section(section: Mapping[str, Any], arch: Arch, num_classes: int,
     import inspect
 
     settings = dict(section)
-    cls = export_space_class(arch, {"type": settings.pop("type", None)})
+    cls = export_space_class(arch, {"type": settings.pop("type", None)}, accepts=accepts, task=task)
     params = inspect.signature(cls).parameters
     for k, v in defaults.items():
         if k in params:
             settings.setdefault(k, v)
-    built = cls(num_classes=num_classes, **settings)
+    if num_classes is not None:
+        settings["num_classes"] = num_classes
+    built = cls.from_section(settings, arch)
     built.check(arch)
     return built
 

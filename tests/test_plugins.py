@@ -61,8 +61,8 @@ def test_tasks_import_no_sibling_task():
 
 
 #: the shipped spaces a task must never name (issue #25, item 1): it exports by output kind, through the space's
-#: ``export_options`` / ``mm_fragment``. Restoration's IR-NAS (``irnas`` vs the ``dncnn`` baseline net) is not here.
-SHIPPED_SPACES = ("auxcell", "template", "autodeeplab", "nasfpn", "nasfcos", "nasfcos_fpn", "nasfcos_head")
+#: ``export_options`` / ``mm_fragment``.
+SHIPPED_SPACES = ("auxcell", "template", "autodeeplab", "nasfpn", "nasfcos", "nasfcos_fpn", "nasfcos_head", "irnas")
 
 
 def test_tasks_export_by_output_kind_never_by_space_name():

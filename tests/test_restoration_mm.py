@@ -160,8 +160,10 @@ def test_model_errors_name_the_problem(arch, tmp_path):
         build_restoration_net(dict(type="irnas", arch=_bad(arch, **{"width.l0": 1, "width.l1": 4})))
     with pytest.raises(InvalidArch, match="cell.b1.in1"):
         build_restoration_net(dict(type="irnas", arch=_bad(arch, **{"cell.b1.in0": 2, "cell.b1.in1": 2})))
-    with pytest.raises(InvalidArch, match="'space'"):
+    with pytest.raises(ValueError, match="space.type='irnas' but the arch is of space 'auxcell'"):
         build_restoration_net(dict(type="irnas", arch=dict(arch.to_dict(), space="auxcell")))
+    with pytest.raises(ValueError, match="outputs 'dense_map': the restoration task exports \\['restorer'\\]"):
+        build_restoration_net(dict(type="auxcell", arch=dict(arch.to_dict(), space="auxcell")))
     with pytest.raises(InvalidArch, match="'choices'"):
         build_restoration_net(dict(type="irnas", arch={"space": "irnas"}))
     with pytest.raises(ValueError, match="layers=3"):

@@ -1,10 +1,13 @@
-"""Export an IR-NAS architecture (or the DnCNN baseline) as a self-contained mmengine restoration config.
+"""Export a found restoration network (IR-NAS, or any space of output kind ``restorer``) or the DnCNN baseline
+as an mmengine restoration config.
 
 After Zhang, Chen, Li, Shen, "Memory-Efficient Hierarchical Neural Architecture Search for Image
 Restoration" (IR-NAS / HiNAS): the derived network is retrained from scratch and compared with DnCNN
 (Zhang et al., IEEE TIP 2017) of at least the same parameter count. Both configs come from the same function
 (:func:`restoration_config`), so they share data, degradation, loss, schedule and evaluation; only the
-``model.net`` entry differs. The configs use mmengine's root registries (no ``default_scope``) and
+``model.net`` entry differs: a found arch's is written by its space (``export_options`` / ``mm_fragment(arch,
+"restorer_net")``, the space ↔ task contract of docs/architecture.md). The configs use mmengine's root registries
+(no ``default_scope``) and
 ``custom_imports=dict(imports=["densenas.tasks.restoration.mm"])``; run them with ``tools/train.py``.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, Mapping
 
 from densenas.arch import Arch
 from densenas.export import dump_config, runtime_config
+from densenas.space import export_space_class
 
 BASELINES = ("dncnn",)
 
@@ -21,8 +25,8 @@ BASELINES = ("dncnn",)
 BASES = Path(__file__).parent / "configs" / "_base_"
 
 
-def _space_settings(space: Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
-    """The ``space`` section as a dict (from a dict or a search config file); checks it is IR-NAS."""
+def _space_section(space: Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
+    """The search's ``space`` section as a dict (from a dict, or a search config file's ``space``)."""
     if space is None:
         return {}
     if isinstance(space, (str, Path)):
@@ -34,26 +38,19 @@ def _space_settings(space: Mapping[str, Any] | str | Path | None) -> dict[str, A
         if "space" not in cfg:
             raise ValueError(f"search config {space} has no 'space' section")
         space = cfg["space"]
-    sp = dict(space)
-    if sp.get("type", "irnas") != "irnas":
-        raise ValueError(f"space type {sp.get('type')!r}: restoration configs export IR-NAS ('irnas') archs")
-    unknown = sorted(set(sp) - {"type", "width", "layers", "blocks", "in_channels", "aspp", "ops"})
-    if unknown:
-        raise ValueError(f"space settings {unknown} are not IR-NAS space arguments")
-    return sp
+    return dict(space)
 
 
-def _irnas_net(arch: Arch, width: int, layers: int | None, blocks: int | None, in_channels: int,
-               aspp: bool, ops: list[str] | None = None) -> tuple[dict[str, Any], int]:
-    """The ``irnas`` net config of ``arch`` (validated by building it) and its parameter count."""
+def found_net(arch: Arch, section: Mapping[str, Any], **given: Any) -> tuple[dict[str, Any], int]:
+    """The network fragment of a found ``arch`` and its parameter count, through its space's export contract
+    (``export_options`` of the search's ``section``, overridden by the ``given`` options that are not
+    ``None``; ``mm_fragment(arch, "restorer_net")``), built once to check it and count its parameters."""
     from densenas.costs import count_params
-    from densenas.tasks.restoration.mm import build_restoration_net, irnas_space_for_arch
+    from densenas.tasks.restoration.mm import RESTORER_KINDS, build_restoration_net
 
-    space = irnas_space_for_arch(arch, width, layers, blocks, in_channels, aspp, ops)
-    net = dict(type="irnas", arch=arch.to_dict(), width=int(width), layers=space.layers, blocks=space.blocks,
-               in_channels=int(in_channels), aspp=bool(aspp))
-    if ops is not None:
-        net["ops"] = list(ops)
+    cls = export_space_class(arch, section or None, accepts=RESTORER_KINDS, task="restoration")
+    options = {**cls.export_options(arch, section), **{k: v for k, v in given.items() if v is not None}}
+    net = cls.mm_fragment(arch, "restorer_net", options=options)
     return net, count_params(build_restoration_net(net))
 
 
@@ -99,7 +96,7 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
             ``iters``.
         lam: weight of the ``log10(1 / SSIM)`` loss term.
         space: the IR-NAS space settings the arch was searched in: a dict like the search config's
-            ``space=dict(type="irnas", width=8, layers=4, blocks=2)`` or the path of a search config
+            ``space=dict(type=<the space>, width=8, layers=4, blocks=2)`` or the path of a search config
             (``<search work_dir>/config.py``) whose ``space`` section is read.
         width: IR-NAS base width ``W`` (default: ``space``'s, else 8).
         layers: expected IR-NAS layers (checked against the arch; default ``space``'s, else the arch's).
@@ -138,23 +135,19 @@ def restoration_config(path: str | Path, *, arch: Arch | Mapping[str, Any] | str
     if check_data and not root.is_dir():
         raise FileNotFoundError(f"data_root {root} does not exist (build the proxy set with "
                                 f"densenas.datasets.imagefolder.build_proxy_restoration, or pass data_root)")
-    sp = _space_settings(space)
-    width = int(sp.get("width", 8) if width is None else width)
-    layers, blocks = sp.get("layers") if layers is None else layers, sp.get("blocks") if blocks is None else blocks
-    in_channels = int(sp.get("in_channels", 3) if in_channels is None else in_channels)
-    aspp = bool(sp.get("aspp", True) if aspp is None else aspp)
-    irnas = None
+    found = None
     if arch is not None:
-        ops = sp.get("ops")
-        irnas = _irnas_net(as_arch(arch), width, layers, blocks, in_channels, aspp,
-                           None if ops is None else list(ops))
+        found = found_net(as_arch(arch), _space_section(space), width=width, layers=layers, blocks=blocks,
+                          in_channels=in_channels, aspp=aspp)
+        in_channels = found[0].get("in_channels", in_channels)
+    in_channels = int(3 if in_channels is None else in_channels)
     if baseline == "dncnn":
-        if match_params and irnas is not None:
-            dncnn_width = dncnn_matching(irnas[1], dncnn_depth, in_channels).width
-        net = dict(type="dncnn", width=int(dncnn_width), depth=int(dncnn_depth), in_channels=int(in_channels))
+        if match_params and found is not None:
+            dncnn_width = dncnn_matching(found[1], dncnn_depth, in_channels).width
+        net = dict(type="dncnn", width=int(dncnn_width), depth=int(dncnn_depth), in_channels=in_channels)
         name = "dncnn"
     else:
-        net, name = irnas[0], "irnas"
+        net, name = found[0], str(found[0]["type"])
     every = val_interval or iters
     ds = dict(type="DenseNASRestorationDataset", data_root=str(root.resolve()), layout=layout, task=task,
               sigma=float(sigma), channels=int(in_channels), seed=int(seed))

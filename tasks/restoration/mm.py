@@ -6,7 +6,7 @@ Restoration" (IR-NAS / HiNAS): the derived IR-NAS network and the DnCNN baseline
 evaluated with PSNR/SSIM. Registers, on import, in mmengine's root registries (so configs need no
 ``default_scope``):
 
-* ``MODELS``: ``DenseNASRestorer`` (a ``BaseModel`` around :class:`~densenas.decoders.irnas.IRNASNet` or
+* ``MODELS``: ``DenseNASRestorer`` (a ``BaseModel`` around a found restorer network (as its space builds it) or
   :class:`~densenas.decoders.dncnn.DnCNN`, trained with :func:`~densenas.tasks.restoration.functional.restoration_loss`)
   and ``DenseNASRestorationPreprocessor`` (stacks images and moves them to the model's device);
 * ``DATASETS``: ``DenseNASRestorationDataset`` (BSD500 clean images degraded on the fly, or Rain100 pairs;
@@ -34,87 +34,52 @@ from torch.utils.data import Dataset
 from densenas.arch import Arch, InvalidArch, as_arch
 from densenas.datasets.imagefolder import CleanImageFolder, RainPairFolder
 from densenas.decoders.dncnn import DnCNN
-from densenas.decoders.irnas import IRNASSpace
+from densenas.plugins import SPACES, available
+from densenas.space import space_from_section
 from densenas.tasks.restoration.functional import (add_gaussian_noise, add_rain, psnr, psnr_ssim, restoration_loss)
 
-NET_TYPES = ("irnas", "dncnn")
+#: the output kinds whose found networks this task trains (``RestorationTask.accepts``)
+RESTORER_KINDS = ("restorer",)
 LAYOUTS = ("bsd", "rain100")
 TASKS = ("denoise", "derain")
 
 
 # ------------------------------------------------------------------------------------------ networks
-def irnas_space_for_arch(arch: Arch, width: int = 8, layers: int | None = None, blocks: int | None = None,
-                         in_channels: int = 3, aspp: bool = True,
-                         ops: Sequence[str] | None = None) -> IRNASSpace:
-    """The IR-NAS space an (exported or searched) ``arch`` belongs to.
-
-    Layer and block counts are read off the arch's decision names (``width.l{i}``, ``cell.b{b}.in0``);
-    the base width is not part of an arch and is given. The op set defaults to every registered op so any
-    searched op set fits.
-
-    Args:
-        arch: the arch.
-        width: base width ``W``.
-        layers: expected layer count (``None``: inferred); a mismatch raises.
-        blocks: expected block count (``None``: inferred); a mismatch raises.
-        in_channels: image channels.
-        aspp: ASPP after the last cell.
-        ops: candidate ops (``None``: every op of the IR-NAS table).
-
-    Raises:
-        InvalidArch: the arch is for another space or has no width / cell decisions (names the field).
-        ValueError: ``layers`` / ``blocks`` disagree with the arch.
-    """
-    from densenas.decoders.irnas_ops import OPS  # the IR-NAS operation table
-
-    if arch.space != IRNASSpace.name:
-        raise InvalidArch(f"field 'space': arch is for space {arch.space!r}, not {IRNASSpace.name!r}")
-    names = [k for k, _ in arch.choices]
-    n_layers = sum(n.startswith("width.l") for n in names)
-    n_blocks = sum(n.startswith("cell.b") and n.endswith(".in0") for n in names)
-    if n_layers == 0:
-        raise InvalidArch("arch misses decision 'width.l0' (an irnas arch has one width.l<i> per layer)")
-    if n_blocks == 0:
-        raise InvalidArch("arch misses decision 'cell.b0.in0' (an irnas arch has one cell.b<b>.* per block)")
-    for name, given, found in (("layers", layers, n_layers), ("blocks", blocks, n_blocks)):
-        if given is not None and int(given) != found:
-            raise ValueError(f"{name}={given} disagrees with the arch, which has {found} {name}")
-    space = IRNASSpace(in_channels, width, n_layers, n_blocks, tuple(OPS) if ops is None else ops, aspp)
-    space.check(arch)
-    return space
-
-
 def build_restoration_net(net: Mapping[str, Any]) -> nn.Module:
     """Build a restoration network from its config dict.
 
     Args:
-        net: ``dict(type="irnas", arch=<Arch | dict | path>, width=8, layers=None, blocks=None,
-            in_channels=3, aspp=True, ops=None)`` or ``dict(type="dncnn", width=64, depth=17,
-            in_channels=3)``.
+        net: ``dict(type="dncnn", width=64, depth=17, in_channels=3)`` (the baseline), or the fragment a
+            ``restorer`` space wrote (``SearchSpace.mm_fragment(arch, "restorer_net")``): ``dict(type=<space>,
+            arch=<Arch | dict | path>, **settings)``, e.g. IR-NAS's ``width``, ``layers``, ``blocks``,
+            ``in_channels``, ``aspp``, ``ops``; the space is rebuilt from it through the space plugins
+            (:func:`~densenas.space.space_from_section`), never by its name here.
 
     Returns:
         A module ``degraded (N, C, H, W) -> restored (N, C, H, W)``.
 
     Raises:
         ValueError: unknown ``type`` or unknown keys.
-        InvalidArch: invalid IR-NAS arch (the message names the field).
+        InvalidArch: invalid arch (the message names the field).
     """
     cfg = dict(net)
     kind = cfg.pop("type", None)
-    if kind not in NET_TYPES:
-        raise ValueError(f"net type {kind!r} is unknown; use one of {NET_TYPES}")
-    allowed = {"irnas": {"arch", "width", "layers", "blocks", "in_channels", "aspp", "ops"},
-               "dncnn": {"width", "depth", "in_channels"}}[kind]
-    extra = sorted(set(cfg) - allowed)
-    if extra:
-        raise ValueError(f"net type {kind!r} got unknown keys {extra}; allowed: {sorted(allowed)}")
     if kind == "dncnn":
+        extra = sorted(set(cfg) - {"width", "depth", "in_channels"})
+        if extra:
+            raise ValueError(f"net type 'dncnn' got unknown keys {extra}; allowed: "
+                             f"{sorted({'width', 'depth', 'in_channels'})}")
         return DnCNN(int(cfg.get("in_channels", 3)), int(cfg.get("width", 64)), int(cfg.get("depth", 17)))
+    if not isinstance(kind, str) or kind not in available(SPACES):
+        raise ValueError(f"net type {kind!r} is unknown; use 'dncnn' or a search space of output kind "
+                         f"'restorer' ({', '.join(n for n in available(SPACES))} are installed)")
     if "arch" not in cfg:
-        raise ValueError("net type 'irnas' needs arch=<Arch.to_dict() or path>")
-    arch = as_arch(cfg["arch"])
-    space = irnas_space_for_arch(arch, int(cfg.get("width", 8)), cfg.get("layers"), cfg.get("blocks"),
-                                 int(cfg.get("in_channels", 3)), bool(cfg.get("aspp", True)), cfg.get("ops"))
+        raise ValueError(f"net type {kind!r} needs arch=<Arch.to_dict() or path>")
+    arch = as_arch(cfg.pop("arch"))
+    try:
+        space = space_from_section({"type": kind, **cfg}, arch, accepts=RESTORER_KINDS, task="restoration")
+    except TypeError as e:  # a setting the space's constructor does not take
+        raise ValueError(f"net type {kind!r}: {e}") from None
     return space.build(arch)
 
 
