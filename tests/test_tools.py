@@ -194,3 +194,16 @@ def test_a_config_error_is_reported_before_ray_starts(tmp_path, capsys, monkeypa
     rc = _tool("search")([str(ROOT / "configs/search/auxcell_proxy.py"), "--work-dir", str(tmp_path / "w"),
                           "--workers", "2", "--cfg-options", "space.widht=3"])
     assert rc == 2 and "unknown key 'space.widht'" in capsys.readouterr().err
+
+
+def test_a_stop_file_in_the_work_dir_stops_the_search_before_anything_new_and_says_so(tmp_path, capsys):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "STOP").touch()  # left over from stopping an earlier run
+    rc = _tool("search")([str(CFG), "--work-dir", str(work), "--workers", "1", "--cfg-options",
+                          *tiny_opts(tmp_path), "search.promote=None", "search.time_budget_s=None"])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"touch {work / 'STOP'}" in out
+    assert "STOP exists: nothing new starts (delete it to go on)" in out and "(stop_file)" in out
+    with History(work / "history.sqlite") as h:
+        assert h.count(finished_only=False) == 0

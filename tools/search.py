@@ -119,7 +119,7 @@ def main(argv=None) -> int:
 
 def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> int:
     from densenas import distributed as dist
-    from densenas.build import build_search, plan_search
+    from densenas.build import STOP_FILE, build_search, plan_search
     from densenas.config import ConfigError
     from densenas.history import History, HistoryError
     from densenas.parallel import make_executor
@@ -145,6 +145,7 @@ def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> 
             return 2
         cfg.dump(str(work_dir / "config.py"))
         log(f"{search.summary()}, work dir {work_dir}")
+        log(f"to stop gracefully (after the work in flight, resumable): touch {work_dir / STOP_FILE}")
         if getattr(pcfg, "auto_reason", None) and search.kind != "supernet":
             log(f"workers: {pcfg.workers} ({pcfg.auto_reason}; --workers N sets it)")
         if dist.is_distributed():
