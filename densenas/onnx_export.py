@@ -161,19 +161,27 @@ def export_onnx(model: nn.Module, example: Tensor, path: str | Path, *, output_n
     except Exception as e:  # noqa: BLE001 - the exporter's errors are long reports: keep their summary
         raise DeployError(f"torch.onnx.export (dynamo, opset {opset}) failed: {_summary(e)}") from e
     seconds = time.perf_counter() - t0
-    proto = onnx.load(str(path))
     meta = {"densenas.exporter": f"torch.onnx dynamo, torch {torch.__version__}", "densenas.opset": str(opset),
             **{str(k): str(v) for k, v in (metadata or {}).items()}}
+    save_checked(onnx.load(str(path)), path, meta, "exported")
+    return ExportInfo(path=path, input_name="input", output_names=names, input_shape=tuple(example.shape),
+                      seconds=seconds, metadata=meta)
+
+
+def save_checked(proto: Any, path: str | Path, metadata: Mapping[str, str], what: str,
+                 error: type[Exception] = DeployError) -> None:
+    """Write ``proto`` to ``path`` with ``metadata`` as its only metadata, then run ``onnx.checker`` (full check)
+    on the file; ``error`` names the file and the ``what`` graph it refused."""
+    import onnx
+
     del proto.metadata_props[:]
-    for k, v in meta.items():
-        proto.metadata_props.add(key=k, value=v)
+    for k, v in metadata.items():
+        proto.metadata_props.add(key=str(k), value=str(v))
     onnx.save(proto, str(path))
     try:
         onnx.checker.check_model(str(path), full_check=True)
-    except Exception as e:  # noqa: BLE001
-        raise DeployError(f"{path}: onnx.checker refused the exported graph: {e}") from e
-    return ExportInfo(path=path, input_name="input", output_names=names, input_shape=tuple(example.shape),
-                      seconds=seconds, metadata=meta)
+    except Exception as e:  # noqa: BLE001 - the checker raises several types; all mean the same here
+        raise error(f"{path}: onnx.checker refused the {what} graph: {e}") from e
 
 
 def _summary(e: BaseException) -> str:

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .onnx_export import DeployError, flat_outputs
+from .onnx_export import DeployError, flat_outputs, save_checked
 
 #: ``--calib-method`` names -> ``onnxruntime.quantization.CalibrationMethod`` member names
 CALIB_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -309,14 +309,7 @@ def quantize_model(fp32_path: str | Path, out_path: str | Path, calib: Calibrati
                  **({"entropy_bins": list(ENTROPY_BINS)} if method == "entropy" else {}))
     meta[QUANT_META] = json.dumps(quant)
     meta.update({str(k): str(v) for k, v in (extra_metadata or {}).items()})
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        proto.metadata_props.add(key=k, value=v)
-    onnx.save(proto, str(out_path))
-    try:
-        onnx.checker.check_model(str(out_path), full_check=True)
-    except Exception as e:  # noqa: BLE001
-        raise QuantizeError(f"{out_path}: onnx.checker refused the quantised graph: {e}") from e
+    save_checked(proto, out_path, meta, "quantised", QuantizeError)
     return QuantInfo(path=out_path, seconds=seconds, method=method, activation_type=ACTIVATION_TYPES[activations],
                      weight_type="QInt8", op_counts=counts, quantized_ops=quantized, float_ops=floating,
                      metadata=meta)
