@@ -288,6 +288,7 @@ class StopFile(Hook):
     def __init__(self, path: str | Path = "STOP"):
         self.path = Path(path)
         self._resolved = self.path
+        self._told = False  # the stop has been announced (once per run)
 
     def before_run(self, run: RunInfo) -> None:
         self._resolved = (run.work_dir / self.path if run.work_dir is not None and not self.path.is_absolute()
@@ -300,7 +301,7 @@ class StopFile(Hook):
     def stop_reason(self) -> str | None:
         if not self._resolved.exists():
             return None
-        if not getattr(self, "_told", False):
+        if not self._told:
             self.notify(f"{self._resolved} found: stopping after the candidates in flight (delete it to resume)")
             self._told = True
         return self.REASON

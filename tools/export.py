@@ -64,7 +64,8 @@ def parse_classes(text: str) -> int | list[str]:
 #: the task options of this tool: (name, type, what it is); what each means for a task, and whether the task
 #: takes it, is the task plugin's own ``Task.export_help``
 TASK_OPTIONS = (("dataset", str, "dataset layout"), ("data_root", str, "dataset root"),
-                ("classes", None, "a class count (e.g. 3) or comma-separated class names (e.g. background,road,car)"),
+                ("classes", parse_classes,
+                 "a class count (e.g. 3) or comma-separated class names (e.g. background,road,car)"),
                 ("layout", str, "dataset layout"), ("optimizer", str, "optimizer"),
                 ("crop", int, "training crop in pixels"), ("kind", str, "what the model restores"),
                 ("sigma", float, "a Gaussian's sigma"), ("width", int, "channels"),
@@ -114,8 +115,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--task", help="task plugin (default: the search's task, from config.py next to the arch)")
     tasks = _task_classes()
     for name, kind, generic in TASK_OPTIONS:
-        p.add_argument("--" + name.replace("_", "-"), type=parse_classes if name == "classes" else kind,
-                       help=_option_help(name, generic, tasks))
+        p.add_argument("--" + name.replace("_", "-"), type=kind, help=_option_help(name, generic, tasks))
     p.add_argument("--val-interval", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--work-dir", help="work_dir written into the config")
