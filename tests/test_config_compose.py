@@ -59,12 +59,25 @@ def _capture(monkeypatch, task: str) -> dict:
     return seen
 
 
-EXPORTS = {  # (task, baseline, options): a baseline of every task and dataset layout that has a base file
-    "seg_proxy": ("segmentation", "fcn", dict(dataset="proxy")),
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, str]:
+    """Small proxy sets in the layouts the exporters read class names from (a fresh clone has no ``data/``)."""
+    from densenas.datasets import build_proxy_voc
+    from densenas.datasets.proxy_det import build_proxy_coco
+
+    voc, coco = tmp_path_factory.mktemp("proxy_voc"), tmp_path_factory.mktemp("proxy_coco")
+    build_proxy_voc(voc, num_train=2, num_val=1, size=48, num_classes=3, seed=0)
+    build_proxy_coco(coco, num_train=2, num_val=1, size=64, num_classes=2, seed=0, log=None)
+    return {"<voc>": str(voc), "<coco>": str(coco)}
+
+
+EXPORTS = {  # (task, baseline, options): a baseline of every task and dataset layout that has a base file;
+    # "<voc>" / "<coco>" stand for the data fixture's roots
+    "seg_proxy": ("segmentation", "fcn", dict(dataset="proxy", data_root="<voc>")),
     "seg_voc_crop": ("segmentation", "deeplabv3plus", dict(dataset="voc", crop=256, num_classes=3,
-                                                          data_root=str(ROOT / "data" / "proxy_voc"))),
+                                                          data_root="<voc>")),
     "seg_cityscapes": ("segmentation", "aspp", dict(dataset="cityscapes", data_root="data/cityscapes", crop=512)),
-    "det_coco": ("detection", "fpn_fcos", dict(data_root="data/proxy_coco", iters=100)),
+    "det_coco": ("detection", "fpn_fcos", dict(data_root="<coco>", iters=100)),
     "depth_proxy": ("depth", "fcn", dict(iters=50)),
     "depth_nyu": ("depth", "deeplabv3plus", dict(dataset="nyu", data_root="data/nyu")),
     "kpt_proxy": ("keypoints", "heatmap", dict(width=48)),
@@ -78,8 +91,10 @@ FUNCS = dict(segmentation="export_config", detection="detection_config", depth="
 
 
 @pytest.mark.parametrize("name", list(EXPORTS))
-def test_every_task_writes_a_short_config_on_its_bases_that_loads_as_the_complete_one(name, tmp_path, monkeypatch):
+def test_every_task_writes_a_short_config_on_its_bases_that_loads_as_the_complete_one(name, tmp_path, monkeypatch,
+                                                                                    data):
     task, baseline, opts = EXPORTS[name]
+    opts = {k: data.get(v, v) if isinstance(v, str) else v for k, v in opts.items()}
     seen = _capture(monkeypatch, task)
     mod = importlib.import_module(f"densenas.tasks.{task}.export")
     if task in ("segmentation", "detection"):
@@ -97,11 +112,12 @@ def test_every_task_writes_a_short_config_on_its_bases_that_loads_as_the_complet
     assert "env_cfg" not in text and "val_cfg" not in text  # runtime and loops come from the bases
 
 
-def test_the_default_crop_keeps_the_pipelines_in_the_base_another_crop_restates_them(tmp_path):
+def test_the_default_crop_keeps_the_pipelines_in_the_base_another_crop_restates_them(tmp_path, data):
     from densenas.tasks.segmentation.export import export_config
 
-    default = export_config(tmp_path / "a" / "d.py", baseline="fcn", log=None).read_text()
-    other = export_config(tmp_path / "b" / "o.py", baseline="fcn", crop=96, log=None).read_text()
+    default = export_config(tmp_path / "a" / "d.py", baseline="fcn", data_root=data["<voc>"], log=None).read_text()
+    other = export_config(tmp_path / "b" / "o.py", baseline="fcn", crop=96, data_root=data["<voc>"],
+                          log=None).read_text()
     assert "RandomCrop" not in default and "pipeline" not in default
     assert "crop_size=(96, 96)" in other
     assert Config.fromfile(str(tmp_path / "b" / "o.py")).train_dataloader.dataset.pipeline[3].crop_size == (96, 96)
