@@ -137,6 +137,27 @@ def test_latency_objective_scalarises_the_measured_reward(tmp_path):
     assert ev.cfg is ev.inner.cfg  # the proxy trainer's settings stay reachable (tools/fidelity.py)
 
 
+def test_a_cost_aware_evaluator_survives_the_pickling_that_ships_it_to_ray_workers(tmp_path):
+    """Ray sends the evaluator to its workers pickled; rebuilding a CostAware used to recurse without end
+    in ``__getattr__`` (``inner`` not set yet), so every search with an ``objective`` on Ray workers died."""
+    import numpy as np
+    from ray import cloudpickle  # what Ray pickles the evaluator with
+
+    from densenas.build import build_search
+    from densenas.config import load_config
+
+    opts = tiny_opts(tmp_path) + ["objective.cost=decoder_params", "objective.limit=1e9"]
+    search = build_search(load_config(CFG, opts), work_dir=tmp_path / "w", log=lambda s: None)
+    ev = search.evaluator
+    back = cloudpickle.loads(cloudpickle.dumps(ev))
+    assert type(back) is type(ev) and back.objective == ev.objective and back.latency_size == ev.latency_size
+    assert back.cfg == ev.cfg  # attribute lookup still reaches the wrapped evaluator
+    with pytest.raises(AttributeError):
+        back.no_such_attribute
+    arch = search.space.sample(np.random.default_rng(0))
+    assert back.cost(arch) == ev.cost(arch) and back.cost(arch)["decoder_params"] > 0
+
+
 def test_latency_on_onnxruntime_is_measured_once_per_arch_and_validated(tmp_path, monkeypatch):
     """runtime='onnxruntime': the candidate is exported and timed by ONNX Runtime (CPU provider, threads as
     configured), once per distinct arch; a runtime without latency as the cost, or an unknown one, is refused."""

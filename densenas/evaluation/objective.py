@@ -128,6 +128,10 @@ class CostAware:
         self._table = None  # the FBNet lookup table (objective.latency_table), opened on first use
 
     def __getattr__(self, name: str) -> Any:
+        # Only called for names not found on self. While pickle rebuilds a CostAware (Ray ships the evaluator
+        # to its workers) ``inner`` is not set yet: looking it up here again would recurse without end.
+        if name == "inner" or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def cost(self, arch: Arch) -> dict[str, float]:
