@@ -29,7 +29,7 @@ from typing import Any, Iterator
 from .arch import Arch, InvalidArch
 from .history_codec import (_CORRUPT, HistoryError, _number, _numbers_json, _pack, _sqlite_errors, _unpack,
                             join_state, split_state)
-from .result import Result
+from .result import OVER_LIMIT, Result
 
 RUNNING = "running"
 STATUSES = (RUNNING, "ok", "failed")
@@ -434,9 +434,13 @@ class History:
         return None if row is None else self._row(row)
 
     @_sqlite_errors("count the candidates")
-    def count(self, finished_only: bool = True) -> int:
-        q = "SELECT COUNT(*) FROM candidates" + (" WHERE status != 'running'" if finished_only else "")
-        return int(self.db.execute(q).fetchone()[0])
+    def count(self, finished_only: bool = True, counted_only: bool = False) -> int:
+        """Rows; ``finished_only``: not running; ``counted_only``: without the candidates rejected before
+        training by a hard cost limit (:data:`~densenas.result.OVER_LIMIT`: not part of a search's budget)."""
+        where = (["status != 'running'"] if finished_only else []) + (
+            ["NOT (status = 'failed' AND error LIKE ? || '%')"] if counted_only else [])
+        q = "SELECT COUNT(*) FROM candidates" + (" WHERE " + " AND ".join(where) if where else "")
+        return int(self.db.execute(q, (OVER_LIMIT,) if counted_only else ()).fetchone()[0])
 
     @_sqlite_errors("read the best candidate")
     def best(self) -> Candidate | None:

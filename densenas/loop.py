@@ -114,7 +114,7 @@ from .strategies.base import OneShotStrategy, Strategy
 CHECKPOINT = "supernet.pth"
 DERIVED = "derived_arch.json"
 TIME_BUDGET = TimeBudget.REASON  # outcome.stopped when the time budget ran out
-NOT_PROMOTING = ("complete", "duplicates")  # the search's ends after which its promotion may run
+NOT_PROMOTING = ("complete", "duplicates", "over_limit")  # the search's ends after which its promotion may run
 
 __all__ = ["run", "Budget", "Outcome", "Evaluator", "Progress", "progress_line", "default_hooks", "CHECKPOINT",
            "DERIVED", "TB_DIR", "load_checkpoint"]

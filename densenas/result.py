@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 OK, FAILED = "ok", "failed"
+#: how the error of a candidate rejected before training by a hard cost limit begins (objective.limit); such
+#: rows stay in the history with their costs but do not count towards a search's candidates.
+OVER_LIMIT = "over the hard limit"
 
 
 @dataclass
@@ -33,6 +36,11 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.status == OK and self.reward is not None and math.isfinite(self.reward)
+
+    @property
+    def over_limit(self) -> bool:
+        """Rejected before training by a hard cost limit (:data:`OVER_LIMIT`)."""
+        return self.status == FAILED and (self.error or "").startswith(OVER_LIMIT)
 
     @classmethod
     def failed(cls, error: str, stage: int = 0, wall_time: float = 0.0, **metrics: float) -> "Result":

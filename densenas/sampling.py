@@ -6,7 +6,9 @@ their history rows, hands them to an executor (:mod:`densenas.parallel`: here, o
 and records each result. ``mode="batch"``: ``batch`` archs at a time, recorded in row order with one shared
 snapshot of finished results each (reproducible given the seed); ``mode="async"``: ``executor.workers`` in
 flight, one proposed as each finishes. Duplicated proposals are answered from the history (or wait for
-their twin in flight); rows a kill left ``running`` are trained again with their arch and seed. Before each
+their twin in flight); proposals over a hard cost limit (``objective.limit`` on parameters or MAdds) are
+recorded as rejected on the driver and do not count towards the candidates, so a search under a limit still
+trains as many as it was asked to; rows a kill left ``running`` are trained again with their arch and seed. Before each
 new candidate (or batch) the hooks are asked whether to stop (:meth:`densenas.hooks.Hook.stop_reason`: a time
 budget, a stop file, a user's rule); the candidates in flight then finish and are recorded.
 """
@@ -25,6 +27,10 @@ from .result import Result
 from .space import SearchSpace
 from .strategies.base import Strategy
 
+#: proposals over a hard cost limit in a row, per candidate of the budget, before a search stops
+#: (``Outcome.stopped == "over_limit"``); each costs a model build on the driver, milliseconds.
+MAX_REJECTIONS = 20
+
 __all__ = ["Outcome", "run_sampling", "eta"]
 
 
@@ -33,9 +39,11 @@ class Outcome:
     """How a :func:`run` call ended.
 
     Attributes:
-        done: finished candidates (sampling) or steps (one-shot), earlier calls included.
+        done: finished candidates (sampling; those rejected by a hard cost limit not counted) or steps
+            (one-shot), earlier calls included.
         total: the budget asked for.
-        stopped: ``"complete"``, ``"duplicates"`` (a converged sampling strategy) or the reason a hook stopped
+        stopped: ``"complete"``, ``"duplicates"`` (a converged sampling strategy), ``"over_limit"`` (only
+            proposals over a hard cost limit, :data:`MAX_REJECTIONS` per candidate in a row) or the reason a hook stopped
             the run with (:meth:`~densenas.hooks.Hook.stop_reason`: ``"time_budget"``, ``"stop_file"``, ...).
         arch: sampling: the best candidate's arch; one-shot: the arch derived after the last step.
         best: sampling: the best candidate; one-shot: the run's candidate row.
@@ -73,8 +81,8 @@ def run_sampling(space: SearchSpace, strategy: Strategy, evaluator: Any, history
         restore([c.result for c in history.finished()])
     pending = history.running()
     if history.count(finished_only=False):
-        rep.note(f"resuming: {history.count()} finished, {len(pending)} interrupted candidate(s)")
-    rep.start(history.count())
+        rep.note(f"resuming: {history.count(counted_only=True)} finished, {len(pending)} interrupted candidate(s)")
+    rep.start(history.count(counted_only=True))
     if executor is None:
         executor = InProcessExecutor(evaluator, space)
     slots = batch if mode == "batch" else executor.workers
@@ -82,37 +90,40 @@ def run_sampling(space: SearchSpace, strategy: Strategy, evaluator: Any, history
     # of old, bit for bit). Otherwise each job carries the driver's finished results (row order) to restore.
     snapshots = not (isinstance(executor, InProcessExecutor) and slots == 1)
     remote = not isinstance(executor, InProcessExecutor)
-    loop = _Loop(strategy, history, rep, executor, num_candidates, seed, max_duplicates, remote)
+    loop = _Loop(strategy, history, rep, executor, num_candidates, seed, max_duplicates, remote,
+                 screen=getattr(evaluator, "screen", None))
     if pending and not loop.should_stop():  # rows a kill left running: same archs and seeds, results before
         first = pending[0].id
         snap = [c.result for c in history.finished() if c.id < first or mode == "async"] if snapshots else None
         loop.run_jobs([Job(c.id, c.arch, c.seed, snap) for c in pending], ordered=mode == "batch")
-    while history.count() < num_candidates or loop.in_flight:
+    while loop.counted() < num_candidates or loop.in_flight:
         if mode == "async":
             if not loop.async_step(snapshots):
                 break
             continue
         if loop.should_stop():
             break
-        n = min(batch, num_candidates - history.count(finished_only=False))
+        n = min(batch, num_candidates - loop.counted(finished_only=False))
         archs = loop.new_archs(strategy.propose_batch(n))
         snap = [c.result for c in history.finished()] if snapshots else None
         loop.run_jobs(loop.start_rows(archs, snap), ordered=True)
     best = history.best()
-    return Outcome(history.count(), num_candidates, loop.stopped or "complete", best.arch if best else None, best)
+    return Outcome(loop.counted(), num_candidates, loop.stopped or "complete", best.arch if best else None, best)
 
 
 class _Loop:
     """The bookkeeping of one sampling run: rows started, results observed and recorded, duplicates answered
-    from the history, progress reported (one instance per :func:`run` call)."""
+    from the history, proposals over a hard cost limit rejected before they take a worker (``screen``: the
+    evaluator's :meth:`~densenas.evaluation.objective.CostAware.screen`), progress reported (one instance per
+    :func:`run` call)."""
 
     def __init__(self, strategy: Strategy, history: History, rep: HookList, executor: Any, total: int,
-                 seed: int, max_duplicates: int, remote: bool):
+                 seed: int, max_duplicates: int, remote: bool, screen: Any = None):
         self.strategy, self.history, self.rep, self.executor = strategy, history, rep, executor
         self.total, self.seed, self.max_duplicates = total, seed, max_duplicates
-        self.remote = remote
+        self.remote, self.screen = remote, screen
         self.t0 = time.perf_counter()
-        self.done_here = self.duplicates = 0
+        self.done_here = self.duplicates = self.rejections = 0
         self.stopped: str | None = None
         self.in_flight: dict[int, Job] = {}
         self.followers: dict[str, list[Arch]] = {}  # arch key in flight -> re-proposals waiting for its result
@@ -134,7 +145,12 @@ class _Loop:
             twin = arch.key in {a.key for a in new} or any(j.arch.key == arch.key for j in self.in_flight.values())
             if known is None and not twin:
                 self.duplicates = 0
-                new.append(arch)
+                rejected = self.screen(arch) if self.screen is not None else None
+                if rejected is None:
+                    self.rejections = 0
+                    new.append(arch)
+                else:
+                    self.reject(arch, rejected)
                 continue
             if known is not None:  # never train an arch twice: answer from the history
                 self.strategy.observe(arch, known.result)
@@ -145,6 +161,24 @@ class _Loop:
             if self.duplicates >= self.max_duplicates:
                 self.stopped = "duplicates"
         return new
+
+    def counted(self, finished_only: bool = True) -> int:
+        """Candidates that count towards the budget (those rejected by a hard cost limit do not)."""
+        return self.history.count(finished_only=finished_only, counted_only=True)
+
+    def reject(self, arch: Arch, result: Result) -> None:
+        """Record a proposal over a hard cost limit (row, strategy, a note) without training it; stop after
+        :data:`MAX_REJECTIONS` per candidate of the budget in a row (a space or limit with almost nothing
+        inside)."""
+        cid = self.history.start(arch, self.seed + self.history.count(finished_only=False))
+        self.strategy.observe(arch, result)
+        self.history.finish(cid, result, self.strategy.state_dict())
+        self.rejections += 1
+        self.rep.note(f"#{cid} {result.error}, not counted")
+        if self.rejections >= MAX_REJECTIONS * self.total:
+            self.rep.note(f"stopping: {self.rejections} proposals in a row were over the hard limit; "
+                          f"raise objective.limit or search a space with more inside it")
+            self.stopped = "over_limit"
 
     def start_rows(self, archs: list[Arch], snapshot: list[Result] | None) -> list[Job]:
         """One running row per arch; the strategy state (after proposing them all) goes with the last one."""
@@ -176,7 +210,7 @@ class _Loop:
         """Top up to ``executor.workers`` candidates in flight, then record the next one to finish; ``False``
         when nothing is in flight and nothing more may start (budget, duplicates or a hook's stop)."""
         while (not self.stopped and self.executor.in_flight() < self.executor.workers
-               and self.history.count(finished_only=False) < self.total and not self.should_stop()):
+               and self.counted(finished_only=False) < self.total and not self.should_stop()):
             archs = self.new_archs([self.strategy.propose()])
             snap = [c.result for c in self.history.finished()] if snapshots else None
             for job in self.start_rows(archs, snap):
@@ -197,7 +231,8 @@ class _Loop:
         self.done_here += 1
         elapsed = time.perf_counter() - self.t0
         h = self.history
-        self.rep.after_candidate(Progress(h.count(), self.total, h.get(job.cid), h.best(), elapsed,
-                                 eta(elapsed, self.done_here, self.total - h.count(), self.rep.seconds_left())))
+        done = self.counted()
+        self.rep.after_candidate(Progress(done, self.total, h.get(job.cid), h.best(), elapsed,
+                                 eta(elapsed, self.done_here, self.total - done, self.rep.seconds_left())))
         if self.remote or d.notes:
             self.rep.note(f"  #{job.cid} ran on {d.worker}" + "".join(f"; {n}" for n in d.notes))

@@ -15,6 +15,8 @@ from densenas.arch import Arch
 from densenas.evaluation.supernet import Splits
 from densenas.history import History
 from densenas.loop import CHECKPOINT, DERIVED, Budget, default_hooks, load_checkpoint, run
+from densenas.result import OVER_LIMIT, Result
+from densenas.sampling import MAX_REJECTIONS
 from densenas.hooks import tensorboard_available
 from densenas.strategies import Darts, RandomSearch, build_strategy
 from densenas.viz import write_reports
@@ -71,6 +73,48 @@ def test_failed_candidate_is_recorded_and_the_loop_goes_on(tmp_path):
         assert len(rows) == 5 and rows[0].arch == bad
         assert rows[0].status == "failed" and rows[0].result.error == "RuntimeError: boom"
         assert all(c.status == "ok" for c in rows[1:])
+
+
+class Limited(ToyEvaluator):
+    """A toy evaluator under a hard limit: archs with ``d0 == 0`` (a third of the space) are over it."""
+
+    def screen(self, arch):
+        if arch["d0"] == 0:
+            return Result(status="failed", cost={"params": 9.0}, error=f"{OVER_LIMIT}: params 9 > 5 (not trained)")
+        return None
+
+
+@pytest.mark.parametrize("mode", ["batch", "async"])
+def test_proposals_over_a_hard_limit_are_recorded_untrained_and_do_not_count(tmp_path, mode):
+    space, ev, lines = ToySpace(), Limited(), []
+    with History(tmp_path / "h.sqlite") as h:
+        out = run(space, RandomSearch(space, seed=0), ev, h, Budget(candidates=10, mode=mode),
+                  hooks=default_hooks(lines.append, live=False))
+        rows = h.finished()
+        over = [c for c in rows if c.result.over_limit]
+        trained = [c for c in rows if not c.result.over_limit]
+        assert out.done == 10 and out.stopped == "complete" and len(trained) == 10 and over
+        assert all(c.arch["d0"] == 0 for c in over) and all(c.arch["d0"] != 0 for c in trained)
+        assert sorted(ev.calls) == sorted(c.arch.key for c in trained)  # the rejected never reached it
+        assert h.count(counted_only=True) == 10 and h.count() == len(rows)
+        assert any(line.endswith("(not trained), not counted") for line in lines)
+        assert any(line.startswith("[10/10] ") for line in lines)  # progress counts trained candidates
+        out = run(space, RandomSearch(space, seed=0), ev, h, Budget(candidates=12, mode=mode))
+        assert out.done == 12 and h.count(counted_only=True) == 12 and len(ev.calls) == 12
+
+
+def test_a_search_whose_proposals_are_all_over_the_limit_stops_and_says_so(tmp_path):
+    class Nothing(ToyEvaluator):
+        def screen(self, arch):
+            return Result(status="failed", error=f"{OVER_LIMIT}: params 9 > 5 (not trained)")
+
+    space, ev, lines = ToySpace(n=6), Nothing(), []
+    with History(tmp_path / "h.sqlite") as h:
+        out = run(space, RandomSearch(space, seed=0), ev, h, Budget(candidates=2, max_duplicates=1000),
+                  hooks=default_hooks(lines.append, live=False))
+        assert out.stopped == "over_limit" and out.done == 0 and not ev.calls
+        assert h.count() == MAX_REJECTIONS * 2 and h.count(counted_only=True) == 0
+    assert "raise objective.limit" in lines[-1]
 
 
 def test_time_budget_stops_between_candidates(tmp_path):

@@ -93,6 +93,8 @@ def test_hard_limit_is_never_exceeded_by_a_candidate_or_its_export(tmp_path):
     over = [c for c in rows if not c.result.ok and "over the hard limit" in c.result.error]
     assert ok and all(c.result.cost["decoder_params"] <= limit for c in ok)
     assert all(c.result.cost["decoder_params"] > limit and c.result.stage == 0 for c in over)
+    # the rejected were screened on the driver and did not count: 6 candidates trained (ok, or failed training)
+    assert len([c for c in rows if not c.result.over_limit]) == 6 and all(c.result.over_limit for c in over)
     board = (work / "leaderboard.md").read_text()
     assert "Pareto front" in board and (work / "pareto.png").stat().st_size > 1000
 

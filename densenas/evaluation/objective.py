@@ -23,7 +23,7 @@ from torch import nn
 
 from ..arch import Arch
 from ..latency import RUNTIMES, measure
-from ..result import FAILED, Result
+from ..result import FAILED, OVER_LIMIT, Result
 from .common import failure_reason
 
 COSTS = ("params", "madds", "latency_ms", "decoder_params", "decoder_madds")
@@ -169,6 +169,30 @@ class CostAware:
         """:meth:`evaluate` at a promoted budget (the inner ``evaluate_at``, :mod:`densenas.promotion`)."""
         return self._scored(arch, lambda: self.inner.evaluate_at(arch, seed, scale))
 
+    def screen(self, arch: Arch) -> Result | None:
+        """The rejection of ``arch`` when a parameter or MAdds limit rules it out, else ``None``.
+
+        The search loop asks this on the driver before a candidate takes a worker and a place in the budget
+        (:mod:`densenas.sampling`); a latency limit is left to :meth:`evaluate`, where the candidate would
+        train: timing on a driver that shares the machine with busy workers would not be the latency.
+        """
+        o = self.objective
+        if o.limit is None or o.cost == "latency_ms":
+            return None
+        try:
+            cost = self.cost(arch)
+        except Exception:  # noqa: BLE001 - the candidate's own run reports an arch that cannot be built
+            return None
+        return self._rejection(cost)
+
+    def _rejection(self, cost: dict[str, float]) -> Result | None:
+        o = self.objective
+        value = cost[o.cost]
+        if o.limit is not None and value > o.limit:
+            return Result(status=FAILED, reward=None, cost=cost, stage=0,
+                          error=f"{OVER_LIMIT}: {o.cost} {value:.4g} > {o.limit:.4g} (not trained)")
+        return None
+
     def _scored(self, arch: Arch, train: Any) -> Result:
         o = self.objective
         try:
@@ -176,9 +200,9 @@ class CostAware:
         except Exception as e:  # noqa: BLE001 - an arch that cannot be built fails like one that cannot train
             return Result.failed(f"cannot measure its cost: {failure_reason(e)}")
         value = cost[o.cost]
-        if o.limit is not None and value > o.limit:
-            return Result(status=FAILED, reward=None, cost=cost, stage=0,
-                          error=f"over the hard limit: {o.cost} {value:.4g} > {o.limit:.4g} (not trained)")
+        rejected = self._rejection(cost)
+        if rejected is not None:
+            return rejected
         r = train()
         r.cost = {**r.cost, **cost}
         if r.ok:
