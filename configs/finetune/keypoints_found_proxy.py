@@ -1,48 +1,29 @@
-custom_imports = dict(
-    allow_failed_imports=False, imports=[
-        'densenas.tasks.keypoints.mm',
-    ])
-default_hooks = dict(
-    checkpoint=dict(
-        by_epoch=False,
-        interval=2000,
-        max_keep_ckpts=1,
-        rule='greater',
-        save_best='coco/AP',
-        type='CheckpointHook'),
-    logger=dict(interval=100, log_metric_by_epoch=False, type='LoggerHook'),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    timer=dict(type='IterTimerHook'))
-default_scope = 'mmpose'
+# A found aux-cell decoder as an mmpose top-down heatmap head (AuxCellHeatmapHead), on the proxy keypoint set. Written by
+# python tools/export.py best_arch.json --task keypoints --width 48 --out configs/finetune/keypoints_found_proxy.py
+# Written by densenas (tools/export.py): the data, schedule and runtime of ./_base_/ and
+# what this model changes. Train: python3 tools/train.py keypoints_found_proxy.py; test: python3 tools/test.py keypoints_found_proxy.py CHECKPOINT
+_base_ = [
+    './_base_/datasets/kpt_proxy.py',
+    './_base_/schedules/kpt_adamw_poly_2k.py',
+    './_base_/kpt_runtime.py',
+]
 densenas_task = 'keypoints'
-env_cfg = dict(
-    cudnn_benchmark=False,
-    dist_cfg=dict(backend='nccl'),
-    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0))
-load_from = None
-log_level = 'INFO'
-log_processor = dict(by_epoch=False)
+custom_imports = dict(imports=['densenas.tasks.keypoints.mm'], allow_failed_imports=False)
 model = dict(
-    backbone=dict(
-        backbone=dict(pretrained=True, type='mobilenet_v2'),
-        type='DenseNASBackbone'),
+    type='TopdownPoseEstimator',
     data_preprocessor=dict(
+        type='PoseDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
         bgr_to_rgb=True,
-        mean=[
-            123.675,
-            116.28,
-            103.53,
-        ],
-        std=[
-            58.395,
-            57.12,
-            57.375,
-        ],
-        type='PoseDataPreprocessor'),
+    ),
+    backbone=dict(type='DenseNASBackbone', backbone=dict(type='mobilenet_v2', pretrained=True)),
     head=dict(
+        type='AuxCellHeatmapHead',
         arch=dict(
-            choices=dict({
+            format=1,
+            space='auxcell',
+            choices={
                 'cell0.in0': 0,
                 'cell0.in1': 2,
                 'cell1.in0': 1,
@@ -58,161 +39,26 @@ model = dict(
                 'tmpl.b1.in1': 1,
                 'tmpl.b1.merge': 'concat',
                 'tmpl.b1.op0': 'sep_conv_5x5',
-                'tmpl.b1.op1': 'conv3x3'
-            }),
-            format=1,
-            space='auxcell'),
+                'tmpl.b1.op1': 'conv3x3',
+            },
+        ),
+        in_channels=[24, 32, 96, 320],
+        in_strides=[4, 8, 16, 32],
+        channels=48,
         aux=True,
         aux_weight=0.4,
-        channels=48,
-        decoder=dict(
-            blur_kernel_size=11,
-            heatmap_size=(
-                24,
-                32,
-            ),
-            heatmap_type='gaussian',
-            input_size=(
-                96,
-                128,
-            ),
-            sigma=2.0,
-            type='UDPHeatmap'),
-        heatmap_size=(
-            24,
-            32,
-        ),
-        in_channels=[
-            24,
-            32,
-            96,
-            320,
-        ],
-        in_strides=[
-            4,
-            8,
-            16,
-            32,
-        ],
-        loss=dict(type='KeypointMSELoss', use_target_weight=True),
         out_channels=14,
-        type='AuxCellHeatmapHead'),
-    test_cfg=dict(flip_mode='heatmap', flip_test=True, shift_heatmap=False),
-    type='TopdownPoseEstimator')
-optim_wrapper = dict(
-    optimizer=dict(lr=0.001, type='AdamW', weight_decay=0.0001),
-    paramwise_cfg=dict(custom_keys=dict(backbone=dict(lr_mult=0.1))),
-    type='OptimWrapper')
-param_scheduler = [
-    dict(
-        begin=0,
-        by_epoch=False,
-        end=2000,
-        eta_min=0.0,
-        power=0.9,
-        type='PolyLR'),
-]
-randomness = dict(seed=0)
-resume = False
-test_cfg = dict(type='TestLoop')
-test_dataloader = dict(
-    batch_size=16,
-    dataset=dict(
-        ann_file='annotations/person_keypoints_val2017.json',
-        data_mode='topdown',
-        data_prefix=dict(img='val2017/'),
-        data_root='data/proxy_kpt',
-        metainfo=dict(from_file='data/proxy_kpt/metainfo.py'),
-        pipeline=[
-            dict(type='LoadImage'),
-            dict(type='GetBBoxCenterScale'),
-            dict(input_size=(
-                96,
-                128,
-            ), type='TopdownAffine', use_udp=True),
-            dict(type='PackPoseInputs'),
-        ],
-        test_mode=True,
-        type='CocoHeadSizeDataset'),
-    drop_last=False,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(round_up=False, shuffle=False, type='DefaultSampler'))
-test_evaluator = [
-    dict(
-        ann_file='data/proxy_kpt/annotations/person_keypoints_val2017.json',
-        type='CocoMetric'),
-    dict(norm_item='head', prefix='pckh@0.5', thr=0.5, type='PCKAccuracy'),
-    dict(norm_item='head', prefix='pckh@0.1', thr=0.1, type='PCKAccuracy'),
-]
-train_cfg = dict(max_iters=2000, type='IterBasedTrainLoop', val_interval=2000)
-train_dataloader = dict(
-    batch_size=16,
-    dataset=dict(
-        ann_file='annotations/person_keypoints_train2017.json',
-        data_mode='topdown',
-        data_prefix=dict(img='train2017/'),
-        data_root='data/proxy_kpt',
-        metainfo=dict(from_file='data/proxy_kpt/metainfo.py'),
-        pipeline=[
-            dict(type='LoadImage'),
-            dict(type='GetBBoxCenterScale'),
-            dict(direction='horizontal', type='RandomFlip'),
-            dict(type='RandomBBoxTransform'),
-            dict(input_size=(
-                96,
-                128,
-            ), type='TopdownAffine', use_udp=True),
-            dict(
-                encoder=dict(
-                    blur_kernel_size=11,
-                    heatmap_size=(
-                        24,
-                        32,
-                    ),
-                    heatmap_type='gaussian',
-                    input_size=(
-                        96,
-                        128,
-                    ),
-                    sigma=2.0,
-                    type='UDPHeatmap'),
-                type='GenerateTarget'),
-            dict(type='PackPoseInputs'),
-        ],
-        type='CocoHeadSizeDataset'),
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(shuffle=True, type='InfiniteSampler'))
-val_cfg = dict(type='ValLoop')
-val_dataloader = dict(
-    batch_size=16,
-    dataset=dict(
-        ann_file='annotations/person_keypoints_val2017.json',
-        data_mode='topdown',
-        data_prefix=dict(img='val2017/'),
-        data_root='data/proxy_kpt',
-        metainfo=dict(from_file='data/proxy_kpt/metainfo.py'),
-        pipeline=[
-            dict(type='LoadImage'),
-            dict(type='GetBBoxCenterScale'),
-            dict(input_size=(
-                96,
-                128,
-            ), type='TopdownAffine', use_udp=True),
-            dict(type='PackPoseInputs'),
-        ],
-        test_mode=True,
-        type='CocoHeadSizeDataset'),
-    drop_last=False,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(round_up=False, shuffle=False, type='DefaultSampler'))
-val_evaluator = [
-    dict(
-        ann_file='data/proxy_kpt/annotations/person_keypoints_val2017.json',
-        type='CocoMetric'),
-    dict(norm_item='head', prefix='pckh@0.5', thr=0.5, type='PCKAccuracy'),
-    dict(norm_item='head', prefix='pckh@0.1', thr=0.1, type='PCKAccuracy'),
-]
+        heatmap_size=(24, 32),
+        loss=dict(type='KeypointMSELoss', use_target_weight=True),
+        decoder=dict(
+            type='UDPHeatmap',
+            input_size=(96, 128),
+            heatmap_size=(24, 32),
+            sigma=2.0,
+            heatmap_type='gaussian',
+            blur_kernel_size=11,
+        ),
+    ),
+    test_cfg=dict(flip_test=True, flip_mode='heatmap', shift_heatmap=False),
+)
 work_dir = 'work_dirs/finetune_kpt_found'

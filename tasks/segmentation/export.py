@@ -108,7 +108,7 @@ def data_config(dataset: str, root: str, crop: int, classes: list[str] | None = 
     its own 19 classes (``classes=None`` or those names); other classes read its layout with
     ``BaseSegDataset`` likewise.
     """
-    root = str(Path(root).resolve())
+    root = str(root)  # as given: a relative root is read from where tools/train.py runs, as in mmseg configs
     crop_size = (crop, crop) if dataset != "cityscapes" else (crop, crop * 2)
     scale = (crop * 2, crop) if dataset != "cityscapes" else (crop * 4, crop * 2)
     if dataset == "proxy":
