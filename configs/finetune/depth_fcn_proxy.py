@@ -1,12 +1,13 @@
 # Hand-designed baseline: mmseg's FCNHead regressing depth, same backbone, data and budget as
 # depth_found_proxy.py. Written by
 # python tools/export.py --baseline fcn --task depth --out configs/finetune/depth_fcn_proxy.py
-# Written by densenas (tools/export.py): the data, schedule and runtime of ./_base_/ and
+# Written by densenas (tools/export.py; in this repository the _base_ entries point at the task's own base
+# files instead of copies next to the config): the data, schedule and runtime of those files and
 # what this model changes. Train: python3 tools/train.py depth_fcn_proxy.py; test: python3 tools/test.py depth_fcn_proxy.py CHECKPOINT
 _base_ = [
-    './_base_/datasets/depth_proxy.py',
-    './_base_/schedules/depth_adamw_poly_2k.py',
-    './_base_/depth_runtime.py',
+    '../../tasks/depth/configs/_base_/datasets/depth_proxy.py',
+    '../../tasks/depth/configs/_base_/schedules/depth_adamw_poly_2k.py',
+    '../../tasks/depth/configs/_base_/depth_runtime.py',
 ]
 densenas_task = 'depth'
 custom_imports = dict(imports=['densenas.tasks.depth.mm'], allow_failed_imports=False)

@@ -2,12 +2,13 @@
 # EfficientNet-Lite0, as tools/export.py wrote it (--iters 600); docs/measurements.md: 81.94 mIoU on the proxy val set.
 # Written by python tools/export.py best_arch.json --iters 600 --data-root data/proxy_voc --work-dir work_dirs/ft_found_lite0 --out configs/finetune/found_lite0_proxy.py
 # (best_arch.json next to the search's config.py).
-# Written by densenas (tools/export.py): the data, schedule and runtime of ./_base_/ and
+# Written by densenas (tools/export.py; in this repository the _base_ entries point at the task's own base
+# files instead of copies next to the config): the data, schedule and runtime of those files and
 # what this model changes. Train: python3 tools/train.py found_lite0_proxy.py; test: python3 tools/test.py found_lite0_proxy.py CHECKPOINT
 _base_ = [
-    './_base_/datasets/seg_proxy.py',
-    './_base_/schedules/seg_adamw_poly_2k.py',
-    './_base_/seg_runtime.py',
+    '../../tasks/segmentation/configs/_base_/datasets/seg_proxy.py',
+    '../../tasks/segmentation/configs/_base_/schedules/seg_adamw_poly_2k.py',
+    '../../tasks/segmentation/configs/_base_/seg_runtime.py',
 ]
 densenas_task = 'segmentation'
 custom_imports = dict(imports=['densenas.tasks.segmentation.mm'], allow_failed_imports=False)

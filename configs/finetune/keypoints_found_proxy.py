@@ -1,11 +1,12 @@
 # A found aux-cell decoder as an mmpose top-down heatmap head (AuxCellHeatmapHead), on the proxy keypoint set. Written by
 # python tools/export.py best_arch.json --task keypoints --width 48 --out configs/finetune/keypoints_found_proxy.py
-# Written by densenas (tools/export.py): the data, schedule and runtime of ./_base_/ and
+# Written by densenas (tools/export.py; in this repository the _base_ entries point at the task's own base
+# files instead of copies next to the config): the data, schedule and runtime of those files and
 # what this model changes. Train: python3 tools/train.py keypoints_found_proxy.py; test: python3 tools/test.py keypoints_found_proxy.py CHECKPOINT
 _base_ = [
-    './_base_/datasets/kpt_proxy.py',
-    './_base_/schedules/kpt_adamw_poly_2k.py',
-    './_base_/kpt_runtime.py',
+    '../../tasks/keypoints/configs/_base_/datasets/kpt_proxy.py',
+    '../../tasks/keypoints/configs/_base_/schedules/kpt_adamw_poly_2k.py',
+    '../../tasks/keypoints/configs/_base_/kpt_runtime.py',
 ]
 densenas_task = 'keypoints'
 custom_imports = dict(imports=['densenas.tasks.keypoints.mm'], allow_failed_imports=False)
