@@ -2,8 +2,9 @@
 
 The OpenMMLab modules of "Fast Neural Architecture Search of Compact Semantic Segmentation
 Models via Auxiliary Cells" (Nekrasov, Chen, Shen, Reid; CVPR 2019) and of the template networks (Nekrasov
-et al., WACV 2020), and a generic one (registered in mmseg's ``MODELS`` by :mod:`densenas.tasks.segmentation.mm`;
-the depth task derives its depth heads from them):
+et al., WACV 2020), and a generic one, registered in mmseg's ``MODELS`` when this module is imported (so any
+task that hosts a ``dense_map`` space as an mmseg ``decode_head`` imports this module in its configs, never
+a sibling task's; the depth task derives its depth heads from them):
 
 * decode head ``AuxCellHead``: an :class:`~densenas.decoders.auxcell.AuxCellDecoder` built from an arch
   (``Arch``, its ``to_dict()`` form, or a path to its JSON), following the ``BaseDecodeHead`` contract
@@ -15,8 +16,8 @@ the depth task derives its depth heads from them):
   section through the space plugins (:func:`densenas.space.space_from_section`): what a plugin space without an
   mmseg adapter of its own names in its ``mm_fragment``.
 
-Only this module imports mmseg; nothing else in densenas imports it. Use it from a config with
-``custom_imports=dict(imports=["densenas.tasks.segmentation.mm"], allow_failed_imports=False)``.
+Use it from a config with ``custom_imports=dict(imports=["densenas.decoders.mmseg_adapters"],
+allow_failed_imports=False)`` (the segmentation task's :mod:`densenas.tasks.segmentation.mm` imports it).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ try:
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.interface` is deprecated",
                                 category=FutureWarning)
         from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+        from mmseg.registry import MODELS
 except ImportError as e:  # pragma: no cover - exercised only without the OpenMMLab stack
     raise ImportError("densenas.decoders.mmseg_adapters needs mmengine and mmsegmentation 1.x; "
                       "run `bash tools/install.sh`") from e
@@ -56,6 +58,7 @@ def losses_with_aux(head: BaseDecodeHead, logits: Tensor, aux: Sequence[Tensor],
     return losses
 
 
+@MODELS.register_module()
 class AuxCellHead(BaseDecodeHead):
     """mmseg decode head wrapping an auxiliary-cell decoder.
 
@@ -129,6 +132,7 @@ class AuxCellHead(BaseDecodeHead):
         return losses_with_aux(self, logits, aux, batch_data_samples)
 
 
+@MODELS.register_module()
 class TemplateHead(BaseDecodeHead):
     """mmseg decode head wrapping a template network (:mod:`densenas.decoders.template`, Nekrasov et al.,
     WACV 2020) on the first layers of the backbone (strides 4 and 8). ``forward`` / ``loss`` are those of
@@ -168,6 +172,7 @@ class TemplateHead(BaseDecodeHead):
     loss = AuxCellHead.loss
 
 
+@MODELS.register_module()
 class DenseMapHead(BaseDecodeHead):
     """mmseg decode head hosting the found module of any ``dense_map`` space (a plugin's included).
 
