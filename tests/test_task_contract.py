@@ -48,7 +48,8 @@ TINY = {
                                proxy=dict(num_train=4, num_val=2, size=32)),
         spaces={"irnas": dict(width=4, layers=2, blocks=1)}, backbone=None),
 }
-NAMES = available(TASKS)
+# the shipped tasks: a task plugin installed from elsewhere in the same environment is not this suite's to check
+NAMES = [n for n in available(TASKS) if task_class(n).__module__.startswith("densenas.tasks.")]
 
 
 def test_every_task_has_a_contract_entry():
