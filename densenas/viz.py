@@ -191,7 +191,11 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
         lat = f" {r.cost['latency_ms']:.2f} |" if has_latency and "latency_ms" in r.cost else " – |" * has_latency
         lines.append(f"| {rank} | {label} | {rung_cols}{r.reward:.4f} | {r.stage} |{cols} "
                      f"{r.cost.get('params', 0) / 1e6:.3f} | {r.cost.get('madds', 0) / 1e9:.3f} |{lat}")
-    lines.append(f"\n{n} {what} finished, {len(failed)} failed.")
+    rejected = [(label, r) for label, r in failed if r.over_limit]  # never trained, not in the budget
+    failed = [(label, r) for label, r in failed if not r.over_limit]
+    lines.append(f"\n{n - len(rejected)} {what} finished, {len(failed)} failed"
+                 + (f", {len(rejected)} rejected over the hard limit (not trained, not counted)" if rejected else "")
+                 + ".")
     if promoted:
         noise = noise_of(ranked)
         tied = [s for s in ranked if s.tied]
@@ -213,6 +217,11 @@ def write_reports(history: History, work_dir: str | Path, top: int = 10,
                      f"tools/export.py {work_dir / 'history.sqlite'} --candidate ID)")
     for label, r in failed:
         lines.append(f"- {label} failed: {r.error}")
+    if rejected:
+        # "over the hard limit: <cost> <value> > <limit> (not trained)": the limit once, each value by its row
+        parts = [r.error.split(": ", 1)[-1].replace(" (not trained)", "").split(" > ") for _, r in rejected]
+        lines.append(f"- rejected over the hard limit ({parts[0][0].split()[0]} > {parts[0][-1]}): "
+                     + ", ".join(f"{label} ({part[0].split()[-1]})" for (label, _), part in zip(rejected, parts)))
     out["md"] = work_dir / "leaderboard.md"
     out["md"].write_text("\n".join(lines) + "\n")
     if n:

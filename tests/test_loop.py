@@ -101,6 +101,10 @@ def test_proposals_over_a_hard_limit_are_recorded_untrained_and_do_not_count(tmp
         assert any(line.startswith("[10/10] ") for line in lines)  # progress counts trained candidates
         out = run(space, RandomSearch(space, seed=0), ev, h, Budget(candidates=12, mode=mode))
         assert out.done == 12 and h.count(counted_only=True) == 12 and len(ev.calls) == 12
+        board = write_reports(h, tmp_path)["md"].read_text()
+        n_over = len([c for c in h.finished() if c.result.over_limit])
+        assert f"12 candidates finished, 0 failed, {n_over} rejected over the hard limit (not trained" in board
+        assert "- rejected over the hard limit (params > 5): #" in board and "failed: over" not in board
 
 
 def test_a_search_whose_proposals_are_all_over_the_limit_stops_and_says_so(tmp_path):
