@@ -1,7 +1,8 @@
 # The decoder found by configs/search/auxcell_lite0_proxy.py (candidate #19, reward 0.826) on the pretrained
 # EfficientNet-Lite0, as tools/export.py wrote it (--iters 600); docs/measurements.md: 81.94 mIoU on the proxy val set.
 # Written by python tools/export.py best_arch.json --iters 600 --data-root data/proxy_voc --work-dir work_dirs/ft_found_lite0 --out configs/finetune/found_lite0_proxy.py
-# (best_arch.json next to the search's config.py).
+# (best_arch.json next to the search's config.py; the absolute data root it writes made relative, as in the
+# other shipped configs).
 # Written by densenas (tools/export.py; in this repository the _base_ entries point at the task's own base
 # files instead of copies next to the config): the data, schedule and runtime of those files and
 # what this model changes. Train: python3 tools/train.py found_lite0_proxy.py; test: python3 tools/test.py found_lite0_proxy.py CHECKPOINT

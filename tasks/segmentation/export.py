@@ -108,7 +108,9 @@ def data_config(dataset: str, root: str, crop: int, classes: list[str] | None = 
     its own 19 classes (``classes=None`` or those names); other classes read its layout with
     ``BaseSegDataset`` likewise.
     """
-    root = str(root)  # as given: a relative root is read from where tools/train.py runs, as in mmseg configs
+    # absolute: the fine-tune runners (densenas/finetune.py) run the tools from the repository root, whatever
+    # the caller's working directory (the shipped configs/finetune files keep relative roots by hand)
+    root = str(Path(root).resolve())
     crop_size = (crop, crop) if dataset != "cityscapes" else (crop, crop * 2)
     scale = (crop * 2, crop) if dataset != "cityscapes" else (crop * 4, crop * 2)
     if dataset == "proxy":
