@@ -8,9 +8,10 @@ snapshot of finished results each (reproducible given the seed); ``mode="async"`
 flight, one proposed as each finishes. Duplicated proposals are answered from the history (or wait for
 their twin in flight); proposals over a hard cost limit (``objective.limit`` on parameters or MAdds) are
 recorded as rejected on the driver and do not count towards the candidates, so a search under a limit still
-trains as many as it was asked to; rows a kill left ``running`` are trained again with their arch and seed. Before each
-new candidate (or batch) the hooks are asked whether to stop (:meth:`densenas.hooks.Hook.stop_reason`: a time
-budget, a stop file, a user's rule); the candidates in flight then finish and are recorded.
+trains as many as it was asked to; rows a kill left ``running`` are trained again with their arch and seed.
+Before each new candidate (or batch) the hooks are asked whether to stop
+(:meth:`densenas.hooks.Hook.stop_reason`: a time budget, a stop file, a user's rule); the candidates in flight
+then finish and are recorded.
 """
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ class Outcome:
             (one-shot), earlier calls included.
         total: the budget asked for.
         stopped: ``"complete"``, ``"duplicates"`` (a converged sampling strategy), ``"over_limit"`` (only
-            proposals over a hard cost limit, :data:`MAX_REJECTIONS` per candidate in a row) or the reason a hook stopped
-            the run with (:meth:`~densenas.hooks.Hook.stop_reason`: ``"time_budget"``, ``"stop_file"``, ...).
+            proposals over a hard cost limit, :data:`MAX_REJECTIONS` per candidate in a row) or the reason a hook
+            stopped the run with (:meth:`~densenas.hooks.Hook.stop_reason`: ``"time_budget"``, ``"stop_file"``, ...).
         arch: sampling: the best candidate's arch; one-shot: the arch derived after the last step.
         best: sampling: the best candidate; one-shot: the run's candidate row.
         standing: sampling with promotion: the pick's :class:`~densenas.promotion.Standing` (its rung, mean
