@@ -102,7 +102,9 @@ def test_template_search_end_to_end_under_its_limit(tmp_path):
                             f"objective.limit={limit}"]) == 0
     with History(work / "history.sqlite") as h:
         rows = h.finished()
-    assert len(rows) == 5 and all(c.result.cost["params"] <= limit for c in rows if c.result.ok)
+    trained = [c for c in rows if not c.result.over_limit]  # the rejected are not trained and do not count
+    assert len(trained) == 5 and all(c.result.cost["params"] <= limit for c in trained if c.result.ok)
+    assert all(c.result.cost["params"] > limit and c.result.stage == 0 for c in rows if c.result.over_limit)
     assert any(c.result.ok for c in rows)
     best = json.loads((work / "best_arch.json").read_text())
     assert best["space"] == "template" and best["result"]["cost"]["params"] <= limit
