@@ -438,7 +438,7 @@ class History:
         """Rows; ``finished_only``: not running; ``counted_only``: without the candidates rejected before
         training by a hard cost limit (:data:`~densenas.result.OVER_LIMIT`: not part of a search's budget)."""
         where = (["status != 'running'"] if finished_only else []) + (
-            ["NOT (status = 'failed' AND error LIKE ? || '%')"] if counted_only else [])
+            ["NOT (status = 'failed' AND COALESCE(error, '') LIKE ? || '%')"] if counted_only else [])
         q = "SELECT COUNT(*) FROM candidates" + (" WHERE " + " AND ".join(where) if where else "")
         return int(self.db.execute(q, (OVER_LIMIT,) if counted_only else ()).fetchone()[0])
 

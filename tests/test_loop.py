@@ -107,6 +107,16 @@ def test_proposals_over_a_hard_limit_are_recorded_untrained_and_do_not_count(tmp
         assert "- rejected over the hard limit (params > 5): #" in board and "failed: over" not in board
 
 
+def test_only_rejections_by_a_hard_limit_leave_the_count(tmp_path):
+    with History(tmp_path / "h.sqlite") as h:
+        for i, r in enumerate([Result(status="failed", error=None), Result(status="failed", error="boom"),
+                               Result(status="failed", error=f"{OVER_LIMIT}: params 9 > 5 (not trained)"),
+                               Result(reward=0.5, stage=1)]):
+            h.finish(h.start(Arch("toy", (("d0", i),)), seed=i), r)
+        h.start(Arch("toy", (("d0", 9),)), seed=9)  # running
+        assert (h.count(), h.count(counted_only=True), h.count(finished_only=False, counted_only=True)) == (4, 3, 4)
+
+
 def test_a_search_whose_proposals_are_all_over_the_limit_stops_and_says_so(tmp_path):
     class Nothing(ToyEvaluator):
         def screen(self, arch):
