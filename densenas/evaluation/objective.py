@@ -135,30 +135,32 @@ class CostAware:
         return getattr(self.inner, name)
 
     def cost(self, arch: Arch) -> dict[str, float]:
-        """Params and MAdds of the untrained candidate (and its latency when the objective uses it)."""
-        cand = self.inner.candidate(arch)
-        out = self.inner.cost_of(cand)
+        """Params and MAdds of the untrained candidate, counted once per distinct arch by the wrapped evaluator
+        (its ``cost``), and its latency when the objective uses it, measured once per distinct arch."""
+        out = self.inner.cost(arch)
         if self.objective.cost == "latency_ms":
             if arch not in self._latency:
-                o = self.objective
-                model = _Deployed(self.inner.encoder, cand).eval()
-                shape = (1, 3, *self.latency_size)
-                try:
-                    if o.latency_table:
-                        if self._table is None:
-                            from ..latency_table import LatencyTable
-
-                            self._table = LatencyTable(o.latency_table, runtime=o.runtime, threads=o.latency_threads,
-                                                       warmup=o.latency_warmup, repeats=o.latency_repeats, log=None)
-                        self._latency[arch] = self._table.estimate(model.to("cpu"), shape)
-                    else:
-                        self._latency[arch] = measure(model, shape, runtime=o.runtime, threads=o.latency_threads,
-                                                      warmup=o.latency_warmup, repeats=o.latency_repeats,
-                                                      device=self.inner.device).ms
-                finally:
-                    model.to(self.inner.device)  # the shared encoder stays where the evaluator keeps it
+                self._latency[arch] = self._measure_latency(self.inner.candidate(arch))
             out["latency_ms"] = self._latency[arch]
         return out
+
+    def _measure_latency(self, cand: nn.Module) -> float:
+        """Milliseconds of encoder + ``cand`` on ``objective.runtime`` (or the lookup table's estimate)."""
+        o = self.objective
+        model = _Deployed(self.inner.encoder, cand).eval()
+        shape = (1, 3, *self.latency_size)
+        try:
+            if o.latency_table:
+                if self._table is None:
+                    from ..latency_table import LatencyTable
+
+                    self._table = LatencyTable(o.latency_table, runtime=o.runtime, threads=o.latency_threads,
+                                               warmup=o.latency_warmup, repeats=o.latency_repeats, log=None)
+                return self._table.estimate(model.to("cpu"), shape)
+            return measure(model, shape, runtime=o.runtime, threads=o.latency_threads, warmup=o.latency_warmup,
+                           repeats=o.latency_repeats, device=self.inner.device).ms
+        finally:
+            model.to(self.inner.device)  # the shared encoder stays where the evaluator keeps it
 
     def evaluate(self, arch: Arch, seed: int = 0) -> Result:
         """Reject ``arch`` above the hard limit (before training), else train it and scalarise its reward;
@@ -199,7 +201,6 @@ class CostAware:
             cost = self.cost(arch)
         except Exception as e:  # noqa: BLE001 - an arch that cannot be built fails like one that cannot train
             return Result.failed(f"cannot measure its cost: {failure_reason(e)}")
-        value = cost[o.cost]
         rejected = self._rejection(cost)
         if rejected is not None:
             return rejected
@@ -207,5 +208,5 @@ class CostAware:
         r.cost = {**r.cost, **cost}
         if r.ok:
             r.metrics["metric_reward"] = r.reward
-            r.reward = o.scalarise(r.reward, value)
+            r.reward = o.scalarise(r.reward, cost[o.cost])
         return r

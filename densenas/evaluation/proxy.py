@@ -369,6 +369,13 @@ class ProxyTrainer(RunningMean):
             self._costs[arch.key] = self.cost_of(cand)
         return dict(self._costs[arch.key])
 
+    def cost(self, arch: Arch) -> dict[str, float]:
+        """:meth:`cost_of` of ``arch``'s untrained candidate (:meth:`candidate`), from the same once-per-arch
+        count as the results' costs: a candidate screened against a hard limit, then trained, is counted once."""
+        if arch.key not in self._costs:
+            return self._cost_once(arch, self.candidate(arch))
+        return dict(self._costs[arch.key])
+
     def cost_of(self, cand: nn.Module) -> dict[str, float]:
         """Params (total, candidate without ``aux_heads``) and MAdds (total, candidate) at the proxy size."""
         cand.eval()
