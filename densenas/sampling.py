@@ -167,11 +167,15 @@ class _Loop:
         """Candidates that count towards the budget (those rejected by a hard cost limit do not)."""
         return self.history.count(finished_only=finished_only, counted_only=True)
 
+    def next_seed(self) -> int:
+        """The seed of the next row: the run's seed plus the rows so far (rejected ones included)."""
+        return self.seed + self.history.count(finished_only=False)
+
     def reject(self, arch: Arch, result: Result) -> None:
         """Record a proposal over a hard cost limit (row, strategy, a note) without training it; stop after
         :data:`MAX_REJECTIONS` per candidate of the budget in a row (a space or limit with almost nothing
         inside)."""
-        cid = self.history.start(arch, self.seed + self.history.count(finished_only=False))
+        cid = self.history.start(arch, self.next_seed())
         self.strategy.observe(arch, result)
         self.history.finish(cid, result, self.strategy.state_dict())
         self.rejections += 1
@@ -185,7 +189,7 @@ class _Loop:
         """One running row per arch; the strategy state (after proposing them all) goes with the last one."""
         jobs = []
         for i, arch in enumerate(archs):
-            cseed = self.seed + self.history.count(finished_only=False)
+            cseed = self.next_seed()
             state = self.strategy.state_dict() if i == len(archs) - 1 else None
             jobs.append(Job(self.history.start(arch, cseed, state), arch, cseed, snapshot))
         return jobs

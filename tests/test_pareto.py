@@ -143,7 +143,7 @@ def test_a_cost_aware_evaluator_survives_the_pickling_that_ships_it_to_ray_worke
     """Ray sends the evaluator to its workers pickled; rebuilding a CostAware used to recurse without end
     in ``__getattr__`` (``inner`` not set yet), so every search with an ``objective`` on Ray workers died."""
     import numpy as np
-    from ray import cloudpickle  # what Ray pickles the evaluator with
+    from ray import cloudpickle  # what Ray pickles the evaluator with (our own object, in memory: no user file)
 
     from densenas.build import build_search
     from densenas.config import load_config

@@ -40,6 +40,7 @@ from densenas.tasks.restoration.functional import (add_gaussian_noise, add_rain,
 
 #: the output kinds whose found networks this task trains (``RestorationTask.accepts``)
 RESTORER_KINDS = ("restorer",)
+DNCNN_KEYS = ("width", "depth", "in_channels")  # the settings of the DnCNN baseline's net entry
 LAYOUTS = ("bsd", "rain100")
 TASKS = ("denoise", "derain")
 
@@ -65,10 +66,9 @@ def build_restoration_net(net: Mapping[str, Any]) -> nn.Module:
     cfg = dict(net)
     kind = cfg.pop("type", None)
     if kind == "dncnn":
-        extra = sorted(set(cfg) - {"width", "depth", "in_channels"})
+        extra = sorted(set(cfg) - set(DNCNN_KEYS))
         if extra:
-            raise ValueError(f"net type 'dncnn' got unknown keys {extra}; allowed: "
-                             f"{sorted({'width', 'depth', 'in_channels'})}")
+            raise ValueError(f"net type 'dncnn' got unknown keys {extra}; allowed: {sorted(DNCNN_KEYS)}")
         return DnCNN(int(cfg.get("in_channels", 3)), int(cfg.get("width", 64)), int(cfg.get("depth", 17)))
     if not isinstance(kind, str) or kind not in available(SPACES):
         raise ValueError(f"net type {kind!r} is unknown; use 'dncnn' or a search space of output kind "
