@@ -2,13 +2,14 @@
 """Candidates per hour of one search on Ray workers vs one process, side by side in one run (issue "scale
 out": 2 Ray workers of 1 thread each vs 1 worker of 2 threads on a 2-core machine, goal >= 1.3x).
 
-Each setting runs ``tools/search.py`` on the same config, seed, strategy and batch size (batch mode,
-``parallel.batch``), so a strategy that is deterministic in batch mode proposes the same archs and the
-best arch must agree. Throughput is counted over the search loop (first row started to last row finished,
+Each setting runs ``tools/search.py`` on the same config, seed, strategy and ``parallel.batch`` (pipeline mode,
+the default: that many in flight, recorded in row order), so a strategy that is deterministic given the seed
+proposes the same archs and the best arch must agree; ``ray2batch`` is the older batch mode (every worker
+waits for the slowest of its batch and for the next batch's proposals), whose rows differ. Throughput is counted over the search loop (first row started to last row finished,
 from ``history.sqlite``): the teacher, the feature cache and the Ray start-up are reported apart.
 
     python benchmarks/bench_workers.py [--config configs/search/auxcell_proxy.py] [--candidates 12]
-        [--settings one2,one1,ray2]
+        [--settings one2,one1,ray2,ray2batch]
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ SETTINGS = {
     "one2": ("1 worker, 2 threads", ["--workers", "1"], ["evaluator.cpu_threads=2"]),
     "one1": ("1 worker, 1 thread (default)", ["--workers", "1"], []),
     "ray2": ("2 Ray workers, 1 thread each", ["--workers", "2"], ["parallel.cpus_per_worker=1"]),
+    "ray2batch": ("2 Ray workers, batch mode", ["--workers", "2"], ["parallel.cpus_per_worker=1",
+                                                                    "parallel.mode=batch"]),
 }
 
 

@@ -19,15 +19,20 @@ floating-point noise:
   over the span from the first candidate's start to the last one's end (start-up excluded). Ray's
   fractional ``gpus_per_worker`` does the same inside a search; plain processes measure it where Ray is not
   installed;
+* ``paper`` (issue #23, item 5): the default search at the scale of Nekrasov et al.
+  (``configs/search/auxcell_paper_scale.py``: 3,600 + 400 proxy images at 512 px, stage 1 282 iterations at
+  batch 64, stage 2 113 at batch 32), two random candidates on the device under test only (on a CPU one
+  would take hours and the cached features do not fit 24 GiB): seconds per candidate, candidates per
+  GPU-hour with one in flight, next to NAS-FCOS's about 13 GPU-minutes per candidate;
 * ``proposals`` (issue #23, item 7): the driver side. Each shipped sampling config's own strategy (the
   default surrogate) proposes ``--proposal-budget`` archs of its space (aux-cell 16 decisions, NAS-FCOS FPN
   35), each observed at once with a synthetic reward (an additive function of its decisions), and the
   seconds per proposal are printed at 10 / 25 / 50 / 100 observations, next to the ``seg`` part's seconds per
   candidate on each device when that part ran. Proposals run on the driver's CPU whatever the device, so
-  the part runs once; in ``async`` mode (Ray, ``--workers``) a proposal overlaps the other candidates in
-  flight and only delays the worker it is for.
+  the part runs once; in ``pipeline`` mode (the default with Ray, ``--workers``) and ``async`` mode a
+  proposal overlaps the other candidates in flight and only delays the worker it is for.
 
-    python benchmarks/gpu_check.py [--parts seg,det,irnas,finetune,profile,inflight,proposals]
+    python benchmarks/gpu_check.py [--parts seg,det,irnas,finetune,profile,inflight,proposals,paper]
         [--devices cuda,cpu]
         [--out DIR]
     bash benchmarks/gpu_check.sh          # the same, refusing to start without a GPU
@@ -59,7 +64,16 @@ PARTS = {
             ["strategy.type=random", "search.num_candidates=4", "search.time_budget_s=None"]),
     "det": ("configs/search/nasfcos_fpn_proxy.py", ["search.num_candidates=2", "search.time_budget_s=None"]),
     "irnas": ("configs/search/irnas_denoise_proxy.py", ["search.epochs=2", "search.time_budget_s=None"]),
+    "paper": ("configs/search/auxcell_paper_scale.py",
+              ["strategy.type=random", "search.num_candidates=2", "search.promote=None"]),
 }
+#: parts run on the device under test only
+FIRST_DEVICE_ONLY = ("paper",)
+#: --smoke: the paper part at a size that checks the script on a CPU in a minute
+PAPER_SMOKE = ["data.root=work_dirs/gpu_check/proxy_voc_paper_smoke", "data.image_size=128", "data.proxy.size=128",
+               "data.proxy.num_train=64", "data.proxy.num_val=16", "evaluator.stage1.iters=4",
+               "evaluator.stage2.iters=2", "task.teacher.iters=4"]
+NASFCOS_GPU_MIN = 13  # NAS-FCOS: about 3,000 candidates in 28 GPU-days
 
 
 def search_part(part: str, device: str, out: Path, log, tag: str) -> dict:
@@ -253,9 +267,9 @@ def summary(results: dict, devices: list[str]) -> str:
                              + ", ".join(f"{v:.3f} s @{n}" for n, v in r["s_per_proposal"].items())
                              + (f"; the {last}-observation proposal vs {vs}" if vs else ""))
             continue
-        if part in ("profile", "inflight"):
+        if part in ("profile", "inflight", *FIRST_DEVICE_ONLY):
             for r in per:
-                shown = {k: v for k, v in r.items() if k != "device"}
+                shown = {k: v for k, v in r.items() if k not in ("device", "archs", "work_dir")}
                 lines.append(f"{part:<9} {r['device']}: {json.dumps(shown, default=str)}")
             continue
         if part == "finetune":
@@ -277,7 +291,8 @@ def summary(results: dict, devices: list[str]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--parts", default="seg,det,irnas,finetune")
+    p.add_argument("--parts", default="seg,det,irnas,finetune",
+                   help="any of seg,det,irnas,finetune,profile,inflight,proposals,paper")
     p.add_argument("--devices", default="cuda,cpu", help="two devices, the first is the one under test")
     p.add_argument("--iters", type=int, default=200, help="fine-tuning iterations on the first device")
     p.add_argument("--cpu-iters", type=int, default=40, help="fine-tuning iterations on the second device")
@@ -295,7 +310,8 @@ def main(argv=None) -> int:
         return 0
     if args.smoke:
         for part, (config, opts) in PARTS.items():
-            PARTS[part] = (config, [*opts, "search.epochs=1" if part == "irnas" else "search.num_candidates=1"])
+            PARTS[part] = (config, [*opts, "search.epochs=1" if part == "irnas" else "search.num_candidates=1",
+                                    *(PAPER_SMOKE if part == "paper" else [])])
         args.iters = args.cpu_iters = 10
         args.inflight_candidates = 1
         args.proposal_budget = 12
@@ -332,6 +348,14 @@ def main(argv=None) -> int:
                                         log)
                 elif part == "profile":
                     res = profile_part(dev, log, tag)
+                elif part in FIRST_DEVICE_ONLY:
+                    if i > 0:
+                        continue
+                    res = search_part(part, dev, out, log, tag)
+                    per = sum(res["seconds"]) / max(len(res["seconds"]), 1)
+                    res.update(s_per_candidate=per, per_gpu_hour_k1=3600 / per if per else None,
+                               vs_nasfcos=f"{per / 60:.1f} min per candidate vs NAS-FCOS's ~{NASFCOS_GPU_MIN} "
+                                          f"GPU-min")
                 elif part == "finetune":
                     res = finetune_part(dev, args.iters if i == 0 else args.cpu_iters, out, log, tag)
                 else:

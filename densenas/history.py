@@ -32,6 +32,7 @@ from .history_codec import (_CORRUPT, HistoryError, _number, _numbers_json, _pac
 from .result import OVER_LIMIT, Result
 
 RUNNING = "running"
+_HELD = "held/"  # meta key prefix of a result kept until its row's turn (History.hold)
 STATUSES = (RUNNING, "ok", "failed")
 __all__ = ["History", "HistoryError", "Candidate", "Step", "RungRun", "RUNNING", "STATUSES"]
 
@@ -185,6 +186,19 @@ class History:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else _unpack(row[0], f"{self.path} (meta row {key!r})")
 
+    @_sqlite_errors("keep a result until its turn")
+    def hold(self, cid: int, result: Result) -> None:
+        """Keep the result of running row ``cid`` that came back before older rows (pipeline mode records in row
+        order), so a kill before its turn does not lose it: a resume records it without training it again.
+        :meth:`finish` drops it."""
+        self.set_meta(f"{_HELD}{cid}", result.to_dict())
+
+    @_sqlite_errors("read the results kept until their turn")
+    def held(self) -> dict[int, Result]:
+        """``{row id: result}`` of the running rows whose results were kept by :meth:`hold`."""
+        rows = self.db.execute("SELECT key, value FROM meta WHERE key LIKE ?", (_HELD + "%",)).fetchall()
+        return {int(k[len(_HELD):]): Result.from_dict(_unpack(v, f"{self.path} (meta row {k!r})")) for k, v in rows}
+
     # ------------------------------------------------------------ candidates
     @_sqlite_errors("record a new candidate")
     def start(self, arch: Arch, seed: int, strategy_state: dict | None = None) -> int:
@@ -211,6 +225,7 @@ class History:
                 "wall_time=?, error=?, finished=? WHERE id=?",
                 (result.status, reward, json.dumps(result.metrics), json.dumps(result.cost),
                  result.stage, result.wall_time, result.error, time.time(), cid))
+            self.db.execute("DELETE FROM meta WHERE key = ?", (f"{_HELD}{cid}",))
             if arch is not None:
                 self.db.execute("UPDATE candidates SET arch_key=?, arch_json=? WHERE id=?",
                                 (arch.key, arch.to_json(indent=None), cid))

@@ -49,7 +49,10 @@ this process (``InProcessExecutor``); with ``tools/search.py --workers N`` on N 
 and finishes them. ``mode="batch"`` proposes ``batch`` archs (``strategy.propose_batch``), starts their rows
 (the strategy state after proposing them is saved with the last), trains them and observes them in row order,
 every job of a batch carrying the same snapshot of finished results for ``evaluator.restore`` (so the rows
-depend on the seed and ``batch`` only); ``mode="async"`` keeps ``executor.workers`` in flight::
+depend on the seed and ``batch`` only); ``mode="pipeline"`` (what ``ParallelCfg`` defaults to) keeps ``batch``
+in flight and records them in row order, proposing the next as each is recorded (the rows again depend on
+the seed and ``batch`` only; :mod:`densenas.sampling`); ``mode="async"`` keeps ``executor.workers`` in flight,
+in finishing order::
 
     from densenas.parallel import ParallelCfg, make_executor
 
@@ -151,8 +154,12 @@ class Budget:
         max_duplicates: sampling: stop (``stopped="duplicates"``) after this many consecutive re-proposals
             of known archs.
         mode: sampling: ``"batch"`` (propose ``batch`` archs, train them, observe them in row order:
-            deterministic given the seed) or ``"async"`` (keep ``executor.workers`` in flight).
-        batch: sampling, batch mode: archs proposed at once (``None``: the executor's worker count, else 1).
+            deterministic given the seed), ``"pipeline"`` (keep ``batch`` in flight, record them in row order,
+            propose one as each is recorded: deterministic given the seed and ``batch``; the config default,
+            :class:`~densenas.parallel.ParallelCfg`) or ``"async"`` (keep ``executor.workers`` in flight, in
+            finishing order).
+        batch: sampling: archs proposed at once (batch mode) or kept in flight (pipeline mode); ``None``: the
+            executor's worker count, else 1.
 
     Raises:
         ValueError: not exactly one of ``candidates`` / ``epochs``, a count that is not a positive integer,

@@ -26,7 +26,7 @@ from typing import Any, Callable, Protocol
 from .arch import Arch
 from .result import Result
 
-MODES = ("batch", "async")
+MODES = ("pipeline", "batch", "async")
 __all__ = ["ParallelCfg", "Job", "Done", "Executor", "InProcessExecutor", "evaluate_one", "make_executor",
            "check_address", "MODES"]
 
@@ -41,10 +41,13 @@ class ParallelCfg:
             process may use, at most one per 2 GiB of available memory, or one per GPU on a machine
             with several; a one-shot (supernet) search always 1. ``DENSENAS_WORKERS=N`` in the
             environment replaces ``"auto"`` by ``N`` (the test suite sets 1).
-        mode: ``"batch"``: propose ``batch`` archs at once, wait for all, observe them in row order
-            (deterministic given the seed, whatever the worker count or finish order); ``"async"``: keep
-            ``workers`` in flight, proposing one arch as each finishes (the strategy sees the others pending).
-        batch: archs per batch in batch mode (default: ``workers``).
+        mode: ``"pipeline"`` (the default): keep ``batch`` in flight, record them in row order (a candidate
+            that finishes before an older one waits for it), proposing one arch as each is recorded while the
+            others train (deterministic given the seed and ``batch``, whatever the worker count or finish
+            order); ``"batch"``: propose ``batch`` archs at once, wait for all, observe them in row order
+            (deterministic too, but every worker waits for the slowest of its batch); ``"async"``: keep
+            ``workers`` in flight, proposing one arch as each finishes, in finishing order (not reproducible).
+        batch: candidates in flight in pipeline mode, archs per batch in batch mode (default: ``workers``).
         cpus_per_worker: CPU threads (``torch.set_num_threads``) and Ray CPUs per worker; default
             ``max(1, cpu_count // workers)``; with 1 worker in-process, ``None`` leaves torch's default.
         gpus_per_worker: Ray GPUs per worker (fractions allowed); a worker given one trains on CUDA.
@@ -54,7 +57,7 @@ class ParallelCfg:
     """
 
     workers: int | str = "auto"
-    mode: str = "batch"
+    mode: str = "pipeline"
     batch: int | None = None
     cpus_per_worker: int | None = None
     gpus_per_worker: float = 0
@@ -96,7 +99,7 @@ class ParallelCfg:
 
     @property
     def batch_size(self) -> int:
-        """Archs proposed at once in batch mode."""
+        """Candidates in flight in pipeline mode, archs proposed at once in batch mode."""
         return int(self.batch or self.count)
 
     def threads(self, cpu_count: int | None = None) -> int:

@@ -3,9 +3,21 @@
 Sampling strategies (random search; REINFORCE after Zoph & Le, ICLR 2017; regularized evolution after Real et
 al., AAAI 2019; the GP surrogate; Optuna samplers) are driven by ask/tell: the driver proposes archs, starts
 their history rows, hands them to an executor (:mod:`densenas.parallel`: here, or N Ray actors) and observes
-and records each result. ``mode="batch"``: ``batch`` archs at a time, recorded in row order with one shared
-snapshot of finished results each (reproducible given the seed); ``mode="async"``: ``executor.workers`` in
-flight, one proposed as each finishes. Duplicated proposals are answered from the history (or wait for
+and records each result. Three ways to keep several candidates in flight:
+
+- ``mode="pipeline"`` (the config default): ``depth`` (= ``batch``, default the worker count) in flight; the
+  oldest is recorded first (a candidate that finishes early waits, in memory, for those before it), then one
+  more is proposed, so candidate ``i`` is proposed having seen every row up to ``i - depth`` and with the
+  ``depth - 1`` before it pending. The rows depend on the seed and ``depth`` only (reproducible, like batch
+  mode), a worker waits only when it finishes before an older candidate, and the proposal (the surrogate's
+  GP fit, a fraction of a second) runs while the other workers train;
+- ``mode="batch"``: ``batch`` archs at a time, recorded in row order with one shared snapshot of finished
+  results each (reproducible given the seed); every worker waits for the slowest of its batch and for the
+  next batch's proposals;
+- ``mode="async"``: ``executor.workers`` in flight, one proposed as each finishes, in finishing order (not
+  reproducible run to run).
+
+Duplicated proposals are answered from the history (or wait for
 their twin in flight); proposals over a hard cost limit (``objective.limit`` on parameters or MAdds) are
 recorded as rejected on the driver and do not count towards the candidates, so a search under a limit still
 trains as many as it was asked to; rows a kill left ``running`` are trained again with their arch and seed.
@@ -20,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .arch import Arch
-from .history import Candidate, History
+from .history import RUNNING, Candidate, History
 from .parallel import Done, InProcessExecutor, Job
 from .hooks import HookList
 from .progress import Progress
@@ -73,7 +85,9 @@ def run_sampling(space: SearchSpace, strategy: Strategy, evaluator: Any, history
     """The sampling loop over an executor (:mod:`densenas.parallel`); the driver alone proposes, observes and
     writes the history. ``mode="batch"``: propose ``batch`` archs, train them (in parallel), observe them in
     row order; ``mode="async"``: keep ``executor.workers`` candidates in flight, proposing one as each ends.
-    ``rep.stop_reason()`` is asked before anything new starts; its reason ends the run (``Outcome.stopped``)."""
+    ``mode="pipeline"``: keep ``batch`` in flight, record the oldest first, then propose one more (see the
+    module doc). ``rep.stop_reason()`` is asked before anything new starts; its reason ends the run
+    (``Outcome.stopped``)."""
     state = history.strategy_state()
     if state is not None:
         strategy.load_state_dict(state)
@@ -86,7 +100,7 @@ def run_sampling(space: SearchSpace, strategy: Strategy, evaluator: Any, history
     rep.start(history.count(counted_only=True))
     if executor is None:
         executor = InProcessExecutor(evaluator, space)
-    slots = batch if mode == "batch" else executor.workers
+    slots = executor.workers if mode == "async" else batch
     # One worker in this process, one candidate at a time: the evaluator keeps its own running mean (the path
     # of old, bit for bit). Otherwise each job carries the driver's finished results (row order) to restore.
     snapshots = not (isinstance(executor, InProcessExecutor) and slots == 1)
@@ -94,12 +108,25 @@ def run_sampling(space: SearchSpace, strategy: Strategy, evaluator: Any, history
     loop = _Loop(strategy, history, rep, executor, num_candidates, seed, max_duplicates, remote,
                  screen=getattr(evaluator, "screen", None))
     if pending and not loop.should_stop():  # rows a kill left running: same archs and seeds, results before
-        first = pending[0].id
-        snap = [c.result for c in history.finished() if c.id < first or mode == "async"] if snapshots else None
-        loop.run_jobs([Job(c.id, c.arch, c.seed, snap) for c in pending], ordered=mode == "batch")
+        if mode == "pipeline":  # results that came back before an older row's are recorded, not trained again
+            kept = {cid: r for cid, r in history.held().items() if cid in {c.id for c in pending}}
+            if kept:
+                rep.note(f"  {len(kept)} of them had finished before the kill, waiting for an older one: "
+                         f"recorded from the history, not trained again")
+            for c in pending:
+                job = Job(c.id, c.arch, c.seed, pipeline_snapshot(history, c.id, batch) if snapshots else None)
+                if c.id in kept:
+                    loop.in_flight[c.id] = job
+                    loop.held[c.id] = Done(job, kept[c.id], worker="a worker of the interrupted run (result kept)")
+                else:
+                    loop.submit(job)
+        else:
+            first = pending[0].id
+            snap = [c.result for c in history.finished() if c.id < first or mode == "async"] if snapshots else None
+            loop.run_jobs([Job(c.id, c.arch, c.seed, snap) for c in pending], ordered=mode == "batch")
     while loop.counted() < num_candidates or loop.in_flight:
-        if mode == "async":
-            if not loop.async_step(snapshots):
+        if mode in ("async", "pipeline"):
+            if not (loop.async_step(snapshots) if mode == "async" else loop.pipeline_step(batch, snapshots)):
                 break
             continue
         if loop.should_stop():
@@ -110,6 +137,17 @@ def run_sampling(space: SearchSpace, strategy: Strategy, evaluator: Any, history
         loop.run_jobs(loop.start_rows(archs, snap), ordered=True)
     best = history.best()
     return Outcome(loop.counted(), num_candidates, loop.stopped or "complete", best.arch if best else None, best)
+
+
+def pipeline_snapshot(history: History, cid: int, depth: int) -> list[Result]:
+    """The finished results row ``cid`` of a pipeline-mode search started with (row order): every row before it
+    except the ``depth - 1`` trained rows just before it, which were in flight then (rows rejected by a hard cost
+    limit were never in flight). Rebuilt from the history for the rows a kill left running, so a resumed search
+    trains them exactly as the uninterrupted one did."""
+    before = [c for c in history.candidates() if c.id < cid]
+    trained = [c.id for c in before if not (c.result is not None and c.result.over_limit)]
+    in_flight = set(trained[len(trained) - (depth - 1):]) if depth > 1 else set()
+    return [c.result for c in before if c.status != RUNNING and c.id not in in_flight]
 
 
 class _Loop:
@@ -128,6 +166,7 @@ class _Loop:
         self.stopped: str | None = None
         self.in_flight: dict[int, Job] = {}
         self.followers: dict[str, list[Arch]] = {}  # arch key in flight -> re-proposals waiting for its result
+        self.held: dict[int, Done] = {}  # pipeline mode: finished before an older candidate, not yet recorded
 
     def should_stop(self) -> bool:
         """Whether nothing new may start: stopped already (duplicates, a hook), or a hook says so now."""
@@ -223,6 +262,26 @@ class _Loop:
         if not self.executor.in_flight():
             return False
         self.record(self.executor.wait())
+        return True
+
+    def pipeline_step(self, depth: int, snapshots: bool) -> bool:
+        """Top up to ``depth`` candidates in flight, then record the oldest (results that come back before it
+        are held in memory until its turn); ``False`` when nothing is in flight and nothing more may start."""
+        while (not self.stopped and len(self.in_flight) < depth
+               and self.counted(finished_only=False) < self.total and not self.should_stop()):
+            archs = self.new_archs([self.strategy.propose()])
+            snap = [c.result for c in self.history.finished()] if snapshots else None
+            for job in self.start_rows(archs, snap):
+                self.submit(job)
+        if not self.in_flight:
+            return False
+        oldest = min(self.in_flight)
+        while oldest not in self.held:
+            d = self.executor.wait()
+            self.held[d.job.cid] = d
+            if d.job.cid != oldest:  # its turn comes after the older ones; a kill meanwhile must not lose it
+                self.history.hold(d.job.cid, d.result)
+        self.record(self.held.pop(oldest))
         return True
 
     def record(self, d: Done) -> None:

@@ -12,15 +12,18 @@ FINETUNE = sorted((ROOT / "configs/finetune").glob("*.py"))
 
 
 @pytest.mark.parametrize("path", SEARCH, ids=[p.name for p in SEARCH])
-def test_search_config_builds(path):
+def test_search_config_builds(path, tmp_path):
     """Through the builder ``tools/search.py`` uses: every section checked, data read, space and strategy
     built, a proposed (or derived) arch valid and buildable on the backbone's real shapes."""
     from densenas.backbones import backbone_shapes
     from densenas.build import build_search
     from densenas.config import load_config, section
 
+    raw = load_config(str(path))
     # a progressive head search fixes the FPN another search found: the paper's FPN stands in for it here
-    overrides = ["space.fixed_fpn=None"] if section(load_config(str(path)), "space").get("fixed_fpn") else []
+    overrides = ["space.fixed_fpn=None"] if section(raw, "space").get("fixed_fpn") else []
+    if section(raw, "data").get("proxy", {}).get("num_train", 0) > 1000:  # a GPU-scale set: built small here
+        overrides += [f"data.root={tmp_path / 'proxy'}", "data.proxy.num_train=8", "data.proxy.num_val=4"]
     cfg = load_config(str(path), overrides)
     search = build_search(cfg, build_evaluator=False, log=lambda m: None)
     if search.kind == "supernet":
@@ -73,3 +76,18 @@ def test_finetune_config_builds_and_runs(path):
         logits = model(torch.rand(1, 3, 64, 64), mode="tensor")
     num_classes = cfg.model.decode_head.num_classes
     assert logits.shape[:2] == (1, num_classes) and torch.isfinite(logits).all()
+
+
+def test_paper_scale_config_trains_the_papers_epochs():
+    """auxcell_paper_scale.py: FastDenseNAS's budget (5 epochs at batch 64, then 1 at batch 32, on a 3,600-image
+    meta-train split at 512 px), so the iteration counts follow the set size and batch sizes."""
+    import math
+
+    from densenas.config import load_config, section
+
+    cfg = load_config(str(ROOT / "configs/search/auxcell_paper_scale.py"))
+    data, ev = section(cfg, "data"), section(cfg, "evaluator")
+    n = data["proxy"]["num_train"]
+    assert (n, data["proxy"]["num_val"], data["image_size"], data["proxy"]["size"]) == (3600, 400, 512, 512)
+    assert (ev["stage1"]["batch_size"], ev["stage2"]["batch_size"]) == (64, 32)
+    assert ev["stage1"]["iters"] == math.ceil(5 * n / 64) and ev["stage2"]["iters"] == math.ceil(n / 32)

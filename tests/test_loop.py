@@ -84,7 +84,7 @@ class Limited(ToyEvaluator):
         return None
 
 
-@pytest.mark.parametrize("mode", ["batch", "async"])
+@pytest.mark.parametrize("mode", ["batch", "async", "pipeline"])
 def test_proposals_over_a_hard_limit_are_recorded_untrained_and_do_not_count(tmp_path, mode):
     space, ev, lines = ToySpace(), Limited(), []
     with History(tmp_path / "h.sqlite") as h:

@@ -248,11 +248,12 @@ def test_bad_workers_and_unreachable_address_fail_fast(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"no Ray cluster at 127.0.0.1:{port}" in err and "ray start --head" in err
     assert _search_tool()([cfg, "--work-dir", str(tmp_path / "c"), "--cfg-options", "parallel.mode=fast"]) == 2
-    assert "parallel.mode must be one of ['batch', 'async']" in capsys.readouterr().err
+    assert "parallel.mode must be one of ['pipeline', 'batch', 'async']" in capsys.readouterr().err
     assert not (tmp_path / "b").exists() and not ray.is_initialized()
 
 
 def test_parallel_cfg_defaults_and_checks():
+    assert ParallelCfg().mode == "pipeline" and ParallelCfg().workers == "auto"
     assert ParallelCfg(workers=2).threads(2) == 1 and ParallelCfg(workers=1).threads(2) == 2
     assert ParallelCfg(workers=4).threads(2) == 1 and ParallelCfg(workers=2, cpus_per_worker=3).threads(2) == 3
     assert ParallelCfg(workers=3).batch_size == 3 and ParallelCfg(workers=3, batch=5).batch_size == 5

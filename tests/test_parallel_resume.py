@@ -170,6 +170,7 @@ def test_search_tool_with_two_workers_end_to_end(tmp_path):
     log = (work / "search.log").read_text()
     assert "ray: 2 workers ready" in log and "evaluator shipped once to the object store" in log
     assert log.count(" ran on w") == 4 and "4 candidates in" in log
+    assert "workers: 2; parallel.mode=pipeline: 2 in flight, recorded in row order" in log  # the default mode
     for name in ("best_arch.json", "leaderboard.md", "leaderboard.csv", "history.sqlite"):
         assert (work / name).is_file()
     got = rows(work / "history.sqlite")

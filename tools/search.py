@@ -63,6 +63,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+MODE_WORDS = {  # the log line that says how the candidates are kept in flight (docs/parallel.md)
+    "pipeline": lambda p: f"{p.batch_size} in flight, recorded in row order, the next proposed as each is recorded",
+    "batch": lambda p: f"batches of {p.batch_size}, each waiting for its slowest",
+    "async": lambda p: f"{p.count} in flight, recorded as they finish (not reproducible)",
+}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from densenas import distributed as dist
@@ -146,8 +153,9 @@ def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> 
         cfg.dump(str(work_dir / "config.py"))
         log(f"{search.summary()}, work dir {work_dir}")
         log(f"to stop gracefully (after the work in flight, resumable): touch {work_dir / STOP_FILE}")
-        if getattr(pcfg, "auto_reason", None) and search.kind != "supernet":
-            log(f"workers: {pcfg.workers} ({pcfg.auto_reason}; --workers N sets it)")
+        if search.kind != "supernet" and (getattr(pcfg, "auto_reason", None) or pcfg.count > 1):
+            why = f" ({pcfg.auto_reason}; --workers N sets it)" if getattr(pcfg, "auto_reason", None) else ""
+            log(f"workers: {pcfg.workers}{why}; parallel.mode={pcfg.mode}: " + MODE_WORDS[pcfg.mode](pcfg))
         if dist.is_distributed():
             log(f"data-parallel: {dist.world_size()} processes ({dist.default_backend()}), the global batch of "
                 f"{search.strategy.cfg.batch_size} split over them; rank 0 writes the work dir")
