@@ -12,6 +12,12 @@ zero-cost proxies a tabular benchmark can offer (Abdelfattah et al., "Zero-Cost 
 NAS", ICLR 2021, count both; on our real segmentation histories #params ranked better than NASWOT,
 ``benchmarks/bench_zerocost.py``). The warm-start archs are trained, so they count as queries.
 
+A strategy named ``NAME+prior`` (the surrogate) is given the results of an earlier search of the same space on
+another task (``--prior TASK:N``: ``N`` random archs of TASK's table with their ``val``, a different draw per
+seed; with ``--compose``, ``TASK`` is a comma-separated list of tasks, one per block, e.g. the target's blocks
+in another order), through ``SurrogateSearch.set_prior``: a transfer prior (issue #24, item 7). The prior's
+archs are not queries; proposing one of them is.
+
 Only distinct archs count as queries: a re-proposed arch is answered from a cache (and still told to the
 strategy) without counting, as :func:`densenas.loop.run` answers it from the history. Reported: mean and
 standard error over seeds of the regret (best ``val`` in the table minus best ``val`` found so far), its
@@ -49,6 +55,8 @@ Usage::
         --budget 50 --at 5,10,25,50
     python benchmarks/bench_transnas.py --compose segmentsemantic,normal,autoencoder,room_layout \\
         --budget 50 --at 10,25,50
+    python benchmarks/bench_transnas.py --strategies random,surrogate,surrogate+prior --prior normal:50 \\
+        --budget 50 --at 5,10,25,50
 """
 from __future__ import annotations
 
@@ -288,9 +296,25 @@ def load_history_space(paths: list[str | Path], decisions: list[Decision] | None
     return space, rows
 
 
+PRIOR_STREAM = 7919  # the prior's random draw: its own RNG stream per seed
+
+
+def draw_prior(space: SearchSpace, rows: Mapping[str, dict[str, float]], n: int, seed: int) -> list[tuple[Arch, float]]:
+    """``n`` distinct random archs of an earlier search's table with their ``val`` (an earlier search's
+    history of ``n`` candidates, uniformly drawn)."""
+    rng = np.random.default_rng([int(seed), PRIOR_STREAM])
+    archs: dict[str, Arch] = {}
+    for _ in range(100 * n):
+        if len(archs) == n:
+            break
+        a = space.sample(rng)
+        archs.setdefault(a.key, a)
+    return [(a, rows[k]["val"]) for k, a in archs.items()]
+
+
 def run_search(cfg: dict[str, Any], space: TableSpace, rows: dict[str, dict[str, float]], budget: int,
-               max_proposals: int, warm: tuple[str, int, int] | None = None
-               ) -> tuple[np.ndarray, int, int, float]:
+               max_proposals: int, warm: tuple[str, int, int] | None = None,
+               prior: list[tuple[Arch, float]] | None = None) -> tuple[np.ndarray, int, int, float]:
     """Best ``val`` so far after each distinct query (padded if ``max_proposals`` ran out first).
 
     Args:
@@ -307,6 +331,10 @@ def run_search(cfg: dict[str, Any], space: TableSpace, rows: dict[str, dict[str,
         rng = np.random.default_rng([int(cfg["seed"]), WARM_START_STREAM])  # as a search's warm start
         archs = list({a.key: a for a in (space.sample(rng) for _ in range(pool))}.values())
         strategy.seed_with(sorted(archs, key=lambda a: -rows[a.key][column])[:take])
+    if prior is not None:
+        if not hasattr(strategy, "set_prior"):
+            raise SystemExit(f"strategy {cfg['type']!r} takes no prior (the surrogate does)")
+        strategy.set_prior(prior)
     cache: dict[str, Result] = {}
     curve: list[float] = []
     best, proposals, spent = -np.inf, 0, 0.0
@@ -333,8 +361,8 @@ def parse_strategies(text: str) -> list[tuple[str, str, str | None]]:
         label, _, kind = item.partition("=")
         kind = kind or label
         base, _, column = kind.partition("+")
-        if column and column not in ("params", "flops"):
-            raise SystemExit(f"{item}: warm start '+{column}' must be '+params' or '+flops'")
+        if column and column not in ("params", "flops", "prior"):
+            raise SystemExit(f"{item}: '+{column}' must be '+params' or '+flops' (warm starts) or '+prior'")
         out.append((label, base, column or None))
     return out
 
@@ -358,9 +386,14 @@ def bench_task(title: str, space: SearchSpace, rows: Mapping[str, dict[str, floa
         curves, spent, capped = [], 0.0, 0
         for seed in range(args.seeds):
             cfg = {"type": kind, "seed": seed, **extra.get(label, {})}
-            warm = (column, args.ws_pool, args.ws_take) if column else None
+            warm = (column, args.ws_pool, args.ws_take) if column in ("params", "flops") else None
+            prior = None
+            if column == "prior":
+                if args.prior_table is None:
+                    raise SystemExit(f"{label}: '+prior' needs --prior TASK:N")
+                prior = draw_prior(*args.prior_table, args.prior_n, seed)
             curve, _, distinct, t = run_search(cfg, space, rows, args.budget, args.max_proposals * args.budget,
-                                               warm)
+                                               warm, prior)
             curves.append(curve)
             spent += t
             capped += distinct < args.budget
@@ -402,8 +435,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compose", metavar="TASKS",
                    help="instead of one table: a comma-separated list of TransNAS tasks, one 6-decision "
                         "block each (repeats allowed), reward the mean standardised val (ComposedSpace)")
+    p.add_argument("--prior", metavar="TASK:N",
+                   help="the '+prior' strategies' earlier search: N random archs of TASK's table (with "
+                        "--compose: comma-separated tasks, one per block)")
     p.add_argument("--out", type=Path, help="also write the curves as JSON here")
     args = p.parse_args(argv)
+    args.prior_table, args.prior_n = None, 0
+    if args.prior:
+        task, _, n = args.prior.rpartition(":")
+        if not task or not n.isdigit() or int(n) < 1:
+            raise SystemExit(f"--prior {args.prior!r}: give TASK:N, e.g. normal:50")
+        args.prior_n = int(n)
+        args.prior_table = (load_composed(args.table, task.split(","))[:2] if args.compose
+                            else load_space(args.table, task))
     args.at = [int(x) for x in args.at.split(",")]
     if max(args.at) > args.budget:
         raise SystemExit("--at exceeds --budget")

@@ -11,6 +11,10 @@ before any data is read; an impossible combination is refused with a message nam
 before the first candidate of a fresh search, ``pool`` random archs are ranked by a zero-cost score of
 their untrained candidate (:mod:`densenas.zerocost`, :meth:`ProxyTrainer.zero_cost`) and the best ``take``
 are proposed first (:meth:`Strategy.seed_with`); the ranking goes to ``<work_dir>/zero_cost.json``.
+
+``strategy.prior=["work_dirs/earlier"]`` (the surrogate): the finished results of earlier searches of the same
+space (another dataset, task or budget; read-only, :func:`densenas.history.read_results`) become the
+surrogate's transfer prior (:meth:`~densenas.strategies.surrogate.SurrogateSearch.set_prior`).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from torch import nn
 
 from .backbones import build_backbone
 from .config import ConfigError, build_dataclass, check_keys, section
+from .history import HistoryError, read_results
 from .hooks import build_hooks
 from .parallel import ParallelCfg, auto_workers
 from .plugins import SPACES, PluginError, load
@@ -225,6 +230,7 @@ def plan_search(cfg) -> dict[str, Any]:
                           f"{list(tcls.accepts)} (its spaces: {list(tcls.spaces)})")
     strat_type, strat_opts = _typed(cfg, "strategy", source)
     warm_start = strat_opts.pop("warm_start", None)
+    prior = strat_opts.pop("prior", None)
     if strat_type not in STRATEGIES:
         raise ConfigError(f"{source}: 'strategy.type' is {strat_type!r}; available: {sorted(STRATEGIES)}")
     ev_type, ev_opts = _typed(cfg, "evaluator", source)
@@ -242,6 +248,7 @@ def plan_search(cfg) -> dict[str, Any]:
     ecls, ecfg_cls = evaluator_class(ev_type)
     ecfg = build_dataclass("evaluator", ecfg_cls, ev_opts, source)
     warm_start = check_warm_start(warm_start, strat_type, one_shot, ev_type, ecls, source)
+    prior = check_prior(prior, strat_type, source)
     budget = dict(section(cfg, "search", {}) or {})
     check_keys("search", budget, lambda **kw: None, extra=SEARCH_KEYS[ev_type], source=source)
     promotion, baselines = budget.pop("promote", None), _baseline_names(budget.pop("baselines", None), source)
@@ -273,7 +280,7 @@ def plan_search(cfg) -> dict[str, Any]:
     hooks = build_hooks(cfg.get("hooks"), source)  # imported and constructed now: a bad hook fails in a second
     return dict(source=source, task=(tcls, task_opts), space=(scls, space_opts), strategy=(strat_type, strat_opts),
                 evaluator=(ev_type, ecls, ecfg), budget=budget, backbone=backbone or {"type": "mobilenet_v2"},
-                one_shot=one_shot, warm_start=warm_start, objective=objective, parallel=parallel,
+                one_shot=one_shot, warm_start=warm_start, prior=prior, objective=objective, parallel=parallel,
                 promotion=promotion, baselines=baselines, hooks=hooks)
 
 
@@ -302,6 +309,32 @@ def parallel_cfg(cfg) -> ParallelCfg:
     out = dataclasses.replace(pcfg, workers=n, **extra)
     out.auto_reason = why
     return out
+
+
+def check_prior(given: Any, strat_type: str, source: str) -> list[Path] | None:
+    """The checked ``strategy.prior``: earlier searches' work dirs or ``history.sqlite`` files whose results
+    the surrogate learns from (:meth:`densenas.strategies.surrogate.SurrogateSearch.set_prior`).
+
+    Raises:
+        ConfigError: not a path or list of paths, a strategy other than the surrogate, or a missing file.
+    """
+    if given is None or given == []:
+        return None
+    key = "strategy.prior"
+    items = [given] if isinstance(given, (str, Path)) else given
+    if not isinstance(items, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in items):
+        raise ConfigError(f"{source}: '{key}' must be a search's work dir or history.sqlite, or a list of them, "
+                          f"got {given!r}")
+    if strat_type != "surrogate":
+        raise ConfigError(f"{source}: '{key}' is read by the surrogate strategy only, not {strat_type!r}")
+    paths = []
+    for p in items:
+        path = Path(p) / "history.sqlite" if Path(p).is_dir() else Path(p)
+        if not path.is_file():
+            raise ConfigError(f"{source}: '{key}': no history at {p} (give a search's work dir or its "
+                              f"history.sqlite)")
+        paths.append(path)
+    return paths
 
 
 def check_warm_start(given: Any, strat_type: str, one_shot: bool, ev_type: str, ecls: Any, source: str
@@ -404,6 +437,18 @@ def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], N
         strategy = build_strategy({"type": strat_type, "seed": seed, **strat_opts}, space)
     except (TypeError, ValueError) as e:  # a value the constructor refuses (lr=-1), named as for the space
         raise ConfigError(f"{source}: strategy ({strat_type}): {e}") from None
+    if plan.get("prior"):
+        try:
+            pairs = [pair for path in plan["prior"] for pair in read_results(path)]
+        except HistoryError as e:
+            raise ConfigError(f"{source}: strategy.prior: {e}") from None
+        kept = strategy.set_prior(pairs)
+        log(f"prior: {kept} results of {len(plan['prior'])} earlier search(es) "
+            f"({', '.join(str(p) for p in plan['prior'])})"
+            + (f"; {len(pairs) - kept} not valid in this space, left out" if kept < len(pairs) else ""))
+        if not kept:
+            raise ConfigError(f"{source}: strategy.prior: none of the {len(pairs)} results of "
+                              f"{[str(p) for p in plan['prior']]} is an arch of this space ({space.name})")
     ev_type, ecls, ecfg = plan["evaluator"]
     search = Search(task, space, strategy, None, device, seed, plan["budget"], ev_type,
                     warm_start=plan["warm_start"], objective=plan["objective"], parallel=plan["parallel"],

@@ -152,6 +152,37 @@ def _result(where: str, status: str, reward: Any, metrics: Any, cost: Any, stage
                   wall_time=_number(wall, where, "wall_time"), error=error)
 
 
+def read_results(path: str | Path) -> list[tuple[Arch, float]]:
+    """The finished candidates of an earlier search's ``history.sqlite`` as ``(arch, reward)``, in row order
+    (``strategy.prior`` of a search config: a transfer prior for the surrogate). The file is opened
+    read-only, so a search still writing it is not disturbed; failed rows are left out.
+
+    Raises:
+        HistoryError: the file is missing, not a densenas history, or a row's arch cannot be read (named).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "history.sqlite"
+    if not path.is_file():
+        raise HistoryError(f"{path}: no such history file (give a search's work dir or its history.sqlite)")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT id, arch_json, reward FROM candidates WHERE status = 'ok' "
+                              "AND reward IS NOT NULL ORDER BY id").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise HistoryError(f"{path}: not a densenas history ({e})") from None
+    out = []
+    for cid, arch_json, reward in rows:
+        try:
+            out.append((Arch.from_json(arch_json), float(reward)))
+        except (ValueError, TypeError, KeyError, InvalidArch) as e:
+            raise HistoryError(f"{path}: candidate #{cid}: unreadable arch ({e})") from None
+    return out
+
+
 class History:
     """SQLite-backed record of a search (``<work_dir>/history.sqlite``)."""
 

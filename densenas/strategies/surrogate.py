@@ -32,7 +32,10 @@ length scale); such a prior at the typical distance between archs 0.88/0.79/0.68
 restarts at every fit (the warm-started fit can stay at the length scale's lower bound, where its gradient
 is zero) 1.00/0.81/0.69; ``n_init`` 3 or 2: 1.13/0.89 and 1.10/0.89 at 10/25; UCB 0.96/0.83, the forest
 0.91/0.80. What helps at 10-25 queries is a zero-cost prior: the #params warm start
-(``strategy.warm_start=dict(proxy="params")``) reaches 0.83/0.73/0.67 and 0.52/0.32/0.53 on the two tables.
+(``strategy.warm_start=dict(proxy="params")``) reaches 0.83/0.73/0.67 and 0.52/0.32/0.53 on the two tables;
+or a prior from earlier searches of the same space (:meth:`SurrogateSearch.set_prior`, ``strategy.prior``):
+their results join the fit from the first proposal on (docs/benchmarks.md has the figures: it pays when the
+earlier task ranks archs alike).
 
 Only ``space.decisions``, ``sample``, ``check`` and ``Arch.replace`` are used, so it works for every space.
 The state is the list of observations, the pending archs and the RNG: the surrogate is refit from them,
@@ -107,12 +110,17 @@ class SurrogateSearch(Strategy):
             it did not help at 25-100 queries).
         y_transform: ``"rank"`` (normal scores of the reward ranks) or ``"none"`` (raw rewards).
         additive: add the linear (additive per-decision) kernel to the GP's RBF.
+        prior_distance: how far (in decisions) an arch of an earlier search (:meth:`set_prior`) is from the
+            same arch in this search, for the surrogate's kernel. At the default 32 the RBF part hardly links
+            the two searches and mostly the additive per-decision effects carry over: on TransNAS-Bench-101
+            it lost less than 8 or 16 when the earlier task ranked archs differently
+            (``benchmarks/bench_transnas.py --prior``, docs/benchmarks.md).
     """
 
     def __init__(self, space: SearchSpace, seed: int = 0, model: str = "gp", acquisition: str = "ei",
                  n_init: int = 5, pool_size: int = 1024, top_k: int = 5, local_steps: int = 2,
                  xi: float = 0.0, beta: float = 2.0, n_restarts: int = 2, n_trees: int = 64,
-                 ard: bool = False, y_transform: str = "rank", additive: bool = True):
+                 ard: bool = False, y_transform: str = "rank", additive: bool = True, prior_distance: float = 32.0):
         super().__init__(space, seed)
         if model not in MODELS:
             raise ValueError(f"strategy 'surrogate': model={model!r} is not one of {MODELS}")
@@ -130,6 +138,10 @@ class SurrogateSearch(Strategy):
             raise ValueError(f"strategy 'surrogate': y_transform={y_transform!r} is not 'rank' or 'none'")
         self.y_transform = y_transform
         self.additive = bool(additive)
+        if not float(prior_distance) > 0:
+            raise ValueError(f"strategy 'surrogate': prior_distance={prior_distance!r} must be > 0")
+        self.prior_distance = float(prior_distance)
+        self.prior: list[tuple[Arch, float]] = []  # (arch, reward) of earlier searches (set_prior)
         self.decs = list(space.decisions())
         self.offsets = np.cumsum([0] + [len(d) for d in self.decs])
         self.observed: list[tuple[Arch, float | None]] = []  # in order; None = failed
@@ -139,12 +151,42 @@ class SurrogateSearch(Strategy):
         self.stats = {"proposals": 0, "model_proposals": 0, "fit_s": 0.0, "acq_s": 0.0}
 
     # ---------------------------------------------------------------- encoding
-    def encode(self, archs: list[Arch]) -> np.ndarray:
-        """One-hot rows (``len(archs) x sum(options)``): squared distance = 2 x Hamming distance."""
-        x = np.zeros((len(archs), int(self.offsets[-1])))
+    def encode(self, archs: list[Arch], prior: bool = False) -> np.ndarray:
+        """One-hot rows (``len(archs) x sum(options)``): squared distance = 2 x Hamming distance. With a
+        prior (:meth:`set_prior`) one more column tells the searches apart: ``sqrt(2 * prior_distance)`` for
+        the archs of earlier searches (``prior=True``), 0 for this one's, so an arch of an earlier search is
+        ``prior_distance`` decisions away from the same arch here."""
+        x = np.zeros((len(archs), int(self.offsets[-1]) + (1 if self.prior else 0)))
         for row, arch in enumerate(archs):
             x[row, self.offsets[:-1] + np.asarray(arch.indices(self.decs))] = 1.0
+        if self.prior and prior:
+            x[:, -1] = np.sqrt(2.0 * self.prior_distance)
         return x
+
+    def set_prior(self, pairs: list[tuple[Arch, float | None]]) -> int:
+        """Results of earlier searches of this space (another dataset, task or budget) that the surrogate
+        learns from alongside this search's: a transfer prior for the first proposals, where a model fitted
+        on a handful of results knows little (issue #24: the surrogate had little edge over random search
+        before 25 queries on spaces of 16-24 decisions).
+
+        Each source's rewards are mapped to normal scores of their ranks on their own (``y_transform``), so
+        only the ranking of the earlier search matters, not its scale; an earlier arch sits
+        ``prior_distance`` decisions away from the same arch of this search in the kernel, so this search's
+        own results win where the two disagree. The archs of the prior are not observed here: they can be
+        proposed (and trained) like any other. Failed ones (``None``) and archs invalid in this space are
+        dropped. The prior is part of the state (a resumed search keeps the one it started with).
+
+        Returns:
+            The number of prior results kept.
+        """
+        kept = []
+        for arch, reward in pairs:
+            if reward is None or not np.isfinite(reward):
+                continue
+            if self.space.is_valid(arch):
+                kept.append((arch, float(reward)))
+        self.prior = kept
+        return len(kept)
 
     def _targets(self) -> tuple[list[Arch], np.ndarray]:
         """Observed archs and rewards; failures get the worst finite reward (dropped while none)."""
@@ -240,7 +282,7 @@ class SurrogateSearch(Strategy):
         """Random until ``n_init`` observations, then the acquisition's best unseen arch."""
         self.stats["proposals"] += 1
         archs, y = self._targets()
-        if len(archs) < self.n_init or np.ptp(y) == 0.0:
+        if not self.prior and (len(archs) < self.n_init or np.ptp(y) == 0.0):
             arch = self._random_unseen()
         else:
             arch = self._model_proposal(archs, y)
@@ -263,19 +305,52 @@ class SurrogateSearch(Strategy):
             return y
         return norm.ppf((rankdata(y, method="average") - 0.5) / len(y))
 
+    #: this search's results needed before the prior is checked against them (:meth:`_prior_agrees`)
+    PRIOR_CHECK_AFTER = 5
+
+    def _prior_agrees(self, archs: list[Arch], y: np.ndarray) -> bool:
+        """Whether the prior still ranks this search's results the right way: from :data:`PRIOR_CHECK_AFTER`
+        results on, each is predicted from the prior by kernel regression (the prior's rank scores weighted by
+        ``exp(-hamming)``) and the prior is used only while Kendall's tau of those predictions against the
+        results is above 0. A prior from an unrelated task (TransNAS-Bench-101 autoencoder for
+        segmentsemantic) misleads the first proposals; this stops it once the evidence says so."""
+        if len(y) < self.PRIOR_CHECK_AFTER or np.ptp(y) == 0.0:
+            return True
+        from scipy.stats import kendalltau
+
+        n = len(self.decs)
+        xa = self.encode(archs)[:, :int(self.offsets[-1])]
+        xp = self.encode([a for a, _ in self.prior])[:, :int(self.offsets[-1])]
+        py = self._transform(np.asarray([r for _, r in self.prior]))
+        w = np.exp(-(n - xa @ xp.T))  # shared one-hot columns = decisions alike
+        tau = kendalltau(w @ py / w.sum(axis=1), y).statistic
+        used = bool(np.isnan(tau) or tau > 0)
+        self.stats["prior_used" if used else "prior_dropped"] = self.stats.get(
+            "prior_used" if used else "prior_dropped", 0) + 1
+        return used
+
     def _model_proposal(self, archs: list[Arch], y: np.ndarray) -> Arch:
         # BLAS threads only add overhead (and contention) on matrices of a few hundred rows
         with threadpool_limits(limits=1):
-            return self._acquire(archs, self._transform(y))
+            return self._acquire(archs, self._transform(y) if len(y) else y)
 
     def _acquire(self, archs: list[Arch], y: np.ndarray) -> Arch:
         t0 = time.perf_counter()
         x = self.encode(archs)
-        fitted = self._with_fantasies(self._fit(x, y), x, y)
+        best = float(y.max()) if len(y) and np.ptp(y) > 0 else None
+        if self.prior and self._prior_agrees(archs, y):  # earlier results join the fit, each ranked on its own
+            pa = [a for a, _ in self.prior]
+            py = self._transform(np.asarray([r for _, r in self.prior]))
+            x, y_fit, archs_all = np.vstack([x, self.encode(pa, prior=True)]), np.concatenate([y, py]), archs + pa
+        else:
+            y_fit, archs_all = y, archs
+        fitted = self._with_fantasies(self._fit(x, y_fit), x, y_fit)
         t1 = time.perf_counter()
-        ranked = [archs[i] for i in np.argsort(-y, kind="stable")]
+        ranked = [archs_all[i] for i in np.argsort(-y_fit, kind="stable")]
         pool = self._pool(ranked)
-        best, scale = float(y.max()), float(y.std()) or 1.0
+        if best is None:  # nothing (or nothing distinct) observed here yet: improve on the prior's best
+            best = float(y_fit.max())
+        scale = float(y_fit.std()) or 1.0
         scores: dict[str, float] = {}
         for step in range(self.local_steps + 1):
             new = [a for k, a in pool.items() if k not in scores]
@@ -308,7 +383,7 @@ class SurrogateSearch(Strategy):
         return {**super().state_dict(), "type": "surrogate",
                 "observed": [[a.to_dict(), r] for a, r in self.observed],
                 "pending": [a.to_dict() for a in self.pending], "seen": sorted(self.seen), "theta": self.theta,
-                "stats": dict(self.stats)}
+                "stats": dict(self.stats), "prior": [[a.to_dict(), r] for a, r in self.prior]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -317,3 +392,4 @@ class SurrogateSearch(Strategy):
         self.seen = set(state["seen"])
         self.theta = state.get("theta")
         self.stats = dict(state.get("stats", self.stats))
+        self.prior = [(Arch.from_dict(a), float(r)) for a, r in state.get("prior", [])]
