@@ -61,7 +61,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: part -> (config, budget overrides); random search so both devices see the same archs
 PARTS = {
     "seg": ("configs/search/auxcell_proxy.py",
-            ["strategy.type=random", "search.num_candidates=4", "search.time_budget_s=None"]),
+            ["strategy.type=random", "search.num_candidates=4", "search.time_budget_s=None",
+             "search.promote=None"]),  # the candidates are timed; the default promotion would triple the part
     "det": ("configs/search/nasfcos_fpn_proxy.py", ["search.num_candidates=2", "search.time_budget_s=None"]),
     "irnas": ("configs/search/irnas_denoise_proxy.py", ["search.epochs=2", "search.time_budget_s=None"]),
     "paper": ("configs/search/auxcell_paper_scale.py",

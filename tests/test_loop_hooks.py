@@ -265,7 +265,7 @@ def test_search_run_builds_its_hooks_log_tensorboard_time_budget_reports_then_th
     (dict(candidates=0), "candidates must be a positive integer, got 0"),
     (dict(epochs=2.5), "epochs must be a positive integer, got 2.5"),
     (dict(candidates=True), "candidates must be a positive integer, got True"),
-    (dict(candidates=3, mode="eager"), r"mode must be one of \['batch', 'async'\], got 'eager'"),
+    (dict(candidates=3, mode="eager"), r"mode must be one of \['pipeline', 'batch', 'async'\], got 'eager'"),
     (dict(candidates=3, batch=0), "batch must be a positive integer, got 0"),
     (dict(candidates=3, max_duplicates=-1), "max_duplicates must be a positive integer"),
     (dict(candidates=3, seed="7"), "seed must be an integer"),
