@@ -45,8 +45,8 @@ class GateToy(MeanToy):
         return super().evaluate(arch, seed)
 
 
-def driver(work: Path, n: int, hold_from: int) -> None:
-    """One search process: 2 Ray workers of 1 thread, batch mode (batch = 2)."""
+def driver(work: Path, n: int, hold_from: int, mode: str = "batch") -> None:
+    """One search process: 2 Ray workers of 1 thread, ``mode`` with batch (or depth) 2."""
     from densenas.loop import Budget, default_hooks, run
 
     space, ev = toy.ToySpace(), GateToy(str(work), hold_from)
@@ -54,7 +54,8 @@ def driver(work: Path, n: int, hold_from: int) -> None:
     try:
         with History(work / "history.sqlite") as h:
             run(space, build_strategy({"type": STRATEGY, "seed": SEED}, space), ev, h,
-                Budget(candidates=n, seed=SEED, batch=2), executor=ex, hooks=default_hooks(print, live=False))
+                Budget(candidates=n, seed=SEED, batch=2, mode=mode), executor=ex,
+                hooks=default_hooks(print, live=False))
     finally:
         ex.close()
 
@@ -65,8 +66,8 @@ def _calls(work: Path) -> list[tuple[int, str]]:
         if path.exists() else []
 
 
-def _start(work: Path, n: int, hold_from: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, str(work), str(n), str(hold_from)], cwd=ROOT,
+def _start(work: Path, n: int, hold_from: int, mode: str = "batch") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, str(work), str(n), str(hold_from), mode], cwd=ROOT,
                             stdout=open(work / f"out{len(list(work.glob('out*')))}.txt", "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -85,14 +86,17 @@ def _cleanup(work: Path, pids: set[int]) -> None:
                 subprocess.run(["rm", "-rf", tmp], check=False)
 
 
-def test_sigkill_with_candidates_in_flight_then_resume_reruns_only_those(tmp_path):
-    n, hold_from = 8, SEED + 2  # batch 1 (seeds 3, 4) finishes; batch 2 (5, 6) is in flight when killed
+@pytest.mark.parametrize("mode", ["batch", "pipeline"])
+def test_sigkill_with_candidates_in_flight_then_resume_reruns_only_those(tmp_path, mode):
+    # batch: batch 1 (seeds 3, 4) finishes, batch 2 (5, 6) is in flight when killed; pipeline: 3 and 4 are
+    # recorded, 5 and 6 (proposed as each was recorded) are in flight
+    n, hold_from = 8, SEED + 2
     ref = search(tmp_path / "ref.sqlite", InProcessExecutor(MeanToy(), toy.ToySpace()), n, 2, strategy=STRATEGY,
-                 seed=SEED)
+                 seed=SEED, mode=mode)
     work = tmp_path / "run"
     work.mkdir()
     pids: set[int] = set()
-    proc = _start(work, n, hold_from)
+    proc = _start(work, n, hold_from, mode)
     try:
         deadline = time.monotonic() + 120
         while len(_calls(work)) < 4 and proc.poll() is None and time.monotonic() < deadline:
@@ -111,7 +115,7 @@ def test_sigkill_with_candidates_in_flight_then_resume_reruns_only_those(tmp_pat
         assert not left, f"processes left after the driver was killed: {left}"
 
         (work / "gate").touch()
-        proc = _start(work, n, hold_from)
+        proc = _start(work, n, hold_from, mode)
         assert proc.wait(timeout=180) == 0, (work / "out1.txt").read_text()
         out = (work / "out1.txt").read_text()
         assert "resuming: 2 finished, 2 interrupted candidate(s)" in out
@@ -181,4 +185,4 @@ def test_search_tool_with_two_workers_end_to_end(tmp_path):
 
 if __name__ == "__main__":
     assert not ray.is_initialized()
-    driver(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    driver(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:5])
