@@ -83,7 +83,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from densenas.arch import Arch, Decision, InvalidArch  # noqa: E402
 from densenas.build import WARM_START_STREAM  # noqa: E402
-from densenas.history import History  # noqa: E402
+from densenas.history import History, history_file  # noqa: E402
 from densenas.result import Result  # noqa: E402
 from densenas.space import SearchSpace, TableSpace  # noqa: E402
 from densenas.strategies import build_strategy  # noqa: E402
@@ -231,12 +231,6 @@ def auxcell_decisions() -> list[Decision]:
     from densenas.decoders.auxcell import AuxCellSpace
 
     return AuxCellSpace(num_classes=6, width=48).decisions()
-
-
-def history_file(path: str | Path) -> Path:
-    """``path`` itself when it is a file, else ``path/history.sqlite`` (a search's work dir)."""
-    path = Path(path)
-    return path / "history.sqlite" if path.is_dir() else path
 
 
 def load_history_space(paths: list[str | Path], decisions: list[Decision] | None = None,

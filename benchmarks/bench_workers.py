@@ -5,8 +5,9 @@ out": 2 Ray workers of 1 thread each vs 1 worker of 2 threads on a 2-core machin
 Each setting runs ``tools/search.py`` on the same config, seed, strategy and ``parallel.batch`` (pipeline mode,
 the default: that many in flight, recorded in row order), so a strategy that is deterministic given the seed
 proposes the same archs and the best arch must agree; ``ray2batch`` is the older batch mode (every worker
-waits for the slowest of its batch and for the next batch's proposals), whose rows differ. Throughput is counted over the search loop (first row started to last row finished,
-from ``history.sqlite``): the teacher, the feature cache and the Ray start-up are reported apart.
+waits for the slowest of its batch and for the next batch's proposals), whose rows differ. Throughput is
+counted over the search loop (first row started to last row finished, from ``history.sqlite``): the
+teacher, the feature cache and the Ray start-up are reported apart.
 
     python benchmarks/bench_workers.py [--config configs/search/auxcell_proxy.py] [--candidates 12]
         [--settings one2,one1,ray2,ray2batch]

@@ -33,7 +33,7 @@ from torch import nn
 
 from .backbones import build_backbone
 from .config import ConfigError, build_dataclass, check_keys, section
-from .history import HistoryError, read_results
+from .history import HistoryError, history_file, read_results
 from .hooks import build_hooks
 from .parallel import ParallelCfg, auto_workers
 from .plugins import SPACES, PluginError, load
@@ -329,7 +329,7 @@ def check_prior(given: Any, strat_type: str, source: str) -> list[Path] | None:
         raise ConfigError(f"{source}: '{key}' is read by the surrogate strategy only, not {strat_type!r}")
     paths = []
     for p in items:
-        path = Path(p) / "history.sqlite" if Path(p).is_dir() else Path(p)
+        path = history_file(p)
         if not path.is_file():
             raise ConfigError(f"{source}: '{key}': no history at {p} (give a search's work dir or its "
                               f"history.sqlite)")

@@ -152,6 +152,12 @@ def _result(where: str, status: str, reward: Any, metrics: Any, cost: Any, stage
                   wall_time=_number(wall, where, "wall_time"), error=error)
 
 
+def history_file(path: str | Path) -> Path:
+    """``path`` itself when it is a file, else ``path/history.sqlite`` (a search's work dir)."""
+    path = Path(path)
+    return path / "history.sqlite" if path.is_dir() else path
+
+
 def read_results(path: str | Path) -> list[tuple[Arch, float]]:
     """The finished candidates of an earlier search's ``history.sqlite`` as ``(arch, reward)``, in row order
     (``strategy.prior`` of a search config: a transfer prior for the surrogate). The file is opened
@@ -160,9 +166,7 @@ def read_results(path: str | Path) -> list[tuple[Arch, float]]:
     Raises:
         HistoryError: the file is missing, not a densenas history, or a row's arch cannot be read (named).
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "history.sqlite"
+    path = history_file(path)
     if not path.is_file():
         raise HistoryError(f"{path}: no such history file (give a search's work dir or its history.sqlite)")
     try:

@@ -250,15 +250,22 @@ class _Loop:
         for job in jobs:
             self.record(done[job.cid])
 
+    def start_next(self, snapshots: bool) -> None:
+        """Propose one arch and start it (unless it is answered from the history, waits for its twin in flight
+        or is over a hard limit) with the finished results as its snapshot."""
+        archs = self.new_archs([self.strategy.propose()])
+        if not archs:
+            return
+        snap = [c.result for c in self.history.finished()] if snapshots else None
+        for job in self.start_rows(archs, snap):
+            self.submit(job)
+
     def async_step(self, snapshots: bool) -> bool:
         """Top up to ``executor.workers`` candidates in flight, then record the next one to finish; ``False``
         when nothing is in flight and nothing more may start (budget, duplicates or a hook's stop)."""
         while (not self.stopped and self.executor.in_flight() < self.executor.workers
                and self.counted(finished_only=False) < self.total and not self.should_stop()):
-            archs = self.new_archs([self.strategy.propose()])
-            snap = [c.result for c in self.history.finished()] if snapshots else None
-            for job in self.start_rows(archs, snap):
-                self.submit(job)
+            self.start_next(snapshots)
         if not self.executor.in_flight():
             return False
         self.record(self.executor.wait())
@@ -269,10 +276,7 @@ class _Loop:
         are held in memory until its turn); ``False`` when nothing is in flight and nothing more may start."""
         while (not self.stopped and len(self.in_flight) < depth
                and self.counted(finished_only=False) < self.total and not self.should_stop()):
-            archs = self.new_archs([self.strategy.propose()])
-            snap = [c.result for c in self.history.finished()] if snapshots else None
-            for job in self.start_rows(archs, snap):
-                self.submit(job)
+            self.start_next(snapshots)
         if not self.in_flight:
             return False
         oldest = min(self.in_flight)

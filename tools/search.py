@@ -153,8 +153,9 @@ def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> 
         cfg.dump(str(work_dir / "config.py"))
         log(f"{search.summary()}, work dir {work_dir}")
         log(f"to stop gracefully (after the work in flight, resumable): touch {work_dir / STOP_FILE}")
-        if search.kind != "supernet" and (getattr(pcfg, "auto_reason", None) or pcfg.count > 1):
-            why = f" ({pcfg.auto_reason}; --workers N sets it)" if getattr(pcfg, "auto_reason", None) else ""
+        reason = getattr(pcfg, "auto_reason", None)
+        if search.kind != "supernet" and (reason or pcfg.count > 1):
+            why = f" ({reason}; --workers N sets it)" if reason else ""
             log(f"workers: {pcfg.workers}{why}; parallel.mode={pcfg.mode}: " + MODE_WORDS[pcfg.mode](pcfg))
         if dist.is_distributed():
             log(f"data-parallel: {dist.world_size()} processes ({dist.default_backend()}), the global batch of "

@@ -140,7 +140,7 @@ class ProxyTrainer(RunningMean):
         try:
             reward, cand, _ = self._run(arch, seed, iters1, iters2, metrics, progress, early_stop=early_stop,
                                         record=record)
-            cost = self._cost_once(arch, cand) if self.cfg.measure_cost else {}
+            cost = self._cost_once(arch, lambda: cand) if self.cfg.measure_cost else {}
             return Result(reward=reward, metrics=metrics, stage=progress["stage"], cost=cost,
                           wall_time=time.perf_counter() - t0)
         except Exception as e:  # one bad candidate must not end the search
@@ -363,18 +363,17 @@ class ProxyTrainer(RunningMean):
         cand.eval()
         return dict(self.task.metrics(preds, "val"))
 
-    def _cost_once(self, arch: Arch, cand: nn.Module) -> dict[str, float]:
-        """:meth:`cost_of`, counted once per distinct arch (re-evaluations: seeds, fidelity runs)."""
+    def _cost_once(self, arch: Arch, candidate: Callable[[], nn.Module]) -> dict[str, float]:
+        """:meth:`cost_of` of ``candidate()``, counted once per distinct arch (re-evaluations: seeds, fidelity
+        runs; the candidate is only asked for the first time)."""
         if arch.key not in self._costs:
-            self._costs[arch.key] = self.cost_of(cand)
+            self._costs[arch.key] = self.cost_of(candidate())
         return dict(self._costs[arch.key])
 
     def cost(self, arch: Arch) -> dict[str, float]:
         """:meth:`cost_of` of ``arch``'s untrained candidate (:meth:`candidate`), from the same once-per-arch
         count as the results' costs: a candidate screened against a hard limit, then trained, is counted once."""
-        if arch.key not in self._costs:
-            return self._cost_once(arch, self.candidate(arch))
-        return dict(self._costs[arch.key])
+        return self._cost_once(arch, lambda: self.candidate(arch))
 
     def cost_of(self, cand: nn.Module) -> dict[str, float]:
         """Params (total, candidate without ``aux_heads``) and MAdds (total, candidate) at the proxy size."""

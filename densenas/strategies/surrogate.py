@@ -142,6 +142,7 @@ class SurrogateSearch(Strategy):
             raise ValueError(f"strategy 'surrogate': prior_distance={prior_distance!r} must be > 0")
         self.prior_distance = float(prior_distance)
         self.prior: list[tuple[Arch, float]] = []  # (arch, reward) of earlier searches (set_prior)
+        self._prior_xy: tuple[np.ndarray, np.ndarray] | None = None  # _prior_data's cache
         self.decs = list(space.decisions())
         self.offsets = np.cumsum([0] + [len(d) for d in self.decs])
         self.observed: list[tuple[Arch, float | None]] = []  # in order; None = failed
@@ -185,8 +186,15 @@ class SurrogateSearch(Strategy):
                 continue
             if self.space.is_valid(arch):
                 kept.append((arch, float(reward)))
-        self.prior = kept
+        self.prior, self._prior_xy = kept, None
         return len(kept)
+
+    def _prior_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """The prior's encoding (with the source column) and rank scores, computed once per prior."""
+        if self._prior_xy is None:
+            self._prior_xy = (self.encode([a for a, _ in self.prior], prior=True),
+                              self._transform(np.asarray([r for _, r in self.prior])))
+        return self._prior_xy
 
     def _targets(self) -> tuple[list[Arch], np.ndarray]:
         """Observed archs and rewards; failures get the worst finite reward (dropped while none)."""
@@ -308,7 +316,7 @@ class SurrogateSearch(Strategy):
     #: this search's results needed before the prior is checked against them (:meth:`_prior_agrees`)
     PRIOR_CHECK_AFTER = 5
 
-    def _prior_agrees(self, archs: list[Arch], y: np.ndarray) -> bool:
+    def _prior_agrees(self, x: np.ndarray, y: np.ndarray) -> bool:
         """Whether the prior still ranks this search's results the right way: from :data:`PRIOR_CHECK_AFTER`
         results on, each is predicted from the prior by kernel regression (the prior's rank scores weighted by
         ``exp(-hamming)``) and the prior is used only while Kendall's tau of those predictions against the
@@ -318,15 +326,13 @@ class SurrogateSearch(Strategy):
             return True
         from scipy.stats import kendalltau
 
-        n = len(self.decs)
-        xa = self.encode(archs)[:, :int(self.offsets[-1])]
-        xp = self.encode([a for a, _ in self.prior])[:, :int(self.offsets[-1])]
-        py = self._transform(np.asarray([r for _, r in self.prior]))
-        w = np.exp(-(n - xa @ xp.T))  # shared one-hot columns = decisions alike
+        xp, py = self._prior_data()
+        onehot = int(self.offsets[-1])  # the source column left out: decisions only
+        w = np.exp(-(len(self.decs) - x[:, :onehot] @ xp[:, :onehot].T))  # shared one-hot columns = decisions alike
         tau = kendalltau(w @ py / w.sum(axis=1), y).statistic
         used = bool(np.isnan(tau) or tau > 0)
-        self.stats["prior_used" if used else "prior_dropped"] = self.stats.get(
-            "prior_used" if used else "prior_dropped", 0) + 1
+        key = "prior_used" if used else "prior_dropped"
+        self.stats[key] = self.stats.get(key, 0) + 1
         return used
 
     def _model_proposal(self, archs: list[Arch], y: np.ndarray) -> Arch:
@@ -338,10 +344,9 @@ class SurrogateSearch(Strategy):
         t0 = time.perf_counter()
         x = self.encode(archs)
         best = float(y.max()) if len(y) and np.ptp(y) > 0 else None
-        if self.prior and self._prior_agrees(archs, y):  # earlier results join the fit, each ranked on its own
-            pa = [a for a, _ in self.prior]
-            py = self._transform(np.asarray([r for _, r in self.prior]))
-            x, y_fit, archs_all = np.vstack([x, self.encode(pa, prior=True)]), np.concatenate([y, py]), archs + pa
+        if self.prior and self._prior_agrees(x, y):  # earlier results join the fit, each ranked on its own
+            xp, py = self._prior_data()
+            x, y_fit, archs_all = np.vstack([x, xp]), np.concatenate([y, py]), archs + [a for a, _ in self.prior]
         else:
             y_fit, archs_all = y, archs
         fitted = self._with_fantasies(self._fit(x, y_fit), x, y_fit)
@@ -392,4 +397,4 @@ class SurrogateSearch(Strategy):
         self.seen = set(state["seen"])
         self.theta = state.get("theta")
         self.stats = dict(state.get("stats", self.stats))
-        self.prior = [(Arch.from_dict(a), float(r)) for a, r in state.get("prior", [])]
+        self.prior, self._prior_xy = [(Arch.from_dict(a), float(r)) for a, r in state.get("prior", [])], None
