@@ -33,7 +33,7 @@ from torch import nn
 
 from .backbones import build_backbone
 from .config import ConfigError, build_dataclass, check_keys, section
-from .history import HistoryError, history_file, read_results
+from .history import History, HistoryError, history_file, read_results
 from .hooks import build_hooks
 from .parallel import ParallelCfg, auto_workers
 from .plugins import SPACES, PluginError, load
@@ -206,8 +206,11 @@ def _typed(cfg, name: str, source: str) -> tuple[str, dict[str, Any]]:
     return kind, sec
 
 
-def plan_search(cfg) -> dict[str, Any]:
+def plan_search(cfg, resume: bool = False) -> dict[str, Any]:
     """Check every section of a search config without reading data; returns the checked pieces.
+
+    ``resume``: the search continues a history, whose strategy state holds the prior it started with, so
+    ``strategy.prior`` files that are gone since are not an error (:func:`check_prior`).
 
     Raises:
         ConfigError: unknown keys or values, or an impossible task / space / strategy / evaluator
@@ -248,7 +251,7 @@ def plan_search(cfg) -> dict[str, Any]:
     ecls, ecfg_cls = evaluator_class(ev_type)
     ecfg = build_dataclass("evaluator", ecfg_cls, ev_opts, source)
     warm_start = check_warm_start(warm_start, strat_type, one_shot, ev_type, ecls, source)
-    prior = check_prior(prior, strat_type, source)
+    prior = check_prior(prior, strat_type, source, must_exist=not resume)
     budget = dict(section(cfg, "search", {}) or {})
     check_keys("search", budget, lambda **kw: None, extra=SEARCH_KEYS[ev_type], source=source)
     promotion, baselines = budget.pop("promote", None), _baseline_names(budget.pop("baselines", None), source)
@@ -311,12 +314,16 @@ def parallel_cfg(cfg) -> ParallelCfg:
     return out
 
 
-def check_prior(given: Any, strat_type: str, source: str) -> list[Path] | None:
+def check_prior(given: Any, strat_type: str, source: str, must_exist: bool = True) -> list[Path] | None:
     """The checked ``strategy.prior``: earlier searches' work dirs or ``history.sqlite`` files whose results
     the surrogate learns from (:meth:`densenas.strategies.surrogate.SurrogateSearch.set_prior`).
 
+    ``must_exist=False`` (a resumed search): a missing file is kept in the list, for :func:`build_search` to
+    report; the resumed strategy's state holds the prior it started with.
+
     Raises:
-        ConfigError: not a path or list of paths, a strategy other than the surrogate, or a missing file.
+        ConfigError: not a path or list of paths, a strategy other than the surrogate, or (``must_exist``) a
+            missing file.
     """
     if given is None or given == []:
         return None
@@ -330,7 +337,7 @@ def check_prior(given: Any, strat_type: str, source: str) -> list[Path] | None:
     paths = []
     for p in items:
         path = history_file(p)
-        if not path.is_file():
+        if not path.is_file() and must_exist:
             raise ConfigError(f"{source}: '{key}': no history at {p} (give a search's work dir or its "
                               f"history.sqlite)")
         paths.append(path)
@@ -413,7 +420,7 @@ def make_space(scls: type[SearchSpace], opts: dict[str, Any], task: Task, source
 
 
 def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], None] = print,
-                 build_evaluator: bool = True) -> Search:
+                 build_evaluator: bool = True, resume: bool = False) -> Search:
     """Check ``cfg``, read its data and build the objects of the search it describes.
 
     Args:
@@ -421,8 +428,10 @@ def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], N
         work_dir: where caches (features, teacher, supernet checkpoint) go; ``None``: memory only.
         log: progress messages.
         build_evaluator: ``False`` stops after the space and strategy (config tests).
+        resume: the search continues its history (``tools/search.py --resume``): ``strategy.prior`` files
+            that are gone are skipped, since the strategy state restored from the history holds the prior.
     """
-    plan = plan_search(cfg)
+    plan = plan_search(cfg, resume=resume)
     source = plan["source"]
     tcls, task_opts = plan["task"]
     try:
@@ -437,6 +446,20 @@ def build_search(cfg, work_dir: str | Path | None = None, log: Callable[[str], N
         strategy = build_strategy({"type": strat_type, "seed": seed, **strat_opts}, space)
     except (TypeError, ValueError) as e:  # a value the constructor refuses (lr=-1), named as for the space
         raise ConfigError(f"{source}: strategy ({strat_type}): {e}") from None
+    gone = [str(p) for p in plan.get("prior") or [] if not p.is_file()]
+    if gone:  # resume only (plan_search refuses it otherwise): the history's strategy state has the prior
+        hist = Path(work_dir) / "history.sqlite" if work_dir is not None else None
+        state = None
+        if hist is not None and hist.is_file():
+            with History(hist) as h:
+                state = h.strategy_state()
+        if not (state or {}).get("prior"):
+            raise ConfigError(f"{source}: strategy.prior: {', '.join(gone)} not found, and "
+                              f"{hist or 'the work dir'} holds no strategy state with the prior (the search was "
+                              f"stopped before its first candidate): restore the file(s) to resume")
+        log(f"prior: {', '.join(gone)} not found since the search started; the resumed strategy keeps the "
+            f"{len(state['prior'])} prior results its state recorded")
+        plan["prior"] = None
     if plan.get("prior"):
         try:
             pairs = [pair for path in plan["prior"] for pair in read_results(path)]

@@ -143,3 +143,43 @@ def test_a_search_config_with_strategy_prior_hands_the_results_to_the_surrogate(
     assert any(ln.startswith("prior: 12 results of 1 earlier search(es)") for ln in lines)
     search.strategy.propose()
     assert search.strategy.stats["model_proposals"] == 1
+
+
+def test_a_resumed_search_keeps_its_prior_when_the_earlier_search_is_gone(tmp_path):
+    """``--resume`` after the prior's work dir was moved or deleted: the strategy state recorded in the
+    history holds the prior, so the resume goes on (and says so); without such a state it is refused by name,
+    and a fresh search still refuses the missing path."""
+    import shutil
+    from pathlib import Path
+
+    from densenas.build import build_search
+    from densenas.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    opts = [f"data.root={tmp_path / 'proxy'}", "data.proxy.num_train=8", "data.proxy.num_val=4",
+            "backbone.pretrained=False"]
+    plain = build_search(load_config(str(root / "configs/search/auxcell_proxy.py"), opts), build_evaluator=False,
+                         log=lambda m: None)
+    rng = np.random.default_rng(0)
+    earlier_dir, work = tmp_path / "earlier", tmp_path / "work"
+    earlier_dir.mkdir()
+    work.mkdir()
+    with History(earlier_dir / "history.sqlite") as h:
+        for i in range(6):
+            h.finish(h.start(plain.space.sample(rng), seed=i), Result(reward=0.5 + 0.01 * i))
+    cfg = load_config(str(root / "configs/search/auxcell_proxy.py"), [*opts, f"strategy.prior=['{earlier_dir}']"])
+    first = build_search(cfg, work_dir=work, build_evaluator=False, log=lambda m: None)
+    shutil.rmtree(earlier_dir)
+    with pytest.raises(ConfigError, match=r"holds no strategy state with the prior .*restore the file"):
+        build_search(cfg, work_dir=work, build_evaluator=False, log=lambda m: None, resume=True)
+    with History(work / "history.sqlite") as h:  # what the loop records once the first candidate starts
+        h.start(first.strategy.propose(), seed=0, strategy_state=first.strategy.state_dict())
+    lines: list[str] = []
+    resumed = build_search(cfg, work_dir=work, build_evaluator=False, log=lines.append, resume=True)
+    assert any("not found since the search started; the resumed strategy keeps the 6 prior results" in ln
+               for ln in lines)
+    with History(work / "history.sqlite") as h:
+        resumed.strategy.load_state_dict(h.strategy_state())
+    assert [(a.key, r) for a, r in resumed.strategy.prior] == [(a.key, r) for a, r in first.strategy.prior]
+    with pytest.raises(ConfigError, match="no history at .*earlier"):
+        build_search(cfg, work_dir=tmp_path / "fresh", build_evaluator=False, log=lambda m: None)

@@ -139,11 +139,11 @@ def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> 
             if pcfg.use_ray:
                 from densenas.ray_executor import start_ray
 
-                plan_search(cfg)  # a config error is reported in a second, before Ray starts (seconds more)
+                plan_search(cfg, resume=args.resume)  # a config error is reported in a second, before Ray starts (seconds more)
 
                 ray_run["connection"] = start_ray(pcfg, log)
             with dist.main_first():  # rank 0 writes the proxy data set before the other ranks read it
-                search = build_search(cfg, work_dir=work_dir, log=log)
+                search = build_search(cfg, work_dir=work_dir, log=log, resume=args.resume)
             if search.kind != "supernet":
                 executor = ray_run["executor"] = make_executor(pcfg, search.evaluator, search.space, log=log,
                                                                connection=ray_run.pop("connection", None))
