@@ -126,28 +126,34 @@ def test_strategy_prior_in_a_config_is_read_or_refused_by_name(tmp_path):
     assert check_prior(None, "random", "cfg.py") is None
 
 
-def test_a_search_config_with_strategy_prior_hands_the_results_to_the_surrogate(tmp_path):
-    """The default search's config with ``strategy.prior`` naming an earlier search's work dir: the builder
-    reads its finished rows and the surrogate's first proposal is already a model proposal."""
+def default_search_with_prior(tmp_path, n: int):
+    """The default search's config (tiny data, no weights) with ``strategy.prior`` naming an earlier search
+    of ``n`` finished rows in ``tmp_path / "earlier"``; returns that config."""
     from pathlib import Path
 
     from densenas.build import build_search
     from densenas.config import load_config
 
-    root = Path(__file__).resolve().parents[1]
+    config = str(Path(__file__).resolve().parents[1] / "configs/search/auxcell_proxy.py")
     opts = [f"data.root={tmp_path / 'proxy'}", "data.proxy.num_train=8", "data.proxy.num_val=4",
             "backbone.pretrained=False"]
-    plain = build_search(load_config(str(root / "configs/search/auxcell_proxy.py"), opts), build_evaluator=False,
-                         log=lambda m: None)
+    plain = build_search(load_config(config, opts), build_evaluator=False, log=lambda m: None)
     rng = np.random.default_rng(0)
     earlier_dir = tmp_path / "earlier"
     earlier_dir.mkdir()
     with History(earlier_dir / "history.sqlite") as h:
-        for i in range(12):
-            a = plain.space.sample(rng)
-            h.finish(h.start(a, seed=i), Result(reward=0.5 + 0.01 * i))
+        for i in range(n):
+            h.finish(h.start(plain.space.sample(rng), seed=i), Result(reward=0.5 + 0.01 * i))
+    return load_config(config, [*opts, f"strategy.prior=['{earlier_dir}']"])
+
+
+def test_a_search_config_with_strategy_prior_hands_the_results_to_the_surrogate(tmp_path):
+    """The default search's config with ``strategy.prior`` naming an earlier search's work dir: the builder
+    reads its finished rows and the surrogate's first proposal is already a model proposal."""
+    from densenas.build import build_search
+
+    cfg = default_search_with_prior(tmp_path, 12)
     lines: list[str] = []
-    cfg = load_config(str(root / "configs/search/auxcell_proxy.py"), [*opts, f"strategy.prior=['{earlier_dir}']"])
     search = build_search(cfg, build_evaluator=False, log=lines.append)
     assert len(search.strategy.prior) == 12
     assert any(ln.startswith("prior: 12 results of 1 earlier search(es)") for ln in lines)
@@ -160,24 +166,12 @@ def test_a_resumed_search_keeps_its_prior_when_the_earlier_search_is_gone(tmp_pa
     history holds the prior, so the resume goes on (and says so); without such a state it is refused by name,
     and a fresh search still refuses the missing path."""
     import shutil
-    from pathlib import Path
 
     from densenas.build import build_search
-    from densenas.config import load_config
 
-    root = Path(__file__).resolve().parents[1]
-    opts = [f"data.root={tmp_path / 'proxy'}", "data.proxy.num_train=8", "data.proxy.num_val=4",
-            "backbone.pretrained=False"]
-    plain = build_search(load_config(str(root / "configs/search/auxcell_proxy.py"), opts), build_evaluator=False,
-                         log=lambda m: None)
-    rng = np.random.default_rng(0)
+    cfg = default_search_with_prior(tmp_path, 6)
     earlier_dir, work = tmp_path / "earlier", tmp_path / "work"
-    earlier_dir.mkdir()
     work.mkdir()
-    with History(earlier_dir / "history.sqlite") as h:
-        for i in range(6):
-            h.finish(h.start(plain.space.sample(rng), seed=i), Result(reward=0.5 + 0.01 * i))
-    cfg = load_config(str(root / "configs/search/auxcell_proxy.py"), [*opts, f"strategy.prior=['{earlier_dir}']"])
     first = build_search(cfg, work_dir=work, build_evaluator=False, log=lambda m: None)
     shutil.rmtree(earlier_dir)
     with pytest.raises(ConfigError, match=r"holds no strategy state with the prior .*restore the file"):
