@@ -15,6 +15,7 @@ same command and trains only what is missing. Checkpoints are deleted once teste
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -80,7 +81,9 @@ def metric_scores(cheap: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
     """Each scalar metric every cheap row recorded, as a higher-is-better score per arch.
 
     Losses (a name containing ``loss``) are negated and named ``-<name>``, the way a negative-loss reward
-    ranks; constant columns (nothing to rank) and rows from before metrics were recorded are left out.
+    ranks, except those already negated (``neg_loss``, ``stage1_neg_loss``: the detection task's reward,
+    higher is better as recorded); constant columns (nothing to rank) and rows from before metrics were
+    recorded are left out.
     """
     if not cheap or any("metrics" not in c for c in cheap):
         return {}
@@ -90,7 +93,7 @@ def metric_scores(cheap: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
         xs = [float(c["metrics"][n]) for c in cheap]
         if len(set(xs)) < 2:
             continue
-        if "loss" in n:
+        if "loss" in n and not re.search(r"(^|_)neg_", n):
             out[f"-{n}"] = [-x for x in xs]
         else:
             out[n] = xs

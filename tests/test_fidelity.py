@@ -200,3 +200,7 @@ def test_metric_scores_rank_every_recorded_metric_with_losses_negated():
              {"metrics": {"miou": 0.6, "stage1_loss_last": 3.0, "const": 1.0}}]
     assert metric_scores(cheap) == {"miou": [0.5, 0.7, 0.6], "-stage1_loss_last": [-2.0, -1.0, -3.0]}
     assert metric_scores(cheap[:2] + [{"stage1": 0.3}]) == {}  # a row from before metrics were recorded
+    # a loss recorded already negated (detection's neg_loss reward) keeps its sign and its name
+    det = [{"metrics": {"neg_loss": -1.5, "stage1_neg_loss": -1.6, "ap": 0.2}},
+           {"metrics": {"neg_loss": -1.2, "stage1_neg_loss": -1.3, "ap": 0.3}}]
+    assert metric_scores(det) == {"neg_loss": [-1.5, -1.2], "stage1_neg_loss": [-1.6, -1.3], "ap": [0.2, 0.3]}
