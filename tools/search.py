@@ -139,7 +139,8 @@ def _search(cfg, pcfg, args, work_dir: Path, hist_path: Path, ray_run: dict) -> 
             if pcfg.use_ray:
                 from densenas.ray_executor import start_ray
 
-                plan_search(cfg, resume=args.resume)  # a config error is reported in a second, before Ray starts (seconds more)
+                # a config error is reported in a second, before Ray starts (seconds more)
+                plan_search(cfg, resume=args.resume)
 
                 ray_run["connection"] = start_ray(pcfg, log)
             with dist.main_first():  # rank 0 writes the proxy data set before the other ranks read it
