@@ -58,7 +58,7 @@ from torch import nn
 from densenas.arch import Arch, Decision, InvalidArch
 from densenas.ops import (ASPP_OPS, OPS, PRIMITIVES, ConvBNReLU, DeconvStack, DeepLabV3PlusRefine, build_op,
                           check_ops)
-from densenas.space import SearchSpace, ShapeSpec, as_shapes, memoized_decisions
+from densenas.space import SearchSpace, ShapeSpec, aux_head_options, as_shapes, memoized_decisions
 
 MERGES = ("sum", "concat")
 # The operation table of this space is the core one, :data:`densenas.ops.OPS` (default candidates
@@ -512,8 +512,9 @@ class AuxCellSpace(SearchSpace):
     def mm_fragment(cls, arch: Arch, host: str, *, options: Mapping[str, Any],
                     in_shapes: Mapping[str, ShapeSpec] | None = None, **task_keys: Any) -> dict[str, Any]:
         """The decoder of ``arch`` as the head of :attr:`mm_heads` for ``host``, on every level of ``in_shapes``,
-        ``options["width"]`` channels, auxiliary heads weighted 0.4, then ``task_keys``. The space is read off
-        the arch (:func:`space_for_arch`: any searched op set fits) and checks it."""
+        ``options["width"]`` channels, auxiliary heads weighted ``options["aux_weight"]`` (the search's
+        ``evaluator.aux_weight``, else 0.4; none at 0), then ``task_keys``. The space is read off the arch
+        (:func:`space_for_arch`: any searched op set fits) and checks it."""
         cls.check_host(host)
         shapes = list((as_shapes(in_shapes, cls.name) or {}).values())
         if not shapes:
@@ -524,7 +525,7 @@ class AuxCellSpace(SearchSpace):
         where = dict(in_strides=[s.stride for s in shapes]) if host == "heatmap_head" else \
             dict(in_index=list(range(len(shapes))))
         return dict(type=cls.mm_heads[host], arch=arch.to_dict(), in_channels=[s.channels for s in shapes], **where,
-                    channels=width, aux=True, aux_weight=0.4, **task_keys)
+                    channels=width, **aux_head_options(options), **task_keys)
 
     # ------------------------------------------------------------------ build
     def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> AuxCellDecoder:

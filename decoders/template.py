@@ -45,7 +45,7 @@ from torch import nn
 
 from densenas.arch import Arch, Decision, InvalidArch
 from densenas.ops import ASPP_OPS, ConvBNReLU, DeepLabV3PlusRefine, SepConv, check_ops
-from densenas.space import SearchSpace, ShapeSpec, as_shapes, space_from_section, memoized_decisions
+from densenas.space import SearchSpace, ShapeSpec, aux_head_options, as_shapes, space_from_section, memoized_decisions
 
 from .auxcell import BlockSpec  # the aux-cell space's block: merge(op0(state[in0]), op1(state[in1]))
 
@@ -342,8 +342,9 @@ class TemplateSpace(SearchSpace):
     def mm_fragment(cls, arch: Arch, host: str, *, options: Mapping[str, Any],
                     in_shapes: Mapping[str, ShapeSpec] | None = None, **task_keys: Any) -> dict[str, Any]:
         """The network of ``arch`` as the head of :attr:`mm_heads` for ``host`` on the two levels of ``in_shapes``
-        with ``options["widths"]``, auxiliary heads weighted 0.4, then ``task_keys``. The heatmap head rebuilds the
-        space from ``options["space"]`` (the search's section), else from a section read off the arch."""
+        with ``options["widths"]``, auxiliary heads weighted ``options["aux_weight"]`` (the search's
+        ``evaluator.aux_weight``, else 0.4; none at 0), then ``task_keys``. The heatmap head rebuilds the space
+        from ``options["space"]`` (the search's section), else from a section read off the arch."""
         cls.check_host(host)
         shapes = list((as_shapes(in_shapes, cls.name) or {}).values())
         widths = options.get("widths")
@@ -356,7 +357,7 @@ class TemplateSpace(SearchSpace):
         if host != "heatmap_head":
             inferred.check(arch)
             return dict(type=cls.mm_heads[host], arch=arch.to_dict(), in_channels=channels, in_index=[0, 1],
-                        widths=list(widths), aux=True, aux_weight=0.4, **task_keys)
+                        widths=list(widths), **aux_head_options(options), **task_keys)
         section = options.get("space")
         if section:
             space_from_section(section, arch, out, aux=True)  # the searched space holds it
@@ -369,7 +370,7 @@ class TemplateSpace(SearchSpace):
             if inferred.fuse_ops is not None:
                 section["fuse_ops"] = list(inferred.fuse_ops)
         return dict(type=cls.mm_heads[host], arch=arch.to_dict(), space=dict(section), in_channels=channels,
-                    in_strides=[s.stride for s in shapes], aux=True, aux_weight=0.4, **task_keys)
+                    in_strides=[s.stride for s in shapes], **aux_head_options(options), **task_keys)
 
     def build(self, arch: Arch, in_shapes: Mapping[str, ShapeSpec] | None = None) -> TemplateDecoder:
         """The network for ``arch`` on the two encoder levels (strides 4 and 8) of ``in_shapes``."""

@@ -403,6 +403,25 @@ def space_from_section(section: Mapping[str, Any], arch: Arch, num_classes: int 
     return built
 
 
+#: weight of the auxiliary heads in an exported ``dense_map`` head when the search's evaluator does not say
+#: (Nekrasov et al.'s 0.4, :class:`~densenas.evaluation.proxy_cfg.ProxyCfg`'s default)
+EXPORT_AUX_WEIGHT = 0.4
+
+
+def aux_head_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``aux`` and ``aux_weight`` of an exported head with auxiliary heads, from the export ``options``
+    (``aux_weight``: the search's ``evaluator.aux_weight``, else :data:`EXPORT_AUX_WEIGHT`; none at 0).
+
+    Raises:
+        ValueError: a negative ``aux_weight``.
+    """
+    given = options.get("aux_weight")
+    weight = EXPORT_AUX_WEIGHT if given is None else float(given)
+    if weight < 0:
+        raise ValueError(f"aux_weight must be >= 0 (0: no auxiliary heads), got {weight}")
+    return dict(aux=weight > 0, aux_weight=weight)
+
+
 def dense_map_forward(module: nn.Module, feats: list[Any], with_aux: bool) -> tuple[Any, list[Any]]:
     """``(main map, [auxiliary maps])`` of a built ``dense_map`` module on the encoder levels ``feats``.
 

@@ -51,7 +51,8 @@ def space_export_options(options: dict[str, Any], arch: Arch, search_cfg: Mappin
         arch: the found arch.
         search_cfg: the search config it was found with (``{}`` when none): its ``space`` section goes to the
             space's ``export_options``; its ``backbone`` is the default backbone, else the one the space's
-            ``export_options`` names (a template network's first levels).
+            ``export_options`` names (a template network's first levels); its ``evaluator.aux_weight``, when
+            set, is the option ``aux_weight`` (the weight of the auxiliary heads the fine-tune trains, none at 0).
         task: the exporting task (its ``accepts`` and ``name``).
 
     Raises:
@@ -63,6 +64,11 @@ def space_export_options(options: dict[str, Any], arch: Arch, search_cfg: Mappin
     found = dict(cls.export_options(arch, section))
     backbone = found.pop("backbone", None)
     fill_defaults(options, **found)
+    # the fine-tune trains the auxiliary heads as the search did: a search with evaluator.aux_weight=0 ranked
+    # decoders without them, so its export trains none (a space whose module has no auxiliary heads ignores it)
+    evaluator = dict(search_cfg.get("evaluator") or {})
+    if evaluator.get("aux_weight") is not None:
+        fill_defaults(options, aux_weight=float(evaluator["aux_weight"]))
     if options.get("backbone") is None and (search_cfg.get("backbone") or backbone):
         options["backbone"] = dict(search_cfg.get("backbone") or backbone)
     return cls
