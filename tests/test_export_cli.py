@@ -45,11 +45,20 @@ def test_an_arch_is_exported_on_the_data_it_was_searched_on(tmp_path):
     def root_of(path) -> Path:
         return Path(Config.fromfile(str(path)).train_dataloader.dataset.data_root).resolve()
 
-    big = {"data": {"root": "data/proxy_coco_big", "layout": "proxy_coco"}}
+    from densenas.datasets.det_fixtures import write_coco_fixture
+
+    # two COCO-layout sets of our own (the export reads the classes off the annotations): the test does not
+    # depend on a proxy set another test may or may not have built under data/
+    searched, given = write_coco_fixture(tmp_path / "searched")["root"], write_coco_fixture(tmp_path / "given")["root"]
+    big = {"data": {"root": str(searched), "layout": "proxy_coco"}}
     assert root_of(DetectionTask().export(tmp_path / "a.py", baseline="fpn_fcos", search_cfg=big)) == \
-        Path("data/proxy_coco_big").resolve()
+        Path(searched).resolve()
     assert root_of(DetectionTask().export(tmp_path / "b.py", baseline="fpn_fcos", search_cfg=big,
-                                          data_root="data/proxy_coco")) == Path("data/proxy_coco").resolve()
-    seg = {"data": {"root": "data/proxy_voc", "layout": "proxy"}}
+                                          data_root=str(given))) == Path(given).resolve()
+    from densenas.datasets.fixtures import write_voc_fixture
+
+    voc = tmp_path / "voc"
+    write_voc_fixture(voc)
+    seg = {"data": {"root": str(voc), "layout": "voc"}}
     assert root_of(SegmentationTask().export(tmp_path / "c.py", baseline="fcn", width=32, search_cfg=seg)) == \
-        Path("data/proxy_voc").resolve()
+        voc.resolve()
