@@ -57,9 +57,24 @@ ACTIVATION_TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
 #: other 29 ran as float Conv between DequantizeLinear and QuantizeLinear, plus 41 Transposes). Measured side by
 #: side (ORT 1.32 CPU EP, 1 thread, AMD EPYC with AVX512-VNNI, batch 1 at 128x128, busy machine): found decoder
 #: int8 / fp32 latency 0.36-0.43 with uint8 activations, 0.61-0.96 with int8 (S8S8); DeepLabV3+ 0.35-0.42
-#: against 0.86-1.30; the same mIoU within 0.11. Weights: symmetric per output channel, no ``reduce_range``
-#: (the 7-bit workaround for VPMADDUBSW's 16-bit saturation is not needed with VNNI and costs accuracy).
+#: against 0.86-1.30; the same mIoU within 0.11. Weights: symmetric per output channel; ``reduce_range`` (7-bit
+#: weights, ORT's workaround for VPMADDUBSW's 16-bit saturation) only where the CPU lacks VNNI
+#: (:func:`cpu_has_vnni`; with VNNI it is not needed and costs accuracy).
 DEFAULT_ACTIVATION_TYPE = "uint8"
+#: ``/proc/cpuinfo`` flags of the 8-bit dot-product instructions (``VPDPBUSD``) that make 8-bit weights safe
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
+
+
+def cpu_has_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this machine's CPU has VNNI (Linux: a flag of :data:`VNNI_FLAGS` in ``cpuinfo``; ``False`` where
+    it cannot be read). Without VNNI, ONNX Runtime's x86-64 U8S8 kernels multiply with ``VPMADDUBSW``, whose
+    16-bit intermediate sums saturate with full 8-bit weights (measured on an AVX2-only machine: the shipped
+    int8 test model's largest error 0.77 against an output range of 2.58, 0.15 allowed)."""
+    try:
+        flags = Path(cpuinfo).read_text().split()
+    except OSError:
+        return False
+    return any(f in flags for f in VNNI_FLAGS)
 #: Metadata keys the int8 file adds to the fp32 file's
 QUANT_META = "densenas.quantization"
 
@@ -234,7 +249,8 @@ def _graph_ops(proto: Any) -> list[Any]:
 
 def quantize_model(fp32_path: str | Path, out_path: str | Path, calib: CalibrationSet, *, method: str = "minmax",
                    activations: str = DEFAULT_ACTIVATION_TYPE, per_channel: bool = True,
-                   extra_metadata: Mapping[str, str] | None = None) -> QuantInfo:
+                   reduce_range: bool | None = None, extra_metadata: Mapping[str, str] | None = None
+                   ) -> QuantInfo:
     """Statically quantise ``fp32_path`` into ``out_path`` (QDQ) with the ranges of ``calib``.
 
     Args:
@@ -244,6 +260,9 @@ def quantize_model(fp32_path: str | Path, out_path: str | Path, calib: Calibrati
         method: ``minmax``, ``entropy`` or ``percentile`` (ORT's ``CalibrationMethod``).
         activations: ``uint8`` (default, see :data:`DEFAULT_ACTIVATION_TYPE`) or ``int8``.
         per_channel: one scale per output channel of each weight (Conv, Gemm, MatMul where ORT supports it).
+        reduce_range: 7-bit weights (ORT's ``reduce_range``); ``None``: where this CPU lacks VNNI
+            (:func:`cpu_has_vnni`), which is where the file is checked. Pass it for the target CPU when the
+            model runs elsewhere (recorded in the metadata).
         extra_metadata: more ``metadata_props``.
 
     Raises:
@@ -254,6 +273,8 @@ def quantize_model(fp32_path: str | Path, out_path: str | Path, calib: Calibrati
     import json
 
     import onnx
+
+    reduce_range = (not cpu_has_vnni()) if reduce_range is None else bool(reduce_range)
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -285,7 +306,7 @@ def quantize_model(fp32_path: str | Path, out_path: str | Path, calib: Calibrati
             if method == "entropy":  # ranges by ORT's own entropy calibrator, with bins it can choose among
                 cache = _entropy_ranges(pre, reader, Path(tmp))
             quantize_static(str(pre), str(staging), None if cache else reader,
-                            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=False,
+                            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
                             activation_type=act_type, weight_type=wt_type,
                             calibrate_method=getattr(CalibrationMethod, CALIB_METHODS[method]),
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
@@ -303,7 +324,7 @@ def quantize_model(fp32_path: str | Path, out_path: str | Path, calib: Calibrati
     meta = {p.key: p.value for p in fp32.metadata_props}
     quant = dict(format="QDQ", tool="onnxruntime.quantization.quantize_static", calibrate_method=method,
                  activation_type=ACTIVATION_TYPES[activations], weight_type="QInt8", per_channel=per_channel,
-                 reduce_range=False, activation_symmetric=False, weight_symmetric=True,
+                 reduce_range=reduce_range, activation_symmetric=False, weight_symmetric=True,
                  calibration_split=calib.split, calibration_images=len(calib.inputs),
                  calibration_files=[Path(p).name for p in calib.paths],
                  **({"entropy_bins": list(ENTROPY_BINS)} if method == "entropy" else {}))

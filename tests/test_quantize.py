@@ -309,3 +309,24 @@ def test_other_calibration_methods_give_other_scales(setup, deployed, tmp_path, 
     a, b = act_scales(setup["int8"]), act_scales(info.path)
     assert len(a) == len(b) > 0
     assert sum(x != y for x, y in zip(a, b)) >= len(a) // 3, (a, b)  # most ranges differ, not one by chance
+
+
+def test_vnni_is_read_from_the_cpu_flags(tmp_path):
+    """7-bit weights (reduce_range) only where the CPU lacks VNNI: AVX2's VPMADDUBSW saturates with 8-bit ones."""
+    from densenas.quantize import cpu_has_vnni
+
+    (tmp_path / "vnni").write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    (tmp_path / "avx2").write_text("flags\t\t: fpu sse2 avx2 fma\n")
+    assert cpu_has_vnni(tmp_path / "vnni") and not cpu_has_vnni(tmp_path / "avx2")
+    assert not cpu_has_vnni(tmp_path / "missing")
+
+
+def test_the_int8_file_records_its_weight_range(setup, deployed):
+    import json
+
+    import onnx
+
+    from densenas.quantize import QUANT_META, cpu_has_vnni
+
+    meta = {p.key: p.value for p in onnx.load(str(setup["int8"])).metadata_props}
+    assert json.loads(meta[QUANT_META])["reduce_range"] is (not cpu_has_vnni())
