@@ -75,6 +75,8 @@ def cpu_has_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     except OSError:
         return False
     return any(f in flags for f in VNNI_FLAGS)
+
+
 #: Metadata keys the int8 file adds to the fp32 file's
 QUANT_META = "densenas.quantization"
 
@@ -273,10 +275,10 @@ def quantize_model(fp32_path: str | Path, out_path: str | Path, calib: Calibrati
     import json
 
     import onnx
-
-    reduce_range = (not cpu_has_vnni()) if reduce_range is None else bool(reduce_range)
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    reduce_range = (not cpu_has_vnni()) if reduce_range is None else bool(reduce_range)
 
     if method not in CALIB_METHODS:
         raise QuantizeError(f"calibration method {method!r}: use one of {sorted(CALIB_METHODS)}")

@@ -39,13 +39,13 @@ def test_an_arch_is_exported_on_the_data_it_was_searched_on(tmp_path):
 
     from mmengine.config import Config
 
+    from densenas.datasets.det_fixtures import write_coco_fixture
+    from densenas.datasets.fixtures import write_voc_fixture
     from densenas.tasks.detection.task import DetectionTask
     from densenas.tasks.segmentation.task import SegmentationTask
 
     def root_of(path) -> Path:
         return Path(Config.fromfile(str(path)).train_dataloader.dataset.data_root).resolve()
-
-    from densenas.datasets.det_fixtures import write_coco_fixture
 
     # two COCO-layout sets of our own (the export reads the classes off the annotations): the test does not
     # depend on a proxy set another test may or may not have built under data/
@@ -55,8 +55,6 @@ def test_an_arch_is_exported_on_the_data_it_was_searched_on(tmp_path):
         Path(searched).resolve()
     assert root_of(DetectionTask().export(tmp_path / "b.py", baseline="fpn_fcos", search_cfg=big,
                                           data_root=str(given))) == Path(given).resolve()
-    from densenas.datasets.fixtures import write_voc_fixture
-
     voc = tmp_path / "voc"
     write_voc_fixture(voc)
     seg = {"data": {"root": str(voc), "layout": "voc"}}
