@@ -225,6 +225,7 @@ class QuantInfo:
         quantized_ops: op types that got a DequantizeLinear on their weight input (int8 weights).
         float_ops: compute ops (Conv, MatMul, Gemm, GridSample, ...) none of whose inputs is dequantised.
         metadata: the file's ``metadata_props``.
+        reduce_range: whether the weights were quantised to 7 bits (ORT's ``reduce_range``).
     """
 
     path: Path
@@ -236,6 +237,7 @@ class QuantInfo:
     quantized_ops: dict[str, int]
     float_ops: dict[str, int]
     metadata: dict[str, str] = field(default_factory=dict)
+    reduce_range: bool = False
 
 
 #: ops whose float kernels dominate the time: reported when no input of theirs is dequantised
@@ -335,7 +337,7 @@ def quantize_model(fp32_path: str | Path, out_path: str | Path, calib: Calibrati
     save_checked(proto, out_path, meta, "quantised", QuantizeError)
     return QuantInfo(path=out_path, seconds=seconds, method=method, activation_type=ACTIVATION_TYPES[activations],
                      weight_type="QInt8", op_counts=counts, quantized_ops=quantized, float_ops=floating,
-                     metadata=meta)
+                     metadata=meta, reduce_range=reduce_range)
 
 
 #: Entropy calibration histogram: ``quantize_static`` builds ORT's ``EntropyCalibrater`` with 128 bins and 128

@@ -330,3 +330,31 @@ def test_the_int8_file_records_its_weight_range(setup, deployed):
 
     meta = {p.key: p.value for p in onnx.load(str(setup["int8"])).metadata_props}
     assert json.loads(meta[QUANT_META])["reduce_range"] is (not cpu_has_vnni())
+
+
+def test_the_weight_range_can_be_set_for_another_target_cpu(setup, tmp_path, capsys):
+    """``--int8-reduce-range on|off`` overrides this CPU's choice (a model quantised here for a VNNI server, or
+    for an AVX2 board): the metadata records it and the int8 weights use 7 or 8 bits."""
+    import json
+
+    import onnx
+    from onnx import numpy_helper
+
+    from densenas.quantize import QUANT_META, cpu_has_vnni
+
+    choice = "off" if not cpu_has_vnni() else "on"  # the opposite of what auto picks here
+    out = tmp_path / "rr.onnx"
+    rc = _tool("deploy")([str(setup["cfg_path"]), str(setup["ckpt"]), "--out", str(out), "--images", "1", "--int8",
+                          "--calib-images", str(CALIB), "--int8-reduce-range", choice, "--eval-images", "1",
+                          "--latency-repeats", "1"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    proto = onnx.load(str(out.with_suffix(".int8.onnx")))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta[QUANT_META])["reduce_range"] is (choice == "on")
+    assert ("(7-bit, reduce_range)" in printed) is (choice == "on")
+    init = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    weights = [init[n.input[0]] for n in proto.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in init and init[n.input[0]].dtype == np.int8]
+    peak = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert (peak <= 64) is (choice == "on"), peak  # symmetric 7-bit weights stay within [-64, 64]

@@ -21,7 +21,7 @@ Optional int8 (densenas/quantize.py), after the fp32 export has passed its parit
 
     python tools/deploy.py CONFIG CHECKPOINT --out model.onnx --int8 [--int8-out model.int8.onnx]
         [--calib-images 32] [--calib-method minmax|entropy|percentile] [--int8-activations uint8|int8]
-        [--eval-images N] [--latency-repeats 20]
+        [--int8-reduce-range auto|on|off] [--eval-images N] [--latency-repeats 20]
 
 ONNX Runtime's static quantisation (``quant_pre_process``, then ``quantize_static``: QDQ, per-channel int8
 weights, uint8 activations), calibrated on ``--calib-images`` images of the config's *train* split (test
@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="calibration method (default minmax)")
     q.add_argument("--int8-activations", choices=("uint8", "int8"), default="uint8",
                    help="activation type (default uint8: ORT's x86 int8 kernels are uint8 x int8)")
+    q.add_argument("--int8-reduce-range", choices=("auto", "on", "off"), default="auto",
+                   help="7-bit weights (ORT's reduce_range): on for a target CPU without VNNI (AVX2 only), where "
+                        "full 8-bit weights saturate; auto (default): as this CPU (it runs the check)")
     q.add_argument("--eval-images", type=int, default=None,
                    help="evaluate the metric on at most this many test samples (default: the whole split)")
     q.add_argument("--latency-repeats", type=int, default=20,
@@ -200,7 +203,8 @@ def int8(args: argparse.Namespace, cfg, task, model, graph, x, fp32_path: Path, 
           f"{calib.size} samples): {', '.join(Path(p).name for p in calib.paths[:4])}"
           f"{', ...' if len(calib.paths) > 4 else ''}", flush=True)
     try:
-        qi = quantize_model(fp32_path, out, calib, method=args.calib_method, activations=args.int8_activations)
+        qi = quantize_model(fp32_path, out, calib, method=args.calib_method, activations=args.int8_activations,
+                            reduce_range={"auto": None, "on": True, "off": False}[args.int8_reduce_range])
         session = ort_session(qi.path, threads=args.threads)
     except DeployError as e:
         print(f"error: cannot quantise: {e}", file=sys.stderr)
@@ -210,7 +214,7 @@ def int8(args: argparse.Namespace, cfg, task, model, graph, x, fp32_path: Path, 
     left = ", ".join(f"{k} x{v}" for k, v in sorted(qi.float_ops.items())) or "none"
     print(f"wrote {qi.path} ({sizes['int8'] / 2**20:.2f} MiB, {sizes['int8'] / sizes['fp32']:.2f}x the fp32 file) "
           f"in {qi.seconds:.1f} s: ONNX Runtime {ort.__version__} quantize_static, QDQ, per-channel "
-          f"{qi.weight_type} weights, {qi.activation_type} activations, {qi.method} calibration; onnx.checker: ok")
+          f"{qi.weight_type} weights{' (7-bit, reduce_range)' if qi.reduce_range else ''}, {qi.activation_type} activations, {qi.method} calibration; onnx.checker: ok")
     print(f"int8 weights: {ops}; QuantizeLinear x{qi.op_counts['QuantizeLinear']}, DequantizeLinear "
           f"x{qi.op_counts['DequantizeLinear']}; compute ops left in float: {left}", flush=True)
 
