@@ -353,6 +353,7 @@ def test_the_weight_range_can_be_set_for_another_target_cpu(setup, tmp_path, cap
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta[QUANT_META])["reduce_range"] is (choice == "on")
     assert ("(7-bit, reduce_range)" in printed) is (choice == "on")
+    assert ("understate the file on a VNNI target" in printed) is (choice == "off")
     init = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     weights = [init[n.input[0]] for n in proto.graph.node
                if n.op_type == "DequantizeLinear" and n.input[0] in init and init[n.input[0]].dtype == np.int8]

@@ -196,8 +196,8 @@ def int8(args: argparse.Namespace, cfg, task, model, graph, x, fp32_path: Path, 
     import onnxruntime as ort
 
     from densenas.onnx_export import DeployError, ort_session
-    from densenas.quantize import (evaluate_variants, latency_pair, metric_drop, output_difference, quantize_model,
-                                   report_table)
+    from densenas.quantize import (cpu_has_vnni, evaluate_variants, latency_pair, metric_drop, output_difference,
+                                   quantize_model, report_table)
 
     print(f"int8: calibrating on {len(calib.inputs)} images of the train split ({calib.split}; "
           f"{calib.size} samples): {', '.join(Path(p).name for p in calib.paths[:4])}"
@@ -214,7 +214,11 @@ def int8(args: argparse.Namespace, cfg, task, model, graph, x, fp32_path: Path, 
     left = ", ".join(f"{k} x{v}" for k, v in sorted(qi.float_ops.items())) or "none"
     print(f"wrote {qi.path} ({sizes['int8'] / 2**20:.2f} MiB, {sizes['int8'] / sizes['fp32']:.2f}x the fp32 file) "
           f"in {qi.seconds:.1f} s: ONNX Runtime {ort.__version__} quantize_static, QDQ, per-channel "
-          f"{qi.weight_type} weights{' (7-bit, reduce_range)' if qi.reduce_range else ''}, {qi.activation_type} activations, {qi.method} calibration; onnx.checker: ok")
+          f"{qi.weight_type} weights{' (7-bit, reduce_range)' if qi.reduce_range else ''}, {qi.activation_type} "
+          f"activations, {qi.method} calibration; onnx.checker: ok")
+    if not qi.reduce_range and not cpu_has_vnni():
+        print("int8: note: 8-bit weights checked on a CPU without VNNI, whose uint8 x int8 kernels saturate: the "
+              "figures below understate the file on a VNNI target (--int8-reduce-range auto quantises for this CPU)")
     print(f"int8 weights: {ops}; QuantizeLinear x{qi.op_counts['QuantizeLinear']}, DequantizeLinear "
           f"x{qi.op_counts['DequantizeLinear']}; compute ops left in float: {left}", flush=True)
 
