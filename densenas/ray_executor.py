@@ -2,7 +2,8 @@
 OSDI 2018): the executor of :mod:`densenas.parallel` behind ``tools/search.py --workers N [--address ...]``.
 
 The driver's evaluator (task data, encoder, cached encoder features, teacher targets) is put into the object
-store once (``ray.put``); each actor unpickles it once, sets ``torch.set_num_threads(cpus_per_worker)``,
+store once (``ray.put``), its large tensors shared zero-copy by every worker of a node
+(:mod:`densenas.ray_share`); each actor unpickles it once, sets ``torch.set_num_threads(cpus_per_worker)``,
 moves it to CUDA when Ray gave the actor a GPU, and then trains the candidates it is sent. Before each one
 it restores the driver's snapshot of finished results, so the early-stopping running mean is the driver's.
 
@@ -26,6 +27,7 @@ import time
 from typing import Any, Callable
 
 from .parallel import Done, Job, ParallelCfg, check_address, evaluate_one
+from .ray_share import shared_tensors
 from .result import Result
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local instance binds to 127.0.0.1 only
@@ -186,7 +188,8 @@ class RayExecutor:
         try:
             for obj, _ in logs:
                 obj.log = print
-            self.payload = ray.put((evaluator, space))
+            with shared_tensors():  # one copy of the images and cached features per node, not per worker
+                self.payload = ray.put((evaluator, space))
         finally:
             for obj, fn in logs:
                 obj.log = fn

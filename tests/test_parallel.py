@@ -271,6 +271,10 @@ def test_workers_auto_is_one_candidate_per_core(monkeypatch, tmp_path):
 
     monkeypatch.delenv(parallel.AUTO_ENV, raising=False)
     monkeypatch.setattr(parallel, "usable_cores", lambda: 6)
+
+    class Plenty:  # whatever else this machine runs, memory for every core
+        available = 64 * parallel.WORKER_MEMORY
+    monkeypatch.setattr("psutil.virtual_memory", lambda: Plenty)
     assert parallel.auto_workers() == (6, "6 CPU core(s), one one-thread candidate each")
     assert parallel.auto_workers(one_shot=True)[0] == 1 and parallel.auto_workers(cuda_devices=2)[0] == 2
     assert ParallelCfg().workers == "auto" and ParallelCfg().count == 6 and ParallelCfg().batch_size == 6 and ParallelCfg().use_ray
@@ -328,3 +332,29 @@ def test_auto_workers_is_one_when_candidates_are_timed_on_the_cpu(tmp_path, monk
     table = parallel_cfg(load_config(cfg, ["device=cpu", "objective.latency_table=lut.json"]))
     params = parallel_cfg(load_config(Path(cfg).with_name("template_proxy.py"), ["device=cpu"]))
     assert table.workers == 2 and params.workers == 2
+
+
+def test_large_tensors_are_shared_zero_copy_and_keep_their_layout(local_ray):
+    """Under shared_tensors() a large CPU tensor put into the object store comes back as a view of the store
+    (two reads, one buffer: each worker of a node reads the same copy), in its own memory format; small
+    tensors and parameters are copied as before, and outside the context every tensor is."""
+    import torch
+
+    from densenas.ray_share import MIN_BYTES, rebuild_tensor, reduce_tensor, shared_tensors
+
+    feats = torch.randn(8, 24, 64, 48).contiguous(memory_format=torch.channels_last)
+    assert feats.nbytes >= MIN_BYTES
+    value = {"feats": feats, "small": torch.arange(4.0), "w": torch.nn.Parameter(torch.randn(600, 600))}
+    with shared_tensors():
+        ref = ray.put(value)
+    a, b = ray.get(ref), ray.get(ref)
+    assert a["feats"].data_ptr() == b["feats"].data_ptr()  # no copy: both are the store's bytes
+    assert torch.equal(a["feats"], feats) and a["feats"].is_contiguous(memory_format=torch.channels_last)
+    assert a["small"].data_ptr() != b["small"].data_ptr() and torch.equal(a["small"], value["small"])
+    assert isinstance(a["w"], torch.nn.Parameter) and a["w"].data_ptr() != b["w"].data_ptr()
+    c, d = (ray.get(ray.put(feats)) for _ in range(2))  # the reducer is gone after the context
+    assert c.data_ptr() != d.data_ptr() and torch.equal(c, feats)
+    # what cannot be one dense NumPy view is pickled whole: a strided slice, a dtype NumPy lacks
+    for t in (torch.randn(64, 64, 128)[:, ::2], torch.randn(1024, 1024, dtype=torch.bfloat16)):
+        kind, _ = reduced = reduce_tensor(t)
+        assert kind == "pickle" and torch.equal(rebuild_tensor(reduced), t)
