@@ -10,13 +10,16 @@ lower is better so that higher always ranks first.
 
 The tools run as subprocesses through :func:`densenas.finetune.fine_tune`, exactly the commands a user types
 (a ``run.log`` per run); every finished run leaves ``test.json``, so a killed measurement resumes with the
-same command and trains only what is missing. Checkpoints are deleted once tested.
+same command and trains only what is missing. Checkpoints are deleted once tested. ``--final-jobs N`` runs N
+fine-tunes side by side (N GPUs' worth of work on one GPU, or the cores of a CPU machine shared out).
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -32,7 +35,7 @@ __all__ = ["FINAL", "final_rows", "load_final", "final_report", "metric_scores"]
 
 def final_rows(plan: dict[str, Any], work_dir: Path, search_config: Path, *, iters: int, seeds: int,
                metric: tuple[str, bool], export_args: Sequence[str] = (), shard: tuple[int, int] = (0, 1),
-               log: Callable[[str], None] = print) -> None:
+               jobs: int = 1, log: Callable[[str], None] = print) -> None:
     """Fine-tune every arch of this shard whose final row is missing; one row per arch, written at once.
 
     Args:
@@ -45,6 +48,8 @@ def final_rows(plan: dict[str, Any], work_dir: Path, search_config: Path, *, ite
         metric: the task's ``test_metric``.
         export_args: more ``tools/export.py`` options (e.g. ``--crop 128``).
         shard: ``(k, n)``: only archs ``i`` with ``i % n == k``.
+        jobs: fine-tunes run side by side (each a process of its own). With more than one, each gets
+            ``OMP_NUM_THREADS`` = CPU cores // ``jobs`` unless the environment sets it.
         log: progress lines.
     """
     rows = work_dir / FINAL
@@ -53,28 +58,43 @@ def final_rows(plan: dict[str, Any], work_dir: Path, search_config: Path, *, ite
     todo = [i for i in range(len(plan["archs"])) if i % n == k and not (rows / f"arch_{i:03d}.json").is_file()]
     if not todo:
         return
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    env = None
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+        env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
     log(f"final target: {len(todo)} archs to export and fine-tune ({iters} iterations x {seeds} seed(s) each, "
-        f"tools/train.py; runs in {rows})")
+        f"tools/train.py" + (f", {jobs} at a time" if jobs > 1 else "") + f"; runs in {rows})")
     t0 = time.perf_counter()
-    for done, i in enumerate(todo, 1):
-        arch = Arch.from_dict(plan["archs"][i], source=f"fidelity plan arch {i}")
-        arch_json = arch_folder(arch, rows / f"arch_{i:03d}", search_config)
-        row: dict[str, Any] = {"index": i, "arch": arch.to_dict(), "final": []}
-        try:
-            for j in range(seeds):
-                value, data = fine_tune_arch(arch_json, iters=iters, export_args=export_args,
-                                             seed=FINAL_SEED * (j + 1) + i, metric=metric)
+    archs = {i: arch_folder(Arch.from_dict(plan["archs"][i], source=f"fidelity plan arch {i}"),
+                            rows / f"arch_{i:03d}", search_config) for i in todo}
+
+    def one(i: int, j: int) -> tuple[float, dict[str, Any]]:
+        return fine_tune_arch(archs[i], iters=iters, export_args=export_args, seed=FINAL_SEED * (j + 1) + i,
+                              metric=metric, env=env)
+
+    # Threads only wait on the tools' processes; a row is written as soon as all seeds of its arch are done.
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {i: [pool.submit(one, i, j) for j in range(seeds)] for i in todo}
+        for done, i in enumerate(todo, 1):
+            row: dict[str, Any] = {"index": i, "arch": Arch.from_dict(plan["archs"][i]).to_dict(), "final": []}
+            for fut in futures[i]:
+                try:
+                    value, data = fut.result()
+                except RuntimeError as e:  # a config that cannot be exported or trained: that arch is left out
+                    row.setdefault("error", str(e).splitlines()[0])
+                    continue
                 row["final"].append({"target": value, "seconds": data.get("train_seconds", 0.0),
                                      "params": data.get("params"), "madds": data.get("madds")})
-        except RuntimeError as e:  # a config that cannot be exported or trained: that arch is left out
-            row["error"] = str(e).splitlines()[0]
-        path = rows / f"arch_{i:03d}.json"
-        path.with_suffix(".tmp").write_text(json.dumps(row, indent=1) + "\n")
-        path.with_suffix(".tmp").replace(path)
-        took = time.perf_counter() - t0
-        what = row.get("error") or ", ".join(f"{x['target']:.4f}" for x in row["final"])
-        log(f"final arch {i} ({done}/{len(todo)}): {what} ({took:.0f}s, eta "
-            f"{took / done * (len(todo) - done) / 60:.0f} min)")
+            if "error" in row:
+                row["final"] = []
+            path = rows / f"arch_{i:03d}.json"
+            path.with_suffix(".tmp").write_text(json.dumps(row, indent=1) + "\n")
+            path.with_suffix(".tmp").replace(path)
+            took = time.perf_counter() - t0
+            what = row.get("error") or ", ".join(f"{x['target']:.4f}" for x in row["final"])
+            log(f"final arch {i} ({done}/{len(todo)}): {what} ({took:.0f}s, eta "
+                f"{took / done * (len(todo) - done) / 60:.0f} min)")
 
 
 def metric_scores(cheap: Sequence[dict[str, Any]]) -> dict[str, list[float]]:

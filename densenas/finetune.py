@@ -8,20 +8,27 @@ the commands a user types, each run's output appended to its ``run.log``; a fini
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["ROOT", "sh", "fine_tune", "headline", "arch_folder", "fine_tune_arch"]
 
 
-def sh(cmd: Sequence[str], log: Path) -> None:
+def sh(cmd: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> None:
     """Run ``cmd`` from the repository root, its output appended to ``log``.
+
+    Args:
+        cmd: the command.
+        log: its output, appended.
+        env: variables set for the command on top of this process's environment.
 
     Raises:
         RuntimeError: a non-zero exit, naming the command, the log and its last lines.
@@ -30,14 +37,26 @@ def sh(cmd: Sequence[str], log: Path) -> None:
     with log.open("a") as f:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
-        rc = subprocess.run(list(cmd), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(list(cmd), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                            env=None if not env else {**os.environ, **env}).returncode
     if rc != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
         raise RuntimeError(f"{' '.join(cmd[:3])} ... failed (exit {rc}); see {log}:\n{tail}")
 
 
-def fine_tune(export_args: Sequence[str], config: Path, run: Path, seed: int, keep_checkpoints: bool = True
-              ) -> dict[str, Any]:
+# Fine-tunes of one exported config may run in threads side by side (tools/fidelity.py --final-jobs): the
+# first exports it, the others wait for that config only.
+_EXPORT_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _export_lock(config: Path) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _EXPORT_LOCKS.setdefault(Path(config).resolve(), threading.Lock())
+
+
+def fine_tune(export_args: Sequence[str], config: Path, run: Path, seed: int, keep_checkpoints: bool = True,
+              env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Export (once, to ``config``), fine-tune with ``seed`` in ``run`` and test the last checkpoint.
 
     Args:
@@ -46,6 +65,7 @@ def fine_tune(export_args: Sequence[str], config: Path, run: Path, seed: int, ke
         run: the work dir of this fine-tune; ``run/test.json`` holds the result.
         seed: ``randomness.seed`` of the fine-tune.
         keep_checkpoints: ``False`` deletes the run's ``*.pth`` once tested (only the figures are kept).
+        env: variables set for the three tools (e.g. ``OMP_NUM_THREADS`` when fine-tunes share the CPU).
 
     Returns:
         ``tools/test.py``'s JSON (``metrics``, ``params``, ``madds``, ...) plus ``train_seconds``; read
@@ -56,14 +76,16 @@ def fine_tune(export_args: Sequence[str], config: Path, run: Path, seed: int, ke
         return json.loads(result.read_text())
     run.mkdir(parents=True, exist_ok=True)
     log, py = run / "run.log", sys.executable
-    if not config.is_file():
-        sh([py, "tools/export.py", *export_args, "--out", str(config)], log)
+    with _export_lock(config):
+        if not config.is_file():
+            sh([py, "tools/export.py", *export_args, "--out", str(config)], log, env)
     t0 = time.perf_counter()
-    sh([py, "tools/train.py", str(config), "--work-dir", str(run), "--cfg-options", f"randomness.seed={seed}"], log)
+    sh([py, "tools/train.py", str(config), "--work-dir", str(run), "--cfg-options", f"randomness.seed={seed}"], log,
+       env)
     seconds = time.perf_counter() - t0
     last = (run / "last_checkpoint").read_text().strip()  # mmengine's pointer to the newest checkpoint
     tmp = run / "test.tmp.json"
-    sh([py, "tools/test.py", str(config), last, "--work-dir", str(run), "--json", str(tmp)], log)
+    sh([py, "tools/test.py", str(config), last, "--work-dir", str(run), "--json", str(tmp)], log, env)
     data = json.loads(tmp.read_text())
     data["train_seconds"] = seconds
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -93,9 +115,10 @@ def arch_folder(arch: Any, folder: Path, search_config: Path) -> Path:
 
 
 def fine_tune_arch(arch_json: Path, *, iters: int, export_args: Sequence[str], seed: int,
-                   metric: tuple[str, bool]) -> tuple[float, dict[str, Any]]:
+                   metric: tuple[str, bool], env: Mapping[str, str] | None = None) -> tuple[float, dict[str, Any]]:
     """:func:`fine_tune` of an arch prepared by :func:`arch_folder` (config ``finetune.py`` and run
-    ``seed<seed>`` in its folder, checkpoints deleted once tested) and its headline ``metric``.
+    ``seed<seed>`` in its folder, checkpoints deleted once tested) and its headline ``metric``; ``env`` as
+    for :func:`fine_tune`.
 
     Returns:
         ``(headline value, tools/test.py's JSON)``; the value is negated when lower is better.
@@ -105,7 +128,7 @@ def fine_tune_arch(arch_json: Path, *, iters: int, export_args: Sequence[str], s
     """
     folder = arch_json.parent
     data = fine_tune([str(arch_json), "--iters", str(iters), *export_args], folder / "finetune.py",
-                     folder / f"seed{seed}", seed, keep_checkpoints=False)
+                     folder / f"seed{seed}", seed, keep_checkpoints=False, env=env)
     value = headline(data["metrics"], *metric)
     if value is None:
         raise ValueError(f"no metric matching {metric[0]!r} among {sorted(data['metrics'])} "

@@ -147,6 +147,8 @@ def test_fidelity_tool_refuses_bad_input(tmp_path, capsys):
     assert "at least 3" in capsys.readouterr().err
     assert main([cfg, "--shard", "2/2", "--work-dir", str(tmp_path / "b")]) == 2
     assert "--shard" in capsys.readouterr().err
+    assert main([cfg, "--final-iters", "2", "--final-jobs", "0", "--work-dir", str(tmp_path / "b")]) == 2
+    assert "--final-jobs 0: must be at least 1" in capsys.readouterr().err
     missing = tmp_path / "nope.sqlite"
     assert main([cfg, "--from-history", str(missing), "--work-dir", str(tmp_path / "c"),
                  "--cfg-options", *_opts(tmp_path)]) == 2
@@ -158,13 +160,13 @@ def test_fidelity_tool_refuses_bad_input(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_fidelity_final_target_exports_and_fine_tunes_each_arch(tmp_path, capsys):
-    """--final-iters: every arch exported by tools/export.py, fine-tuned by tools/train.py with two seeds and
-    tested by tools/test.py; tau against that metric and its noise ceiling are reported; a rerun trains
+    """--final-iters: every arch exported by tools/export.py, fine-tuned by tools/train.py with two seeds (two
+    fine-tunes side by side, --final-jobs 2) and tested by tools/test.py; tau against that metric and its noise ceiling are reported; a rerun trains
     nothing again and other final settings are refused."""
     from densenas.fidelity_final import FINAL
 
     cfg, work = str(ROOT / "configs/search/auxcell_proxy.py"), tmp_path / "fid"
-    final = ["--final-iters", "2", "--final-seeds", "2",
+    final = ["--final-iters", "2", "--final-seeds", "2", "--final-jobs", "2",
              f"--final-args=--data-root {tmp_path / 'proxy'} --crop 64 --batch-size 2 --workers 0"]
     args = [cfg, "--work-dir", str(work), "--archs", "3", "--long-mult", "1", "--bootstrap", "50", "--seeds", "1",
             "--cfg-options", *_opts(tmp_path)]

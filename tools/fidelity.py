@@ -12,7 +12,7 @@ killed run resumes with the same command, and ``--shard K/N`` splits the archs o
     python tools/fidelity.py configs/search/auxcell_proxy.py [--archs 16] [--long-mult 4] [--seeds 2]
         [--from-history work_dirs/auxcell_proxy/history.sqlite] [--cheap-scales 1 2] [--target miou]
         [--work-dir DIR] [--shard 0/2 --threads 1] [--cfg-options evaluator.stage1.iters=160 ...]
-        [--final-iters 600 --final-seeds 2]   # also rank against the exported model fine-tuned by tools/train.py
+        [--final-iters 600 --final-seeds 2 --final-jobs 2]   # also rank against the exported model fine-tuned by tools/train.py
 """
 from __future__ import annotations
 
@@ -51,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also rank against the final model: each arch exported by tools/export.py and "
                         "fine-tuned by tools/train.py for N iterations, --final-seeds times (default 0: off)")
     p.add_argument("--final-seeds", type=int, default=2, help="fine-tunes per arch for the final target (default 2)")
+    p.add_argument("--final-jobs", type=int, default=1, metavar="N",
+                   help="final fine-tunes run side by side (default 1); each gets OMP_NUM_THREADS = cores // N "
+                        "unless set. On a GPU they share it")
     p.add_argument("--final-args", default="", metavar="'ARGS'",
                    help="more tools/export.py options for the final target, one quoted string: "
                         "--final-args='--crop 128 --batch-size 8'")
@@ -71,6 +74,10 @@ def main(argv=None) -> int:
     if args.archs < 3:
         print(f"error: --archs {args.archs}: need at least 3 archs to compare rankings", file=sys.stderr)
         return 2
+    for name in ("final_seeds", "final_jobs"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name.replace('_', '-')} {getattr(args, name)}: must be at least 1", file=sys.stderr)
+            return 2
     if args.threads:
         import torch
 
@@ -148,8 +155,6 @@ def _final(args: argparse.Namespace, cfg, search, plan: dict, work_dir: Path, sh
     """The "final" target (densenas/fidelity_final.py): export and fine-tune each arch the user's way."""
     from densenas.fidelity_final import FINAL, final_rows
 
-    if args.final_seeds < 1:
-        raise ValueError(f"--final-seeds must be at least 1, got {args.final_seeds}")
     import shlex
 
     settings = {"iters": args.final_iters, "seeds": args.final_seeds, "args": shlex.split(args.final_args)}
@@ -162,7 +167,8 @@ def _final(args: argparse.Namespace, cfg, search, plan: dict, work_dir: Path, sh
     resolved = work_dir / "search_config.py"
     cfg.dump(str(resolved))
     final_rows(plan, work_dir, resolved, iters=args.final_iters, seeds=args.final_seeds,
-               metric=search.task.test_metric, export_args=settings["args"], shard=shard, log=log)
+               metric=search.task.test_metric, export_args=settings["args"], shard=shard, jobs=args.final_jobs,
+               log=log)
 
 
 if __name__ == "__main__":
