@@ -208,9 +208,9 @@ def test_latency_from_a_lookup_table(tmp_path):
     opts = tiny_opts(tmp_path) + ["objective.cost=latency_ms", "objective.limit=1e6", "objective.runtime=onnxruntime",
                                   f"objective.latency_table={lut}", "objective.latency_size=[32,32]",
                                   "objective.latency_repeats=2", "objective.latency_warmup=1"]
-    ev = build_search(load_config(CFG, opts), work_dir=tmp_path / "w", log=lambda s: None).evaluator
-    space = build_search(load_config(CFG, opts), work_dir=tmp_path / "w2", log=lambda s: None).space
-    arch = space.sample(np.random.default_rng(3))
+    search = build_search(load_config(CFG, opts), work_dir=tmp_path / "w", log=lambda s: None)
+    ev = search.evaluator
+    arch = search.space.sample(np.random.default_rng(3))
     est = ev.cost(arch)["latency_ms"]
     table = LatencyTable(lut, runtime="onnxruntime", threads=1)
     assert est > 0 and len(table.entries) > 3

@@ -222,7 +222,7 @@ def test_the_metric_is_computed_from_onnx_runtime_outputs(setup, deployed):
     from mmengine.registry import DefaultScope
 
     from densenas.onnx_export import ort_session
-    from densenas.quantize import evaluate_variants
+    from densenas.quantize_eval import evaluate_variants
 
     class Rolled:
         def __init__(self, s):

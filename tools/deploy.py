@@ -17,7 +17,7 @@ decoding and NMS, heatmap decoding, resize and argmax) are written into the file
 A model with a module that cannot be exported (mmcv's compiled ops, e.g. its deformable convolutions) is
 refused before anything is written, naming the modules (exit 2). The checkpoint is read weights-only.
 
-Optional int8 (densenas/quantize.py), after the fp32 export has passed its parity check:
+Optional int8 (densenas/quantize.py; what it costs: densenas/quantize_eval.py), after the fp32 export has passed its parity check:
 
     python tools/deploy.py CONFIG CHECKPOINT --out model.onnx --int8 [--int8-out model.int8.onnx]
         [--calib-images 32] [--calib-method minmax|entropy|percentile] [--int8-activations uint8|int8]
@@ -196,8 +196,8 @@ def int8(args: argparse.Namespace, cfg, task, model, graph, x, fp32_path: Path, 
     import onnxruntime as ort
 
     from densenas.onnx_export import DeployError, ort_session
-    from densenas.quantize import (cpu_has_vnni, evaluate_variants, latency_pair, metric_drop, output_difference,
-                                   quantize_model, report_table)
+    from densenas.quantize import cpu_has_vnni, quantize_model
+    from densenas.quantize_eval import evaluate_variants, latency_pair, metric_drop, output_difference, report_table
 
     print(f"int8: calibrating on {len(calib.inputs)} images of the train split ({calib.split}; "
           f"{calib.size} samples): {', '.join(Path(p).name for p in calib.paths[:4])}"
