@@ -31,6 +31,9 @@ from .ray_share import shared_tensors
 from .result import Result
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local instance binds to 127.0.0.1 only
+# ray.wait without a timeout blocks in Ray's core until a candidate finishes, and Python handles Ctrl-C only
+# when it returns (minutes, measured: a search ignored SIGINT for as long as its candidates ran)
+WAIT_POLL_S = 0.5
 
 __all__ = ["RayExecutor", "start_ray", "move_to", "LOOPBACK_ENV"]
 
@@ -259,7 +262,9 @@ class RayExecutor:
         from ray.exceptions import RayError, RayTaskError
 
         while True:
-            ready, _ = self.ray.wait(list(self.running_refs), num_returns=1)
+            ready: list[Any] = []
+            while not ready:  # short waits: Ctrl-C is seen within a second, not after the candidate
+                ready, _ = self.ray.wait(list(self.running_refs), num_returns=1, timeout=WAIT_POLL_S)
             ref = ready[0]
             job, i, attempts, notes = self.running_refs.pop(ref)
             name = self.names.get(i, f"w{i}")
