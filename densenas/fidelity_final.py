@@ -16,7 +16,6 @@ fine-tunes side by side (N GPUs' worth of work on one GPU, or the cores of a CPU
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from .arch import Arch
 from .fidelity_stats import early_stop_replay, rank_stats
-from .finetune import arch_folder, fine_tune_arch
+from .finetune import arch_folder, fine_tune_arch, jobs_env
 
 FINAL = "fidelity_final"
 FINAL_SEED = 20_000  # fine-tune j of arch i uses seed FINAL_SEED * (j + 1) + i (apart from the proxy's)
@@ -58,11 +57,7 @@ def final_rows(plan: dict[str, Any], work_dir: Path, search_config: Path, *, ite
     todo = [i for i in range(len(plan["archs"])) if i % n == k and not (rows / f"arch_{i:03d}.json").is_file()]
     if not todo:
         return
-    if jobs < 1:
-        raise ValueError(f"jobs must be at least 1, got {jobs}")
-    env = None
-    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
-        env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+    env = jobs_env(jobs)
     log(f"final target: {len(todo)} archs to export and fine-tune ({iters} iterations x {seeds} seed(s) each, "
         f"tools/train.py" + (f", {jobs} at a time" if jobs > 1 else "") + f"; runs in {rows})")
     t0 = time.perf_counter()

@@ -19,7 +19,17 @@ from typing import Any, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["ROOT", "sh", "fine_tune", "headline", "arch_folder", "fine_tune_arch"]
+__all__ = ["ROOT", "sh", "fine_tune", "headline", "arch_folder", "fine_tune_arch", "jobs_env"]
+
+
+def jobs_env(jobs: int) -> dict[str, str] | None:
+    """The environment of ``jobs`` fine-tunes side by side: ``OMP_NUM_THREADS`` = CPU cores // ``jobs``, unless
+    this process's environment sets it (``None``: one at a time, or the user's setting, nothing to add)."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if jobs == 1 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
 
 
 def sh(cmd: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> None:

@@ -74,6 +74,8 @@ class PromotionCfg:
             scored by ``tools/test.py`` on the task's headline metric; the pick is made there. 0: off.
         final_top: candidates of the top proxy rung fine-tuned at the final rung.
         final_args: more ``tools/export.py`` options for the final rung (``["--crop", "128"]``).
+        final_jobs: final-rung fine-tunes run side by side (each a process of its own, with
+            ``OMP_NUM_THREADS`` = cores // ``final_jobs`` unless the environment sets it; on a GPU they share it).
         final_metric: the task's ``Task.test_metric``; filled in by the builder.
     """
 
@@ -90,6 +92,7 @@ class PromotionCfg:
     final_iters: int = 0
     final_top: int = 2
     final_args: tuple[str, ...] = ()
+    final_jobs: int = 1
     final_metric: tuple[str, bool] | None = None
 
     def __post_init__(self) -> None:
@@ -102,6 +105,7 @@ class PromotionCfg:
         positive_int("min_keep", 1)
         positive_int("final_iters", 0)
         positive_int("final_top", 1)
+        positive_int("final_jobs", 1)
         if isinstance(self.final_args, str) or not all(
                 isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in self.final_args):
             raise ValueError(f"search.promote.final_args must be a list of tools/export.py options such as "

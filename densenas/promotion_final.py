@@ -11,8 +11,9 @@ with ``seeds`` seeds and tested by ``tools/test.py``: exactly the commands a use
 history's ``rungs`` table as rung ``rungs + 1``, so the pick, the ties (the fine-tunes' own seed noise) and
 the cheapest-of-the-tied rule of :func:`densenas.promotion.pick` apply to it unchanged.
 
-The fine-tunes run one after another in this process's subprocesses (each is a whole mmengine run that
-uses the machine's threads, not a candidate for a worker). A killed search resumes with the same command:
+The fine-tunes run in this process's subprocesses (each is a whole mmengine run, not a candidate for a
+worker): one after another, using the machine's threads, or ``final_jobs`` side by side, each with its share
+of the cores. A killed search resumes with the same command:
 runs recorded in the history are kept, and a fine-tune whose ``test.json`` exists is read, not trained.
 
 Caveat: the final rung scores on the task's validation split, the split the search itself ranks on. A user
@@ -21,10 +22,12 @@ who reports the pick's metric should test it on data the search never saw.
 from __future__ import annotations
 
 import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
 
-from .finetune import arch_folder, fine_tune_arch
+from .finetune import arch_folder, fine_tune_arch, jobs_env
 from .history import Candidate, History
 from .promotion import PromotionCfg, carried_candidates, rung_pool, rung_seed, standings, stopped_why
 from .result import Result
@@ -44,13 +47,14 @@ def final_pool(history: History, cfg: PromotionCfg) -> list[Candidate]:
     return chosen + carried_candidates(pool, cfg.carry, {c.id for c in chosen})
 
 
-def _run_one(candidate: Candidate, seed: int, cfg: PromotionCfg, work_dir: Path) -> Result:
+def _run_one(candidate: Candidate, seed: int, cfg: PromotionCfg, work_dir: Path,
+             env: dict[str, str] | None = None) -> Result:
     """Export, fine-tune and test ``candidate`` with ``seed``; a failure is a failed :class:`Result`."""
     arch_json = arch_folder(candidate.arch, work_dir / FINAL_DIR / f"cand_{candidate.id:04d}", work_dir / "config.py")
     t0 = time.perf_counter()
     try:
         value, data = fine_tune_arch(arch_json, iters=cfg.final_iters, export_args=cfg.final_args, seed=seed,
-                                     metric=cfg.final_metric)
+                                     metric=cfg.final_metric, env=env)
     except (RuntimeError, ValueError) as e:  # a tool failed (its command and log), or no headline metric
         return Result(status="failed", error=str(e).splitlines()[0], wall_time=time.perf_counter() - t0)
     metrics = {k: float(v) for k, v in data["metrics"].items()
@@ -90,18 +94,31 @@ def final_rung(history: History, cfg: PromotionCfg, work_dir: str | Path, log: C
         f"tools/train.py for {cfg.final_iters} iterations x {cfg.seeds} seed(s): {len(todo)} run(s) "
         f"(in {work_dir / FINAL_DIR})")
     trained, t0 = 0, time.perf_counter()
-    for c, j in todo:
-        reason = stop()  # the loop's hooks (a time budget ...): no new fine-tuning starts
-        if reason is not None:
-            log(f"promotion: {stopped_why(reason)} at the final rung ({len(todo) - trained} run(s) not "
-                f"started; --resume trains them)")
-            break
-        seed = rung_seed(c, j)
-        result = _run_one(c, seed, cfg, work_dir)
-        history.add_rung(c.id, rung, j, seed, result)
-        trained += 1
-        what = f"{cfg.final_metric[0]} score {result.reward:.4f}" if result.ok else f"failed: {result.error}"
-        log(f"  final #{c.id} seed {seed}: {what} ({result.wall_time:.0f}s; {trained}/{len(todo)}, "
-            f"{time.perf_counter() - t0:.0f}s so far)")
+    env, pending = jobs_env(cfg.final_jobs), deque(todo)
+    running: dict[Future, tuple[Candidate, int, int]] = {}
+    # Threads only wait on the tools' processes; the history is written here, in this thread, as runs finish.
+    with ThreadPoolExecutor(max_workers=cfg.final_jobs) as pool:
+        while pending or running:
+            while pending and len(running) < cfg.final_jobs:
+                reason = stop()  # the loop's hooks (a time budget ...): no new fine-tuning starts
+                if reason is not None:
+                    log(f"promotion: {stopped_why(reason)} at the final rung ({len(pending)} run(s) not "
+                        f"started; --resume trains them)")
+                    pending.clear()
+                    break
+                c, j = pending.popleft()
+                seed = rung_seed(c, j)
+                running[pool.submit(_run_one, c, seed, cfg, work_dir, env)] = (c, j, seed)
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                c, j, seed = running.pop(fut)
+                result = fut.result()
+                history.add_rung(c.id, rung, j, seed, result)
+                trained += 1
+                what = f"{cfg.final_metric[0]} score {result.reward:.4f}" if result.ok else f"failed: {result.error}"
+                log(f"  final #{c.id} seed {seed}: {what} ({result.wall_time:.0f}s; {trained}/{len(todo)}, "
+                    f"{time.perf_counter() - t0:.0f}s so far)")
     return trained
 

@@ -277,18 +277,24 @@ def test_seeded_baselines_are_carried_to_every_rung_whatever_their_rank(tmp_path
         PromotionCfg(baselines="yes")
 
 
-def test_final_rung_fine_tunes_the_top_of_the_last_proxy_rung_and_the_baseline(tmp_path, monkeypatch):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_final_rung_fine_tunes_the_top_of_the_last_proxy_rung_and_the_baseline(tmp_path, monkeypatch, jobs):
     """search.promote.final_iters: the best final_top of the top proxy rung and the carried baseline are
     fine-tuned (here a stand-in for tools/export.py + train.py + test.py that scores the true quality), the
     run's headline metric is recorded as rung rungs + 1, the pick is made there, a resume trains nothing
-    again, and a missing config.py is a clear error."""
+    again, and a missing config.py is a clear error. final_jobs=2: the same runs, two at a time, each told to
+    use half the cores."""
+    import os
     from dataclasses import replace
 
     import densenas.finetune as ft
 
     calls: list[tuple[str, int]] = []
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    want_env = None if jobs == 1 else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2))}
 
-    def fake_fine_tune(export_args, config, run, seed, keep_checkpoints=True):
+    def fake_fine_tune(export_args, config, run, seed, keep_checkpoints=True, env=None):
+        assert env == want_env
         arch = Arch.load(export_args[0])
         assert export_args[1:3] == ["--iters", "7"] and export_args[3:] == ["--crop", "64"]
         assert (run.parent / "config.py").read_text() == "# the search's config\n"
@@ -304,7 +310,7 @@ def test_final_rung_fine_tunes_the_top_of_the_last_proxy_rung_and_the_baseline(t
         _search(h, Misleading(), None)
         baseline = min(h.candidates("ok"), key=lambda c: (c.result.reward, -c.id)).arch
         cfg = replace(CFG, carry=(baseline.key,), final_iters=7, final_top=2, final_args=("--crop", "64"),
-                      final_metric=(r"(^|/)rmse$", False))
+                      final_jobs=jobs, final_metric=(r"(^|/)rmse$", False))
         lines: list[str] = []
         out = _search(h, Misleading(), cfg, work_dir=tmp_path, log=lines.append)
         runs = [r for r in h.rung_runs() if r.rung == 3]
@@ -333,6 +339,8 @@ def test_final_rung_fine_tunes_the_top_of_the_last_proxy_rung_and_the_baseline(t
             _search(h, Misleading(), cfg, work_dir=tmp_path)
     with pytest.raises(ValueError, match="search.promote.final_args must be a list"):
         PromotionCfg(final_args="--crop 64")
+    with pytest.raises(ValueError, match=r"search.promote.final_jobs must be an integer >= 1, got 0"):
+        PromotionCfg(final_jobs=0)
 
 
 @pytest.mark.slow

@@ -12,7 +12,8 @@ killed run resumes with the same command, and ``--shard K/N`` splits the archs o
     python tools/fidelity.py configs/search/auxcell_proxy.py [--archs 16] [--long-mult 4] [--seeds 2]
         [--from-history work_dirs/auxcell_proxy/history.sqlite] [--cheap-scales 1 2] [--target miou]
         [--work-dir DIR] [--shard 0/2 --threads 1] [--cfg-options evaluator.stage1.iters=160 ...]
-        [--final-iters 600 --final-seeds 2 --final-jobs 2]   # also rank against the exported model fine-tuned by tools/train.py
+        [--final-iters 600 --final-seeds 2 --final-jobs 2]   # also rank against the exported model
+                                                               # fine-tuned by tools/train.py
 """
 from __future__ import annotations
 
