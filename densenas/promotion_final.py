@@ -47,10 +47,9 @@ def final_pool(history: History, cfg: PromotionCfg) -> list[Candidate]:
     return chosen + carried_candidates(pool, cfg.carry, {c.id for c in chosen})
 
 
-def _run_one(candidate: Candidate, seed: int, cfg: PromotionCfg, work_dir: Path,
-             env: dict[str, str] | None = None) -> Result:
-    """Export, fine-tune and test ``candidate`` with ``seed``; a failure is a failed :class:`Result`."""
-    arch_json = arch_folder(candidate.arch, work_dir / FINAL_DIR / f"cand_{candidate.id:04d}", work_dir / "config.py")
+def _run_one(arch_json: Path, seed: int, cfg: PromotionCfg, env: dict[str, str] | None = None) -> Result:
+    """Export (``arch_json``: prepared by :func:`~densenas.finetune.arch_folder`), fine-tune and test with
+    ``seed``; a failure is a failed :class:`Result`."""
     t0 = time.perf_counter()
     try:
         value, data = fine_tune_arch(arch_json, iters=cfg.final_iters, export_args=cfg.final_args, seed=seed,
@@ -95,6 +94,9 @@ def final_rung(history: History, cfg: PromotionCfg, work_dir: str | Path, log: C
         f"(in {work_dir / FINAL_DIR})")
     trained, t0 = 0, time.perf_counter()
     env, pending = jobs_env(cfg.final_jobs), deque(todo)
+    # each candidate's folder is written here, once, before its seeds may run side by side and read it
+    folders = {c.id: arch_folder(c.arch, work_dir / FINAL_DIR / f"cand_{c.id:04d}", work_dir / "config.py")
+               for c, _ in todo}
     running: dict[Future, tuple[Candidate, int, int]] = {}
     # Threads only wait on the tools' processes; the history is written here, in this thread, as runs finish.
     with ThreadPoolExecutor(max_workers=cfg.final_jobs) as pool:
@@ -108,7 +110,7 @@ def final_rung(history: History, cfg: PromotionCfg, work_dir: str | Path, log: C
                     break
                 c, j = pending.popleft()
                 seed = rung_seed(c, j)
-                running[pool.submit(_run_one, c, seed, cfg, work_dir, env)] = (c, j, seed)
+                running[pool.submit(_run_one, folders[c.id], seed, cfg, env)] = (c, j, seed)
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)

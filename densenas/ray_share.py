@@ -47,7 +47,8 @@ def _dense_order(t: torch.Tensor) -> list[int] | None:
 def reduce_tensor(t: torch.Tensor) -> tuple[str, Any]:
     """What :func:`shared_tensors` pickles for ``t``: a NumPy view of its bytes (large dense CPU tensors of
     a NumPy dtype) or the tensor's own pickle."""
-    order = _dense_order(t) if t.device.type == "cpu" and t.nbytes >= MIN_BYTES and not t.requires_grad else None
+    plain = t.layout == torch.strided and not t.is_quantized and t.device.type == "cpu" and not t.requires_grad
+    order = _dense_order(t) if plain and t.nbytes >= MIN_BYTES else None
     if order is not None:
         try:
             array = t.permute(order).numpy()

@@ -354,10 +354,12 @@ def test_large_tensors_are_shared_zero_copy_and_keep_their_layout(local_ray):
     assert isinstance(a["w"], torch.nn.Parameter) and a["w"].data_ptr() != b["w"].data_ptr()
     c, d = (ray.get(ray.put(feats)) for _ in range(2))  # the reducer is gone after the context
     assert c.data_ptr() != d.data_ptr() and torch.equal(c, feats)
-    # what cannot be one dense NumPy view is pickled whole: a strided slice, a dtype NumPy lacks
-    for t in (torch.randn(64, 64, 128)[:, ::2], torch.randn(1024, 1024, dtype=torch.bfloat16)):
+    # what cannot be one dense NumPy view is pickled whole: a strided slice, a dtype NumPy lacks, a sparse tensor
+    for t in (torch.randn(64, 64, 128)[:, ::2], torch.randn(1024, 1024, dtype=torch.bfloat16),
+              torch.eye(1024).to_sparse()):
         kind, _ = reduced = reduce_tensor(t)
-        assert kind == "pickle" and torch.equal(rebuild_tensor(reduced), t)
+        back = rebuild_tensor(reduced)
+        assert kind == "pickle" and back.layout == t.layout and torch.equal(back.to_dense(), t.to_dense())
 
 
 class SlowToy(MeanToy):
@@ -379,9 +381,11 @@ def test_ctrl_c_stops_a_ray_search_while_its_candidates_train(local_ray):
 
     space = toy.ToySpace()
     ex = RayExecutor(SlowToy(), space, ParallelCfg(workers=1, cpus_per_worker=1), log=lambda s: None)
+    # Python's own Ctrl-C handler, as in tools/search.py (a library imported by an earlier test may replace it)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     try:
         ex.submit(Job(1, space.sample(np.random.default_rng(0)), 0, None))
-        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
         t0 = time.monotonic()
         timer.start()
         with pytest.raises(KeyboardInterrupt):
@@ -389,4 +393,5 @@ def test_ctrl_c_stops_a_ray_search_while_its_candidates_train(local_ray):
         assert time.monotonic() - t0 < 10
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, before)
         ex.close()
