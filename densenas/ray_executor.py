@@ -31,9 +31,6 @@ from .ray_share import shared_tensors
 from .result import Result
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local instance binds to 127.0.0.1 only
-# ray.wait without a timeout blocks in Ray's core until a candidate finishes, and Python handles Ctrl-C only
-# when it returns (minutes, measured: a search ignored SIGINT for as long as its candidates ran)
-WAIT_POLL_S = 0.5
 
 __all__ = ["RayExecutor", "start_ray", "move_to", "LOOPBACK_ENV"]
 
@@ -262,9 +259,7 @@ class RayExecutor:
         from ray.exceptions import RayError, RayTaskError
 
         while True:
-            ready: list[Any] = []
-            while not ready:  # short waits: Ctrl-C is seen within a second, not after the candidate
-                ready, _ = self.ray.wait(list(self.running_refs), num_returns=1, timeout=WAIT_POLL_S)
+            ready, _ = self.ray.wait(list(self.running_refs), num_returns=1)
             ref = ready[0]
             job, i, attempts, notes = self.running_refs.pop(ref)
             name = self.names.get(i, f"w{i}")

@@ -360,38 +360,3 @@ def test_large_tensors_are_shared_zero_copy_and_keep_their_layout(local_ray):
         kind, _ = reduced = reduce_tensor(t)
         back = rebuild_tensor(reduced)
         assert kind == "pickle" and back.layout == t.layout and torch.equal(back.to_dense(), t.to_dense())
-
-
-class SlowToy(MeanToy):
-    """A candidate that trains for a minute."""
-
-    def evaluate(self, arch, seed=0):
-        time.sleep(60)
-        return super().evaluate(arch, seed)
-
-
-def test_ctrl_c_stops_a_ray_search_while_its_candidates_train(local_ray):
-    """Ctrl-C (SIGINT) reaches the driver within a second or two while a candidate trains: the executor waits
-    on Ray in short polls (a plain ray.wait blocked until the candidate finished)."""
-    import signal
-
-    import numpy as np
-
-    from densenas.parallel import Job
-
-    space = toy.ToySpace()
-    ex = RayExecutor(SlowToy(), space, ParallelCfg(workers=1, cpus_per_worker=1), log=lambda s: None)
-    # Python's own Ctrl-C handler, as in tools/search.py (a library imported by an earlier test may replace it)
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    try:
-        ex.submit(Job(1, space.sample(np.random.default_rng(0)), 0, None))
-        t0 = time.monotonic()
-        timer.start()
-        with pytest.raises(KeyboardInterrupt):
-            ex.wait()
-        assert time.monotonic() - t0 < 10
-    finally:
-        timer.cancel()
-        signal.signal(signal.SIGINT, before)
-        ex.close()
