@@ -24,7 +24,7 @@ batch is a gather, a copy), and a worker given a GPU moves them to the device, a
 from __future__ import annotations
 
 import contextlib
-import pickle
+import io
 import warnings
 from typing import Any, Iterator
 
@@ -46,25 +46,31 @@ def _dense_order(t: torch.Tensor) -> list[int] | None:
 
 def reduce_tensor(t: torch.Tensor) -> tuple[str, Any]:
     """What :func:`shared_tensors` pickles for ``t``: a NumPy view of its bytes (large dense CPU tensors of
-    a NumPy dtype) or the tensor's own pickle."""
+    a NumPy dtype) or, for the others, the bytes ``torch.save`` writes (a private copy per worker)."""
     plain = t.layout == torch.strided and not t.is_quantized and t.device.type == "cpu" and not t.requires_grad
     order = _dense_order(t) if plain and t.nbytes >= MIN_BYTES else None
     if order is not None:
         try:
             array = t.permute(order).numpy()
-        except TypeError:  # a dtype NumPy lacks (bfloat16, ...): pickled as before
+        except TypeError:  # a dtype NumPy lacks (bfloat16, ...): saved whole, like the others
             order = None
     if order is None:
-        # our own bytes, made in the driver and read only by its workers (never a file a user hands us)
-        return "pickle", pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)
+        return "torch", _saved(t)
     return "numpy", (array, order)
+
+
+def _saved(t: torch.Tensor) -> bytes:
+    """``t`` as ``torch.save`` writes it (read back with ``weights_only=True``: tensors and parameters only)."""
+    buf = io.BytesIO()
+    torch.save(t, buf)
+    return buf.getvalue()
 
 
 def rebuild_tensor(data: tuple[str, Any]) -> torch.Tensor:
     """The tensor :func:`reduce_tensor` reduced; a shared one is a read-only view of the object store."""
     kind, value = data
-    if kind == "pickle":
-        return pickle.loads(value)
+    if kind == "torch":
+        return torch.load(io.BytesIO(value), weights_only=True)
     array, order = value
     with warnings.catch_warnings():  # "The given NumPy array is not writable": shared, read only (see above)
         warnings.simplefilter("ignore", UserWarning)
@@ -77,7 +83,7 @@ def rebuild_tensor(data: tuple[str, Any]) -> torch.Tensor:
 def shared_tensors() -> Iterator[None]:
     """Inside: values put into Ray's object store carry their large tensors zero-copy (module docstring).
 
-    ``nn.Parameter`` weights are pickled whole, a private copy per worker (a parameter pickles its ``.data``,
+    ``nn.Parameter`` weights are saved whole, a private copy per worker (a parameter pickles its ``.data``,
     a plain tensor, which the tensor reducer would share otherwise).
     """
     import ray
@@ -92,4 +98,4 @@ def shared_tensors() -> Iterator[None]:
 
 
 def _private(p: torch.nn.Parameter) -> tuple[str, bytes]:
-    return "pickle", pickle.dumps(p, protocol=pickle.HIGHEST_PROTOCOL)
+    return "torch", _saved(p)

@@ -354,9 +354,9 @@ def test_large_tensors_are_shared_zero_copy_and_keep_their_layout(local_ray):
     assert isinstance(a["w"], torch.nn.Parameter) and a["w"].data_ptr() != b["w"].data_ptr()
     c, d = (ray.get(ray.put(feats)) for _ in range(2))  # the reducer is gone after the context
     assert c.data_ptr() != d.data_ptr() and torch.equal(c, feats)
-    # what cannot be one dense NumPy view is pickled whole: a strided slice, a dtype NumPy lacks, a sparse tensor
+    # what cannot be one dense NumPy view is saved whole: a strided slice, a dtype NumPy lacks, a sparse tensor
     for t in (torch.randn(64, 64, 128)[:, ::2], torch.randn(1024, 1024, dtype=torch.bfloat16),
               torch.eye(1024).to_sparse()):
         kind, _ = reduced = reduce_tensor(t)
         back = rebuild_tensor(reduced)
-        assert kind == "pickle" and back.layout == t.layout and torch.equal(back.to_dense(), t.to_dense())
+        assert kind == "torch" and back.layout == t.layout and torch.equal(back.to_dense(), t.to_dense())
