@@ -61,18 +61,18 @@ def final_rows(plan: dict[str, Any], work_dir: Path, search_config: Path, *, ite
     log(f"final target: {len(todo)} archs to export and fine-tune ({iters} iterations x {seeds} seed(s) each, "
         f"tools/train.py" + (f", {jobs} at a time" if jobs > 1 else "") + f"; runs in {rows})")
     t0 = time.perf_counter()
-    archs = {i: arch_folder(Arch.from_dict(plan["archs"][i], source=f"fidelity plan arch {i}"),
-                            rows / f"arch_{i:03d}", search_config) for i in todo}
+    archs = {i: Arch.from_dict(plan["archs"][i], source=f"fidelity plan arch {i}") for i in todo}
+    folders = {i: arch_folder(a, rows / f"arch_{i:03d}", search_config) for i, a in archs.items()}
 
     def one(i: int, j: int) -> tuple[float, dict[str, Any]]:
-        return fine_tune_arch(archs[i], iters=iters, export_args=export_args, seed=FINAL_SEED * (j + 1) + i,
+        return fine_tune_arch(folders[i], iters=iters, export_args=export_args, seed=FINAL_SEED * (j + 1) + i,
                               metric=metric, env=env)
 
     # Threads only wait on the tools' processes; a row is written as soon as all seeds of its arch are done.
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {i: [pool.submit(one, i, j) for j in range(seeds)] for i in todo}
         for done, i in enumerate(todo, 1):
-            row: dict[str, Any] = {"index": i, "arch": Arch.from_dict(plan["archs"][i]).to_dict(), "final": []}
+            row: dict[str, Any] = {"index": i, "arch": archs[i].to_dict(), "final": []}
             for fut in futures[i]:
                 try:
                     value, data = fut.result()
