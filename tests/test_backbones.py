@@ -229,6 +229,25 @@ def test_densenas_backbone_wrapper():
     assert MODELS.get("DenseNASBackbone") is None, "registering is each task's job"
 
 
+@pytest.mark.parametrize("norm_eval", [False, True])
+def test_densenas_backbone_norm_eval_freezes_the_batchnorm_statistics(norm_eval):
+    """norm_eval=True (mmseg / mmdet backbones' option): train() leaves every BatchNorm in eval mode, so a
+    training forward keeps the ImageNet running statistics and normalises with them; the affine weights
+    still get gradients. Without it the statistics move."""
+    torch.manual_seed(0)
+    m = DenseNASBackbone({"type": "mobilenet_v2", "out_indices": (6, 13, 17), "pretrained": False},
+                         norm_eval=norm_eval).train()
+    bns = [b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+    assert bns and all(b.training != norm_eval for b in bns)
+    assert m.training and m.encoder.training  # only the norm layers are switched
+    before = [b.running_mean.clone() for b in bns]
+    out = m(torch.randn(2, 3, 64, 64) * 3 + 1)
+    moved = any(not torch.equal(b.running_mean, r) for b, r in zip(bns, before))
+    assert moved != norm_eval
+    sum(o.sum() for o in out).backward()
+    assert all(b.weight.grad is not None for b in bns)
+    assert all(not b.training for b in m.eval().modules() if isinstance(b, torch.nn.BatchNorm2d))
+
 def test_no_download_guard_is_active():
     with pytest.raises(RuntimeError, match="network"):
         torch.hub.load_state_dict_from_url("https://example.invalid/x.pth")

@@ -128,6 +128,10 @@ class DenseNASBackbone(BaseModule):
     Args:
         backbone: the registry config, e.g. ``dict(type="efficientnet_lite0", out_indices=(2, 3, 4))``.
         init_cfg: mmengine initialisation config (``None`` keeps the encoder's pretrained weights).
+        norm_eval: keep the encoder's BatchNorm layers in eval mode while training (their ImageNet running
+            statistics frozen; their affine weights still learn), as ``norm_eval`` of mmseg's / mmdet's
+            backbones. The proxy trainer's end-to-end stage trains the encoder this way
+            (:mod:`densenas.evaluation.proxy`).
 
     Attributes:
         encoder: the built encoder.
@@ -139,10 +143,20 @@ class DenseNASBackbone(BaseModule):
         [32, 96, 320]
     """
 
-    def __init__(self, backbone: Mapping[str, Any], init_cfg: dict | list | None = None):
+    def __init__(self, backbone: Mapping[str, Any], init_cfg: dict | list | None = None, norm_eval: bool = False):
         super().__init__(init_cfg)
         self.backbone_cfg = dict(backbone)
+        self.norm_eval = bool(norm_eval)
         self.encoder, self.shapes = build_backbone(self.backbone_cfg)
+
+    def train(self, mode: bool = True) -> "DenseNASBackbone":
+        """``nn.Module.train``, with the BatchNorm layers left in eval mode under ``norm_eval``."""
+        super().train(mode)
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     @property
     def out_channels(self) -> list[int]:
