@@ -1,0 +1,17 @@
+# keypoints_found_ext_256x192_proxy_1200.py (#2 of the 256 x 192 search) trained like the search's proxy trainer does,
+# to compare the two trainers on one head (docs/depth_keypoints.md, "The proxy trains the fused heads better
+# than the exported recipe"): no augmentation (the proxy's crops are fixed), 300 iterations, val at the end.
+# Variants measured with it: the backbone's BatchNorm frozen as in the proxy's end-to-end stage
+# (--cfg-options model.backbone.norm_eval=True) and mmpose's warm-up (the _warmup config).
+#   python3 tools/train.py configs/finetune/keypoints_found_ext_256x192_noaug300_proxy_1200.py [--cfg-options model.backbone.norm_eval=True]
+#   python3 benchmarks/proxy_vs_finetune.py checkpoint configs/search/keypoints_ext_proxy_1200_256x192.py --id 2 \
+#       --checkpoint work_dirs/keypoints_found_ext_256x192_noaug300_proxy_1200/iter_300.pth   # the search's metrics
+_base_ = ['./keypoints_found_ext_256x192_proxy_1200.py']
+train_dataloader = dict(dataset=dict(pipeline=[
+    dict(type='LoadImage'), dict(type='GetBBoxCenterScale'),
+    dict(type='TopdownAffine', input_size={{_base_.input_size}}, use_udp=True),
+    dict(type='GenerateTarget', encoder={{_base_.codec}}), dict(type='PackPoseInputs')]))
+train_cfg = dict(max_iters=300, val_interval=300)
+param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=300, by_epoch=False)]
+default_hooks = dict(checkpoint=dict(interval=300))
+work_dir = 'work_dirs/keypoints_found_ext_256x192_noaug300_proxy_1200'
