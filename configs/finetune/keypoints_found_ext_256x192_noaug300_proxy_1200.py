@@ -7,10 +7,7 @@
 #   python3 benchmarks/proxy_vs_finetune.py checkpoint configs/search/keypoints_ext_proxy_1200_256x192.py --id 2 \
 #       --checkpoint work_dirs/keypoints_found_ext_256x192_noaug300_proxy_1200/iter_300.pth   # the search's metrics
 _base_ = ['./keypoints_found_ext_256x192_proxy_1200.py']
-train_dataloader = dict(dataset=dict(pipeline=[
-    dict(type='LoadImage'), dict(type='GetBBoxCenterScale'),
-    dict(type='TopdownAffine', input_size={{_base_.input_size}}, use_udp=True),
-    dict(type='GenerateTarget', encoder={{_base_.codec}}), dict(type='PackPoseInputs')]))
+train_dataloader = dict(dataset=dict(pipeline={{_base_.noaug_train_pipeline}}))
 train_cfg = dict(max_iters=300, val_interval=300)
 param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=300, by_epoch=False)]
 default_hooks = dict(checkpoint=dict(interval=300))

@@ -5,10 +5,7 @@
 # (--cfg-options model.backbone.norm_eval=True) and mmpose's warm-up (the _warmup config).
 #   python3 tools/train.py configs/finetune/keypoints_heatmap112_256x192_noaug300_proxy_1200.py [--cfg-options model.backbone.norm_eval=True]
 _base_ = ['./keypoints_heatmap112_256x192_proxy_1200.py']
-train_dataloader = dict(dataset=dict(pipeline=[
-    dict(type='LoadImage'), dict(type='GetBBoxCenterScale'),
-    dict(type='TopdownAffine', input_size={{_base_.input_size}}, use_udp=True),
-    dict(type='GenerateTarget', encoder={{_base_.codec}}), dict(type='PackPoseInputs')]))
+train_dataloader = dict(dataset=dict(pipeline={{_base_.noaug_train_pipeline}}))
 train_cfg = dict(max_iters=300, val_interval=300)
 param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=300, by_epoch=False)]
 default_hooks = dict(checkpoint=dict(interval=300))

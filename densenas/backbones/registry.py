@@ -153,9 +153,9 @@ class DenseNASBackbone(BaseModule):
         """``nn.Module.train``, with the BatchNorm layers left in eval mode under ``norm_eval``."""
         super().train(mode)
         if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            from ..evaluation.common import set_norm_eval  # the proxy trainer's; loaded only when needed
+
+            set_norm_eval(self)
         return self
 
     @property
