@@ -65,8 +65,8 @@ PARTS = {
              "search.promote=None"]),  # the candidates are timed; the default promotion would triple the part
     "det": ("configs/search/nasfcos_fpn_proxy.py", ["search.num_candidates=2", "search.time_budget_s=None"]),
     "irnas": ("configs/search/irnas_denoise_proxy.py", ["search.epochs=2", "search.time_budget_s=None"]),
-    "paper": ("configs/search/auxcell_paper_scale.py",
-              ["strategy.type=random", "search.num_candidates=2", "search.promote=None"]),
+    "paper": ("configs/search/auxcell_paper_scale.py",  # the teacher is trained once per search, not timed here
+              ["strategy.type=random", "search.num_candidates=2", "search.promote=None", "task.teacher.iters=200"]),
 }
 #: parts run on the device under test only
 FIRST_DEVICE_ONLY = ("paper",)
@@ -109,6 +109,11 @@ def search_part(part: str, device: str, out: Path, log, tag: str) -> dict:
 def finetune_part(device: str, iters: int, out: Path, log, tag: str) -> dict:
     """Export the best ``seg`` arch of the first device's search and fine-tune it with tools/train.py."""
     arch = out / "seg_d0" / "best_arch.json"
+    deadline = time.time() + 600
+    while not arch.exists() and (out / "seg_d0").exists() and time.time() < deadline:
+        time.sleep(2)  # a parallel reference process (--reference-cores) waits for the first device's search
+    if not arch.exists():
+        arch = out / f"seg_{tag}" / "best_arch.json"
     cfg = out / f"finetune_{tag}.py"
     work = out / f"finetune_{tag}"
     subprocess.run([sys.executable, str(ROOT / "tools/export.py"), str(arch), "--out", str(cfg),
@@ -149,7 +154,9 @@ def _seg_evaluator(device: str):
 
 
 def profile_part(device: str, log, tag: str) -> dict:
-    """One both-stage seg candidate (after a warm-up one) under torch.profiler."""
+    """One both-stage seg candidate (after a warm-up one) under torch.profiler; on CUDA then the same arch and
+    seed timed without the profiler with the step replayed from a CUDA graph or launched eagerly, each with
+    bf16 autocast and in fp32 (``evaluator.cuda_graphs`` x ``evaluator.amp``: what wins is the default)."""
     import numpy as np
     from torch.profiler import ProfilerActivity, profile
 
@@ -172,43 +179,100 @@ def profile_part(device: str, log, tag: str) -> dict:
     kernel_us = sum(e.self_device_time_total for e in events if getattr(e, "device_type", None)
                     == torch.autograd.DeviceType.CUDA) if cuda else 0.0
     count = {name: sum(e.count for e in events if e.key == name)
-             for name in ("cudaStreamSynchronize", "cudaMemcpyAsync", "aten::item", "aten::_local_scalar_dense")}
+             for name in ("cudaStreamSynchronize", "cudaMemcpyAsync", "aten::item", "aten::_local_scalar_dense",
+                          "cudaGraphLaunch", "cudaLaunchKernel")}
     res = {"wall_s": wall, "reward": result.reward, "gpu_busy_pct": 100 * kernel_us / 1e6 / wall if cuda else None,
-           "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None, **count}
+           "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None, **count,
+           "graphs_failed": dict(ev._graphs_failed)}
     log(f"[profile {device}] candidate {wall:.2f}s (with the profiler), reward {result.reward}, GPU busy "
         f"{res['gpu_busy_pct']}%, syncs {count['cudaStreamSynchronize']}, memcpy {count['cudaMemcpyAsync']}, "
-        f"item {count['aten::item']}, peak {res['peak_mem_gb']} GB")
+        f"item {count['aten::item']}, graph launches {count['cudaGraphLaunch']}, kernel launches "
+        f"{count['cudaLaunchKernel']}, peak {res['peak_mem_gb']} GB")
+    variants = [("auto", "auto"), ("auto", "off"), ("off", "auto"), ("off", "off")] if cuda else [("off", "off")]
+    res["variants"] = {}
+    for graphs, amp in variants:
+        ev.cfg.cuda_graphs, ev.cfg.amp = graphs, amp
+        ev._graphs_failed.clear()
+        times, rewards = [], []
+        for _ in range(2):  # the second run is the one a search sees after its first candidate
+            t0 = time.perf_counter()
+            r = ev.evaluate(arch, seed=1)
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            rewards.append(r.reward if r.ok else float("nan"))
+        name = f"graphs={graphs},amp={amp}"
+        res["variants"][name] = {"s": times, "reward": rewards, "graphs_failed": dict(ev._graphs_failed)}
+        log(f"[profile {device}] {name}: {times[0]:.2f}s then {times[1]:.2f}s, reward {rewards[1]:.4f}"
+            + (f", capture failed: {ev._graphs_failed}" if ev._graphs_failed else ""))
+    ev.cfg.cuda_graphs, ev.cfg.amp = "auto", "auto"
     return res
 
 
 def inflight_worker(device: str, n: int, seed: int) -> None:
-    """One of k processes of the ``inflight`` part: ``n`` candidates, then one JSON line of timestamps."""
+    """One worker of the ``inflight`` part: builds its evaluator, prints ``ready``, then for every ``go`` line
+    on stdin trains ``n`` candidates and prints one JSON line of timestamps and rewards."""
     import numpy as np
 
     ev, space = _seg_evaluator(device)
     rng = np.random.default_rng(seed)
-    archs = [space.sample(rng) for _ in range(n)]
-    start = time.time()
-    rewards = [ev.evaluate(a, seed=seed + i).reward for i, a in enumerate(archs)]
-    print(json.dumps({"start": start, "end": time.time(), "rewards": rewards}), flush=True)
+    ev.evaluate(space.sample(rng), seed=seed)  # warm-up: cuDNN autotuning and allocator, as in a search
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        archs = [space.sample(rng) for _ in range(n)]
+        start = time.time()
+        rewards = [ev.evaluate(a, seed=seed + i).reward for i, a in enumerate(archs)]
+        print(json.dumps({"start": start, "end": time.time(), "rewards": rewards}), flush=True)
 
 
 def inflight_part(device: str, ks: list[int], n: int, log) -> dict:
-    """Candidates per hour with k candidate processes sharing ``device``."""
+    """Candidates per hour with k candidate processes sharing ``device``: max(ks) workers are built once
+    (start-up excluded), then for each k the first k of them train ``n`` candidates each, started together;
+    the rate is k * n over the span from the first start to the last end."""
+    workers = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--inflight-worker",
+                                 f"{device},{n},{100 * j}"], cwd=ROOT, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for j in range(max(ks))]
+
+    def line_of(w) -> str:
+        line = w.stdout.readline()
+        if not line:
+            w.wait()
+            raise RuntimeError(f"inflight worker failed (rc {w.returncode}): {w.stderr.read()[-2000:]}")
+        return line.strip()
+
     out = {}
-    for k in ks:
-        procs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--inflight-worker",
-                                   f"{device},{n},{100 * j}"], cwd=ROOT, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for j in range(k)]
-        rows = []
-        for pr in procs:
-            so, se = pr.communicate()
-            if pr.returncode != 0:
-                raise RuntimeError(f"inflight worker failed (rc {pr.returncode}): {se[-2000:]}")
-            rows.append(json.loads(so.strip().splitlines()[-1]))
-        span = max(r["end"] for r in rows) - min(r["start"] for r in rows)
-        out[k] = {"span_s": span, "candidates": k * n, "per_hour": 3600 * k * n / span}
-        log(f"[inflight {device}] k={k}: {k * n} candidates in {span:.1f}s -> {out[k]['per_hour']:.0f} / hour")
+    try:
+        t0 = time.perf_counter()
+        for w in workers:
+            if line_of(w) != "ready":
+                raise RuntimeError("inflight worker said something other than 'ready'")
+        log(f"[inflight {device}] {len(workers)} workers built and warm in {time.perf_counter() - t0:.1f}s")
+        for k in ks:
+            for w in workers[:k]:
+                w.stdin.write("go\n")
+                w.stdin.flush()
+            rows = [json.loads(line_of(w)) for w in workers[:k]]
+            span = max(r["end"] for r in rows) - min(r["start"] for r in rows)
+            out[k] = {"span_s": span, "candidates": k * n, "per_hour": 3600 * k * n / span,
+                      "s_per_candidate_each": span * 1.0 / n}
+            log(f"[inflight {device}] k={k}: {k * n} candidates in {span:.1f}s -> {out[k]['per_hour']:.0f} / hour")
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                try:
+                    w.stdin.close()
+                except OSError:
+                    pass
+        for w in workers:
+            try:
+                w.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.kill()
     return out
 
 
@@ -256,6 +320,11 @@ def summary(results: dict, devices: list[str]) -> str:
     lines = [f"{'part':<9} {'rows':>4} {a + ' s/row':>12} {b + ' s/row':>12} {'ratio':>7} {'max |dreward|':>14}"
              f"  same archs"]
     for part, per in results.items():
+        if any("error" in r for r in per):
+            lines.extend(f"{part:<9} {r['device']}: FAILED {str(r['error'])[:300]}" for r in per if "error" in r)
+            per = [r for r in per if "error" not in r]
+        if not per:
+            continue
         if part == "proposals":
             seg = {r["device"]: r for r in results.get("seg", []) if "seconds" in r}
             for name, r in per[0].items():
@@ -268,10 +337,22 @@ def summary(results: dict, devices: list[str]) -> str:
                              + ", ".join(f"{v:.3f} s @{n}" for n, v in r["s_per_proposal"].items())
                              + (f"; the {last}-observation proposal vs {vs}" if vs else ""))
             continue
-        if part in ("profile", "inflight", *FIRST_DEVICE_ONLY):
+        if part == "profile":
+            for r in per:
+                shown = {k: v for k, v in r.items() if k != "variants"}
+                lines.append(f"{part:<9} {r['device']}: {json.dumps(shown, default=str)}")
+                for name, v in r.get("variants", {}).items():
+                    lines.append(f"{'':<9} {r['device']} {name}: " + " then ".join(f"{t:.2f}" for t in v["s"])
+                                 + f" s, reward {v['reward'][-1]:.4f}"
+                                 + (f", capture failed: {v['graphs_failed']}" if v["graphs_failed"] else ""))
+            continue
+        if part in ("inflight", *FIRST_DEVICE_ONLY):
             for r in per:
                 shown = {k: v for k, v in r.items() if k not in ("device", "archs", "work_dir")}
                 lines.append(f"{part:<9} {r['device']}: {json.dumps(shown, default=str)}")
+            continue
+        if len(per) < 2:
+            lines.extend(f"{part:<9} {r['device']}: {json.dumps(r, default=str)[:300]}" for r in per)
             continue
         if part == "finetune":
             x, y = per
@@ -290,6 +371,58 @@ def summary(results: dict, devices: list[str]) -> str:
     return "\n".join(lines)
 
 
+def prebuild_paper_set(log) -> subprocess.Popen | None:
+    """Start building the ``paper`` part's proxy set (thousands of 512 px images, minutes of one CPU core)
+    in a background process, so that it is ready when the part runs after the others."""
+    from densenas.config import load_config
+
+    config, opts = PARTS["paper"]
+    data = load_config(str(ROOT / config), opts).data
+    if not data.get("layout") == "proxy":
+        return None
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from datasets.proxy import build_proxy_voc; "
+            "import json; build_proxy_voc(sys.argv[2], **json.loads(sys.argv[3]))")
+    log(f"[paper] building {data['root']} ({dict(data['proxy'])}) in the background")
+    return subprocess.Popen([sys.executable, "-c", code, str(ROOT), str(ROOT / data["root"]),
+                             json.dumps(dict(data["proxy"]))], cwd=ROOT)
+
+
+def run_part(part: str, i: int, dev: str, args, out: Path, log) -> dict | None:
+    """One part on device ``i`` (``None`` where the part does not run there)."""
+    tag = f"d{i}"
+    if part == "proposals":
+        return proposals_part(args.proposal_budget, log) if i == 0 or args.side == 1 else None  # CPU either way
+    if part in ("inflight", *FIRST_DEVICE_ONLY) and i > 0:  # the device under test only
+        return None
+    if part == "inflight":
+        return inflight_part(dev, [int(k) for k in args.inflight.split(",")], args.inflight_candidates, log)
+    if part == "profile":
+        return profile_part(dev, log, tag)
+    if part == "finetune":
+        return finetune_part(dev, args.iters if i == 0 else args.cpu_iters, out, log, tag)
+    res = search_part(part, dev, out, log, tag)
+    if part in FIRST_DEVICE_ONLY:
+        per = sum(res["seconds"]) / max(len(res["seconds"]), 1)
+        res.update(s_per_candidate=per, per_gpu_hour_k1=3600 / per if per else None,
+                   vs_nasfcos=f"{per / 60:.1f} min per candidate vs NAS-FCOS's ~{NASFCOS_GPU_MIN} GPU-min")
+    return res
+
+
+def _cores(spec: str) -> set[int]:
+    """``"12-15"`` or ``"3,5"`` -> a set of CPU indices."""
+    cores: set[int] = set()
+    for piece in spec.split(","):
+        a, _, b = piece.partition("-")
+        cores.update(range(int(a), int(b or a) + 1))
+    return cores
+
+
+def _merge(results: dict, other: dict) -> None:
+    """Put the second device's rows of ``other`` after the first device's rows of ``results``."""
+    for part, rows in other.items():
+        results.setdefault(part, []).extend(rows)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", default="seg,det,irnas,finetune",
@@ -301,8 +434,16 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny budgets (1 candidate / epoch, 10 iterations): "
                                                         "checks the script itself, e.g. on CPU")
     p.add_argument("--inflight", default="1,2,4,8", help="k values of the inflight part")
-    p.add_argument("--inflight-candidates", type=int, default=4, help="candidates per process, inflight part")
+    p.add_argument("--inflight-candidates", type=int, default=6, help="candidates per process, inflight part")
     p.add_argument("--proposal-budget", type=int, default=100, help="observations of the proposals part")
+    p.add_argument("--paper-train", type=int, default=3600,
+                   help="training images of the paper part (the per-candidate budget is the paper's iterations "
+                        "whatever the set size; fewer images only shorten building the set on first use)")
+    p.add_argument("--reference-cores", default=None,
+                   help="run the second device's side in a parallel process pinned to these CPU cores (e.g. "
+                        "12-15); this process and its children keep the others. Saves the wall time of the "
+                        "one-thread CPU reference on a many-core GPU machine")
+    p.add_argument("--side", type=int, choices=(0, 1), default=None, help=argparse.SUPPRESS)
     p.add_argument("--inflight-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.inflight_worker:
@@ -316,6 +457,10 @@ def main(argv=None) -> int:
         args.iters = args.cpu_iters = 10
         args.inflight_candidates = 1
         args.proposal_budget = 12
+    elif args.paper_train != 3600:
+        config, opts = PARTS["paper"]
+        PARTS["paper"] = (config, [*opts, f"data.proxy.num_train={args.paper_train}",
+                                   f"data.root=data/proxy_voc_paper_{args.paper_train}"])
     devices = args.devices.split(",")
     parts = args.parts.split(",")
     unknown = sorted(set(parts) - {*PARTS, "finetune", "profile", "inflight", "proposals"})
@@ -327,44 +472,73 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    prefix = "" if args.side is None else f"[side {args.side}] "
 
     def log(s: str) -> None:
-        print(f"{time.perf_counter() - t_start:7.1f}s {s}", flush=True)
+        print(f"{time.perf_counter() - t_start:7.1f}s {prefix}{s}", flush=True)
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and args.side != 1:
         log(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores")
+    sides = [0, 1] if args.side is None else [args.side]
+    reference = None
+    if args.reference_cores and args.side is None:
+        ref = _cores(args.reference_cores)
+        rest = set(os.sched_getaffinity(0)) - ref
+        if not ref or not rest:
+            p.error(f"--reference-cores {args.reference_cores} must leave cores for the device under test")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--side", "1", "--parts",
+               ",".join(x for x in parts if x not in ("inflight", *FIRST_DEVICE_ONLY)), "--devices", args.devices,
+               "--out", str(out), "--cpu-iters", str(args.cpu_iters), "--proposal-budget", str(args.proposal_budget),
+               *(["--smoke"] if args.smoke else [])]
+        reference = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=lambda: os.sched_setaffinity(0, ref))
+        os.sched_setaffinity(0, rest)  # inherited by the inflight workers and tools/train.py
+        parts = [x for x in parts if x != "proposals"]  # timed in the reference process, off these cores
+        log(f"the {devices[1]} side runs in process {reference.pid} on cores {sorted(ref)}; this one on "
+            f"{len(rest)} others")
+        sides = [0]
+    if args.side == 1:  # the parallel reference process: proposals here, off the device under test's cores
+        parts = [x for x in parts if x != "proposals"] + (["proposals"] if "proposals" in parts else [])
+    prebuild = prebuild_paper_set(log) if "paper" in parts and 0 in sides and parts[0] != "paper" else None
     results: dict = {}
+    interrupted = False
     for part in parts:
-        for i, dev in enumerate(devices):
-            tag = f"d{i}"
+        for i in sides:
+            dev = devices[i]
             try:
-                if part == "proposals":
-                    if i > 0:  # the driver's CPU, whatever the device
-                        continue
-                    res = proposals_part(args.proposal_budget, log)
-                elif part == "inflight":
-                    if i > 0:  # the device under test only
-                        continue
-                    res = inflight_part(dev, [int(k) for k in args.inflight.split(",")], args.inflight_candidates,
-                                        log)
-                elif part == "profile":
-                    res = profile_part(dev, log, tag)
-                elif part in FIRST_DEVICE_ONLY:
-                    if i > 0:
-                        continue
-                    res = search_part(part, dev, out, log, tag)
-                    per = sum(res["seconds"]) / max(len(res["seconds"]), 1)
-                    res.update(s_per_candidate=per, per_gpu_hour_k1=3600 / per if per else None,
-                               vs_nasfcos=f"{per / 60:.1f} min per candidate vs NAS-FCOS's ~{NASFCOS_GPU_MIN} "
-                                          f"GPU-min")
-                elif part == "finetune":
-                    res = finetune_part(dev, args.iters if i == 0 else args.cpu_iters, out, log, tag)
-                else:
-                    res = search_part(part, dev, out, log, tag)
+                if part == "paper" and prebuild is not None and prebuild.wait() != 0:
+                    raise RuntimeError(f"building the paper set failed (rc {prebuild.returncode})")
+                res = run_part(part, i, dev, args, out, log)
+            except KeyboardInterrupt:  # DEADLINE on the GPU machine: keep what was measured
+                log(f"[{part} {dev}] interrupted")
+                interrupted = True
+                break
             except Exception as e:  # one broken path must not hide the others' figures
                 log(f"[{part} {dev}] FAILED: {type(e).__name__}: {str(e)[:2000]}")
                 res = {"error": f"{type(e).__name__}: {e}"}
+            if res is None:
+                continue
             results.setdefault(part, []).append({"device": dev, **res})
+            log(f"[{part} {dev}] result: {json.dumps({k: v for k, v in res.items() if k != 'archs'}, default=str)[:1500]}")
+            name = "summary.json" if args.side is None else f"results_d{args.side}.json"
+            (out / name).write_text(json.dumps(results, indent=1, default=str))
+        if interrupted:
+            break
+    if args.side is not None:
+        return 0
+    if reference is not None:
+        try:
+            reference.wait()
+        except KeyboardInterrupt:
+            reference.send_signal(2)
+            try:
+                reference.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                reference.kill()
+        path = out / "results_d1.json"
+        if path.exists():
+            _merge(results, json.loads(path.read_text()))
+        else:
+            log("the reference process wrote no results")
     (out / "summary.json").write_text(json.dumps(results, indent=1, default=str))
     print(summary(results, devices))
     log("done")

@@ -261,3 +261,36 @@ def test_det_candidate_and_targets(det):
     assert isinstance(p, DetPrediction) and p.num_images == 2 and len(p.detections) == 2 and not nh.training
     with pytest.raises(ValueError, match="reward"):
         DetTargets(train, val, 2, "miou")
+
+
+def test_graph_path_bookkeeping_trains_as_the_eager_loop(seg):
+    """``cuda_graphs="emulate"`` runs the CUDA-graph path's bookkeeping on the CPU (indices drawn up front,
+    tensor learning rates filled from the cosine closed form, a static index buffer, fused AdamW): the same
+    candidate, same losses, same reward as the eager loop with ``CosineAnnealingLR``."""
+    space, eager = _trainer(seg, early_stop=False, cuda_graphs="off", stage1=StageCfg(iters=7, batch_size=4, lr=3e-3),
+                            stage2=StageCfg(iters=5, batch_size=2, lr=1e-3, encoder_lr_mult=0.5))
+    _, emul = _trainer(seg, early_stop=False, cuda_graphs="emulate",
+                       stage1=StageCfg(iters=7, batch_size=4, lr=3e-3),
+                       stage2=StageCfg(iters=5, batch_size=2, lr=1e-3, encoder_lr_mult=0.5))
+    arch = space.sample(np.random.default_rng(2))
+    a, b = eager.evaluate(arch, seed=3), emul.evaluate(arch, seed=3)
+    assert a.ok and b.ok and a.stage == b.stage == 2, (a.error, b.error)
+    for key in ("stage1_loss_first", "stage1_loss_last", "stage1_reward", "stage2_reward"):
+        assert b.metrics[key] == pytest.approx(a.metrics[key], rel=1e-4, abs=1e-5), key
+    assert emul._graphs_failed == {}
+
+
+def test_cosine_lr_closed_form_is_the_schedulers():
+    from densenas.evaluation.graphed import cosine_lr, graphs_wanted
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 11)
+    for t in range(11):
+        assert cosine_lr(0.3, t, 11) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12, abs=1e-15), t
+        opt.step()
+        sched.step()
+    assert graphs_wanted("auto", torch.device("cpu")) is None and graphs_wanted("off", torch.device("cuda")) is None
+    assert graphs_wanted("auto", torch.device("cuda")) == "capture"
+    with pytest.raises(ValueError, match="evaluator.cuda_graphs"):
+        ProxyCfg(cuda_graphs="always")

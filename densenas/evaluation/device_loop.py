@@ -130,14 +130,15 @@ class PolyakAverage:
         self.updates += 1
 
 
-def autocast(device: torch.device, amp: str) -> ContextManager[Any]:
+def autocast(device: torch.device, amp: str, cache: bool = True) -> ContextManager[Any]:
     """bf16 autocast where it pays: ``amp="auto"`` on CUDA only (fp32 weights and optimiser either way;
-    bf16 needs no loss scaling); ``"bf16"`` also on the CPU; ``"off"`` never."""
+    bf16 needs no loss scaling); ``"bf16"`` also on the CPU; ``"off"`` never. ``cache=False`` turns off
+    autocast's cache of cast weights (required while a CUDA graph is captured)."""
     if amp not in AMP:
         raise ValueError(f"evaluator.amp must be one of {list(AMP)}, got {amp!r}")
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
 
 
 @contextlib.contextmanager

@@ -55,6 +55,7 @@ from ..zerocost import score as zero_cost_score
 from .cache import FeatureCache
 from .common import RunningMean, StageCfg, failure_reason, set_norm_eval
 from .device_loop import LossWatch, PolyakAverage, autocast, cudnn_benchmark
+from .graphed import graphs_wanted, train_steps
 from .proxy_cfg import MEMORY_FORMATS, SAMPLING, ProxyCfg, to_format
 
 __all__ = ["ProxyTrainer", "ProxyCfg", "MEMORY_FORMATS", "SAMPLING", "deploy_params", "to_format"]
@@ -110,6 +111,7 @@ class ProxyTrainer(RunningMean):
         self.stage1_rewards: list[float] = []
         self._encoder_cost: tuple[int, int] | None = None
         self._costs: dict[str, dict[str, float]] = {}  # arch key -> cost (counted once per distinct arch)
+        self._graphs_failed: dict[int, str] = {}  # stage -> why its step could not be captured
 
     # -------------------------------------------------------------- evaluate
     def evaluate(self, arch: Arch, seed: int = 0) -> Result:
@@ -310,22 +312,46 @@ class ProxyTrainer(RunningMean):
         opt.step()
         sched.step()
 
+    def _graphed(self, stage: int, groups: list[dict[str, Any]], loss_of: Callable[[Tensor], Tensor], n: int,
+                 c: StageCfg, gen: torch.Generator, iters: int, watch: LossWatch,
+                 after: Callable[[], None] | None) -> bool:
+        """Train the stage with its step replayed from a CUDA graph (:mod:`~.graphed`) where that is on;
+        ``False`` (nothing done) where the caller's eager loop is to run."""
+        mode = graphs_wanted(self.cfg.cuda_graphs, self.device)
+        if mode is None or stage in self._graphs_failed or iters < 1:
+            return False
+        # the eager loop's draws, in its order, from the same generator
+        indices = torch.stack([self._indices(n, c.batch_size, gen) for _ in range(iters)])
+        cache = mode == "emulate" or self.cfg.amp == "off"
+        why = train_steps(groups, loss_of, indices, watch, weight_decay=c.weight_decay, grad_clip=self.cfg.grad_clip,
+                          amp=lambda: autocast(self.device, self.cfg.amp, cache=cache), after_step=after, mode=mode)
+        if why is not None:
+            self._graphs_failed[stage] = why
+            self.log(f"stage {stage} steps cannot be replayed from a CUDA graph ({why}); this search trains "
+                     f"stage {stage} eagerly from here on")
+        return True
+
     def _stage1(self, cand: nn.Module, gen: torch.Generator, iters: int) -> tuple[nn.Module, list[float]]:
         c = self.cfg.stage1
         ema = PolyakAverage(cand, self.cfg.ema_decay(iters)) if self.cfg.polyak > 0 else None
         params = [p for p in cand.parameters() if p.requires_grad]
-        opt = self._adamw(params, lr=c.lr, weight_decay=c.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
         cand.train()
         cache, watch = self.caches["train"], LossWatch(1, self.cfg.check_every)
-        for _ in range(iters):
-            idx = self._indices(len(cache), c.batch_size, gen)
-            feats = cache.batch(idx, self.device)
-            with autocast(self.device, self.cfg.amp):
-                loss = self._total(cand.loss(feats, self.task.batch("train", idx, self.device)), 1)
-            self._step(opt, sched, params, loss, watch)
-            if ema is not None:
-                ema.update(cand)
+
+        def loss_of(idx: Tensor) -> Tensor:
+            return self._total(cand.loss(cache.batch(idx, self.device), self.task.batch("train", idx, self.device)), 1)
+
+        after = (lambda: ema.update(cand)) if ema is not None else None
+        if not self._graphed(1, [{"params": params, "lr": c.lr}], loss_of, len(cache), c, gen, iters, watch, after):
+            opt = self._adamw(params, lr=c.lr, weight_decay=c.weight_decay)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
+            for _ in range(iters):
+                idx = self._indices(len(cache), c.batch_size, gen)
+                with autocast(self.device, self.cfg.amp):
+                    loss = loss_of(idx)
+                self._step(opt, sched, params, loss, watch)
+                if after is not None:
+                    after()
         trace = watch.values()  # the stage's one host read of its losses
         return (ema.module if ema is not None and iters > 0 else cand), trace
 
@@ -335,18 +361,22 @@ class ProxyTrainer(RunningMean):
         groups = [{"params": [p for p in cand.parameters() if p.requires_grad], "lr": c.lr},
                   {"params": [p for p in model.encoder.parameters() if p.requires_grad],
                    "lr": c.lr * c.encoder_lr_mult}]
-        opt = self._adamw(groups, weight_decay=c.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
         model.train()
         set_norm_eval(model.encoder)
         params = [p for g in groups for p in g["params"]]
         images, watch = self.images["train"], LossWatch(2, self.cfg.check_every)
-        for _ in range(iters):
-            idx = self._indices(len(images), c.batch_size, gen)
-            with autocast(self.device, self.cfg.amp):
-                feats = model.encoder(images[idx])
-                loss = self._total(cand.loss(feats, self.task.batch("train", idx, self.device)), 2)
-            self._step(opt, sched, params, loss, watch)
+
+        def loss_of(idx: Tensor) -> Tensor:
+            return self._total(cand.loss(model.encoder(images[idx]), self.task.batch("train", idx, self.device)), 2)
+
+        if not self._graphed(2, groups, loss_of, len(images), c, gen, iters, watch, None):
+            opt = self._adamw(groups, weight_decay=c.weight_decay)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
+            for _ in range(iters):
+                idx = self._indices(len(images), c.batch_size, gen)
+                with autocast(self.device, self.cfg.amp):
+                    loss = loss_of(idx)
+                self._step(opt, sched, params, loss, watch)
         watch.check()
         return model.eval()
 

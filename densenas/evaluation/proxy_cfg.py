@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .common import StageCfg
 from .device_loop import AMP
+from .graphed import GRAPH_MODES
 
 SAMPLING = ("without_replacement", "with_replacement")
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -67,6 +68,10 @@ class ProxyCfg:
             candidate is reported with the step and value of its first non-finite loss, as with 1.
         cudnn_benchmark: autotune cuDNN's convolution algorithms while a candidate trains on CUDA (the
             proxy's shapes are fixed, so the choice is reused every step).
+        cuda_graphs: replay each stage's training step from one CUDA graph (:mod:`~.graphed`): ``"auto"``
+            (default) on CUDA, ``"off"`` never (the eager loop), ``"emulate"`` the graph path's bookkeeping
+            without a graph on any device (tests). A stage whose step cannot be captured (a host read in
+            its loss) finishes eagerly and later candidates train eagerly; the search log says why once.
     """
 
     stage1: StageCfg = field(default_factory=StageCfg)
@@ -86,6 +91,7 @@ class ProxyCfg:
     amp: str = "auto"
     check_every: int = 25
     cudnn_benchmark: bool = True
+    cuda_graphs: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.stage1, Mapping):
@@ -106,6 +112,8 @@ class ProxyCfg:
             raise ValueError(f"evaluator.amp must be one of {list(AMP)}, got {self.amp!r}")
         if isinstance(self.check_every, bool) or int(self.check_every) < 1:
             raise ValueError(f"evaluator.check_every must be a positive integer, got {self.check_every!r}")
+        if self.cuda_graphs not in GRAPH_MODES:
+            raise ValueError(f"evaluator.cuda_graphs must be one of {list(GRAPH_MODES)}, got {self.cuda_graphs!r}")
         if self.memory_format not in MEMORY_FORMATS:
             raise ValueError(f"evaluator.memory_format must be one of {list(MEMORY_FORMATS)}, "
                              f"got {self.memory_format!r}")
