@@ -18,8 +18,9 @@ What a replayed step needs and this module provides:
   :class:`~.device_loop.LossWatch`, so divergence is found and reported as in the eager loop.
 
 A step whose code reads the host (a data-dependent shape, ``.item()``: detection's target assignment, say)
-cannot be captured; the capture then fails, the stage goes on eagerly from the same step, and the reason is
-returned so the trainer stops trying for the rest of the search.
+cannot be captured. The last warm-up step runs under torch's CUDA sync debug mode set to raise, so such a
+step is found before any capture; the stage then goes on eagerly (as it does if a capture fails anyway),
+and the reason is returned so the trainer stops trying for the rest of the search.
 
 ``mode="emulate"`` runs the same bookkeeping (drawn-up-front indices, tensor learning rates, static index
 buffer) without a graph, on any device: the CPU tests compare it with the eager loop.
@@ -57,6 +58,25 @@ def cosine_lr(base: float, step: int, total: int) -> float:
     """The learning rate ``CosineAnnealingLR(opt, T_max=total)`` (``eta_min=0``) sets for step ``step``
     (0-based; step 0 trains at ``base``)."""
     return base * (1.0 + math.cos(math.pi * step / max(total, 1))) / 2.0
+
+
+def _reads_host(step: Callable[[], None]) -> str | None:
+    """Run ``step`` with torch's CUDA sync debug mode set to raise; why it read the host, or ``None``.
+
+    A step that synchronises with the host (``.item()``, ``nonzero``, a pageable copy: detection's target
+    assignment, say) cannot be captured; finding that out on an eager step is cheaper and safer than a
+    failed capture."""
+    old = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    except RuntimeError as e:
+        if "synchroniz" not in str(e):
+            raise
+        return f"the step synchronises with the host ({str(e).splitlines()[0][:200]})"
+    finally:
+        torch.cuda.set_sync_debug_mode(old)
+    return None
 
 
 def train_steps(groups: Sequence[dict[str, Any]], loss_of: Callable[[Tensor], Tensor], indices: Tensor,
@@ -104,21 +124,39 @@ def train_steps(groups: Sequence[dict[str, Any]], loss_of: Callable[[Tensor], Te
         opt.step()
         return loss
 
+    def finish(loss: Tensor) -> None:
+        watch.add(loss)
+        if after_step is not None:
+            after_step()
+
     def eager_step(t: int) -> None:
         set_lr(t)
         opt.zero_grad(set_to_none=True)
-        watch.add(body(indices[t]))
-        if after_step is not None:
-            after_step()
+        finish(body(indices[t]))
 
     start = min(warmup, total)
     if capture:
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
+        reads_host = None
         with torch.cuda.stream(side):
             for t in range(start):
-                eager_step(t)
+                if t == start - 1 and start < total:  # what would be captured, under the sync check
+                    set_lr(t)
+                    opt.zero_grad(set_to_none=True)
+                    out: list[Tensor] = []
+                    reads_host = _reads_host(lambda: out.append(body(indices[t])))
+                    if reads_host is None:
+                        finish(out[0])
+                    else:  # the step stopped part-way: redo it without the check
+                        eager_step(t)
+                else:
+                    eager_step(t)
         torch.cuda.current_stream(device).wait_stream(side)
+        if reads_host is not None:  # a capture would fail (and may leave the allocator in a bad state)
+            for t in range(start, total):
+                eager_step(t)
+            return reads_host
     else:
         for t in range(start):
             eager_step(t)
@@ -130,9 +168,7 @@ def train_steps(groups: Sequence[dict[str, Any]], loss_of: Callable[[Tensor], Te
             static_idx.copy_(indices[t])
             set_lr(t)
             opt.zero_grad(set_to_none=True)  # a replay overwrites the gradients it produced at capture
-            watch.add(body(static_idx))
-            if after_step is not None:
-                after_step()
+            finish(body(static_idx))
         return None
     graph = torch.cuda.CUDAGraph()
     opt.zero_grad(set_to_none=True)  # the captured backward allocates the gradients in the graph's pool
@@ -150,7 +186,5 @@ def train_steps(groups: Sequence[dict[str, Any]], loss_of: Callable[[Tensor], Te
         static_idx.copy_(indices[t])
         set_lr(t)
         graph.replay()
-        watch.add(static_loss.clone())  # the static output is overwritten by the next replay
-        if after_step is not None:
-            after_step()
+        finish(static_loss.clone())  # the static output is overwritten by the next replay
     return None
