@@ -408,15 +408,6 @@ def run_part(part: str, i: int, dev: str, args, out: Path, log) -> dict | None:
     return res
 
 
-def _cores(spec: str) -> set[int]:
-    """``"12-15"`` or ``"3,5"`` -> a set of CPU indices."""
-    cores: set[int] = set()
-    for piece in spec.split(","):
-        a, _, b = piece.partition("-")
-        cores.update(range(int(a), int(b or a) + 1))
-    return cores
-
-
 def _merge(results: dict, other: dict) -> None:
     """Put the second device's rows of ``other`` after the first device's rows of ``results``."""
     for part, rows in other.items():
@@ -439,10 +430,10 @@ def main(argv=None) -> int:
     p.add_argument("--paper-train", type=int, default=3600,
                    help="training images of the paper part (the per-candidate budget is the paper's iterations "
                         "whatever the set size; fewer images only shorten building the set on first use)")
-    p.add_argument("--reference-cores", default=None,
-                   help="run the second device's side in a parallel process pinned to these CPU cores (e.g. "
-                        "12-15); this process and its children keep the others. Saves the wall time of the "
-                        "one-thread CPU reference on a many-core GPU machine")
+    p.add_argument("--reference-cores", type=int, default=0,
+                   help="run the second device's side in a parallel process pinned to the last N of this "
+                        "process's CPU cores; this process and its children keep the others. Saves the wall "
+                        "time of the one-thread CPU reference on a many-core GPU machine")
     p.add_argument("--side", type=int, choices=(0, 1), default=None, help=argparse.SUPPRESS)
     p.add_argument("--inflight-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -482,10 +473,11 @@ def main(argv=None) -> int:
     sides = [0, 1] if args.side is None else [args.side]
     reference = None
     if args.reference_cores and args.side is None:
-        ref = _cores(args.reference_cores)
-        rest = set(os.sched_getaffinity(0)) - ref
-        if not ref or not rest:
-            p.error(f"--reference-cores {args.reference_cores} must leave cores for the device under test")
+        have = sorted(os.sched_getaffinity(0))
+        if not 0 < args.reference_cores < len(have):
+            p.error(f"--reference-cores {args.reference_cores}: this process has {len(have)} cores; leave some "
+                    f"for the device under test")
+        ref, rest = set(have[-args.reference_cores:]), set(have[:-args.reference_cores])
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side", "1", "--parts",
                ",".join(x for x in parts if x not in ("inflight", *FIRST_DEVICE_ONLY)), "--devices", args.devices,
                "--out", str(out), "--cpu-iters", str(args.cpu_iters), "--proposal-budget", str(args.proposal_budget),
