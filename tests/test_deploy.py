@@ -207,6 +207,8 @@ def _randomize(model: nn.Module, graph: nn.Module, shape: tuple[int, ...] = (3, 
         for m in bns:
             m.momentum = 1.0  # the running statistics become this batch's
         model.train()
+        for m in bns:  # also where a backbone keeps its BatchNorm in eval mode while training (norm_eval)
+            m.train()
         graph(torch.randn(4, *shape, generator=g))
         model.eval()
         for m, mo in zip(bns, momentum):

@@ -36,6 +36,9 @@ NUM_KEYPOINTS = {"coco": 17, "mpii": 16}
 
 #: this task's config bases (data per layout, schedule, runtime), composed by every export
 BASES = Path(__file__).parent / "configs" / "_base_"
+#: iterations in which an exported keypoint head trains alone before the whole model does (HeadFirstHook): the
+#: head-first run that took the found head from PCKh@0.5 0.772 to 0.913 (docs/depth_keypoints.md) used 20
+HEAD_FIRST_ITERS = 20
 
 
 def _num_keypoints(dataset: str, root: Path) -> int:
@@ -188,7 +191,10 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
                        space, **space_options)
     model = dict(type="TopdownPoseEstimator",
                  data_preprocessor=dict(type="PoseDataPreprocessor", mean=MEAN, std=STD, bgr_to_rgb=True),
-                 backbone=dict(type="DenseNASBackbone", backbone=bb), head=head,
+                 # the backbone's BatchNorm statistics stay the pretrained ones, as in the proxy's end-to-end
+                 # stage (docs/depth_keypoints.md: PCKh@0.5 0.772 -> 0.802 for the found head, 0.822 -> 0.871
+                 # for HeatmapHead at 256 x 192, 300 iterations, one seed)
+                 backbone=dict(type="DenseNASBackbone", backbone=bb, norm_eval=True), head=head,
                  test_cfg=dict(flip_test=flip, flip_mode="heatmap", shift_heatmap=shift))
     best = "coco/AP" if dataset != "mpii" else "PCK"
     cfg = dict(
@@ -202,6 +208,9 @@ def keypoint_config(path: str | Path, *, arch: Arch | None = None, baseline: str
                            # the pretrained encoder learns 10x slower than the new head
                            paramwise_cfg=dict(custom_keys={"backbone": dict(lr_mult=0.1)})),
         param_scheduler=[dict(type="PolyLR", eta_min=0.0, power=0.9, begin=0, end=iters, by_epoch=False)],
+        # the new head learns alone first, the backbone fixed, as the search's proxy trained it
+        # (densenas.mm_hooks.HeadFirstHook; found and baseline heads alike)
+        custom_hooks=[dict(type="HeadFirstHook", iters=min(HEAD_FIRST_ITERS, iters))],
         **runtime_config(iters, val_interval or iters, best, rule="greater", seed=seed,
                          work_dir=work_dir or f"work_dirs/finetune_kpt_{baseline or 'found'}"))
     bases = [f"datasets/kpt_{dataset}.py", "schedules/kpt_adamw_poly_2k.py", "kpt_runtime.py"]  # ./configs/_base_
