@@ -1,0 +1,9 @@
+# keypoints_found_ext_256x192_proxy_1200.py (#2, 1,000 iterations, light augmentation) with the recipe
+# tools/export.py now writes for every keypoint head: the head trains alone for the first 20 iterations
+# (densenas.mm_hooks.HeadFirstHook: the backbone's weights and BatchNorm statistics fixed), then the whole model
+# with the backbone's BatchNorm frozen (norm_eval). docs/depth_keypoints.md, "Head first, then the whole model".
+#   python3 tools/train.py configs/finetune/keypoints_found_ext_256x192_headfirst_proxy_1200.py
+_base_ = ['./keypoints_found_ext_256x192_proxy_1200.py']
+model = dict(backbone=dict(norm_eval=True))
+custom_hooks = [dict(type='HeadFirstHook', iters=20)]
+work_dir = 'work_dirs/keypoints_found_ext_256x192_headfirst_proxy_1200'
