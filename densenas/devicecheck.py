@@ -57,6 +57,9 @@ _READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__float__, torch.
           torch._has_compatible_shallow_copy_type, torch.is_same_size, torch.Tensor.__deepcopy__,
           torch.Tensor.__reduce_ex__, torch.Tensor.__setstate__, torch.Tensor.requires_grad_,
           torch.Tensor.register_hook}
+# the reads among them that copy a device tensor's values to the host (a synchronisation on CUDA)
+_SYNC_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__float__, torch.Tensor.__int__,
+               torch.Tensor.__bool__}
 
 
 _HOST_FACTORIES = ("from_numpy", "frombuffer", "load")
@@ -112,12 +115,17 @@ class DeviceMixCheck(TorchFunctionMode):
 
     Attributes:
         checked: ops checked while active (a test can assert the check saw the code run).
+        host_reads: one line per read of a device tensor's values by the host (``.item()``, ``.tolist()``,
+            ``float()`` / ``int()`` / ``bool()``, a move to the host): each is a synchronisation on CUDA, and
+            a step that does one cannot be captured as a CUDA graph. Ops that synchronise inside C++
+            (``nonzero``, boolean-mask indexing) are not seen.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._side = WeakIdKeyDictionary()  # untyped storage -> HOST / DEVICE
         self.checked = 0
+        self.host_reads: list[str] = []
 
     def __enter__(self) -> "DeviceMixCheck":
         # ``Tensor.device`` is a C getter that torch-function modes do not see: shadow it on the Python
@@ -189,6 +197,8 @@ class DeviceMixCheck(TorchFunctionMode):
                 self._mark(grad, self.side(args[0]))
             return grad
         if func in _READS or getattr(func, "__name__", "") in ("__get__", "__set__", "__delete__"):
+            if func in _SYNC_READS and args and isinstance(args[0], torch.Tensor) and self.side(args[0]) == DEVICE:
+                self.host_reads.append(f"{_name(func)} of a device tensor {tuple(args[0].shape)}")
             return func(*args, **kwargs)
         self.checked += 1
         if func in _MOVES:
@@ -252,6 +262,8 @@ class DeviceMixCheck(TorchFunctionMode):
                 self._mark(out, side)
             return out
         want = DEVICE if target else HOST
+        if side == DEVICE and want == HOST:
+            self.host_reads.append(f"{_name(func)} of a device tensor {tuple(src.shape)} to the host")
         if side is None and out is src and want == HOST:  # x.to(y.device) with y of unknown side: unknown
             return out
         if side is not None and side != want and out is src:

@@ -117,3 +117,32 @@ def test_evaluator_reports_a_mix_as_a_failed_candidate(tmp_path):
         task.batch = lambda split, idx, device: good(split, idx, "cpu")  # the bug: targets left on the host
         result = trainer.evaluate(sp.sample(np.random.default_rng(0)))
     assert not result.ok and "DeviceMixError" in result.error and "host tensor" in result.error
+
+
+@pytest.mark.parametrize("name", ["segmentation", "depth", "keypoints"])
+def test_dense_training_steps_never_read_the_device(tmp_path, name):
+    """Issue #23: the proxy trainer's steps of the dense tasks read nothing back from the device, so on CUDA
+    a step runs without a host synchronisation and can be replayed from a CUDA graph. Counted with the
+    check's ``host_reads``: a longer training (more steps in both stages) makes no more reads than a shorter
+    one (what remains is per stage and per validation: the loss watch's block read, the metrics)."""
+    spec = TINY[name]
+    space = next(s for n, s in CASES if n == name)
+    reads = {}
+    with DeviceMixCheck() as check:
+        torch.manual_seed(0)
+        task = task_class(name)()
+        task.build_data(spec["data"](Path(tmp_path)), log=lambda m: None)
+        sp = make_space(space_class(space), dict(spec["spaces"][space]), task, source="test")
+        encoder, shapes = build_backbone(spec.get("space_backbones", {}).get(space, spec["backbone"]))
+        encoder = encoder.eval().to(EMULATED)
+        task.prepare(encoder, shapes, device=EMULATED, work_dir=None, seed=0, log=lambda m: None)
+        cfg = _tiny_cfg()
+        cfg.check_every = 1000  # one block read per stage, whatever its length
+        trainer = ProxyTrainer(task, sp, encoder, shapes, cfg, device=EMULATED, log=lambda m: None)
+        arch = sp.sample(np.random.default_rng(0))
+        for iters in (2, 6):
+            before = len(check.host_reads)
+            out = trainer.train_longer(arch, iters=iters, stage2_iters=iters)
+            assert np.isfinite(out["reward"]) and out["stage"] == 2
+            reads[iters] = check.host_reads[before:]
+    assert len(reads[6]) == len(reads[2]), (reads[2], reads[6])
