@@ -12,13 +12,15 @@ floating-point noise:
   (mmengine Runner) for ``--iters`` iterations; the CPU run trains ``--cpu-iters`` of them (same schedule
   shape) and the per-iteration times are compared;
 * ``profile`` (issue #23): one both-stage ``seg`` candidate after a warm-up one, under ``torch.profiler``:
-  wall time, GPU-busy percent (CUDA kernel time over wall), host synchronisations and host-to-device copies
-  counted by the profiler, peak GPU memory;
+  wall time, GPU-busy percent (CUDA kernel time over wall), host synchronisations, host-to-device copies,
+  kernel and CUDA-graph launches counted by the profiler, peak GPU memory; then the same arch and seed timed
+  without the profiler four ways on CUDA: the step replayed from a CUDA graph or launched eagerly
+  (``evaluator.cuda_graphs``), each with bf16 autocast and in fp32 (``evaluator.amp``), twice each;
 * ``inflight`` (issue #23): ``k`` processes on the first device at once (``--inflight 1,2,4,8``), each
-  training ``--inflight-candidates`` ``seg`` candidates (both stages); candidates per hour for each ``k``
-  over the span from the first candidate's start to the last one's end (start-up excluded). Ray's
-  fractional ``gpus_per_worker`` does the same inside a search; plain processes measure it where Ray is not
-  installed;
+  training ``--inflight-candidates`` ``seg`` candidates (both stages); the ``max(k)`` worker processes are
+  built and warmed up once, then each round's k workers start together; candidates per hour for each ``k``
+  over the span from the first candidate's start to the last one's end. Ray's fractional
+  ``gpus_per_worker`` does the same inside a search; plain processes measure it where Ray is not installed;
 * ``paper`` (issue #23, item 5): the default search at the scale of Nekrasov et al.
   (``configs/search/auxcell_paper_scale.py``: 3,600 + 400 proxy images at 512 px, stage 1 282 iterations at
   batch 64, stage 2 113 at batch 32), two random candidates on the device under test only (on a CPU one
@@ -37,8 +39,12 @@ floating-point noise:
         [--out DIR]
     bash benchmarks/gpu_check.sh          # the same, refusing to start without a GPU
 
-Prints one line per candidate / epoch as it finishes and a summary table (seconds per candidate on each
-device, the ratio, the largest reward difference); writes ``summary.json`` into ``--out``.
+Prints one line per candidate / epoch as it finishes, one ``result:`` line per part, and a summary table
+(seconds per candidate on each device, the ratio, the largest reward difference); writes ``summary.json``
+into ``--out`` after every part. ``--reference-cores N`` runs the second device's side at the same time in a
+process pinned to the last N cores (this one keeps the others): on a 16-core GPU machine the one-thread CPU
+reference then costs no extra wall time. SIGINT (``DEADLINE`` of ``.gpu/run.sh``) stops both sides, and
+the parts measured so far are printed.
 """
 from __future__ import annotations
 
