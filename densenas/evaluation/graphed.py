@@ -15,7 +15,9 @@ What a replayed step needs and this module provides:
 * warm-up steps run eagerly on a side stream before the capture (cuDNN autotuning, AdamW state and the
   autocast casts settle there), as the documentation asks;
 * the loss of each replay copied out of the graph's static output into the stage's
-  :class:`~.device_loop.LossWatch`, so divergence is found and reported as in the eager loop.
+  :class:`~.device_loop.LossWatch`, so divergence is found and reported as in the eager loop;
+* Polyak averaging recorded in the same graph after the optimiser step (its updates are device tensor ops
+  of a fixed decay once the first, copying, update has run in the warm-up).
 
 A step whose code reads the host (a data-dependent shape, ``.item()``: detection's target assignment, say)
 cannot be captured. The last warm-up step runs under torch's CUDA sync debug mode set to raise, so such a
@@ -93,7 +95,9 @@ def train_steps(groups: Sequence[dict[str, Any]], loss_of: Callable[[Tensor], Te
         weight_decay: AdamW's decoupled weight decay.
         grad_clip: max global gradient norm, or ``None``.
         amp: a fresh autocast context for the forward pass (its weight-cast cache off under capture).
-        after_step: called after every step (Polyak averaging).
+        after_step: called after every step (Polyak averaging). Its tensor work is captured with the step
+            and replayed with it (only its first call may differ from the later ones: Polyak's first update
+            copies, and runs in the warm-up), so it must be device-only work.
         mode: ``"capture"`` (CUDA) or ``"emulate"``.
         warmup: eager steps before the capture.
 
@@ -103,6 +107,8 @@ def train_steps(groups: Sequence[dict[str, Any]], loss_of: Callable[[Tensor], Te
     """
     if mode not in ("capture", "emulate"):
         raise ValueError(f"mode must be 'capture' or 'emulate', got {mode!r}")
+    if warmup < 1:  # the captured step must be one like the later ones (Polyak's first update differs)
+        raise ValueError(f"warmup must be at least 1, got {warmup}")
     total = int(indices.shape[0])
     device = indices.device
     capture = mode == "capture"
@@ -175,6 +181,8 @@ def train_steps(groups: Sequence[dict[str, Any]], loss_of: Callable[[Tensor], Te
     try:
         with torch.cuda.graph(graph):
             static_loss = body(static_idx)
+            if after_step is not None:  # Polyak averaging: its tensor updates replay with the step
+                after_step()
     except Exception as e:  # a host read or an op that cannot be captured: finish the stage eagerly
         del graph
         opt.zero_grad(set_to_none=True)
@@ -186,5 +194,5 @@ def train_steps(groups: Sequence[dict[str, Any]], loss_of: Callable[[Tensor], Te
         static_idx.copy_(indices[t])
         set_lr(t)
         graph.replay()
-        finish(static_loss.clone())  # the static output is overwritten by the next replay
+        watch.add(static_loss.clone())  # the static output is overwritten by the next replay
     return None
