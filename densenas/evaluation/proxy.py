@@ -322,7 +322,7 @@ class ProxyTrainer(RunningMean):
             return False
         # the eager loop's draws, in its order, from the same generator
         indices = torch.stack([self._indices(n, c.batch_size, gen) for _ in range(iters)])
-        cache = mode == "emulate" or self.cfg.amp == "off"
+        cache = mode == "emulate"  # autocast's cast-weight cache cannot be captured
         why = train_steps(groups, loss_of, indices, watch, weight_decay=c.weight_decay, grad_clip=self.cfg.grad_clip,
                           amp=lambda: autocast(self.device, self.cfg.amp, cache=cache), after_step=after, mode=mode)
         if why is not None:

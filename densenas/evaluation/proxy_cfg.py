@@ -71,7 +71,8 @@ class ProxyCfg:
         cuda_graphs: replay each stage's training step from one CUDA graph (:mod:`~.graphed`): ``"auto"``
             (default) on CUDA, ``"off"`` never (the eager loop), ``"emulate"`` the graph path's bookkeeping
             without a graph on any device (tests). A stage whose step cannot be captured (a host read in
-            its loss) finishes eagerly and later candidates train eagerly; the search log says why once.
+            its loss) finishes eagerly and later candidates train eagerly; the search log says why once. The
+            graph path always uses the fused, capturable AdamW (``fused_adamw`` applies to the eager loop).
     """
 
     stage1: StageCfg = field(default_factory=StageCfg)
