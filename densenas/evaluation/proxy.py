@@ -312,14 +312,32 @@ class ProxyTrainer(RunningMean):
         opt.step()
         sched.step()
 
-    def _graphed(self, stage: int, groups: list[dict[str, Any]], loss_of: Callable[[Tensor], Tensor], n: int,
-                 c: StageCfg, gen: torch.Generator, iters: int, watch: LossWatch,
-                 after: Callable[[], None] | None) -> bool:
-        """Train the stage with its step replayed from a CUDA graph (:mod:`~.graphed`) where that is on;
-        ``False`` (nothing done) where the caller's eager loop is to run."""
+    def _train_stage(self, stage: int, groups: list[dict[str, Any]], loss_of: Callable[[Tensor], Tensor], n: int,
+                     c: StageCfg, gen: torch.Generator, iters: int, watch: LossWatch,
+                     after: Callable[[], None] | None) -> None:
+        """``iters`` AdamW steps under a cosine schedule of ``loss_of(batch indices)`` (batches of ``c.batch_size``
+        of ``n`` images drawn from ``gen``), each loss into ``watch``, ``after()`` after each step: replayed
+        from a CUDA graph where that is on (:mod:`~.graphed`), else the eager loop."""
         mode = graphs_wanted(self.cfg.cuda_graphs, self.device)
-        if mode is None or stage in self._graphs_failed or iters < 1:
-            return False
+        if mode is not None and stage not in self._graphs_failed and iters > 0:
+            self._graphed(stage, mode, groups, loss_of, n, c, gen, iters, watch, after)
+            return
+        opt = self._adamw(groups, weight_decay=c.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
+        params = [p for g in groups for p in g["params"]]
+        for _ in range(iters):
+            idx = self._indices(n, c.batch_size, gen)
+            with autocast(self.device, self.cfg.amp):
+                loss = loss_of(idx)
+            self._step(opt, sched, params, loss, watch)
+            if after is not None:
+                after()
+
+    def _graphed(self, stage: int, mode: str, groups: list[dict[str, Any]], loss_of: Callable[[Tensor], Tensor],
+                 n: int, c: StageCfg, gen: torch.Generator, iters: int, watch: LossWatch,
+                 after: Callable[[], None] | None) -> None:
+        """The stage with its step replayed from a CUDA graph; a step that cannot be captured is logged and
+        the stage's later candidates train eagerly."""
         # the eager loop's draws, in its order, from the same generator
         indices = torch.stack([self._indices(n, c.batch_size, gen) for _ in range(iters)])
         cache = mode == "emulate"  # autocast's cast-weight cache cannot be captured
@@ -329,7 +347,6 @@ class ProxyTrainer(RunningMean):
             self._graphs_failed[stage] = why
             self.log(f"stage {stage} steps cannot be replayed from a CUDA graph ({why}); this search trains "
                      f"stage {stage} eagerly from here on")
-        return True
 
     def _stage1(self, cand: nn.Module, gen: torch.Generator, iters: int) -> tuple[nn.Module, list[float]]:
         c = self.cfg.stage1
@@ -342,16 +359,7 @@ class ProxyTrainer(RunningMean):
             return self._total(cand.loss(cache.batch(idx, self.device), self.task.batch("train", idx, self.device)), 1)
 
         after = (lambda: ema.update(cand)) if ema is not None else None
-        if not self._graphed(1, [{"params": params, "lr": c.lr}], loss_of, len(cache), c, gen, iters, watch, after):
-            opt = self._adamw(params, lr=c.lr, weight_decay=c.weight_decay)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
-            for _ in range(iters):
-                idx = self._indices(len(cache), c.batch_size, gen)
-                with autocast(self.device, self.cfg.amp):
-                    loss = loss_of(idx)
-                self._step(opt, sched, params, loss, watch)
-                if after is not None:
-                    after()
+        self._train_stage(1, [{"params": params, "lr": c.lr}], loss_of, len(cache), c, gen, iters, watch, after)
         trace = watch.values()  # the stage's one host read of its losses
         return (ema.module if ema is not None and iters > 0 else cand), trace
 
@@ -363,20 +371,12 @@ class ProxyTrainer(RunningMean):
                    "lr": c.lr * c.encoder_lr_mult}]
         model.train()
         set_norm_eval(model.encoder)
-        params = [p for g in groups for p in g["params"]]
         images, watch = self.images["train"], LossWatch(2, self.cfg.check_every)
 
         def loss_of(idx: Tensor) -> Tensor:
             return self._total(cand.loss(model.encoder(images[idx]), self.task.batch("train", idx, self.device)), 2)
 
-        if not self._graphed(2, groups, loss_of, len(images), c, gen, iters, watch, None):
-            opt = self._adamw(groups, weight_decay=c.weight_decay)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
-            for _ in range(iters):
-                idx = self._indices(len(images), c.batch_size, gen)
-                with autocast(self.device, self.cfg.amp):
-                    loss = loss_of(idx)
-                self._step(opt, sched, params, loss, watch)
+        self._train_stage(2, groups, loss_of, len(images), c, gen, iters, watch, None)
         watch.check()
         return model.eval()
 
