@@ -36,8 +36,8 @@ NUM_KEYPOINTS = {"coco": 17, "mpii": 16}
 
 #: this task's config bases (data per layout, schedule, runtime), composed by every export
 BASES = Path(__file__).parent / "configs" / "_base_"
-#: iterations in which an exported keypoint head trains alone before the whole model does (HeadFirstHook): the
-#: head-first run that took the found head from PCKh@0.5 0.772 to 0.913 (docs/depth_keypoints.md) used 20
+#: iterations in which an exported keypoint head trains alone before the whole model does (HeadFirstHook), as
+#: in the measured head-first runs (docs/depth_keypoints.md, "Head first, then the whole model")
 HEAD_FIRST_ITERS = 20
 
 
