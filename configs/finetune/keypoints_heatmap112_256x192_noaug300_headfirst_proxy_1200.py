@@ -1,7 +1,8 @@
 # keypoints_heatmap112_256x192_noaug300_proxy_1200.py (HeatmapHead 112 ch) with the recipe tools/export.py now writes for every
 # keypoint head: the head trains alone for 20 iterations (densenas.mm_hooks.HeadFirstHook: the backbone's weights
 # and BatchNorm statistics fixed), then 300 iterations of the whole model with the backbone's BatchNorm frozen
-# (norm_eval). The one-config form of the two-phase probe20 / probe20ft runs (docs/depth_keypoints.md).
+# (norm_eval). A one-config form of the two-phase probe20 / probe20ft runs, not the same training: the head-only
+# phase keeps its lr and AdamW state (docs/depth_keypoints.md, "Head first, then the whole model").
 #   python3 tools/train.py configs/finetune/keypoints_heatmap112_256x192_noaug300_headfirst_proxy_1200.py
 _base_ = ['./keypoints_heatmap112_256x192_noaug300_proxy_1200.py']
 model = dict(backbone=dict(norm_eval=True))
