@@ -45,15 +45,25 @@ class HeadFirstHook(Hook):
     Args:
         iters: iterations of the head-only phase (0: the hook does nothing).
         module: attribute of the model holding the pretrained part (default ``"backbone"``).
+        decay_lr: scale every learning rate by ``(1 - i / iters) ** 0.9`` at head-only iteration ``i`` (a
+            poly decay to 0 within the phase, as a separate head-only run with its own ``PolyLR`` would);
+            the config's schedule is untouched (the rates are restored before its scheduler steps).
+        restart: ``"backbone"`` (default) clears the backbone's optimiser state at the switch; ``"all"``
+            clears every parameter's, as a second run started from the first one's checkpoint would.
     """
 
-    priority = "NORMAL"  # after the optimiser step, before checkpointing (LOW)
+    priority = "NORMAL"  # after the optimiser step, before the scheduler (LOW) and checkpointing (VERY_LOW)
 
-    def __init__(self, iters: int = 20, module: str = "backbone"):
+    def __init__(self, iters: int = 20, module: str = "backbone", decay_lr: bool = False,
+                 restart: str = "backbone"):
         if isinstance(iters, bool) or int(iters) < 0:
             raise ValueError(f"HeadFirstHook: iters must be a non-negative integer, got {iters!r}")
+        if restart not in ("backbone", "all"):
+            raise ValueError(f"HeadFirstHook: restart must be 'backbone' or 'all', got {restart!r}")
         self.iters, self.module = int(iters), str(module)
+        self.decay_lr, self.restart = bool(decay_lr), restart
         self._saved: list[torch.Tensor] | None = None
+        self._lrs: list[Any] | None = None
 
     def _backbone(self, runner: Any) -> nn.Module:
         model = _unwrap(runner.model)
@@ -80,6 +90,12 @@ class HeadFirstHook(Hook):
             for m in backbone.modules():  # the runner puts the model in train mode after each validation
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
+            if self.decay_lr:
+                groups = runner.optim_wrapper.optimizer.param_groups
+                self._lrs = [g["lr"] for g in groups]
+                scale = (1.0 - runner.iter / self.iters) ** 0.9
+                for g in groups:
+                    g["lr"] = g["lr"] * scale
         else:
             self._switch(runner, backbone)
 
@@ -87,6 +103,10 @@ class HeadFirstHook(Hook):
         # runner.iter is the finished iteration's index here (the loop increments it after the hooks)
         if self._saved is None or runner.iter >= self.iters:
             return
+        if self._lrs is not None:  # the config's rates back before its scheduler steps
+            for g, lr in zip(runner.optim_wrapper.optimizer.param_groups, self._lrs):
+                g["lr"] = lr
+            self._lrs = None
         with torch.no_grad():
             for p, saved in zip(self._backbone(runner).parameters(), self._saved):
                 p.copy_(saved)
@@ -96,7 +116,7 @@ class HeadFirstHook(Hook):
         params = {id(p) for p in backbone.parameters()}
         optimizer = runner.optim_wrapper.optimizer
         for p in list(optimizer.state):
-            if id(p) in params:
+            if self.restart == "all" or id(p) in params:
                 del optimizer.state[p]
         backbone.train(True)  # applies the backbone's own norm_eval setting
         self._saved = None

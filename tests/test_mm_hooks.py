@@ -39,7 +39,7 @@ def _collate(items):
     return {"inputs": torch.stack([x for x, _ in items]), "targets": torch.stack([y for _, y in items])}
 
 
-def _train(tmp_path, iters: int, hook_iters: int, name: str):
+def _train(tmp_path, iters: int, hook_iters: int, name: str, **hook):
     torch.manual_seed(0)
     model = _Toy()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -47,7 +47,7 @@ def _train(tmp_path, iters: int, hook_iters: int, name: str):
                     train_dataloader=DataLoader(_Data(), batch_size=4, collate_fn=_collate),
                     optim_wrapper=dict(optimizer=dict(type="AdamW", lr=1e-2)),
                     train_cfg=dict(by_epoch=False, max_iters=iters),
-                    custom_hooks=[dict(type="HeadFirstHook", iters=hook_iters)],
+                    custom_hooks=[dict(type="HeadFirstHook", iters=hook_iters, **hook)],
                     default_hooks=dict(checkpoint=None, logger=None), default_scope="mmengine")
     runner.train()
     return before, model, runner
@@ -98,3 +98,34 @@ def test_zero_iters_and_a_resume_past_the_phase_change_nothing_and_bad_settings_
             HeadFirstHook(iters=bad)
     with pytest.raises(ValueError, match="no module 'neck'"):
         HeadFirstHook(1, module="neck").before_train(_FakeRunner(_Toy(), 0))
+
+
+def test_decayed_head_lr_and_a_full_restart(tmp_path):
+    """``decay_lr``: the head-only phase trains at the config's rates times (1 - i / iters) ** 0.9, and the
+    config's schedule goes on unchanged; ``restart="all"``: every parameter's AdamW state restarts at the switch."""
+    seen = []
+
+    class Spy(torch.optim.AdamW):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    from mmengine.registry import OPTIMIZERS
+    OPTIMIZERS.register_module(name="SpyAdamW", module=Spy, force=True)
+    torch.manual_seed(0)
+    model = _Toy()
+    runner = Runner(model=model, work_dir=str(tmp_path / "f"),
+                    train_dataloader=DataLoader(_Data(), batch_size=4, collate_fn=_collate),
+                    optim_wrapper=dict(optimizer=dict(type="SpyAdamW", lr=1e-2)),
+                    param_scheduler=[dict(type="PolyLR", eta_min=0.0, power=0.9, begin=0, end=6, by_epoch=False)],
+                    train_cfg=dict(by_epoch=False, max_iters=6),
+                    custom_hooks=[dict(type="HeadFirstHook", iters=2, decay_lr=True, restart="all")],
+                    default_hooks=dict(checkpoint=None, logger=None), default_scope="mmengine")
+    runner.train()
+    config = [1e-2 * (1 - i / 5) ** 0.9 for i in range(6)]  # mmengine's PolyLR reaches 0 at its last step
+    want = [config[0], config[1] * 0.5 ** 0.9, *config[2:]]  # head-only iterations 0 and 1 scaled, then as is
+    assert seen == pytest.approx(want, rel=1e-9)
+    opt = runner.optim_wrapper.optimizer
+    assert {float(opt.state[p]["step"]) for p in model.parameters()} == {4.0}  # 6 steps, restarted after 2
+    with pytest.raises(ValueError, match="restart must be"):
+        HeadFirstHook(2, restart="head")
