@@ -169,7 +169,7 @@ def test_latency_on_onnxruntime_is_measured_once_per_arch_and_validated(tmp_path
     from densenas.build import build_search
     from densenas.config import load_config
 
-    opts = tiny_opts(tmp_path) + ["objective.cost=latency_ms", "objective.limit=1e6", "objective.runtime=torch",
+    opts = tiny_opts(tmp_path) + ["objective.cost=latency_ms", "objective.limit=1e6", "objective.runtime=onnxruntime",
                                   "objective.latency_size=[32,32]", "objective.latency_repeats=2",
                                   "objective.latency_warmup=1", "objective.latency_threads=1"]
     search = build_search(load_config(CFG, opts), work_dir=tmp_path / "w", log=lambda s: None)
