@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # checkout, is not put first on sys.path), PYTHONPATH set to the revision's tree (which comes before the
 # editable install's finder) and a finder for the top-level plugin folders. The worker prints where densenas
 # and densenas.tasks came from, and the parent checks both.
-WORKER = r"""
+PRELUDE = r"""
 import dataclasses, json, os, sys, time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import importlib.util
@@ -49,6 +49,10 @@ class TreeTops:
                                                           submodule_search_locations=[str(tree / top)])
         return None
 sys.meta_path.insert(0, TreeTops())
+import densenas, densenas.tasks
+MODULES = [densenas.__file__, densenas.tasks.__file__]
+"""
+WORKER = PRELUDE + r"""
 import numpy as np, torch
 from densenas.build import build_search
 from densenas.config import load_config
@@ -61,9 +65,7 @@ trainer = ProxyTrainer(search.task, search.space, search.encoder, search.shapes,
                        dataclasses.replace(ev.cfg, early_stop=False, measure_cost=False), log=lambda s: None)
 rng = np.random.default_rng(1)
 archs = [search.space.sample(rng) for _ in range(n + 1)]
-import densenas, densenas.tasks
-print(json.dumps({"ready": True, "archs": [a.to_json() for a in archs],
-                  "modules": [densenas.__file__, densenas.tasks.__file__],
+print(json.dumps({"ready": True, "archs": [a.to_json() for a in archs], "modules": MODULES,
                   "threads": torch.get_num_threads()}), flush=True)
 for line in sys.stdin:
     i = int(line)
@@ -85,19 +87,30 @@ def worktree(rev: str) -> Path:
     return path
 
 
+def revision_env(tree: Path) -> dict[str, str]:
+    """The environment of a process that imports densenas from ``tree`` (with ``python -P`` and
+    :data:`PRELUDE`)."""
+    return dict(os.environ, PYTHONPATH=str(tree), DENSENAS_TREE=str(tree), OMP_NUM_THREADS="1")
+
+
+def check_modules(name: str, tree: Path, modules: list[str]) -> None:
+    """Refuse a worker that imported densenas (or its plugin folders) from anywhere but ``tree``."""
+    for module in modules:
+        if Path(module).parent.parent.resolve() != tree.resolve():
+            raise SystemExit(f"{name}: the worker imported {module}, not the one in {tree}")
+
+
 class Worker:
     """One revision's worker process."""
 
     def __init__(self, name: str, tree: Path, config: str, n: int, opts: list[str], cpu: int | None):
         self.name = name
-        env = dict(os.environ, PYTHONPATH=str(tree), DENSENAS_TREE=str(tree), OMP_NUM_THREADS="1")
         self.proc = subprocess.Popen([sys.executable, "-P", "-c", WORKER, str(tree / config), str(n), json.dumps(opts)],
-                                     cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     cwd=ROOT, env=revision_env(tree), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True,
                                      preexec_fn=None if cpu is None else lambda: os.sched_setaffinity(0, {cpu}))
         self.info = self._read()
-        for module in self.info["modules"]:
-            if Path(module).parent.parent.resolve() != tree.resolve():
-                raise SystemExit(f"{name}: the worker imported {module}, not the one in {tree}")
+        check_modules(name, tree, self.info["modules"])
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
