@@ -128,6 +128,10 @@ class Worker:
         self.proc.wait()
 
 
+def _fmt(reward: float | None) -> str:
+    return "failed" if reward is None else f"{reward:.4f}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", required=True, help="the revision of before (a commit, tag or branch)")
@@ -159,12 +163,14 @@ def main() -> None:
             r = w.evaluate(i)
             secs[w.name] += r["secs"]
             rewards[w.name].append(r["reward"])
-        print(f"  arch {i}: " + ", ".join(f"{w.name} reward {rewards[w.name][-1]:.4f}" for w in workers),
+        print(f"  arch {i}: " + ", ".join(f"{w.name} reward {_fmt(rewards[w.name][-1])}" for w in workers),
               flush=True)
     for w in workers:
         w.close()
     base, head = (w.name for w in workers)
-    diff = max(abs((a or 0) - (b or 0)) for a, b in zip(rewards[base], rewards[head]))
+    # a candidate that failed at one revision only is a difference of its own, not a reward of 0
+    diff = max(float("inf") if (a is None) != (b is None) else abs((a or 0.0) - (b or 0.0))
+               for a, b in zip(rewards[base], rewards[head]))
     print(f"{args.config}, {args.archs} archs, both stages each, one thread, taking turns"
           f"{'' if cpu is None else f' on core {cpu}'}:")
     for name in (base, head):
