@@ -87,6 +87,11 @@ def worktree(rev: str) -> Path:
     return path
 
 
+def revision_argv(code: str, *args: str) -> list[str]:
+    """The command that runs ``code`` (:data:`PRELUDE` first) without this checkout first on sys.path."""
+    return [sys.executable, "-P", "-c", code, *args]
+
+
 def revision_env(tree: Path) -> dict[str, str]:
     """The environment of a process that imports densenas from ``tree`` (with ``python -P`` and
     :data:`PRELUDE`)."""
@@ -105,7 +110,7 @@ class Worker:
 
     def __init__(self, name: str, tree: Path, config: str, n: int, opts: list[str], cpu: int | None):
         self.name = name
-        self.proc = subprocess.Popen([sys.executable, "-P", "-c", WORKER, str(tree / config), str(n), json.dumps(opts)],
+        self.proc = subprocess.Popen(revision_argv(WORKER, str(tree / config), str(n), json.dumps(opts)),
                                      cwd=ROOT, env=revision_env(tree), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True,
                                      preexec_fn=None if cpu is None else lambda: os.sched_setaffinity(0, {cpu}))

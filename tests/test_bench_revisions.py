@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ def test_a_worker_imports_its_revision_not_this_checkout(tmp_path):
                    capture_output=True)
     try:
         code = bench.PRELUDE + "print(json.dumps(MODULES))"
-        out = subprocess.run([sys.executable, "-P", "-c", code], cwd=ROOT, env=bench.revision_env(tree),
+        out = subprocess.run(bench.revision_argv(code), cwd=ROOT, env=bench.revision_env(tree),
                              check=True, capture_output=True, text=True).stdout
         modules = json.loads(out.splitlines()[-1])
         assert [Path(m).relative_to(tree).as_posix() for m in modules] == ["densenas/__init__.py",
